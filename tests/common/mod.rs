@@ -1,0 +1,128 @@
+//! Shared helpers for the integration tests: fixture paths, safetensors reads, comparisons
+//! that print the first mismatch.
+
+use safetensors::SafeTensors;
+use std::path::{Path, PathBuf};
+
+/// `tests/fixtures` of this repository (copied from `../shared/fixtures`, see its README).
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// Every `tests/fixtures/liger/<case>` directory, sorted.
+pub fn liger_cases() -> Vec<PathBuf> {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(fixtures().join("liger"))
+        .expect("tests/fixtures/liger")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("config.json").exists())
+        .collect();
+    cases.sort();
+    cases
+}
+
+/// The cache of large downloaded test inputs (`scripts/fetch-test-data.sh` fills it).
+/// Returns `None` (and prints why) when `name` is absent, unless `LIGER_REQUIRE_TEST_DATA`
+/// is set, as CI sets it: then a missing file fails the test.
+pub fn test_data(name: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("LIGER_TEST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."));
+            home.join(".cache/liger-test-data")
+        });
+    let path = dir.join(name);
+    if path.exists() {
+        return Some(path);
+    }
+    if std::env::var_os("LIGER_REQUIRE_TEST_DATA").is_some() {
+        panic!(
+            "{} is missing: run scripts/fetch-test-data.sh",
+            path.display()
+        );
+    }
+    eprintln!(
+        "SKIPPED: {} is missing (run scripts/fetch-test-data.sh)",
+        path.display()
+    );
+    None
+}
+
+pub fn read_bytes(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A tensor of a safetensors file as f32 (F32, I64 and U8 tensors are converted), with its shape.
+pub fn tensor_f32(bytes: &[u8], name: &str) -> (Vec<f32>, Vec<usize>) {
+    let st = SafeTensors::deserialize(bytes).expect("safetensors");
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|e| panic!("tensor {name}: {e}"));
+    let data = t.data();
+    let v = match t.dtype() {
+        safetensors::Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        safetensors::Dtype::I64 => data
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
+        safetensors::Dtype::U8 => data.iter().map(|&b| b as f32).collect(),
+        d => panic!("tensor {name}: dtype {d:?} not handled"),
+    };
+    (v, t.shape().to_vec())
+}
+
+/// A U8 tensor of a safetensors file, with its shape.
+pub fn tensor_u8(bytes: &[u8], name: &str) -> (Vec<u8>, Vec<usize>) {
+    let st = SafeTensors::deserialize(bytes).expect("safetensors");
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|e| panic!("tensor {name}: {e}"));
+    (t.data().to_vec(), t.shape().to_vec())
+}
+
+/// Fails with the first position where `got` and `want` differ by more than `tol`
+/// (`tol = 0` compares bits, so `-0.0 != 0.0` and NaNs must match).
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs {}",
+        got.len(),
+        want.len()
+    );
+    let mut worst = (0usize, 0f32);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let bad = if tol == 0.0 {
+            g.to_bits() != w.to_bits()
+        } else {
+            !((g - w).abs() <= tol)
+        };
+        if bad {
+            panic!("{what}: first mismatch at index {i}: got {g}, want {w} (|diff| {}, tolerance {tol})", (g - w).abs());
+        }
+        if (g - w).abs() > worst.1 {
+            worst = (i, (g - w).abs());
+        }
+    }
+}
+
+/// Fails with the first differing byte.
+pub fn assert_bytes_eq(what: &str, got: &[u8], want: &[u8]) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs {}",
+        got.len(),
+        want.len()
+    );
+    if let Some(i) = got.iter().zip(want).position(|(g, w)| g != w) {
+        panic!(
+            "{what}: first differing byte at {i}: got {:#04x}, want {:#04x}",
+            got[i], want[i]
+        );
+    }
+}

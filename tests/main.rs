@@ -1,0 +1,3 @@
+//! Integration tests against the golden fixtures in `tests/fixtures` (see its README).
+
+mod quant;
