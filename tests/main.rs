@@ -1,3 +1,4 @@
 //! Integration tests against the golden fixtures in `tests/fixtures` (see its README).
 
+mod convert;
 mod quant;

@@ -1,1 +1,123 @@
-fn main() {}
+//! `liger` — convert Liger checkpoints and inspect liger files.
+
+mod info;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "liger",
+    version,
+    about = "Run Liger models (gated linear recurrence + sliding-window attention) on the edge"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert an HF Liger checkpoint directory (or a llama.cpp Llama GGUF) into a liger GGUF.
+    Convert {
+        /// HF checkpoint directory (config.json + safetensors) or a Llama GGUF file.
+        src: PathBuf,
+        /// Output file.
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Weight type: f32, f16, bf16, q8_0, q4_0 or q4_k_m.
+        #[arg(short = 't', long = "type", default_value = "q8_0")]
+        out_type: String,
+        /// A PEFT LoRA adapter directory to merge before quantizing.
+        #[arg(long)]
+        lora: Option<PathBuf>,
+        /// general.name of the output (default: the source's).
+        #[arg(long)]
+        name: Option<String>,
+        /// No progress bar.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show what a GGUF file holds: model, metadata, tensors, state size per sequence.
+    Info {
+        file: PathBuf,
+        /// Print metadata strings and arrays in full.
+        #[arg(long)]
+        full: bool,
+    },
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Convert {
+            src,
+            out,
+            out_type,
+            lora,
+            name,
+            quiet,
+        } => {
+            let out_type: liger_convert::OutType = out_type.parse()?;
+            let started = std::time::Instant::now();
+            let opts = liger_convert::ConvertOptions {
+                src: src.clone(),
+                out: out.clone(),
+                out_type,
+                lora,
+                name,
+                progress: !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            let report = liger_convert::convert(&opts)
+                .with_context(|| format!("converting {}", src.display()))?;
+            for (name, why) in &report.ignored {
+                eprintln!("note: dropped {name}: {why}");
+            }
+            let fell_back: Vec<_> = report
+                .tensors
+                .iter()
+                .filter(|t| t.fallback.is_some())
+                .collect();
+            if let Some(first) = fell_back.first() {
+                eprintln!(
+                    "note: {} tensors got another type than the recipe's (e.g. {} → {}: {}); `liger info` lists each",
+                    fell_back.len(),
+                    first.name,
+                    first.ggml_type,
+                    first.fallback.as_deref().unwrap_or("")
+                );
+            }
+            if !report.has_tokenizer {
+                eprintln!("note: the source has no tokenizer.json; the file has no tokenizer (token ids only)");
+            }
+            if report.config.untrained {
+                eprintln!(
+                    "note: this is a base model linearized WITHOUT Liger training or LoRA recovery: it runs \
+                     correctly but its answers are poor"
+                );
+            }
+            eprintln!(
+                "wrote {} ({:.1} MiB, {} tensors, {}{}) in {:.1}s",
+                out.display(),
+                report.file_bytes as f64 / (1 << 20) as f64,
+                report.tensors.len(),
+                out_type.name(),
+                if report.lora_modules > 0 {
+                    format!(", LoRA merged into {} weights", report.lora_modules)
+                } else {
+                    String::new()
+                },
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Info { file, full } => info::print(&file, full),
+    }
+}

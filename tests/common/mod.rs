@@ -126,3 +126,26 @@ pub fn assert_bytes_eq(what: &str, got: &[u8], want: &[u8]) {
         );
     }
 }
+
+/// The fixture's `meta.json`.
+pub fn meta(case: &Path) -> serde_json::Value {
+    serde_json::from_slice(&read_bytes(&case.join("meta.json"))).expect("meta.json")
+}
+
+/// Converts a fixture case (with its adapter for the LoRA case) into `dir/<case>.<type>.gguf`.
+pub fn convert_case(case: &Path, out_type: &str, dir: &Path) -> PathBuf {
+    let name = case.file_name().unwrap().to_string_lossy().to_string();
+    let out = dir.join(format!("{name}.{out_type}.gguf"));
+    let adapter = case.join("adapter");
+    let opts = liger_convert::ConvertOptions {
+        src: case.to_owned(),
+        out: out.clone(),
+        out_type: out_type.parse().unwrap(),
+        lora: adapter.exists().then_some(adapter),
+        name: None,
+        progress: false,
+    };
+    liger_convert::convert(&opts)
+        .unwrap_or_else(|e| panic!("converting {name} at {out_type}: {e}"));
+    out
+}
