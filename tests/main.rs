@@ -1,4 +1,6 @@
 //! Integration tests against the golden fixtures in `tests/fixtures` (see its README).
 
 mod convert;
+mod gguf_reader;
 mod quant;
+mod tokenizer;

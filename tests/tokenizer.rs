@@ -1,0 +1,189 @@
+//! Tokenizers in liger files: rebuilt from a llama.cpp GGUF's `tokenizer.ggml.*` metadata
+//! (must give llama.cpp's ids), or carried over from an HF checkpoint's files.
+
+use liger::gguf::{GgufFile, Value};
+use liger_tests::*;
+use serde_json::json;
+
+fn stored_tokenizer(file: &GgufFile) -> tokenizers::Tokenizer {
+    let json = file
+        .get("tokenizer.huggingface.json")
+        .and_then(Value::as_str)
+        .expect("tokenizer.huggingface.json");
+    json.parse().expect("stored tokenizer loads")
+}
+
+#[test]
+fn smollm2_tokenizer_rebuilt_from_gguf_gives_llama_cpp_ids() {
+    let Some(gguf) = test_data("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("smollm2.gguf");
+    let opts = liger_convert::ConvertOptions {
+        src: gguf,
+        out: out.clone(),
+        out_type: "q8_0".parse().unwrap(),
+        lora: None,
+        name: None,
+        progress: false,
+    };
+    let report = liger_convert::convert(&opts).unwrap();
+    assert!(
+        report.config.untrained,
+        "a plain Llama GGUF is an untrained linearization"
+    );
+    let file = GgufFile::open(&out).unwrap();
+    let tok = stored_tokenizer(&file);
+    let cases: serde_json::Value = serde_json::from_slice(&read_bytes(
+        &fixtures().join("tokenizers/smollm2/cases.json"),
+    ))
+    .unwrap();
+    let cases = cases["cases"].as_array().unwrap();
+    assert!(cases.len() >= 5);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        // llama-tokenize --no-bos with special tokens parsed; the GGUF has add_bos_token=false.
+        let got = tok.encode(text, true).unwrap().get_ids().to_vec();
+        if let Some(i) = got
+            .iter()
+            .zip(&want)
+            .position(|(g, w)| g != w)
+            .or((got.len() != want.len()).then_some(got.len().min(want.len())))
+        {
+            panic!(
+                "{text:?}: first difference at token {i}: got {:?}, want {:?}",
+                got.get(i),
+                want.get(i)
+            );
+        }
+        assert_eq!(tok.decode(&got, false).unwrap(), text, "decode round trip");
+    }
+    assert_eq!(
+        file.get("tokenizer.ggml.eos_token_id"),
+        Some(&Value::U32(2))
+    );
+    assert_eq!(
+        file.get("tokenizer.ggml.bos_token_id"),
+        Some(&Value::U32(1))
+    );
+    let template = file
+        .get("tokenizer.chat_template")
+        .and_then(Value::as_str)
+        .unwrap();
+    assert!(
+        template.contains("<|im_start|>"),
+        "chat template carried over"
+    );
+}
+
+/// A small byte-level BPE tokenizer.json with 2 special tokens, inside a vocab of 512.
+fn tiny_tokenizer_json() -> serde_json::Value {
+    let bytes: Vec<char> = (0..=255u8)
+        .map(|b| match b {
+            b'!'..=b'~' | 0xa1..=0xac | 0xae..=0xff => b as char,
+            _ => char::from_u32(256 + b as u32).unwrap(),
+        })
+        .collect();
+    let mut vocab = serde_json::Map::new();
+    vocab.insert("<s>".into(), json!(0));
+    vocab.insert("</s>".into(), json!(1));
+    for (i, c) in bytes.iter().enumerate() {
+        vocab.entry(c.to_string()).or_insert(json!(2 + i));
+    }
+    vocab.insert("he".into(), json!(300));
+    vocab.insert("llo".into(), json!(301));
+    vocab.insert("ll".into(), json!(302));
+    json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [
+            {"id": 0, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+            {"id": 1, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}
+        ],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab, "merges": [["h", "e"], ["l", "l"], ["ll", "o"]]}
+    })
+}
+
+#[test]
+fn hf_tokenizer_files_are_carried_into_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("ckpt");
+    std::fs::create_dir_all(&src).unwrap();
+    let case = fixtures().join("liger/liger_gla");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(case.join(f), src.join(f)).unwrap();
+    }
+    let tokenizer_json = serde_json::to_string(&tiny_tokenizer_json()).unwrap();
+    std::fs::write(src.join("tokenizer.json"), &tokenizer_json).unwrap();
+    std::fs::write(
+        src.join("tokenizer_config.json"),
+        serde_json::to_vec(&json!({
+            "bos_token": "<s>",
+            "eos_token": {"content": "</s>"},
+            "chat_template": "{% for m in messages %}<s>{{ m['content'] }}</s>{% endfor %}",
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("generation_config.json"),
+        r#"{"eos_token_id": [1, 300]}"#,
+    )
+    .unwrap();
+    let out = tmp.path().join("out.gguf");
+    let opts = liger_convert::ConvertOptions {
+        src,
+        out: out.clone(),
+        out_type: "f16".parse().unwrap(),
+        lora: None,
+        name: Some("tiny".into()),
+        progress: false,
+    };
+    assert!(liger_convert::convert(&opts).unwrap().has_tokenizer);
+    let file = GgufFile::open(&out).unwrap();
+    assert_eq!(
+        file.get("tokenizer.huggingface.json")
+            .and_then(Value::as_str),
+        Some(tokenizer_json.as_str())
+    );
+    assert_eq!(
+        file.get("tokenizer.ggml.bos_token_id"),
+        Some(&Value::U32(0))
+    );
+    assert_eq!(
+        file.get("tokenizer.ggml.eos_token_id"),
+        Some(&Value::U32(1))
+    );
+    assert_eq!(
+        file.get("liger.stop_token_ids"),
+        Some(&Value::u32_array(&[1, 300]))
+    );
+    assert!(file
+        .get("tokenizer.chat_template")
+        .and_then(Value::as_str)
+        .unwrap()
+        .contains("messages"));
+    assert_eq!(
+        file.get("general.name"),
+        Some(&Value::String("tiny".into()))
+    );
+    assert_eq!(
+        stored_tokenizer(&file)
+            .encode("hello", false)
+            .unwrap()
+            .get_ids(),
+        [300, 301]
+    );
+}
