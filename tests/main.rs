@@ -2,5 +2,6 @@
 
 mod convert;
 mod gguf_reader;
+mod model;
 mod quant;
 mod tokenizer;

@@ -66,7 +66,7 @@ const CHUNK_ELEMENTS: usize = 16 << 20;
 
 struct OpenedSource {
     weights: Box<dyn WeightSource>,
-    tokenizer: Option<TokenizerInfo>,
+    tokenizer: TokenizerInfo,
     name: String,
     description: String,
     ignored: Vec<(String, String)>,
@@ -106,7 +106,7 @@ fn open_source(src: &Path) -> Result<OpenedSource> {
         )));
     }
     let source = LlamaGgufSource::open(src)?;
-    let tokenizer = Some(tokenizer_gguf::rebuild_tokenizer(&source.file)?);
+    let tokenizer = tokenizer_gguf::rebuild_tokenizer(&source.file)?;
     let name = source
         .file
         .get("general.name")
@@ -170,15 +170,13 @@ fn check_tensors(weights: &dyn WeightSource, plan: &[PlannedTensor]) -> Result<(
 pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport> {
     let source = open_source(&opts.src)?;
     let config = source.weights.config().clone();
-    let plan = names::plan(&config)?;
+    let plan = liger::layout::tensor_specs(&config);
     check_tensors(source.weights.as_ref(), &plan)?;
     let adapter = opts.lora.as_deref().map(LoraAdapter::open).transpose()?;
     if let Some(a) = &adapter {
         a.check_against(&plan)?;
     }
-    if let Some(t) = &source.tokenizer {
-        t.validate(config.vocab_size)?;
-    }
+    source.tokenizer.validate(config.vocab_size)?;
 
     let mut tensors = Vec::with_capacity(plan.len());
     for t in &plan {
@@ -241,9 +239,7 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport> {
             )),
         ));
     }
-    if let Some(t) = &source.tokenizer {
-        metadata.extend(t.to_metadata());
-    }
+    metadata.extend(source.tokenizer.to_metadata());
 
     write_file(
         opts,
@@ -262,7 +258,7 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport> {
         tensors,
         file_bytes,
         ignored: source.ignored,
-        has_tokenizer: source.tokenizer.is_some(),
+        has_tokenizer: source.tokenizer.json.is_some(),
         lora_modules: adapter.as_ref().map_or(0, |a| a.n_modules()),
     })
 }

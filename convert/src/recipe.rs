@@ -1,6 +1,9 @@
 //! Which ggml type each tensor gets for a `--type`.
 //!
-//! Norm weights and biases are always F32. For `q4_k_m` (in the spirit of llama.cpp's
+//! Norm weights and biases are always F32. An untied `token_embd` is only gathered (one row
+//! per token), never streamed through a matmul, so its precision costs disk space but no
+//! speed: it is kept one step above the file's type (F16 for `q8_0`, Q8_0 for `q4_0` and
+//! `q4_k_m`). A tied one is also the output head and follows the head's rule. For `q4_k_m` (in the spirit of llama.cpp's
 //! Q4_K_M): the output head (or the tied embedding, which is also the head) is Q6_K;
 //! `attn_v` and `ffn_down` are Q6_K in the first and last eighth of the layers and every
 //! third layer between, Q4_K elsewhere; everything else is Q4_K. A matrix whose rows are not
@@ -79,7 +82,10 @@ pub fn choose(
     if !t.is_matrix() {
         return (GgmlType::F32, None);
     }
+    let gathered_only = t.name == "token_embd.weight" && !tied;
     let wanted = match out {
+        OutType::Q8_0 if gathered_only => GgmlType::F16,
+        OutType::Q4_0 | OutType::Q4KM if gathered_only => GgmlType::Q8_0,
         OutType::F32 => GgmlType::F32,
         OutType::F16 => GgmlType::F16,
         OutType::BF16 => GgmlType::BF16,
@@ -131,7 +137,27 @@ mod tests {
         let pick =
             |name: &str, layer, row| choose(OutType::Q4KM, &matrix(name, layer, row), n, false).0;
         assert_eq!(pick("output.weight", None, 512), GgmlType::Q6_K);
-        assert_eq!(pick("token_embd.weight", None, 512), GgmlType::Q4_K);
+        assert_eq!(pick("token_embd.weight", None, 512), GgmlType::Q8_0);
+        assert_eq!(
+            choose(
+                OutType::Q8_0,
+                &matrix("token_embd.weight", None, 512),
+                n,
+                false
+            )
+            .0,
+            GgmlType::F16
+        );
+        assert_eq!(
+            choose(
+                OutType::Q8_0,
+                &matrix("token_embd.weight", None, 512),
+                n,
+                true
+            )
+            .0,
+            GgmlType::Q8_0
+        );
         assert_eq!(
             choose(
                 OutType::Q4KM,

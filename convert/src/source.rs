@@ -25,8 +25,8 @@ pub fn read_json(path: &Path) -> Result<Json> {
 /// The tokenizer a liger file carries (`tokenizer.*` metadata).
 #[derive(Clone, Debug, Default)]
 pub struct TokenizerInfo {
-    /// A whole HF `tokenizer.json`.
-    pub json: String,
+    /// A whole HF `tokenizer.json` (absent for checkpoints without one: ids only).
+    pub json: Option<String>,
     pub chat_template: Option<String>,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
@@ -37,16 +37,16 @@ pub struct TokenizerInfo {
 
 impl TokenizerInfo {
     pub fn to_metadata(&self) -> Vec<(String, Value)> {
-        let mut m = vec![
-            (
-                "tokenizer.huggingface.json".to_string(),
-                Value::String(self.json.clone()),
-            ),
-            (
-                "tokenizer.ggml.add_bos_token".into(),
-                Value::Bool(self.add_bos),
-            ),
-        ];
+        let mut m = vec![(
+            "tokenizer.ggml.add_bos_token".to_string(),
+            Value::Bool(self.add_bos),
+        )];
+        if let Some(json) = &self.json {
+            m.push((
+                "tokenizer.huggingface.json".into(),
+                Value::String(json.clone()),
+            ));
+        }
         if let Some(t) = &self.chat_template {
             m.push(("tokenizer.chat_template".into(), Value::String(t.clone())));
         }
@@ -67,15 +67,16 @@ impl TokenizerInfo {
 
     /// Checks that the JSON builds a tokenizer and the special ids are inside its vocabulary.
     pub fn validate(&self, vocab_size: usize) -> Result<()> {
-        let tok: tokenizers::Tokenizer = self
-            .json
-            .parse()
-            .map_err(|e| Error::Tokenizer(format!("tokenizer.json does not load: {e}")))?;
-        let n = tok.get_vocab_size(true);
-        if n > vocab_size {
-            return Err(Error::Tokenizer(format!(
-                "tokenizer has {n} tokens but the model's vocab_size is {vocab_size}"
-            )));
+        if let Some(json) = &self.json {
+            let tok: tokenizers::Tokenizer = json
+                .parse()
+                .map_err(|e| Error::Tokenizer(format!("tokenizer.json does not load: {e}")))?;
+            let n = tok.get_vocab_size(true);
+            if n > vocab_size {
+                return Err(Error::Tokenizer(format!(
+                    "tokenizer has {n} tokens but the model's vocab_size is {vocab_size}"
+                )));
+            }
         }
         for id in self.bos.iter().chain(&self.eos).chain(&self.stop_ids) {
             if *id as usize >= vocab_size {
@@ -119,16 +120,19 @@ fn chat_template(dir: &Path, tok_cfg: Option<&Json>) -> Result<Option<String>> {
     })
 }
 
-/// The tokenizer of an HF checkpoint directory, or `None` when it has no tokenizer.json.
-pub fn hf_tokenizer(dir: &Path, config: &Json) -> Result<Option<TokenizerInfo>> {
+/// The tokenizer of an HF checkpoint directory. Without a tokenizer.json only the special
+/// ids of config.json / generation_config.json are kept (the file then works with ids only).
+pub fn hf_tokenizer(dir: &Path, config: &Json) -> Result<TokenizerInfo> {
     let path = dir.join("tokenizer.json");
-    if !path.exists() {
-        return Ok(None);
-    }
-    let json = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let tok: tokenizers::Tokenizer = json
-        .parse()
-        .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+    let (json, tok) = if path.exists() {
+        let json = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let tok: tokenizers::Tokenizer = json
+            .parse()
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        (Some(json), Some(tok))
+    } else {
+        (None, None)
+    };
     let cfg_path = dir.join("tokenizer_config.json");
     let tok_cfg = if cfg_path.exists() {
         Some(read_json(&cfg_path)?)
@@ -143,7 +147,8 @@ pub fn hf_tokenizer(dir: &Path, config: &Json) -> Result<Option<TokenizerInfo>> 
     };
 
     let by_name = |key: &str| {
-        token_content(tok_cfg.as_ref().and_then(|c| c.get(key))).and_then(|t| tok.token_to_id(t))
+        let name = token_content(tok_cfg.as_ref().and_then(|c| c.get(key)))?;
+        tok.as_ref()?.token_to_id(name)
     };
     let first = |v: Vec<u32>| v.first().copied();
     let bos = by_name("bos_token")
@@ -164,12 +169,12 @@ pub fn hf_tokenizer(dir: &Path, config: &Json) -> Result<Option<TokenizerInfo>> 
         .and_then(|c| c.get("add_bos_token"))
         .and_then(Json::as_bool)
         .unwrap_or(false);
-    Ok(Some(TokenizerInfo {
+    Ok(TokenizerInfo {
         json,
         chat_template: chat_template(dir, tok_cfg.as_ref())?,
         bos,
         eos,
         stop_ids,
         add_bos,
-    }))
+    })
 }

@@ -225,7 +225,7 @@ pub fn rebuild_tokenizer(file: &GgufFile) -> Result<TokenizerInfo> {
         .into_iter()
         .collect();
     let info = TokenizerInfo {
-        json,
+        json: Some(json),
         chat_template: file
             .get("tokenizer.chat_template")
             .and_then(Value::as_str)
@@ -315,7 +315,7 @@ mod tests {
             ("tokenizer.ggml.unknown_token_id".into(), Value::U32(0)),
         ];
         let info = rebuild_tokenizer(&gguf_with(meta)).unwrap();
-        let tok: tokenizers::Tokenizer = info.json.parse().unwrap();
+        let tok: tokenizers::Tokenizer = info.json.as_deref().unwrap().parse().unwrap();
         // "ab" -> "▁ab" (one token); "A" is not in the vocab -> byte fallback <0x41>; BOS added.
         let enc = tok.encode("ab A\n", true).unwrap();
         assert_eq!(enc.get_ids(), [1, 7, 3, 8, 9]);

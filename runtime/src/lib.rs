@@ -11,12 +11,23 @@ compile_error!(
     "liger reads little-endian GGUF files in place and supports little-endian targets only"
 );
 
+pub mod chat;
 pub mod config;
+pub mod cpu;
 pub mod error;
 pub mod gguf;
+pub mod layout;
+pub mod model;
 pub mod quant;
+pub mod sampler;
+pub mod session;
+pub mod tokenizer;
 
 pub use config::{Base, LigerConfig, RopeScaling, Variant};
 pub use error::{Error, Result};
 pub use gguf::{GgufFile, TensorInfo, Value};
+pub use model::{Model, ModelOptions};
 pub use quant::GgmlType;
+pub use sampler::{Sampler, SamplerOptions};
+pub use session::{DecodeMode, Session};
+pub use tokenizer::{StreamDecoder, Tokenizer};

@@ -1,0 +1,209 @@
+//! A loaded liger model: config, weights read in place from the mapped file, tokenizer, and
+//! the CPU thread pool its steps run on.
+
+mod recurrence;
+pub mod rope;
+mod state;
+mod step;
+
+pub use state::SequenceState;
+pub(crate) use step::{forward, Scratch};
+
+use crate::config::LigerConfig;
+use crate::cpu::linear::WeightMatrix;
+use crate::error::{Error, Result};
+use crate::gguf::{GgufFile, TensorInfo};
+use crate::layout::tensor_specs;
+use crate::quant::{dequantize, GgmlType};
+use crate::tokenizer::Tokenizer;
+use std::path::Path;
+
+/// Where a weight matrix lives in the file: `[rows, cols]` of `ty`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MatrixRef {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    offset: usize,
+    n_bytes: usize,
+}
+
+pub(crate) struct LayerWeights {
+    pub attn_norm: Vec<f32>,
+    pub wq: MatrixRef,
+    pub wk: MatrixRef,
+    pub wv: MatrixRef,
+    pub bq: Option<Vec<f32>>,
+    pub bk: Option<Vec<f32>>,
+    pub bv: Option<Vec<f32>>,
+    pub wo: MatrixRef,
+    pub ffn_norm: Vec<f32>,
+    pub w_gate: MatrixRef,
+    pub w_up: MatrixRef,
+    pub w_down: MatrixRef,
+}
+
+pub(crate) struct Weights {
+    pub token_embd: MatrixRef,
+    pub layers: Vec<LayerWeights>,
+    pub output_norm: Vec<f32>,
+    /// `output.weight`, or `token_embd` when tied.
+    pub output: MatrixRef,
+}
+
+/// Options that apply to a loaded model.
+#[derive(Clone, Debug, Default)]
+pub struct ModelOptions {
+    /// Worker threads for the CPU kernels (default: the number of cores).
+    pub threads: Option<usize>,
+}
+
+pub struct Model {
+    file: GgufFile,
+    pub config: LigerConfig,
+    pub tokenizer: Option<Tokenizer>,
+    pub(crate) weights: Weights,
+    pub(crate) inv_freq: Vec<f32>,
+    /// Identifies the file's header (metadata + tensor directory): binds saved states.
+    pub fingerprint: u64,
+    pub(crate) pool: rayon::ThreadPool,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// FNV-1a, 64 bit.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+impl Model {
+    pub fn load(path: impl AsRef<Path>, options: &ModelOptions) -> Result<Model> {
+        Self::from_file(GgufFile::open(path)?, options)
+    }
+
+    pub fn from_file(file: GgufFile, options: &ModelOptions) -> Result<Model> {
+        let config = LigerConfig::from_gguf(&file)?;
+        for spec in tensor_specs(&config) {
+            let t = file.tensor(&spec.name).ok_or_else(|| {
+                Error::Tensor(format!("'{}' is missing from the file", spec.name))
+            })?;
+            if t.dims != spec.ggml_dims() {
+                return Err(Error::Tensor(format!(
+                    "'{}' has dims {:?}, the config implies {:?}",
+                    spec.name,
+                    t.dims,
+                    spec.ggml_dims()
+                )));
+            }
+            if !t.ggml_type.can_dequantize() || (!spec.is_matrix() && t.ggml_type != GgmlType::F32)
+            {
+                return Err(Error::Unsupported(format!(
+                    "'{}' of type {}",
+                    spec.name, t.ggml_type
+                )));
+            }
+        }
+        let matrix = |name: &str| -> MatrixRef {
+            // Present with the right dims: checked above.
+            let t = file.tensor(name).expect("checked");
+            MatrixRef {
+                ty: t.ggml_type,
+                rows: t.n_rows(),
+                cols: t.row_len(),
+                offset: t.offset as usize,
+                n_bytes: t.n_bytes as usize,
+            }
+        };
+        let vector = |name: &str| -> Result<Vec<f32>> {
+            let t: &TensorInfo = file.tensor(name).expect("checked");
+            dequantize(t.ggml_type, file.tensor_data(t))
+        };
+        let optional = |name: &str| -> Result<Option<Vec<f32>>> {
+            if config.attention_bias {
+                vector(name).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let mut layers = Vec::with_capacity(config.n_layers);
+        for l in 0..config.n_layers {
+            let n = |s: &str| format!("blk.{l}.{s}");
+            layers.push(LayerWeights {
+                attn_norm: vector(&n("attn_norm.weight"))?,
+                wq: matrix(&n("attn_q.weight")),
+                wk: matrix(&n("attn_k.weight")),
+                wv: matrix(&n("attn_v.weight")),
+                bq: optional(&n("attn_q.bias"))?,
+                bk: optional(&n("attn_k.bias"))?,
+                bv: optional(&n("attn_v.bias"))?,
+                wo: matrix(&n("attn_output.weight")),
+                ffn_norm: vector(&n("ffn_norm.weight"))?,
+                w_gate: matrix(&n("ffn_gate.weight")),
+                w_up: matrix(&n("ffn_up.weight")),
+                w_down: matrix(&n("ffn_down.weight")),
+            });
+        }
+        let weights = Weights {
+            token_embd: matrix("token_embd.weight"),
+            output_norm: vector("output_norm.weight")?,
+            output: matrix(if config.tie_embeddings {
+                "token_embd.weight"
+            } else {
+                "output.weight"
+            }),
+            layers,
+        };
+        let tokenizer = Tokenizer::from_gguf(&file, config.vocab_size)?;
+        let threads = options.threads.unwrap_or(0);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("liger-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::InvalidArgument(format!("cannot start {threads} threads: {e}")))?;
+        let fingerprint = fnv1a(&file.bytes()[..file.data_offset as usize]);
+        Ok(Model {
+            inv_freq: rope::inverse_frequencies(&config),
+            config,
+            tokenizer,
+            weights,
+            fingerprint,
+            pool,
+            file,
+        })
+    }
+
+    pub(crate) fn matrix(&self, m: &MatrixRef) -> WeightMatrix<'_> {
+        WeightMatrix {
+            ty: m.ty,
+            rows: m.rows,
+            cols: m.cols,
+            data: &self.file.bytes()[m.offset..m.offset + m.n_bytes],
+        }
+    }
+
+    /// The file the model was loaded from.
+    pub fn file(&self) -> &GgufFile {
+        &self.file
+    }
+
+    /// Worker threads of the CPU kernels.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Fixed state bytes per sequence: recurrent state + window cache (f32).
+    pub fn state_bytes(&self) -> u64 {
+        self.config.recurrent_state_bytes() + self.config.window_cache_bytes(4)
+    }
+}

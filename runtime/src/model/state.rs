@@ -1,0 +1,158 @@
+//! One sequence's state: the recurrent state of every layer and the rolling window of the
+//! last `W` RoPE'd keys and values, both of fixed size. Saved as versioned, checksummed bytes
+//! bound to the model they came from.
+//!
+//! Letters: L layers, Hkv KV heads, d head dim, M GSA slots, W window.
+
+use crate::config::{LigerConfig, Variant};
+use crate::error::{Error, Result};
+use crate::model::fnv1a;
+
+const MAGIC: [u8; 4] = *b"LGST";
+const VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SequenceState {
+    /// Per layer, per KV head: S [d, d] (GLA/HGRN2), or K [d, M] then V [M, d] (GSA).
+    pub(crate) recurrent: Vec<f32>,
+    /// Per layer: keys [W, Hkv·d] after RoPE; slot of position p is `p % W`.
+    pub(crate) window_keys: Vec<f32>,
+    /// Per layer: values [W, Hkv·d].
+    pub(crate) window_values: Vec<f32>,
+    /// The window holds positions `pos − window_len .. pos`.
+    pub(crate) window_len: usize,
+    /// Tokens fed so far (the position of the next token).
+    pub(crate) pos: usize,
+    /// [V] logits after the last token fed (zeros before any), so a restored state can sample.
+    pub(crate) logits: Vec<f32>,
+}
+
+impl SequenceState {
+    pub fn new(c: &LigerConfig) -> SequenceState {
+        let window = c.n_layers * c.window as usize * c.n_kv_heads * c.head_dim;
+        SequenceState {
+            recurrent: vec![0.0; Self::recurrent_len(c)],
+            window_keys: vec![0.0; window],
+            window_values: vec![0.0; window],
+            window_len: 0,
+            pos: 0,
+            logits: vec![0.0; c.vocab_size],
+        }
+    }
+
+    pub(crate) fn recurrent_len(c: &LigerConfig) -> usize {
+        c.n_layers * c.n_kv_heads * Self::per_head(c)
+    }
+
+    /// f32 values of one KV head's recurrent state.
+    pub(crate) fn per_head(c: &LigerConfig) -> usize {
+        match c.variant {
+            Variant::Gla | Variant::Hgrn2 => c.head_dim * c.head_dim,
+            Variant::Gsa => 2 * c.head_dim * c.gsa_slots,
+        }
+    }
+
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    pub fn reset(&mut self) {
+        self.recurrent.fill(0.0);
+        self.window_keys.fill(0.0);
+        self.window_values.fill(0.0);
+        self.window_len = 0;
+        self.pos = 0;
+        self.logits.fill(0.0);
+    }
+
+    /// Size of [`SequenceState::to_bytes`]'s output: fixed for a model.
+    pub fn byte_len(&self) -> usize {
+        HEADER_LEN
+            + 4 * (self.recurrent.len()
+                + self.window_keys.len()
+                + self.window_values.len()
+                + self.logits.len())
+            + 8
+    }
+
+    /// `LGST` | version u32 | model fingerprint u64 | mode u8 + 7 reserved | pos u64 |
+    /// window_len u64 | recurrent, window keys, window values, logits (f32 LE) | FNV-1a u64 of all
+    /// before.
+    pub fn to_bytes(&self, fingerprint: u64, mode: u8) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.byte_len());
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&fingerprint.to_le_bytes());
+        out.extend_from_slice(&[mode, 0, 0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(&(self.pos as u64).to_le_bytes());
+        out.extend_from_slice(&(self.window_len as u64).to_le_bytes());
+        for part in [
+            &self.recurrent,
+            &self.window_keys,
+            &self.window_values,
+            &self.logits,
+        ] {
+            for v in part.iter() {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        let sum = fnv1a(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
+        out
+    }
+
+    /// Restores from [`SequenceState::to_bytes`] output; checks everything first and leaves
+    /// `self` unchanged on error. Returns the decode mode byte that was saved.
+    pub fn load_bytes(&mut self, bytes: &[u8], fingerprint: u64, window: usize) -> Result<u8> {
+        let bad = |m: String| Err(Error::InvalidArgument(format!("state: {m}")));
+        if bytes.len() < HEADER_LEN + 8 || bytes[..4] != MAGIC {
+            return bad("not a liger state (bad magic or too short)".into());
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
+        let version = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+        if version != VERSION {
+            return bad(format!(
+                "version {version}, this runtime reads version {VERSION}"
+            ));
+        }
+        if u64_at(8) != fingerprint {
+            return bad("it was saved from another model (fingerprint differs)".into());
+        }
+        if bytes.len() != self.byte_len() {
+            return bad(format!(
+                "{} bytes, this model's state has {}",
+                bytes.len(),
+                self.byte_len()
+            ));
+        }
+        let body = bytes.len() - 8;
+        if fnv1a(&bytes[..body]) != u64_at(body) {
+            return bad("checksum mismatch (corrupted)".into());
+        }
+        let mode = bytes[16];
+        let (pos, window_len) = (u64_at(24), u64_at(32));
+        if window_len > window as u64 || window_len > pos {
+            return bad(format!(
+                "window length {window_len} is impossible at position {pos}"
+            ));
+        }
+        let mut floats = bytes[HEADER_LEN..body]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        for part in [
+            &mut self.recurrent,
+            &mut self.window_keys,
+            &mut self.window_values,
+            &mut self.logits,
+        ] {
+            for v in part.iter_mut() {
+                *v = floats.next().unwrap_or(0.0);
+            }
+        }
+        self.pos = pos as usize;
+        self.window_len = window_len as usize;
+        Ok(mode)
+    }
+}
+
+const HEADER_LEN: usize = 40;
