@@ -4,4 +4,5 @@ mod convert;
 mod gguf_reader;
 mod model;
 mod quant;
+mod real_model;
 mod tokenizer;

@@ -1,6 +1,8 @@
 //! `liger` — convert Liger checkpoints and inspect liger files.
 
+mod generate;
 mod info;
+mod npy;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -39,6 +41,12 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Generate text from a prompt (streams to stdout, speed to stderr).
+    Run(generate::RunArgs),
+    /// Write the logits of every position of a token sequence as a float32 .npy [T, vocab].
+    Score(generate::ScoreArgs),
+    /// Chat with the file's chat template; earlier turns are never fed again.
+    Chat(generate::ChatArgs),
     /// Show what a GGUF file holds: model, metadata, tensors, state size per sequence.
     Info {
         file: PathBuf,
@@ -119,5 +127,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Info { file, full } => info::print(&file, full),
+        Command::Run(args) => generate::run(args),
+        Command::Score(args) => generate::score(args),
+        Command::Chat(args) => generate::chat(args),
     }
 }

@@ -3,9 +3,9 @@
 //! turn feeds only the text the template adds after what was already fed.
 
 use crate::error::{Error, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
@@ -91,7 +91,7 @@ impl ChatTemplate {
 }
 
 /// A multi-turn conversation whose text has been fed to a session exactly once.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Conversation {
     pub messages: Vec<ChatMessage>,
     /// The text the session has consumed so far (prompts and answers).

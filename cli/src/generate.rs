@@ -1,0 +1,448 @@
+//! `liger run`, `liger score` and `liger chat`.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use liger::chat::{ChatTemplate, Conversation, CHATML};
+use liger::{
+    DecodeMode, Model, ModelOptions, Sampler, SamplerOptions, Session, StreamDecoder, Tokenizer,
+};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// A liger GGUF file.
+    #[arg(short, long)]
+    pub model: PathBuf,
+    /// What the sliding-window branch sees: window (rolling cache; exact full-forward logits)
+    /// or hf-compat (only the current call's tokens, as the reference HF generate()).
+    #[arg(long, default_value = "window")]
+    pub decode: String,
+    /// CPU threads (default: all cores).
+    #[arg(short, long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args, Clone)]
+pub struct SamplingArgs {
+    /// Temperature; 0 is greedy.
+    #[arg(long = "temp", default_value_t = 0.8)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    #[arg(long, default_value_t = 64)]
+    pub repeat_last_n: usize,
+    #[arg(long, default_value_t = 0x5eed)]
+    pub seed: u64,
+    /// Keep generating after an end-of-sequence token.
+    #[arg(long)]
+    pub ignore_eos: bool,
+}
+
+impl SamplingArgs {
+    fn options(&self) -> SamplerOptions {
+        SamplerOptions {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            seed: self.seed,
+        }
+    }
+}
+
+pub struct Loaded {
+    pub model: Arc<Model>,
+    pub mode: DecodeMode,
+}
+
+pub fn load(args: &ModelArgs) -> Result<Loaded> {
+    let mode: DecodeMode = args.decode.parse()?;
+    let started = Instant::now();
+    let model = Model::load(
+        &args.model,
+        &ModelOptions {
+            threads: args.threads,
+        },
+    )
+    .with_context(|| format!("loading {}", args.model.display()))?;
+    let c = &model.config;
+    eprintln!(
+        "loaded {} in {:.2}s: Liger-{} ({} base{}), {} layers, {} threads, state {:.1} MiB per sequence",
+        args.model.display(),
+        started.elapsed().as_secs_f64(),
+        c.variant.name().to_uppercase(),
+        c.base.name(),
+        if c.untrained { ", linearized without Liger training or LoRA: expect poor text" } else { "" },
+        c.n_layers,
+        model.threads(),
+        model.state_bytes() as f64 / (1 << 20) as f64
+    );
+    Ok(Loaded {
+        model: Arc::new(model),
+        mode,
+    })
+}
+
+pub fn parse_ids(text: &str) -> Result<Vec<u32>> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<u32>()
+                .with_context(|| format!("'{s}' is not a token id"))
+        })
+        .collect()
+}
+
+fn tokenizer(model: &Model) -> Result<&Tokenizer> {
+    model
+        .tokenizer
+        .as_ref()
+        .context("this file has no tokenizer: use --prompt-ids / --ids")
+}
+
+fn chat_template(tok: &Tokenizer) -> Result<ChatTemplate> {
+    let name = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or_default();
+    let source = tok.chat_template.as_deref().unwrap_or(CHATML);
+    Ok(ChatTemplate::new(source, &name(tok.bos), &name(tok.eos))?)
+}
+
+/// Stop ids of the file (with or without a tokenizer).
+fn stop_ids(model: &Model) -> Result<Vec<u32>> {
+    Ok(liger::tokenizer::stop_ids(
+        model.file(),
+        model.config.vocab_size,
+    )?)
+}
+
+/// Generates up to `n` tokens after the session's last logits, feeding each one; calls `emit`
+/// with each token. Returns the tokens (stop token excluded) and the decode time.
+fn generate(
+    session: &mut Session,
+    sampler: &mut Sampler,
+    n: usize,
+    stops: &[u32],
+    ignore_eos: bool,
+    mut emit: impl FnMut(u32) -> Result<()>,
+) -> Result<(Vec<u32>, f64)> {
+    let started = Instant::now();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let next = sampler.sample(session.logits());
+        if !ignore_eos && stops.contains(&next) {
+            break;
+        }
+        emit(next)?;
+        out.push(next);
+        sampler.observe(next);
+        session.feed(&[next])?;
+    }
+    Ok((out, started.elapsed().as_secs_f64()))
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt text.
+    #[arg(short, long, conflicts_with = "prompt_ids")]
+    pub prompt: Option<String>,
+    /// Prompt as token ids: 1,2,3
+    #[arg(long)]
+    pub prompt_ids: Option<String>,
+    /// Tokens to generate.
+    #[arg(short = 'n', long, default_value_t = 128)]
+    pub n_predict: usize,
+    /// Wrap the prompt in the file's chat template as a user message.
+    #[arg(long)]
+    pub chat: bool,
+    /// Print the generated token ids (one line) instead of text.
+    #[arg(long)]
+    pub ids: bool,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let Loaded { model, mode } = load(&args.model)?;
+    let prompt: Vec<u32> = match (&args.prompt, &args.prompt_ids) {
+        (_, Some(ids)) => parse_ids(ids)?,
+        (Some(text), None) => {
+            let tok = tokenizer(&model)?;
+            if args.chat {
+                let rendered = chat_template(tok)?
+                    .render(&[liger::chat::ChatMessage::new("user", text)], true)?;
+                tok.encode(&rendered, false)?
+            } else {
+                tok.encode(text, true)?
+            }
+        }
+        (None, None) => bail!("give a prompt with -p TEXT or --prompt-ids 1,2,3"),
+    };
+    if prompt.is_empty() {
+        bail!("the prompt is empty");
+    }
+    let mut session = Session::new(model.clone(), mode);
+    let mut sampler = Sampler::new(args.sampling.options());
+    prompt.iter().for_each(|&t| sampler.observe(t));
+    let started = Instant::now();
+    session.feed(&prompt)?;
+    let prefill = started.elapsed().as_secs_f64();
+    let stops = stop_ids(&model)?;
+    let stdout = std::io::stdout();
+    let mut decoder = StreamDecoder::new();
+    let text_out = !args.ids;
+    let (tokens, decode) = generate(
+        &mut session,
+        &mut sampler,
+        args.n_predict,
+        &stops,
+        args.sampling.ignore_eos,
+        |id| {
+            if text_out {
+                if let Some(piece) = decoder.push(tokenizer(&model)?, id)? {
+                    let mut out = stdout.lock();
+                    out.write_all(piece.as_bytes())?;
+                    out.flush()?;
+                }
+            }
+            Ok(())
+        },
+    )?;
+    let mut out = stdout.lock();
+    if args.ids {
+        let line: Vec<String> = tokens.iter().map(|t| t.to_string()).collect();
+        writeln!(out, "{}", line.join(" "))?;
+    } else {
+        if let Ok(tok) = tokenizer(&model) {
+            write!(out, "{}", decoder.flush(tok)?)?;
+        }
+        writeln!(out)?;
+    }
+    eprintln!(
+        "prompt: {} tokens in {:.3}s ({:.1} tok/s); generated: {} tokens in {:.3}s ({:.1} tok/s); decode mode {}",
+        prompt.len(),
+        prefill,
+        prompt.len() as f64 / prefill,
+        tokens.len(),
+        decode,
+        tokens.len() as f64 / decode.max(1e-9),
+        mode.name()
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ScoreArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Token ids: 1,2,3,...
+    #[arg(long)]
+    pub ids: String,
+    /// hf-compat: how many ids form the prompt (one forward); the rest are decoded one by one.
+    #[arg(long)]
+    pub prompt_len: Option<usize>,
+    /// Output .npy file: float32 [T, vocab].
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn score(args: ScoreArgs) -> Result<()> {
+    let Loaded { model, mode } = load(&args.model)?;
+    let ids = parse_ids(&args.ids)?;
+    if ids.is_empty() {
+        bail!("--ids is empty");
+    }
+    let prompt_len = args.prompt_len.unwrap_or(ids.len());
+    if prompt_len == 0 || prompt_len > ids.len() {
+        bail!("--prompt-len {prompt_len} must be in 1..={}", ids.len());
+    }
+    let mut session = Session::new(model.clone(), mode);
+    let logits = match mode {
+        DecodeMode::Window => session.feed_all_logits(&ids)?,
+        DecodeMode::HfCompat => {
+            let mut out = session.feed_all_logits(&ids[..prompt_len])?;
+            for &t in &ids[prompt_len..] {
+                out.extend_from_slice(session.feed(&[t])?);
+            }
+            out
+        }
+    };
+    crate::npy::write_f32(&args.out, &logits, &[ids.len(), model.config.vocab_size])
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!(
+        "wrote {} ({} × {})",
+        args.out.display(),
+        ids.len(),
+        model.config.vocab_size
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A system message for the conversation.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Most tokens per answer.
+    #[arg(short = 'n', long, default_value_t = 512)]
+    pub n_predict: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+/// A saved chat: `u64 length` + conversation JSON + session state bytes.
+fn save_chat(path: &Path, conversation: &Conversation, session: &Session) -> Result<()> {
+    let json = serde_json::to_vec(conversation)?;
+    let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&json);
+    bytes.extend_from_slice(&session.save_state());
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(&bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)?;
+    Ok(())
+}
+
+fn load_chat(path: &Path, session: &mut Session) -> Result<Conversation> {
+    let bytes = std::fs::read(path)?;
+    let len = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+        .unwrap_or(u64::MAX);
+    let json_end = 8usize
+        .checked_add(len as usize)
+        .filter(|&e| e <= bytes.len())
+        .context("not a liger chat file")?;
+    let conversation: Conversation =
+        serde_json::from_slice(&bytes[8..json_end]).context("not a liger chat file")?;
+    session.load_state(&bytes[json_end..])?;
+    Ok(conversation)
+}
+
+pub fn chat(args: ChatArgs) -> Result<()> {
+    let Loaded { model, mode } = load(&args.model)?;
+    let tok = tokenizer(&model)?;
+    let template = chat_template(tok)?;
+    let stops = stop_ids(&model)?;
+    let mut session = Session::new(model.clone(), mode);
+    let mut sampler = Sampler::new(args.sampling.options());
+    let fresh = || {
+        let mut c = Conversation::default();
+        if let Some(system) = &args.system {
+            c.messages
+                .push(liger::chat::ChatMessage::new("system", system));
+        }
+        c
+    };
+    let mut conversation = fresh();
+    eprintln!("chat: type a message; /save PATH, /load PATH, /reset, /quit");
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout();
+    loop {
+        write!(stdout, "> ")?;
+        stdout.flush()?;
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            break;
+        }
+        let line = line.trim_end_matches(['\n', '\r']);
+        let (command, arg) = line
+            .split_once(' ')
+            .map_or((line, ""), |(c, a)| (c, a.trim()));
+        match command {
+            "/quit" | "/exit" => break,
+            "/reset" => {
+                session.reset();
+                conversation = fresh();
+                eprintln!("(conversation reset)");
+                continue;
+            }
+            "/save" if !arg.is_empty() => {
+                match save_chat(Path::new(arg), &conversation, &session) {
+                    Ok(()) => eprintln!(
+                        "(saved {} messages, {} tokens of state to {arg})",
+                        conversation.messages.len(),
+                        session.position()
+                    ),
+                    Err(e) => eprintln!("error: {e:#}"),
+                }
+                continue;
+            }
+            "/load" if !arg.is_empty() => {
+                match load_chat(Path::new(arg), &mut session) {
+                    Ok(c) => {
+                        conversation = c;
+                        eprintln!(
+                            "(loaded {} messages, {} tokens of state)",
+                            conversation.messages.len(),
+                            session.position()
+                        );
+                    }
+                    Err(e) => eprintln!("error: {e:#}"),
+                }
+                continue;
+            }
+            c if c.starts_with('/') && c.len() > 1 => {
+                eprintln!("commands: /save PATH, /load PATH, /reset, /quit");
+                continue;
+            }
+            _ => {}
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let delta = conversation.user_turn(&template, line)?;
+        let ids = tok.encode(&delta, false)?;
+        ids.iter().for_each(|&t| sampler.observe(t));
+        let started = Instant::now();
+        session.feed(&ids)?;
+        let prefill = started.elapsed().as_secs_f64();
+        let mut decoder = StreamDecoder::new();
+        let mut answer = String::new();
+        let (tokens, decode) = generate(
+            &mut session,
+            &mut sampler,
+            args.n_predict,
+            &stops,
+            false,
+            |id| {
+                if let Some(piece) = decoder.push(tok, id)? {
+                    answer.push_str(&piece);
+                    write!(stdout, "{piece}")?;
+                    stdout.flush()?;
+                }
+                Ok(())
+            },
+        )?;
+        let rest = decoder.flush(tok)?;
+        answer.push_str(&rest);
+        writeln!(stdout, "{rest}")?;
+        conversation.assistant_answer(&answer);
+        eprintln!(
+            "({} new prompt tokens in {:.2}s, {} answer tokens at {:.1} tok/s, context {} tokens)",
+            ids.len(),
+            prefill,
+            tokens.len(),
+            tokens.len() as f64 / decode.max(1e-9),
+            session.position()
+        );
+    }
+    Ok(())
+}
