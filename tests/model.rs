@@ -327,3 +327,91 @@ fn mean_kl(reference: &[f32], got: &[f32], vocab: usize) -> f64 {
         .sum::<f64>()
         / rows as f64
 }
+
+/// Resident memory of this process (Linux `VmRSS`), bytes.
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// 100k tokens through one session: the state size never changes and the process memory
+/// stays flat. Runs in a child process so that other tests' memory does not interfere.
+#[test]
+fn state_and_memory_stay_fixed_over_100k_tokens() {
+    const CHILD: &str = "LIGER_TEST_100K_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "model::state_and_memory_stay_fixed_over_100k_tokens",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "child run failed:\n{text}"
+        );
+        eprintln!(
+            "{}",
+            text.lines()
+                .filter(|l| l.contains("100k:"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = load(&convert_case(
+        &fixtures().join("liger/liger_gla"),
+        "q8_0",
+        dir.path(),
+    ));
+    let mut s = Session::new(model.clone(), DecodeMode::Window);
+    let size = s.state_size();
+    let tokens: Vec<u32> = (0..1000u32).map(|i| (i * 7919 + 13) % 512).collect();
+    s.feed(&tokens).unwrap();
+    for &t in &tokens[..50] {
+        s.feed(&[t]).unwrap();
+    }
+    let before = resident_bytes();
+    while s.position() < 100_000 {
+        let n = (100_000 - s.position()).min(1000);
+        s.feed(&tokens[..n]).unwrap();
+        if s.position() % 20_000 < 1000 {
+            // Some single-token steps too (the decode path).
+            for &t in &tokens[..10.min(100_000 - s.position())] {
+                s.feed(&[t]).unwrap();
+            }
+        }
+    }
+    let after = resident_bytes();
+    assert_eq!(s.position(), 100_000);
+    assert_eq!(s.state_size(), size, "state size changed");
+    assert_eq!(s.save_state().len(), size);
+    assert!(
+        s.logits().iter().all(|v| v.is_finite()),
+        "logits stay finite at 100k tokens"
+    );
+    let growth = after.saturating_sub(before);
+    eprintln!(
+        "100k: state {size} bytes; resident {:.1} MiB → {:.1} MiB (+{} KiB)",
+        before as f64 / 1048576.0,
+        after as f64 / 1048576.0,
+        growth / 1024
+    );
+    assert!(before > 0, "VmRSS readable");
+    assert!(
+        growth < 4 << 20,
+        "resident memory grew by {growth} bytes over 100k tokens"
+    );
+}

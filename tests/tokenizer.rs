@@ -187,3 +187,105 @@ fn hf_tokenizer_files_are_carried_into_the_file() {
         [300, 301]
     );
 }
+
+/// The runtime's tokenizer over the Llama-3.2 tokenizer.json, as a liger file carries it.
+fn llama3_runtime_tokenizer() -> Option<liger::Tokenizer> {
+    let path = test_data("llama3/tokenizer.json")?;
+    let json = String::from_utf8(read_bytes(&path)).unwrap();
+    let meta = vec![
+        (
+            "tokenizer.huggingface.json".to_string(),
+            Value::String(json),
+        ),
+        ("tokenizer.ggml.bos_token_id".into(), Value::U32(128000)),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(128001)),
+        (
+            "liger.stop_token_ids".into(),
+            Value::u32_array(&[128001, 128008, 128009]),
+        ),
+    ];
+    let mut buf = Vec::new();
+    liger::gguf::GgufWriter::new(&mut buf, &meta, vec![])
+        .unwrap()
+        .finish()
+        .unwrap();
+    let file = GgufFile::from_bytes(buf).unwrap();
+    Some(liger::Tokenizer::from_gguf(&file, 128256).unwrap().unwrap())
+}
+
+#[test]
+fn llama3_tokenizer_cases_and_streaming_detokenization() {
+    let Some(tok) = llama3_runtime_tokenizer() else {
+        return;
+    };
+    let cases: serde_json::Value = serde_json::from_slice(&read_bytes(
+        &fixtures().join("tokenizers/llama3/cases.json"),
+    ))
+    .unwrap();
+    let cases = cases["cases"].as_array().unwrap();
+    assert!(!cases.is_empty());
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let got = tok.encode(text, false).unwrap();
+        assert_eq!(got, want, "{text:?}");
+        let decoded = case["decoded"].as_str().unwrap();
+        assert_eq!(
+            tok.decode(&want, false).unwrap(),
+            decoded,
+            "decode of {text:?}"
+        );
+        // Streaming: pieces are complete UTF-8 and add up to the whole text.
+        let mut stream = liger::StreamDecoder::new();
+        let mut pieces = String::new();
+        for &id in &want {
+            if let Some(piece) = stream.push(&tok, id).unwrap() {
+                assert!(
+                    !piece.contains('\u{FFFD}'),
+                    "{text:?}: piece {piece:?} holds a replacement character"
+                );
+                pieces.push_str(&piece);
+            }
+        }
+        pieces.push_str(&stream.flush(&tok).unwrap());
+        assert_eq!(pieces, decoded, "streamed text of {text:?}");
+    }
+    // BOS comes from the tokenizer's post-processor; stop ids from the file.
+    assert_eq!(tok.encode("Hi", true).unwrap()[0], 128000);
+    assert!(tok.is_stop(128009) && tok.is_stop(128001) && !tok.is_stop(128000));
+    assert!(tok
+        .decode(&[128256], false)
+        .unwrap_err()
+        .to_string()
+        .contains("outside the vocabulary"));
+}
+
+#[test]
+fn an_emoji_split_over_byte_tokens_is_held_back_until_complete() {
+    let Some(tok) = llama3_runtime_tokenizer() else {
+        return;
+    };
+    // "🦁" is 4 UTF-8 bytes; Llama-3 encodes it as several byte-level tokens.
+    let ids = tok.encode("🦁", false).unwrap();
+    assert!(
+        ids.len() > 1,
+        "expected the emoji to span several tokens, got {ids:?}"
+    );
+    let mut stream = liger::StreamDecoder::new();
+    for &id in &ids[..ids.len() - 1] {
+        assert_eq!(
+            stream.push(&tok, id).unwrap(),
+            None,
+            "no partial character is emitted"
+        );
+    }
+    assert_eq!(
+        stream.push(&tok, ids[ids.len() - 1]).unwrap().as_deref(),
+        Some("🦁")
+    );
+}

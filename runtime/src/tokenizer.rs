@@ -60,6 +60,15 @@ pub fn stop_ids(file: &GgufFile, vocab: usize) -> Result<Vec<u32>> {
     Ok(ids)
 }
 
+/// One more than the largest id a tokenizer can produce (added tokens included).
+pub fn id_span(t: &tokenizers::Tokenizer) -> usize {
+    t.get_vocab(true)
+        .values()
+        .map(|&id| id as usize + 1)
+        .max()
+        .unwrap_or(0)
+}
+
 impl Tokenizer {
     /// The file's tokenizer, or `None` when it has none (token ids only).
     pub fn from_gguf(file: &GgufFile, vocab_size: usize) -> Result<Option<Tokenizer>> {
@@ -72,12 +81,8 @@ impl Tokenizer {
         let inner: tokenizers::Tokenizer = json.parse().map_err(|e| {
             Error::Tokenizer(format!("tokenizer.huggingface.json does not load: {e}"))
         })?;
-        if inner.get_vocab_size(true) > vocab_size {
-            return Err(Error::Tokenizer(format!(
-                "the tokenizer has {} tokens, the model only {vocab_size}",
-                inner.get_vocab_size(true)
-            )));
-        }
+        // A tokenizer may know ids the model does not (Llama-3.2's has `<|image|>` = 128256 for
+        // a 128256-row model): such ids are rejected when fed or decoded, not here.
         Ok(Some(Tokenizer {
             inner,
             bos: token_id(file, "tokenizer.ggml.bos_token_id", vocab_size)?,

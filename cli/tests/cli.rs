@@ -1,0 +1,270 @@
+//! The `liger` binary end to end: greedy tokens of every fixture through `liger run`, logits
+//! through `liger score` (.npy), `liger info`, `liger chat` commands, and clean errors.
+
+use liger_tests::*;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn liger(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_liger"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn convert(case: &Path, ty: &str, dir: &Path) -> String {
+    let out = dir.join(format!(
+        "{}.{ty}.gguf",
+        case.file_name().unwrap().to_string_lossy()
+    ));
+    let mut args = vec![
+        "convert",
+        case.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--type",
+        ty,
+        "-q",
+    ];
+    let adapter = case.join("adapter");
+    if adapter.exists() {
+        args.extend(["--lora", adapter.to_str().unwrap()]);
+    }
+    let (ok, _, err) = liger(&args);
+    assert!(ok, "convert {}: {err}", case.display());
+    out.to_string_lossy().into_owned()
+}
+
+fn ref_ids(case: &Path, name: &str) -> Vec<u32> {
+    tensor_f32(&read_bytes(&case.join("reference.safetensors")), name)
+        .0
+        .iter()
+        .map(|&v| v as u32)
+        .collect()
+}
+
+fn join(ids: &[u32], sep: &str) -> String {
+    ids.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
+#[test]
+fn run_reproduces_the_reference_greedy_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    for case in liger_cases() {
+        let model = convert(&case, "f32", dir.path());
+        let prompt_len = meta(&case)["prompt_len"].as_u64().unwrap() as usize;
+        let prompt = join(&ref_ids(&case, "input_ids")[..prompt_len], ",");
+        let want = ref_ids(&case, "greedy_tokens");
+        let n = want.len().to_string();
+        // The fixtures' greedy runs do not stop at EOS (liger_gsa's emits id 1, its eos).
+        let (ok, out, err) = liger(&[
+            "run",
+            "-m",
+            &model,
+            "--prompt-ids",
+            &prompt,
+            "--temp",
+            "0",
+            "--decode",
+            "hf-compat",
+            "--ids",
+            "-n",
+            &n,
+            "--ignore-eos",
+        ]);
+        assert!(ok, "{err}");
+        assert_eq!(
+            out.trim(),
+            join(&want, " "),
+            "{}: greedy tokens",
+            case.display()
+        );
+        assert!(err.contains("tok/s"), "speed is reported on stderr: {err}");
+    }
+}
+
+fn read_npy(path: &Path) -> (Vec<f32>, String) {
+    let bytes = read_bytes(path);
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    assert_eq!((10 + len) % 64, 0, "header padded to 64 bytes");
+    let header = String::from_utf8(bytes[10..10 + len].to_vec()).unwrap();
+    let data = bytes[10 + len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    (data, header)
+}
+
+#[test]
+fn score_writes_reference_logits_in_both_semantics() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["liger_gla", "liger_gsa", "liger_qwen2_gla"] {
+        let case = fixtures().join("liger").join(name);
+        let model = convert(&case, "f32", dir.path());
+        let ids = join(&ref_ids(&case, "input_ids"), ",");
+        let prompt_len = meta(&case)["prompt_len"].as_u64().unwrap().to_string();
+        for (mode, reference, extra) in [
+            ("window", "logits_full", vec![]),
+            (
+                "hf-compat",
+                "logits_incremental",
+                vec!["--prompt-len", &prompt_len],
+            ),
+        ] {
+            let out = dir.path().join(format!("{name}.{mode}.npy"));
+            let mut args = vec![
+                "score",
+                "-m",
+                &model,
+                "--ids",
+                &ids,
+                "--decode",
+                mode,
+                "--out",
+                out.to_str().unwrap(),
+            ];
+            args.extend(extra);
+            let (ok, _, err) = liger(&args);
+            assert!(ok, "{err}");
+            let (got, header) = read_npy(&out);
+            assert!(
+                header.contains("'descr': '<f4'") && header.contains("'shape': (96, 512)"),
+                "{header}"
+            );
+            let (want, _) = tensor_f32(&read_bytes(&case.join("reference.safetensors")), reference);
+            assert_close(&format!("{name} {mode} score"), &got, &want, 1e-3);
+        }
+    }
+}
+
+#[test]
+fn info_describes_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = convert(&fixtures().join("liger/liger_gsa"), "q4_k_m", dir.path());
+    let (ok, out, err) = liger(&["info", &model]);
+    assert!(ok, "{err}");
+    for want in [
+        "Liger-GSA over a llama base",
+        "GSA slots 16",
+        "state per sequence",
+        "liger.gsa.slots",
+        "blk.1.ffn_down.weight",
+        "Q6_K",
+        "by type:",
+    ] {
+        assert!(out.contains(want), "info lacks '{want}':\n{out}");
+    }
+}
+
+#[test]
+fn bad_arguments_fail_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = fixtures().join("liger/liger_gla");
+    let out = dir.path().join("x.gguf");
+    let (ok, _, err) = liger(&[
+        "convert",
+        case.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--type",
+        "q3_k",
+    ]);
+    assert!(!ok && err.contains("--type 'q3_k'"), "{err}");
+    assert!(!out.exists());
+    let model = convert(&case, "q8_0", dir.path());
+    let (ok, _, err) = liger(&["run", "-m", &model, "--prompt-ids", "1,2,999", "-n", "2"]);
+    assert!(!ok && err.contains("id 999"), "{err}");
+    let (ok, _, err) = liger(&["run", "-m", &model, "-p", "hello", "-n", "2"]);
+    assert!(!ok && err.contains("no tokenizer"), "{err}");
+    let (ok, _, err) = liger(&["info", case.join("config.json").to_str().unwrap()]);
+    assert!(!ok && err.contains("not a GGUF file"), "{err}");
+}
+
+#[test]
+fn chat_keeps_state_and_saves_loads_resets() {
+    let Some(gguf) = test_data("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("smol.gguf");
+    let (ok, _, err) = liger(&[
+        "convert",
+        gguf.to_str().unwrap(),
+        "-o",
+        model.to_str().unwrap(),
+        "--type",
+        "q8_0",
+        "-q",
+    ]);
+    assert!(ok, "{err}");
+    let saved = dir.path().join("chat.state");
+    let script = format!(
+        "What is the capital of France?\n/save {0}\n/reset\n/load {0}\nAnd of Italy?\n/quit\n",
+        saved.display()
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_liger"))
+        .args([
+            "chat",
+            "-m",
+            model.to_str().unwrap(),
+            "--temp",
+            "0",
+            "-n",
+            "8",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(saved.exists(), "state file written");
+    assert!(
+        err.contains("(saved 2 messages")
+            && err.contains("(conversation reset)")
+            && err.contains("(loaded 2 messages"),
+        "{err}"
+    );
+    // Each turn reports the new prompt tokens it fed; the second turn feeds only its own text.
+    let fed: Vec<usize> = err
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix('(')?
+                .split(" new prompt tokens")
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(fed.len(), 2, "{err}");
+    assert!(
+        fed[1] < fed[0],
+        "the second turn re-fed the history: {fed:?}\n{err}"
+    );
+    let contexts: Vec<usize> = err
+        .lines()
+        .filter_map(|l| l.split("context ").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    assert!(
+        contexts[1] > contexts[0],
+        "the loaded state carried the first turn: {contexts:?}"
+    );
+}
