@@ -147,11 +147,38 @@ pub fn parse_config(cfg: &Json) -> Result<LigerConfig> {
     Ok(config)
 }
 
+/// A safetensors file. Tensor bytes are read with positioned reads rather than through a
+/// mapping, so that pages already converted do not stay resident in the converter.
 struct Shard {
     path: PathBuf,
-    map: memmap2::Mmap,
+    file: std::fs::File,
     /// Offset of the data section (8 + header length).
     data_start: usize,
+    len: usize,
+}
+
+/// Reads `buf.len()` bytes at `offset`.
+fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = std::os::windows::fs::FileExt::seek_read(
+                file,
+                &mut buf[done..],
+                offset + done as u64,
+            )?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            done += n;
+        }
+        Ok(())
+    }
 }
 
 struct Entry {
@@ -207,18 +234,26 @@ fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
     )))
 }
 
-fn open_shard(path: &Path) -> Result<Shard> {
+/// Opens a shard and parses its header (through a temporary mapping: only the header pages
+/// are touched). Returns the shard and its tensor table.
+fn open_shard(path: &Path) -> Result<(Shard, safetensors::tensor::Metadata)> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    // SAFETY: read-only private mapping; the checkpoint must not change during conversion
-    // (a concurrent truncation could fault the process).
+    // SAFETY: read-only private mapping, dropped before this function returns; the
+    // checkpoint must not be truncated concurrently (that could fault the process).
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-    let (header_len, _) = safetensors::SafeTensors::read_metadata(&map)
+    let (header_len, meta) = safetensors::SafeTensors::read_metadata(&map)
         .map_err(|e| Error::Format(format!("{}: bad safetensors header: {e}", path.display())))?;
-    Ok(Shard {
-        path: path.to_owned(),
-        map,
-        data_start: 8 + header_len,
-    })
+    let len = map.len();
+    drop(map);
+    Ok((
+        Shard {
+            path: path.to_owned(),
+            file,
+            data_start: 8 + header_len,
+            len,
+        },
+        meta,
+    ))
 }
 
 impl HfSource {
@@ -229,9 +264,7 @@ impl HfSource {
         let mut tensors = HashMap::new();
         let mut ignored = Vec::new();
         for path in shard_paths(dir)? {
-            let shard = open_shard(&path)?;
-            let (_, meta) = safetensors::SafeTensors::read_metadata(&shard.map)
-                .map_err(|e| Error::Format(format!("{}: {e}", path.display())))?;
+            let (shard, meta) = open_shard(&path)?;
             let mut names: Vec<(String, &safetensors::tensor::TensorInfo)> =
                 meta.tensors().into_iter().collect();
             names.sort_by(|a, b| a.0.cmp(&b.0));
@@ -256,7 +289,7 @@ impl HfSource {
                     .checked_add(start)
                     .zip(shard.data_start.checked_add(end));
                 let range = match range {
-                    Some((s, e)) if s <= e && e <= shard.map.len() => s..e,
+                    Some((s, e)) if s <= e && e <= shard.len => s..e,
                     _ => {
                         return Err(Error::Format(format!(
                             "{}: tensor '{hf}' data {start}..{end} lies outside the file",
@@ -351,8 +384,9 @@ impl WeightSource for HfSource {
                 "tensor '{name}': rows {rows:?} of {n_rows}"
             )));
         }
-        let bytes = &shard.map[e.range.start + rows.start * row_len * elem
-            ..e.range.start + rows.end * row_len * elem];
+        let mut bytes = vec![0u8; rows.len() * row_len * elem];
+        let at = e.range.start + rows.start * row_len * elem;
+        read_at(&shard.file, &mut bytes, at as u64).map_err(|err| Error::io(&shard.path, err))?;
         Ok(match e.dtype {
             Dtype::F32 => bytes
                 .chunks_exact(4)

@@ -21,6 +21,7 @@ use liger::quant::quantize_row;
 use liger::{Error, GgmlType, LigerConfig, Result};
 use lora::LoraAdapter;
 use names::PlannedTensor;
+use rayon::prelude::*;
 pub use recipe::OutType;
 use source::{TokenizerInfo, WeightSource};
 use std::io::{BufWriter, Read};
@@ -311,8 +312,6 @@ fn write_file(
     let mut data = Vec::new();
     for (t, c) in plan.iter().zip(tensors) {
         bar.set_message(t.name.clone());
-        data.clear();
-        data.reserve(c.n_bytes as usize);
         let row_len = t.row_len();
         let n_rows = t.n_rows();
         let row_bytes = c.ggml_type.row_bytes(row_len)?;
@@ -336,18 +335,15 @@ fn write_file(
                     start + bad / row_len
                 )));
             }
-            let at = data.len();
-            data.resize(at + (end - start) * row_bytes, 0);
-            for (src, dst) in rows
-                .chunks_exact(row_len)
-                .zip(data[at..].chunks_exact_mut(row_bytes))
-            {
-                quantize_row(c.ggml_type, src, dst)?;
-            }
-            bar.inc(((end - start) * row_bytes) as u64);
+            data.resize((end - start) * row_bytes, 0);
+            rows.par_chunks(row_len)
+                .zip(data.par_chunks_mut(row_bytes))
+                .try_for_each(|(src, dst)| quantize_row(c.ggml_type, src, dst))?;
+            writer.write_tensor_part(&t.name, &data)?;
+            bar.inc(data.len() as u64);
             start = end;
         }
-        writer.write_tensor(&t.name, &data)?;
+        writer.end_tensor(&t.name)?;
     }
     writer.finish()?;
     bar.finish_and_clear();

@@ -52,6 +52,8 @@ pub struct GgufWriter<W: Write> {
     alignment: u64,
     /// Bytes written so far (header included).
     position: u64,
+    /// Bytes of the current tensor written so far.
+    part_written: u64,
 }
 
 impl<W: Write> GgufWriter<W> {
@@ -109,6 +111,7 @@ impl<W: Write> GgufWriter<W> {
             next: 0,
             alignment,
             position: 0,
+            part_written: 0,
         };
         w.write(&header)?;
         w.pad()?;
@@ -135,19 +138,42 @@ impl<W: Write> GgufWriter<W> {
 
     /// Writes the data of the next tensor in directory order; `name` must be that tensor's.
     pub fn write_tensor(&mut self, name: &str, data: &[u8]) -> Result<()> {
+        self.write_tensor_part(name, data)?;
+        self.end_tensor(name)
+    }
+
+    /// Appends bytes to the next tensor (`name`), so a tensor can be written in pieces;
+    /// [`GgufWriter::end_tensor`] closes it.
+    pub fn write_tensor_part(&mut self, name: &str, data: &[u8]) -> Result<()> {
         let (decl, n_bytes) = self
             .tensors
             .get(self.next)
             .ok_or_else(|| Error::InvalidArgument(format!("tensor '{name}' was not declared")))?;
-        if decl.name != name || data.len() as u64 != *n_bytes {
+        if decl.name != name || self.part_written + data.len() as u64 > *n_bytes {
             return Err(Error::InvalidArgument(format!(
-                "expected tensor '{}' of {n_bytes} bytes next, got '{name}' of {} bytes",
+                "expected tensor '{}' ({} of {n_bytes} bytes written) next, got {} bytes of '{name}'",
                 decl.name,
+                self.part_written,
                 data.len()
             )));
         }
+        self.part_written += data.len() as u64;
+        self.write(data)
+    }
+
+    /// Closes the tensor `name`: all its bytes must have been written.
+    pub fn end_tensor(&mut self, name: &str) -> Result<()> {
+        match self.tensors.get(self.next) {
+            Some((decl, n_bytes)) if decl.name == name && self.part_written == *n_bytes => {}
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "tensor '{name}' ended after {} bytes, not at its declared size",
+                    self.part_written
+                )))
+            }
+        }
         self.next += 1;
-        self.write(data)?;
+        self.part_written = 0;
         self.pad()
     }
 
