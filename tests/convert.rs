@@ -351,3 +351,134 @@ fn unwritable_output_is_an_error_naming_the_path() {
     let err = liger_convert::convert(&opts).unwrap_err().to_string();
     assert!(err.contains("/proc/liger-cannot-write-here"), "{err}");
 }
+
+/// A fixture re-saved as a sharded bf16 checkpoint (two shards + index) converts to exactly
+/// the bf16-rounded weights.
+#[test]
+fn sharded_bf16_checkpoints_convert() {
+    let tmp = tempfile::tempdir().unwrap();
+    let case = fixtures().join("liger/liger_qwen2_gla");
+    let src = tmp.path().join("sharded");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::copy(case.join("config.json"), src.join("config.json")).unwrap();
+    let bytes = read_bytes(&case.join("model.safetensors"));
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    let to_bf16 = |name: &str| -> (Vec<u8>, Vec<usize>) {
+        let (v, shape) = tensor_f32(&bytes, name);
+        (
+            v.iter()
+                .flat_map(|x| liger::quant::bf16_from_f32_ggml(*x).to_le_bytes())
+                .collect(),
+            shape,
+        )
+    };
+    let mut weight_map = serde_json::Map::new();
+    for (i, part) in names.chunks(names.len().div_ceil(2)).enumerate() {
+        let file = format!("model-{:05}-of-00002.safetensors", i + 1);
+        let data: Vec<(String, (Vec<u8>, Vec<usize>))> =
+            part.iter().map(|n| (n.clone(), to_bf16(n))).collect();
+        let views: Vec<(String, safetensors::tensor::TensorView)> = data
+            .iter()
+            .map(|(n, (b, s))| {
+                (
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, s.clone(), b)
+                        .unwrap(),
+                )
+            })
+            .collect();
+        std::fs::write(
+            src.join(&file),
+            safetensors::serialize(views, None).unwrap(),
+        )
+        .unwrap();
+        for n in part {
+            weight_map.insert(n.clone(), file.clone().into());
+        }
+    }
+    std::fs::write(
+        src.join("model.safetensors.index.json"),
+        serde_json::to_vec(&serde_json::json!({"metadata": {}, "weight_map": weight_map})).unwrap(),
+    )
+    .unwrap();
+    let out = convert_case(&src, "f32", tmp.path());
+    let file = GgufFile::open(&out).unwrap();
+    let got = file_tensors(&file);
+    let mut checked = 0;
+    for name in &names {
+        let Some(gguf) = hf_to_gguf(name) else {
+            continue;
+        };
+        let (want, _) = tensor_f32(&bytes, name);
+        let rounded: Vec<f32> = want
+            .iter()
+            .map(|x| liger::quant::bf16_to_f32(liger::quant::bf16_from_f32_ggml(*x)))
+            .collect();
+        assert_close(
+            &format!("sharded bf16 {gguf}"),
+            &got[&gguf].1,
+            &rounded,
+            0.0,
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, got.len());
+}
+
+/// `use_rslora` scales the update by alpha / √r instead of alpha / r.
+#[test]
+fn rslora_adapters_scale_by_the_root_of_the_rank() {
+    let tmp = tempfile::tempdir().unwrap();
+    let case = fixtures().join("liger/liger_gla_lora");
+    let adapter = tmp.path().join("adapter");
+    std::fs::create_dir_all(&adapter).unwrap();
+    std::fs::copy(
+        case.join("adapter/adapter_model.safetensors"),
+        adapter.join("adapter_model.safetensors"),
+    )
+    .unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&read_bytes(&case.join("adapter/adapter_config.json"))).unwrap();
+    cfg["use_rslora"] = true.into();
+    std::fs::write(
+        adapter.join("adapter_config.json"),
+        serde_json::to_vec(&cfg).unwrap(),
+    )
+    .unwrap();
+    let convert = |lora: Option<std::path::PathBuf>, name: &str| {
+        let out = tmp.path().join(name);
+        let opts = liger_convert::ConvertOptions {
+            src: case.clone(),
+            out: out.clone(),
+            out_type: "f32".parse().unwrap(),
+            lora,
+            name: None,
+            progress: false,
+        };
+        liger_convert::convert(&opts).unwrap();
+        file_tensors(&GgufFile::open(out).unwrap())
+    };
+    let base = convert(None, "base.gguf");
+    let plain = convert(Some(case.join("adapter")), "plain.gguf");
+    let rs = convert(Some(adapter), "rs.gguf");
+    let (r, alpha) = (
+        cfg["r"].as_f64().unwrap(),
+        cfg["lora_alpha"].as_f64().unwrap(),
+    );
+    // delta_rs / delta_plain = (alpha/√r) / (alpha/r) = √r
+    let name = "blk.0.attn_q.weight";
+    let (b, p, s) = (&base[name].1, &plain[name].1, &rs[name].1);
+    let (mut num, mut den) = (0f64, 0f64);
+    for i in 0..b.len() {
+        let (dp, ds) = ((p[i] - b[i]) as f64, (s[i] - b[i]) as f64);
+        num += dp * ds;
+        den += dp * dp;
+    }
+    let ratio = num / den;
+    assert!(
+        (ratio - r.sqrt()).abs() < 1e-3,
+        "rsLoRA scale ratio {ratio}, want √{r} (alpha {alpha})"
+    );
+}
