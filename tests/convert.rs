@@ -449,15 +449,7 @@ fn rslora_adapters_scale_by_the_root_of_the_rank() {
     .unwrap();
     let convert = |lora: Option<std::path::PathBuf>, name: &str| {
         let out = tmp.path().join(name);
-        let opts = liger_convert::ConvertOptions {
-            src: case.clone(),
-            out: out.clone(),
-            out_type: "f32".parse().unwrap(),
-            lora,
-            name: None,
-            progress: false,
-        };
-        liger_convert::convert(&opts).unwrap();
+        convert_to(&case, &out, "f32", lora.as_deref()).unwrap();
         file_tensors(&GgufFile::open(out).unwrap())
     };
     let base = convert(None, "base.gguf");

@@ -26,16 +26,6 @@ fn ids(case: &Path) -> Vec<u32> {
         .collect()
 }
 
-fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .fold(
-            (0, f32::NEG_INFINITY),
-            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
-        )
-        .0
-}
-
 /// Logits of every position: one call in window mode; prompt call + single tokens in hf-compat.
 pub fn run_semantics(
     model: &Arc<Model>,

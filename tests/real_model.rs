@@ -9,16 +9,6 @@ use std::sync::Arc;
 /// Max |Δlogit| at every stored row (fixture README: an f32 runtime lands within a few 1e-4).
 const TOLERANCE: f32 = 2e-3;
 
-fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .fold(
-            (0, f32::NEG_INFINITY),
-            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
-        )
-        .0
-}
-
 #[test]
 fn smollm2_linearized_matches_the_reference() {
     let Some(gguf) = test_data("SmolLM2-135M-Instruct.Q4_1.gguf") else {
@@ -26,15 +16,7 @@ fn smollm2_linearized_matches_the_reference() {
     };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("smollm2.f32.gguf");
-    let opts = liger_convert::ConvertOptions {
-        src: gguf,
-        out: out.clone(),
-        out_type: "f32".parse().unwrap(),
-        lora: None,
-        name: None,
-        progress: false,
-    };
-    liger_convert::convert(&opts).unwrap();
+    convert_to(&gguf, &out, "f32", None).unwrap();
     let model = Arc::new(Model::load(&out, &ModelOptions::default()).unwrap());
     let case = fixtures().join("liger-real/smollm2_gla");
     let small = read_bytes(&case.join("reference.safetensors"));

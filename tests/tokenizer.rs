@@ -20,15 +20,7 @@ fn smollm2_tokenizer_rebuilt_from_gguf_gives_llama_cpp_ids() {
     };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("smollm2.gguf");
-    let opts = liger_convert::ConvertOptions {
-        src: gguf,
-        out: out.clone(),
-        out_type: "q8_0".parse().unwrap(),
-        lora: None,
-        name: None,
-        progress: false,
-    };
-    let report = liger_convert::convert(&opts).unwrap();
+    let report = convert_to(&gguf, &out, "q8_0", None).unwrap();
     assert!(
         report.config.untrained,
         "a plain Llama GGUF is an untrained linearization"

@@ -149,3 +149,32 @@ pub fn convert_case(case: &Path, out_type: &str, dir: &Path) -> PathBuf {
         .unwrap_or_else(|e| panic!("converting {name} at {out_type}: {e}"));
     out
 }
+
+/// Index of the first maximum.
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+        )
+        .0
+}
+
+/// Converts `src` (HF dir or GGUF) to `out` at `out_type`, optionally merging an adapter.
+pub fn convert_to(
+    src: &Path,
+    out: &Path,
+    out_type: &str,
+    lora: Option<&Path>,
+) -> liger::Result<liger_convert::ConvertReport> {
+    let opts = liger_convert::ConvertOptions {
+        src: src.to_owned(),
+        out: out.to_owned(),
+        out_type: out_type.parse()?,
+        lora: lora.map(Path::to_owned),
+        name: None,
+        progress: false,
+    };
+    liger_convert::convert(&opts)
+}
