@@ -73,6 +73,7 @@ pub fn load(args: &ModelArgs) -> Result<Loaded> {
         &args.model,
         &ModelOptions {
             threads: args.threads,
+            simd: None,
         },
     )
     .with_context(|| format!("loading {}", args.model.display()))?;

@@ -1,24 +1,81 @@
 //! Products with weight matrices stored in any ggml type, read in place from the mapping.
-//! A row is dequantized block by block into a small buffer and dotted in f32.
+//! Rows of Q8_0 / Q4_0 / Q4_K / Q6_K are dotted with 8-bit activations, F32 / F16 / BF16 rows
+//! with f32 activations, by the best SIMD kernel of this CPU; other types are dequantized
+//! block by block (scalar).
 
+use super::act::{quantize_activations, quantize_activations16, ActBlock, ActBlock16, ACT_BLOCK};
+use super::kernels::{row_dot, RowDot, SimdLevel};
 use crate::quant::{dequantize_row, GgmlType};
 use rayon::prelude::*;
 
 /// A `[rows, cols]` row-major weight matrix of type `ty` inside a byte buffer.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct WeightMatrix<'a> {
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
     pub data: &'a [u8],
+    kernel: Option<RowDot>,
 }
 
-/// Largest block of any type (elements); dequantization works one block at a time.
+/// Activation rows `[t, cols]` in f32, and in 8- and 16-bit blocks for quantized matrices.
+#[derive(Clone, Copy)]
+pub struct Activations<'a> {
+    pub f32: &'a [f32],
+    /// `[t, cols / 32]`, or empty.
+    pub q8: &'a [ActBlock],
+    /// `[t, cols / 32]`, or empty.
+    pub q16: &'a [ActBlock16],
+}
+
+/// Reusable buffers for [`Activations`].
+#[derive(Default)]
+pub struct ActivationBuffers {
+    q8: Vec<ActBlock>,
+    q16: Vec<ActBlock16>,
+}
+
+impl<'a> Activations<'a> {
+    /// Quantizes `x` (`[t, cols]`) into `buffers` if `cols` is a multiple of 32.
+    pub fn new(x: &'a [f32], buffers: &'a mut ActivationBuffers) -> Activations<'a> {
+        if x.len() % ACT_BLOCK == 0 {
+            let n = x.len() / ACT_BLOCK;
+            buffers.q8.resize(n, ActBlock::default());
+            buffers.q16.resize(n, ActBlock16::default());
+            quantize_activations(x, &mut buffers.q8);
+            quantize_activations16(x, &mut buffers.q16);
+            return Activations {
+                f32: x,
+                q8: &buffers.q8,
+                q16: &buffers.q16,
+            };
+        }
+        Activations {
+            f32: x,
+            q8: &[],
+            q16: &[],
+        }
+    }
+}
+
+/// Largest block of any type (elements); the fallback dequantizes one chunk at a time.
 const MAX_BLOCK: usize = 256;
-/// Rows per parallel task in a matvec: enough work to amortize scheduling.
-const ROWS_PER_TASK: usize = 32;
+/// Rows per parallel task: enough work to amortize scheduling.
+const ROWS_PER_TASK: usize = 16;
 
 impl<'a> WeightMatrix<'a> {
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8], level: SimdLevel) -> Self {
+        let kernel =
+            row_dot(ty, level).filter(|k| matches!(k, RowDot::Float(_)) || cols % ACT_BLOCK == 0);
+        WeightMatrix {
+            ty,
+            rows,
+            cols,
+            data,
+            kernel,
+        }
+    }
+
     pub fn row_bytes(&self) -> usize {
         self.cols / self.ty.block_size() * self.ty.type_size()
     }
@@ -34,14 +91,25 @@ impl<'a> WeightMatrix<'a> {
         let _ = dequantize_row(self.ty, self.row(r), out);
     }
 
-    /// `row(r) · x`, f32 accumulation.
-    pub fn dot_row(&self, r: usize, x: &[f32]) -> f32 {
-        let row = self.row(r);
-        if self.ty == GgmlType::F32 {
-            if let Ok(w) = bytemuck::try_cast_slice::<u8, f32>(row) {
-                return dot(w, x);
+    /// `row(r) · x_t` for activation row `t` of `x` (`cols` wide).
+    #[inline]
+    fn dot(&self, r: usize, x: &Activations, t: usize) -> f32 {
+        let blocks = self.cols / ACT_BLOCK;
+        match self.kernel {
+            Some(RowDot::Quant(f)) if x.q8.len() >= (t + 1) * blocks => {
+                f(self.row(r), &x.q8[t * blocks..(t + 1) * blocks])
             }
+            Some(RowDot::Quant16(f)) if x.q16.len() >= (t + 1) * blocks => {
+                f(self.row(r), &x.q16[t * blocks..(t + 1) * blocks])
+            }
+            Some(RowDot::Float(f)) => f(self.row(r), &x.f32[t * self.cols..(t + 1) * self.cols]),
+            _ => self.dot_dequantized(r, &x.f32[t * self.cols..(t + 1) * self.cols]),
         }
+    }
+
+    /// Fallback: dequantize the row chunk by chunk and dot in f32.
+    fn dot_dequantized(&self, r: usize, x: &[f32]) -> f32 {
+        let row = self.row(r);
         let block = self.ty.block_size();
         let blocks_per_chunk = (MAX_BLOCK / block).max(1);
         let chunk_elems = block * blocks_per_chunk;
@@ -56,35 +124,28 @@ impl<'a> WeightMatrix<'a> {
         sum
     }
 
-    /// `y = W·x` (`x`: cols, `y`: rows), parallel over rows.
-    pub fn matvec(&self, x: &[f32], y: &mut [f32]) {
-        debug_assert_eq!((x.len(), y.len()), (self.cols, self.rows));
-        y.par_chunks_mut(ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(c, ys)| {
-                for (i, y) in ys.iter_mut().enumerate() {
-                    *y = self.dot_row(c * ROWS_PER_TASK + i, x);
-                }
-            });
-    }
-
-    /// `Y = X·Wᵀ` for `t` rows of activations (`x`: [t, cols], `y`: [t, rows]). Each weight
-    /// row is dequantized once and dotted with every activation row.
-    pub fn matmul(&self, x: &[f32], t: usize, y: &mut [f32]) {
-        debug_assert_eq!((x.len(), y.len()), (t * self.cols, t * self.rows));
+    /// `Y = X·Wᵀ` for `t` activation rows (`y`: [t, rows]). Parallel over blocks of weight
+    /// rows; each weight row is read once and dotted with every activation row.
+    pub fn matmul(&self, x: &Activations, t: usize, y: &mut [f32]) {
+        debug_assert_eq!((x.f32.len(), y.len()), (t * self.cols, t * self.rows));
         if t == 1 {
-            return self.matvec(x, y);
+            y.par_chunks_mut(ROWS_PER_TASK)
+                .enumerate()
+                .for_each(|(c, ys)| {
+                    for (i, y) in ys.iter_mut().enumerate() {
+                        *y = self.dot(c * ROWS_PER_TASK + i, x, 0);
+                    }
+                });
+            return;
         }
         // Transposed result [rows, t], computed by row blocks in parallel, then scattered.
         let mut yt = vec![0f32; self.rows * t];
         yt.par_chunks_mut(ROWS_PER_TASK * t)
             .enumerate()
             .for_each(|(c, block)| {
-                let mut w = vec![0f32; self.cols];
                 for (i, out) in block.chunks_mut(t).enumerate() {
-                    self.dequantize_row_into(c * ROWS_PER_TASK + i, &mut w);
                     for (j, o) in out.iter_mut().enumerate() {
-                        *o = dot(&w, &x[j * self.cols..(j + 1) * self.cols]);
+                        *o = self.dot(c * ROWS_PER_TASK + i, x, j);
                     }
                 }
             });

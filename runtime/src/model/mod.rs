@@ -10,6 +10,7 @@ pub use state::SequenceState;
 pub(crate) use step::{forward, Scratch};
 
 use crate::config::LigerConfig;
+use crate::cpu::kernels::SimdLevel;
 use crate::cpu::linear::WeightMatrix;
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, TensorInfo};
@@ -56,6 +57,9 @@ pub(crate) struct Weights {
 pub struct ModelOptions {
     /// Worker threads for the CPU kernels (default: the number of cores).
     pub threads: Option<usize>,
+    /// SIMD level (default: the best this CPU has, or `LIGER_SIMD`); an unavailable one
+    /// falls back to scalar.
+    pub simd: Option<SimdLevel>,
 }
 
 pub struct Model {
@@ -67,6 +71,8 @@ pub struct Model {
     /// Identifies the file's header (metadata + tensor directory): binds saved states.
     pub fingerprint: u64,
     pub(crate) pool: rayon::ThreadPool,
+    /// The SIMD kernels the CPU matrix products use.
+    pub simd: SimdLevel,
 }
 
 impl std::fmt::Debug for Model {
@@ -180,16 +186,13 @@ impl Model {
             fingerprint,
             pool,
             file,
+            simd: options.simd.unwrap_or_else(SimdLevel::detect),
         })
     }
 
     pub(crate) fn matrix(&self, m: &MatrixRef) -> WeightMatrix<'_> {
-        WeightMatrix {
-            ty: m.ty,
-            rows: m.rows,
-            cols: m.cols,
-            data: &self.file.bytes()[m.offset..m.offset + m.n_bytes],
-        }
+        let data = &self.file.bytes()[m.offset..m.offset + m.n_bytes];
+        WeightMatrix::new(m.ty, m.rows, m.cols, data, self.simd)
     }
 
     /// The file the model was loaded from.

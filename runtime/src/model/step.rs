@@ -7,7 +7,7 @@
 use super::recurrence::{gla_update, gsa_readout, gsa_update, hgrn2_update, softmax_readout};
 use super::{rope, Model, SequenceState};
 use crate::config::Variant;
-use crate::cpu::linear::dot;
+use crate::cpu::linear::{dot, ActivationBuffers, Activations};
 use crate::cpu::ops::{adaptive_avg_pool, rms_norm, silu, softmax};
 
 /// Buffers of one forward call, grown to the largest chunk seen and then reused, so that
@@ -45,6 +45,8 @@ pub(crate) struct Scratch {
     slots_b: Vec<f32>,
     /// [W + 1] attention scores
     scores: Vec<f32>,
+    /// Quantized blocks of the input of the current matrix products
+    acts: ActivationBuffers,
 }
 
 impl Scratch {
@@ -119,6 +121,7 @@ pub(crate) fn forward(
         slots_a,
         slots_b,
         scores,
+        acts,
         ..
     } = scratch;
     let (x, h, q, k, v) = (
@@ -146,9 +149,10 @@ pub(crate) fn forward(
                 &mut h[t * dm..(t + 1) * dm],
             );
         }
-        model.matrix(&lw.wq).matmul(h, n, q);
-        model.matrix(&lw.wk).matmul(h, n, k);
-        model.matrix(&lw.wv).matmul(h, n, v);
+        let input = Activations::new(h, acts);
+        model.matrix(&lw.wq).matmul(&input, n, q);
+        model.matrix(&lw.wk).matmul(&input, n, k);
+        model.matrix(&lw.wv).matmul(&input, n, v);
         for (out, bias) in [(&mut *q, &lw.bq), (&mut *k, &lw.bk), (&mut *v, &lw.bv)] {
             if let Some(b) = bias {
                 for row in out.chunks_exact_mut(b.len()) {
@@ -253,7 +257,9 @@ pub(crate) fn forward(
         for (yv, r) in y.iter_mut().zip(o_rec.iter()) {
             *yv = c.mix_swa * *yv + (1.0 - c.mix_swa) * r;
         }
-        model.matrix(&lw.wo).matmul(y, n, proj);
+        model
+            .matrix(&lw.wo)
+            .matmul(&Activations::new(y, acts), n, proj);
         x.iter_mut().zip(proj.iter()).for_each(|(x, p)| *x += p);
 
         // SwiGLU MLP.
@@ -265,12 +271,15 @@ pub(crate) fn forward(
                 &mut h[t * dm..(t + 1) * dm],
             );
         }
-        model.matrix(&lw.w_gate).matmul(h, n, gate);
-        model.matrix(&lw.w_up).matmul(h, n, up);
+        let input = Activations::new(h, acts);
+        model.matrix(&lw.w_gate).matmul(&input, n, gate);
+        model.matrix(&lw.w_up).matmul(&input, n, up);
         gate.iter_mut()
             .zip(up.iter())
             .for_each(|(g, u)| *g = silu(*g) * u);
-        model.matrix(&lw.w_down).matmul(gate, n, proj);
+        model
+            .matrix(&lw.w_down)
+            .matmul(&Activations::new(gate, acts), n, proj);
         x.iter_mut().zip(proj.iter()).for_each(|(x, p)| *x += p);
     }
     state.window_len = (state.window_len + n).min(w);
@@ -287,9 +296,8 @@ pub(crate) fn forward(
         );
     }
     logits.resize(rows.len() * c.vocab_size, 0.0);
-    model.matrix(&model.weights.output).matmul(
-        &h[rows.start * dm..rows.end * dm],
-        rows.len(),
-        logits,
-    );
+    let input = Activations::new(&h[rows.start * dm..rows.end * dm], acts);
+    model
+        .matrix(&model.weights.output)
+        .matmul(&input, rows.len(), logits);
 }

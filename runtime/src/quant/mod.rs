@@ -12,7 +12,7 @@ mod k_quantize;
 mod legacy;
 
 pub use float::{bf16_from_f32_ggml, bf16_to_f32};
-pub use k_dequant::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
+pub use k_dequant::{scale_min_k4, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK4_0, QK4_1, QK8_0};
 
 use crate::error::{Error, Result};

@@ -1,0 +1,61 @@
+//! Activations quantized to 8 bits once per matrix-vector product (as ggml does), so that
+//! quantized weights are dotted with integer arithmetic: blocks of 32 with an f32 scale and
+//! the sums of each half (for the offsets of Q4_K mins and Q6_K's −32).
+
+/// `x[i] ≈ d · qs[i]`; `sums[h] = Σ qs[16h .. 16h+16]`.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct ActBlock {
+    pub d: f32,
+    pub sums: [i32; 2],
+    pub qs: [i8; 32],
+}
+
+pub const ACT_BLOCK: usize = 32;
+
+/// 16-bit activations, for Q8_0 weights: their own error is that of 8-bit activations, and
+/// the two together cost measurable accuracy (DESIGN §5 bar at q8_0). `x[i] ≈ d · qs[i]`.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct ActBlock16 {
+    pub d: f32,
+    pub qs: [i16; 32],
+}
+
+impl Default for ActBlock16 {
+    fn default() -> Self {
+        ActBlock16 {
+            d: 0.0,
+            qs: [0; 32],
+        }
+    }
+}
+
+/// Quantizes `x` (a multiple of 32 long) into 16-bit blocks: d = max|x|/32767.
+pub fn quantize_activations16(x: &[f32], out: &mut [ActBlock16]) {
+    for (xs, b) in x.chunks_exact(ACT_BLOCK).zip(out.iter_mut()) {
+        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 32767.0;
+        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+        for (q, v) in b.qs.iter_mut().zip(xs) {
+            *q = (v * id).round() as i16;
+        }
+        b.d = d;
+    }
+}
+
+/// Quantizes `x` (a multiple of 32 long) into `out` (`x.len() / 32` blocks): d = max|x|/127,
+/// q = round(x/d).
+pub fn quantize_activations(x: &[f32], out: &mut [ActBlock]) {
+    for (xs, b) in x.chunks_exact(ACT_BLOCK).zip(out.iter_mut()) {
+        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+        for (q, v) in b.qs.iter_mut().zip(xs) {
+            *q = (v * id).round() as i8;
+        }
+        b.d = d;
+        b.sums[0] = b.qs[..16].iter().map(|&q| q as i32).sum();
+        b.sums[1] = b.qs[16..].iter().map(|&q| q as i32).sum();
+    }
+}

@@ -1,0 +1,297 @@
+//! AVX2 + FMA + F16C kernels. The `pub fn`s are only handed out by [`super::row_dot`] after
+//! run-time detection found these features.
+
+use crate::cpu::act::{ActBlock, ActBlock16};
+use crate::quant::{scale_min_k4, BlockQ4K, BlockQ6K, QK_K};
+use std::arch::x86_64::*;
+
+const Q8_0_BYTES: usize = 34;
+const Q4_0_BYTES: usize = 18;
+
+/// The f16 at `p[at..at + 2]` as f32, with F16C.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn f16_at(p: &[u8], at: usize) -> f32 {
+    let bits = u16::from_le_bytes([p[at], p[at + 1]]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}
+
+/// 32 signed bytes · 32 signed bytes → 8 i32 partial sums (|w| ≤ 128, |a| ≤ 127: no overflow).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn dot_i8(w: __m256i, a: __m256i) -> __m256i {
+    let products = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+    _mm256_madd_epi16(products, _mm256_set1_epi16(1))
+}
+
+/// 32 nibbles of a Q4_0 block as signed bytes in −8..7, elements 0..15 then 16..31.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn unpack_q4_0(qs: *const u8) -> __m256i {
+    let q = _mm_loadu_si128(qs as *const __m128i);
+    let mask = _mm_set1_epi8(0x0f);
+    let lo = _mm_and_si128(q, mask);
+    let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
+    _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f32_impl(row: &[u8], x: &[f32]) -> f32 {
+    let n = x.len().min(row.len() / 4);
+    let (w, xp) = (row.as_ptr() as *const f32, x.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_fmadd_ps(
+                _mm256_loadu_ps(w.add(i + 8 * k)),
+                _mm256_loadu_ps(xp.add(i + 8 * k)),
+                *a,
+            );
+        }
+        i += 32;
+    }
+    let mut sum = hsum(_mm256_add_ps(
+        _mm256_add_ps(acc[0], acc[1]),
+        _mm256_add_ps(acc[2], acc[3]),
+    ));
+    while i < n {
+        sum += std::ptr::read_unaligned(w.add(i)) * x[i];
+        i += 1;
+    }
+    sum
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f16_impl(row: &[u8], x: &[f32]) -> f32 {
+    let n = x.len().min(row.len() / 2);
+    let (w, xp) = (row.as_ptr(), x.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut i = 0;
+    while i + 16 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            let h = _mm_loadu_si128(w.add(2 * (i + 8 * k)) as *const __m128i);
+            *a = _mm256_fmadd_ps(_mm256_cvtph_ps(h), _mm256_loadu_ps(xp.add(i + 8 * k)), *a);
+        }
+        i += 16;
+    }
+    let mut sum = hsum(_mm256_add_ps(acc[0], acc[1]));
+    while i < n {
+        sum += f16_at(row, 2 * i) * x[i];
+        i += 1;
+    }
+    sum
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_bf16_impl(row: &[u8], x: &[f32]) -> f32 {
+    let n = x.len().min(row.len() / 2);
+    let (w, xp) = (row.as_ptr(), x.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        let h = _mm_loadu_si128(w.add(2 * i) as *const __m128i);
+        let f = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+        acc = _mm256_fmadd_ps(f, _mm256_loadu_ps(xp.add(i)), acc);
+        i += 8;
+    }
+    let mut sum = hsum(acc);
+    while i < n {
+        sum += crate::quant::bf16_to_f32(u16::from_le_bytes([row[2 * i], row[2 * i + 1]])) * x[i];
+        i += 1;
+    }
+    sum
+}
+
+/// Σ over Q8_0 blocks of `d_w·d_a·(w·q_a)` with 16-bit activations; `dot16` multiplies 16
+/// sign-extended weights by 16 activations into 8 i32 sums.
+#[inline(always)]
+pub(super) unsafe fn dot_q8_0_a16(
+    row: &[u8],
+    x: &[ActBlock16],
+    dot16: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
+) -> f32 {
+    let n = x.len().min(row.len() / Q8_0_BYTES);
+    let (p, a) = (row.as_ptr(), x.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for i in 0..n {
+        let b = p.add(i * Q8_0_BYTES);
+        let act = &*a.add(i);
+        let w_lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(2) as *const __m128i));
+        let w_hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(18) as *const __m128i));
+        let q_lo = _mm256_loadu_si256(act.qs.as_ptr() as *const __m256i);
+        let q_hi = _mm256_loadu_si256(act.qs.as_ptr().add(16) as *const __m256i);
+        let sums = dot16(dot16(_mm256_setzero_si256(), w_lo, q_lo), w_hi, q_hi);
+        let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(
+            b as *const u16,
+        ) as i32)));
+        acc[i % 2] = _mm256_fmadd_ps(
+            _mm256_set1_ps(d * act.d),
+            _mm256_cvtepi32_ps(sums),
+            acc[i % 2],
+        );
+    }
+    hsum(_mm256_add_ps(acc[0], acc[1]))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q8_0_impl(row: &[u8], x: &[ActBlock16]) -> f32 {
+    dot_q8_0_a16(row, x, |acc, w, q| {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(w, q))
+    })
+}
+
+/// Σ over 32-element blocks of `d_w·d_a·(w·q_a)`, two blocks per iteration into two
+/// accumulators. `BYTES`: block size; `unpack`: the block's 32 signed weights; `dot`: 8 i32
+/// partial sums of w·q_a.
+#[inline(always)]
+pub(super) unsafe fn dot_blocks<const BYTES: usize>(
+    row: &[u8],
+    x: &[ActBlock],
+    unpack: impl Fn(*const u8) -> __m256i,
+    dot: impl Fn(__m256i, __m256i) -> __m256i,
+) -> f32 {
+    let n = x.len().min(row.len() / BYTES);
+    let (p, a) = (row.as_ptr(), x.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut i = 0;
+    let block = |i: usize, acc: __m256| -> __m256 {
+        let b = p.add(i * BYTES);
+        let act = &*a.add(i);
+        let q = _mm256_loadu_si256(act.qs.as_ptr() as *const __m256i);
+        let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(
+            b as *const u16,
+        ) as i32)));
+        _mm256_fmadd_ps(
+            _mm256_set1_ps(d * act.d),
+            _mm256_cvtepi32_ps(dot(unpack(b), q)),
+            acc,
+        )
+    };
+    while i + 2 <= n {
+        acc[0] = block(i, acc[0]);
+        acc[1] = block(i + 1, acc[1]);
+        i += 2;
+    }
+    if i < n {
+        acc[0] = block(i, acc[0]);
+    }
+    hsum(_mm256_add_ps(acc[0], acc[1]))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_0_impl(row: &[u8], x: &[ActBlock]) -> f32 {
+    dot_blocks::<Q4_0_BYTES>(row, x, |b| unpack_q4_0(b.add(2)), |w, q| dot_i8(w, q))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_k_impl(row: &[u8], x: &[ActBlock]) -> f32 {
+    let nb = (x.len() / (QK_K / 32)).min(row.len() / size_of::<BlockQ4K>());
+    let mask = _mm256_set1_epi8(0x0f);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = _mm256_setzero_ps();
+    let mut mins = 0f32;
+    for i in 0..nb {
+        let b: BlockQ4K = bytemuck::pod_read_unaligned(
+            &row[i * size_of::<BlockQ4K>()..(i + 1) * size_of::<BlockQ4K>()],
+        );
+        let (d, dmin) = (b.d.to_f32(), b.dmin.to_f32());
+        let acts = &x[i * 8..i * 8 + 8];
+        for k in 0..4 {
+            let q = _mm256_loadu_si256(b.qs.as_ptr().add(32 * k) as *const __m256i);
+            for (half, nibbles) in [
+                _mm256_and_si256(q, mask),
+                _mm256_and_si256(_mm256_srli_epi16(q, 4), mask),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let j = 2 * k + half;
+                let a = &acts[j];
+                let (sc, m) = scale_min_k4(j, &b.scales);
+                let qa = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+                let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles, qa), ones);
+                acc = _mm256_fmadd_ps(
+                    _mm256_set1_ps(d * sc as f32 * a.d),
+                    _mm256_cvtepi32_ps(dot),
+                    acc,
+                );
+                mins += dmin * m as f32 * a.d * (a.sums[0] + a.sums[1]) as f32;
+            }
+        }
+    }
+    hsum(acc) - mins
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q6_k_impl(row: &[u8], x: &[ActBlock]) -> f32 {
+    let nb = (x.len() / (QK_K / 32)).min(row.len() / size_of::<BlockQ6K>());
+    let low_mask = _mm256_set1_epi8(0x0f);
+    let two_bits = _mm256_set1_epi8(3);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = _mm256_setzero_ps();
+    let mut offsets = 0f32;
+    for i in 0..nb {
+        let b: BlockQ6K = bytemuck::pod_read_unaligned(
+            &row[i * size_of::<BlockQ6K>()..(i + 1) * size_of::<BlockQ6K>()],
+        );
+        let d = b.d.to_f32();
+        for c in 0..8 {
+            let (h, q) = (c / 4, c % 4);
+            let a = &x[i * 8 + c];
+            let ql = _mm256_loadu_si256(b.ql.as_ptr().add(h * 64 + (q % 2) * 32) as *const __m256i);
+            let low = if q < 2 {
+                _mm256_and_si256(ql, low_mask)
+            } else {
+                _mm256_and_si256(_mm256_srli_epi16(ql, 4), low_mask)
+            };
+            let qh = _mm256_loadu_si256(b.qh.as_ptr().add(h * 32) as *const __m256i);
+            let high = _mm256_and_si256(
+                _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * q as i32)),
+                two_bits,
+            );
+            let q6 = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
+            let qa = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+            let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(q6, qa), ones);
+            let (sa, sb) = (
+                b.scales[h * 8 + 2 * q] as i32,
+                b.scales[h * 8 + 2 * q + 1] as i32,
+            );
+            let scaled = _mm256_mullo_epi32(dot, _mm256_set_epi32(sb, sb, sb, sb, sa, sa, sa, sa));
+            let da = d * a.d;
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(da), _mm256_cvtepi32_ps(scaled), acc);
+            offsets += da * (32 * (sa * a.sums[0] + sb * a.sums[1])) as f32;
+        }
+    }
+    hsum(acc) - offsets
+}
+
+macro_rules! safe_wrappers {
+    ($($name:ident => $impl:ident($t:ty)),* $(,)?) => {$(
+        /// Safe entry point; only reachable through `row_dot` on a CPU with AVX2, FMA and F16C.
+        pub fn $name(row: &[u8], x: &[$t]) -> f32 {
+            // SAFETY: `row_dot` returns this function only when run-time detection found
+            // avx2, fma and f16c; every load stays inside `row` / `x` (lengths checked in the impl).
+            unsafe { $impl(row, x) }
+        }
+    )*};
+}
+
+safe_wrappers! {
+    dot_f32 => dot_f32_impl(f32),
+    dot_f16 => dot_f16_impl(f32),
+    dot_bf16 => dot_bf16_impl(f32),
+    dot_q8_0 => dot_q8_0_impl(ActBlock16),
+    dot_q4_0 => dot_q4_0_impl(ActBlock),
+    dot_q4_k => dot_q4_k_impl(ActBlock),
+    dot_q6_k => dot_q6_k_impl(ActBlock),
+}

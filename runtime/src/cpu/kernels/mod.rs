@@ -1,0 +1,139 @@
+//! Dot products of one weight row (any supported ggml type) with an activation vector: a
+//! scalar reference and SIMD versions chosen at run time by CPU feature detection.
+//!
+//! Quantized rows (Q4_0, Q4_K, Q6_K) are dotted with 8-bit activations ([`ActBlock`]s), Q8_0
+//! rows with 16-bit ones ([`ActBlock16`]: 8-bit activations on top of 8-bit weights cost
+//! measurable accuracy); float rows (F32, F16, BF16) with the f32 activations.
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
+pub mod scalar;
+
+use super::act::{ActBlock, ActBlock16};
+use crate::quant::GgmlType;
+use std::sync::OnceLock;
+
+/// An instruction-set level with its kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SimdLevel {
+    Scalar,
+    Avx2,
+    /// AVX-512 F/BW/VL with VNNI (`vpdpbusd`).
+    Avx512Vnni,
+}
+
+impl SimdLevel {
+    pub fn name(self) -> &'static str {
+        match self {
+            SimdLevel::Scalar => "scalar",
+            SimdLevel::Avx2 => "avx2",
+            SimdLevel::Avx512Vnni => "avx512-vnni",
+        }
+    }
+
+    /// Every level this CPU can run, lowest first.
+    pub fn available() -> Vec<SimdLevel> {
+        let mut out = vec![SimdLevel::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+            {
+                out.push(SimdLevel::Avx2);
+                if is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512vnni")
+                {
+                    out.push(SimdLevel::Avx512Vnni);
+                }
+            }
+        }
+        out
+    }
+
+    /// The best available level, or the one `LIGER_SIMD` names (scalar, avx2, avx512-vnni)
+    /// if this CPU has it.
+    pub fn detect() -> SimdLevel {
+        static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
+        *LEVEL.get_or_init(|| {
+            let available = Self::available();
+            let best = *available.last().unwrap_or(&SimdLevel::Scalar);
+            match std::env::var("LIGER_SIMD") {
+                Ok(want) => available
+                    .into_iter()
+                    .find(|l| l.name() == want)
+                    .unwrap_or(best),
+                Err(_) => best,
+            }
+        })
+    }
+}
+
+/// `row · x` for float rows: `x` has `row` elements.
+pub type FloatDot = fn(row: &[u8], x: &[f32]) -> f32;
+/// `row · x` for quantized rows: `x` has one block per 32 elements.
+pub type QuantDot = fn(row: &[u8], x: &[ActBlock]) -> f32;
+
+/// `row · x` for rows dotted with 16-bit activations (Q8_0).
+pub type Quant16Dot = fn(row: &[u8], x: &[ActBlock16]) -> f32;
+
+#[derive(Clone, Copy)]
+pub enum RowDot {
+    Float(FloatDot),
+    Quant(QuantDot),
+    Quant16(Quant16Dot),
+}
+
+/// The dot kernel for rows of `ty` at `level`, or `None` if the type has none (the caller
+/// then dequantizes).
+pub fn row_dot(ty: GgmlType, level: SimdLevel) -> Option<RowDot> {
+    use RowDot::*;
+    let scalar = match ty {
+        GgmlType::F32 => Float(scalar::dot_f32),
+        GgmlType::F16 => Float(scalar::dot_f16),
+        GgmlType::BF16 => Float(scalar::dot_bf16),
+        GgmlType::Q8_0 => Quant16(scalar::dot_q8_0),
+        GgmlType::Q4_0 => Quant(scalar::dot_q4_0),
+        GgmlType::Q4_K => Quant(scalar::dot_q4_k),
+        GgmlType::Q6_K => Quant(scalar::dot_q6_k),
+        _ => return None,
+    };
+    // A level this CPU lacks falls back to scalar: the SIMD kernels must never run without
+    // their features.
+    let level = if SimdLevel::available().contains(&level) {
+        level
+    } else {
+        SimdLevel::Scalar
+    };
+    #[cfg(target_arch = "x86_64")]
+    {
+        if level >= SimdLevel::Avx512Vnni {
+            match ty {
+                GgmlType::Q8_0 => return Some(Quant16(avx512::dot_q8_0)),
+                GgmlType::Q4_0 => return Some(Quant(avx512::dot_q4_0)),
+                _ => {}
+            }
+        }
+        if level >= SimdLevel::Avx2 {
+            return Some(match ty {
+                GgmlType::F32 => Float(avx2::dot_f32),
+                GgmlType::F16 => Float(avx2::dot_f16),
+                GgmlType::BF16 => Float(avx2::dot_bf16),
+                GgmlType::Q8_0 => Quant16(avx2::dot_q8_0),
+                GgmlType::Q4_0 => Quant(avx2::dot_q4_0),
+                GgmlType::Q4_K => Quant(avx2::dot_q4_k),
+                GgmlType::Q6_K => Quant(avx2::dot_q6_k),
+                _ => scalar,
+            });
+        }
+    }
+    let _ = level;
+    Some(scalar)
+}
+
+#[cfg(test)]
+mod tests;

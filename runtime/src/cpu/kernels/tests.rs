@@ -1,0 +1,141 @@
+//! Every kernel at every SIMD level this CPU has, against the scalar reference on random data;
+//! and the scalar reference against the dequantizer (the oracle of the formats).
+
+use super::{row_dot, RowDot, SimdLevel};
+use crate::cpu::act::{quantize_activations, quantize_activations16, ActBlock, ActBlock16};
+use crate::quant::{dequantize, quantize, GgmlType};
+
+/// xorshift: deterministic test data without a dependency.
+struct Rand(u64);
+impl Rand {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.next() * scale).collect()
+    }
+}
+
+const TYPES: [GgmlType; 7] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
+];
+
+struct Acts {
+    q8: Vec<ActBlock>,
+    q16: Vec<ActBlock16>,
+}
+
+fn acts_of(x: &[f32]) -> Acts {
+    let mut a = Acts {
+        q8: vec![ActBlock::default(); x.len() / 32],
+        q16: vec![ActBlock16::default(); x.len() / 32],
+    };
+    quantize_activations(x, &mut a.q8);
+    quantize_activations16(x, &mut a.q16);
+    a
+}
+
+fn call(k: RowDot, row: &[u8], x: &[f32], acts: &Acts) -> f32 {
+    match k {
+        RowDot::Float(f) => f(row, x),
+        RowDot::Quant(f) => f(row, &acts.q8),
+        RowDot::Quant16(f) => f(row, &acts.q16),
+    }
+}
+
+#[test]
+fn every_level_matches_the_scalar_reference() {
+    let mut rng = Rand(0x1234_5678);
+    let levels = SimdLevel::available();
+    for ty in TYPES {
+        let block = ty.block_size().max(32);
+        for n in [block, 3 * block, 8 * block, 4096] {
+            if n % block != 0 {
+                continue;
+            }
+            for trial in 0..20 {
+                let scale = [1.0, 1e-3, 50.0][trial % 3];
+                let w = rng.vec(n, scale);
+                let row = quantize(ty, &w).unwrap();
+                let x = rng.vec(n, 2.0);
+                let acts = acts_of(&x);
+                let reference = call(row_dot(ty, SimdLevel::Scalar).unwrap(), &row, &x, &acts);
+                // Tolerance: f32 rounding of the block sums, relative to Σ|w·x|.
+                let magnitude: f32 = dequantize(ty, &row)
+                    .unwrap()
+                    .iter()
+                    .zip(&x)
+                    .map(|(a, b)| (a * b).abs())
+                    .sum();
+                let tol = 2e-5 * magnitude + 1e-30;
+                for &level in &levels {
+                    let got = call(row_dot(ty, level).unwrap(), &row, &x, &acts);
+                    assert!(
+                        (got - reference).abs() <= tol,
+                        "{ty} n={n} {}: {got} vs scalar {reference} (|Δ| {:e} > {tol:e})",
+                        level.name(),
+                        (got - reference).abs()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn scalar_quantized_dots_equal_the_dequantized_product() {
+    let mut rng = Rand(99);
+    for ty in TYPES {
+        let n = 1024;
+        let w = rng.vec(n, 1.0);
+        let row = quantize(ty, &w).unwrap();
+        let x = rng.vec(n, 1.0);
+        let acts = acts_of(&x);
+        let kernel = row_dot(ty, SimdLevel::Scalar).unwrap();
+        let wd = dequantize(ty, &row).unwrap();
+        // The oracle: dequantized weights times the activations the kernel sees.
+        let xs: Vec<f64> = match kernel {
+            RowDot::Float(_) => x.iter().map(|&v| v as f64).collect(),
+            RowDot::Quant(_) => acts
+                .q8
+                .iter()
+                .flat_map(|a| a.qs.iter().map(move |&q| a.d as f64 * q as f64))
+                .collect(),
+            RowDot::Quant16(_) => acts
+                .q16
+                .iter()
+                .flat_map(|a| a.qs.iter().map(move |&q| a.d as f64 * q as f64))
+                .collect(),
+        };
+        let want: f64 = wd.iter().zip(&xs).map(|(a, b)| *a as f64 * b).sum();
+        let got = call(kernel, &row, &x, &acts) as f64;
+        let magnitude: f64 = wd.iter().zip(&xs).map(|(a, b)| (*a as f64 * b).abs()).sum();
+        assert!(
+            (got - want).abs() <= 1e-5 * magnitude,
+            "{ty}: {got} vs oracle {want}"
+        );
+    }
+}
+
+#[test]
+fn activation_quantization_round_trips_within_half_a_step() {
+    let mut rng = Rand(5);
+    let x = rng.vec(256, 3.0);
+    let mut acts = vec![ActBlock::default(); 8];
+    quantize_activations(&x, &mut acts);
+    for (b, xs) in acts.iter().zip(x.chunks(32)) {
+        for (q, v) in b.qs.iter().zip(xs) {
+            assert!((b.d * *q as f32 - v).abs() <= b.d * 0.5 + 1e-6);
+        }
+        assert_eq!(b.sums[0], b.qs[..16].iter().map(|&q| q as i32).sum::<i32>());
+    }
+}
