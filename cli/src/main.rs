@@ -1,5 +1,6 @@
 //! `liger` — convert Liger checkpoints and inspect liger files.
 
+mod bench;
 mod generate;
 mod info;
 mod npy;
@@ -47,6 +48,8 @@ enum Command {
     Score(generate::ScoreArgs),
     /// Chat with the file's chat template; earlier turns are never fed again.
     Chat(generate::ChatArgs),
+    /// Measure prompt processing and generation speed (llama-bench's table or JSON).
+    Bench(bench::BenchArgs),
     /// Show what a GGUF file holds: model, metadata, tensors, state size per sequence.
     Info {
         file: PathBuf,
@@ -128,6 +131,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Info { file, full } => info::print(&file, full),
         Command::Run(args) => generate::run(args),
+        Command::Bench(args) => bench::bench(args),
         Command::Score(args) => generate::score(args),
         Command::Chat(args) => generate::chat(args),
     }

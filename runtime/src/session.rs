@@ -104,23 +104,21 @@ impl Session {
         self.check(tokens)?;
         let model = Arc::clone(&self.model);
         let fresh = self.mode == DecodeMode::HfCompat;
-        model.pool.install(|| {
-            for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
-                let want_all = all.is_some();
-                forward(
-                    &model,
-                    &mut self.state,
-                    chunk,
-                    fresh && i == 0,
-                    want_all,
-                    &mut self.scratch,
-                    &mut self.chunk_logits,
-                );
-                if let Some(out) = all.as_deref_mut() {
-                    out.extend_from_slice(&self.chunk_logits);
-                }
+        for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
+            let want_all = all.is_some();
+            forward(
+                &model,
+                &mut self.state,
+                chunk,
+                fresh && i == 0,
+                want_all,
+                &mut self.scratch,
+                &mut self.chunk_logits,
+            );
+            if let Some(out) = all.as_deref_mut() {
+                out.extend_from_slice(&self.chunk_logits);
             }
-        });
+        }
         let v = model.config.vocab_size;
         if !tokens.is_empty() {
             let last = &self.chunk_logits[self.chunk_logits.len() - v..];

@@ -5,8 +5,8 @@
 
 use super::act::{quantize_activations, quantize_activations16, ActBlock, ActBlock16, ACT_BLOCK};
 use super::kernels::{row_dot, RowDot, SimdLevel};
+use super::pool::WorkerPool;
 use crate::quant::{dequantize_row, GgmlType};
-use rayon::prelude::*;
 
 /// A `[rows, cols]` row-major weight matrix of type `ty` inside a byte buffer.
 #[derive(Clone, Copy)]
@@ -126,29 +126,25 @@ impl<'a> WeightMatrix<'a> {
 
     /// `Y = X·Wᵀ` for `t` activation rows (`y`: [t, rows]). Parallel over blocks of weight
     /// rows; each weight row is read once and dotted with every activation row.
-    pub fn matmul(&self, x: &Activations, t: usize, y: &mut [f32]) {
+    pub fn matmul(&self, pool: &WorkerPool, x: &Activations, t: usize, y: &mut [f32]) {
         debug_assert_eq!((x.f32.len(), y.len()), (t * self.cols, t * self.rows));
         if t == 1 {
-            y.par_chunks_mut(ROWS_PER_TASK)
-                .enumerate()
-                .for_each(|(c, ys)| {
-                    for (i, y) in ys.iter_mut().enumerate() {
-                        *y = self.dot(c * ROWS_PER_TASK + i, x, 0);
-                    }
-                });
+            pool.for_each_chunk(y, ROWS_PER_TASK, &|c, ys| {
+                for (i, y) in ys.iter_mut().enumerate() {
+                    *y = self.dot(c * ROWS_PER_TASK + i, x, 0);
+                }
+            });
             return;
         }
         // Transposed result [rows, t], computed by row blocks in parallel, then scattered.
         let mut yt = vec![0f32; self.rows * t];
-        yt.par_chunks_mut(ROWS_PER_TASK * t)
-            .enumerate()
-            .for_each(|(c, block)| {
-                for (i, out) in block.chunks_mut(t).enumerate() {
-                    for (j, o) in out.iter_mut().enumerate() {
-                        *o = self.dot(c * ROWS_PER_TASK + i, x, j);
-                    }
+        pool.for_each_chunk(&mut yt, ROWS_PER_TASK * t, &|c, block| {
+            for (i, out) in block.chunks_mut(t).enumerate() {
+                for (j, o) in out.iter_mut().enumerate() {
+                    *o = self.dot(c * ROWS_PER_TASK + i, x, j);
                 }
-            });
+            }
+        });
         for r in 0..self.rows {
             for j in 0..t {
                 y[j * self.rows + r] = yt[r * t + j];

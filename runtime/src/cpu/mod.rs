@@ -5,3 +5,4 @@ pub mod act;
 pub mod kernels;
 pub mod linear;
 pub mod ops;
+pub mod pool;

@@ -1,6 +1,7 @@
 //! A loaded liger model: config, weights read in place from the mapped file, tokenizer, and
 //! the CPU thread pool its steps run on.
 
+mod mixer;
 mod recurrence;
 pub mod rope;
 mod state;
@@ -12,6 +13,7 @@ pub(crate) use step::{forward, Scratch};
 use crate::config::LigerConfig;
 use crate::cpu::kernels::SimdLevel;
 use crate::cpu::linear::WeightMatrix;
+use crate::cpu::pool::WorkerPool;
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::layout::tensor_specs;
@@ -70,7 +72,7 @@ pub struct Model {
     pub(crate) inv_freq: Vec<f32>,
     /// Identifies the file's header (metadata + tensor directory): binds saved states.
     pub fingerprint: u64,
-    pub(crate) pool: rayon::ThreadPool,
+    pub(crate) pool: WorkerPool,
     /// The SIMD kernels the CPU matrix products use.
     pub simd: SimdLevel,
 }
@@ -171,11 +173,12 @@ impl Model {
             layers,
         };
         let tokenizer = Tokenizer::from_gguf(&file, config.vocab_size)?;
-        let threads = options.threads.unwrap_or(0);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("liger-cpu-{i}"))
-            .build()
+        let threads = match options.threads {
+            Some(0) => return Err(Error::InvalidArgument("threads must be at least 1".into())),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let pool = WorkerPool::new(threads)
             .map_err(|e| Error::InvalidArgument(format!("cannot start {threads} threads: {e}")))?;
         let fingerprint = fnv1a(&file.bytes()[..file.data_offset as usize]);
         Ok(Model {
@@ -202,7 +205,7 @@ impl Model {
 
     /// Worker threads of the CPU kernels.
     pub fn threads(&self) -> usize {
-        self.pool.current_num_threads()
+        self.pool.threads()
     }
 
     /// Fixed state bytes per sequence: recurrent state + window cache (f32).

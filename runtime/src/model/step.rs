@@ -4,11 +4,11 @@
 //! Letters: T tokens, D hidden, F ffn, V vocab, H heads, Hkv kv heads, d head dim,
 //! M GSA slots, W window.
 
-use super::recurrence::{gla_update, gsa_readout, gsa_update, hgrn2_update, softmax_readout};
-use super::{rope, Model, SequenceState};
-use crate::config::Variant;
-use crate::cpu::linear::{dot, ActivationBuffers, Activations};
-use crate::cpu::ops::{adaptive_avg_pool, rms_norm, silu, softmax};
+use super::mixer::{LayerMixer, MixerScratch};
+use super::{Model, SequenceState};
+use crate::cpu::linear::{ActivationBuffers, Activations};
+use crate::cpu::ops::{rms_norm, silu};
+use crate::cpu::pool::Disjoint;
 
 /// Buffers of one forward call, grown to the largest chunk seen and then reused, so that
 /// decoding allocates nothing.
@@ -35,16 +35,8 @@ pub(crate) struct Scratch {
     gate: Vec<f32>,
     /// [T, F]
     up: Vec<f32>,
-    /// [d]
-    head: Vec<f32>,
-    /// [Hkv·M] pooled keys (GSA)
-    pooled: Vec<f32>,
-    /// [M]
-    slots_a: Vec<f32>,
-    /// [M]
-    slots_b: Vec<f32>,
-    /// [W + 1] attention scores
-    scores: Vec<f32>,
+    /// [Hkv] per-KV-head scratch of the token mixer
+    mixers: Vec<MixerScratch>,
     /// Quantized blocks of the input of the current matrix products
     acts: ActivationBuffers,
 }
@@ -67,11 +59,7 @@ impl Scratch {
         grow(&mut self.proj, t * c.hidden);
         grow(&mut self.gate, t * c.ffn);
         grow(&mut self.up, t * c.ffn);
-        grow(&mut self.head, c.head_dim);
-        grow(&mut self.pooled, c.n_kv_heads * c.gsa_slots);
-        grow(&mut self.slots_a, c.gsa_slots);
-        grow(&mut self.slots_b, c.gsa_slots);
-        grow(&mut self.scores, c.window as usize + 1);
+        self.mixers.resize(c.n_kv_heads, MixerScratch::new(c));
         self.capacity = t;
     }
 }
@@ -100,11 +88,9 @@ pub(crate) fn forward(
     }
     let (dm, d) = (c.hidden, c.head_dim);
     let (hd, kv) = (c.n_heads * d, c.n_kv_heads * d);
-    let group = c.n_heads / c.n_kv_heads;
     let w = c.window as usize;
     let pos0 = state.pos;
     let per_head = SequenceState::per_head(c);
-    let m = c.gsa_slots;
     let Scratch {
         x,
         h,
@@ -116,11 +102,7 @@ pub(crate) fn forward(
         proj,
         gate,
         up,
-        head,
-        pooled,
-        slots_a,
-        slots_b,
-        scores,
+        mixers,
         acts,
         ..
     } = scratch;
@@ -150,9 +132,9 @@ pub(crate) fn forward(
             );
         }
         let input = Activations::new(h, acts);
-        model.matrix(&lw.wq).matmul(&input, n, q);
-        model.matrix(&lw.wk).matmul(&input, n, k);
-        model.matrix(&lw.wv).matmul(&input, n, v);
+        model.matrix(&lw.wq).matmul(&model.pool, &input, n, q);
+        model.matrix(&lw.wk).matmul(&model.pool, &input, n, k);
+        model.matrix(&lw.wv).matmul(&model.pool, &input, n, v);
         for (out, bias) in [(&mut *q, &lw.bq), (&mut *k, &lw.bk), (&mut *v, &lw.bv)] {
             if let Some(b) = bias {
                 for row in out.chunks_exact_mut(b.len()) {
@@ -161,97 +143,27 @@ pub(crate) fn forward(
             }
         }
 
-        // Recurrent branch, token by token, state per KV head (no RoPE, scale 1).
+        // Token mixer: recurrent branch + sliding window, one task per KV head.
         let layer_state =
             &mut state.recurrent[l * c.n_kv_heads * per_head..(l + 1) * c.n_kv_heads * per_head];
-        for t in 0..n {
-            let (kt, vt) = (&k[t * kv..(t + 1) * kv], &v[t * kv..(t + 1) * kv]);
-            if c.variant == Variant::Gsa {
-                adaptive_avg_pool(kt, &mut pooled[..c.n_kv_heads * m]);
-            }
-            for j in 0..c.n_kv_heads {
-                let s = &mut layer_state[j * per_head..(j + 1) * per_head];
-                let (kj, vj) = (&kt[j * d..(j + 1) * d], &vt[j * d..(j + 1) * d]);
-                match c.variant {
-                    Variant::Gla => gla_update(s, kj, vj, c.gate_normalizer, head),
-                    Variant::Hgrn2 => hgrn2_update(s, kj, vj),
-                    Variant::Gsa => {
-                        let (keys, values) = s.split_at_mut(d * m);
-                        gsa_update(
-                            keys,
-                            values,
-                            kj,
-                            vj,
-                            &mut pooled[j * m..(j + 1) * m],
-                            c.gate_normalizer,
-                            slots_a,
-                        );
-                    }
-                }
-                for hh in j * group..(j + 1) * group {
-                    let qh = &q[t * hd + hh * d..t * hd + (hh + 1) * d];
-                    let oh = &mut o_rec[t * hd + hh * d..t * hd + (hh + 1) * d];
-                    match c.variant {
-                        Variant::Gla | Variant::Hgrn2 => {
-                            head.copy_from_slice(qh);
-                            softmax_readout(s, head, oh);
-                        }
-                        Variant::Gsa => {
-                            let (keys, values) = s.split_at(d * m);
-                            gsa_readout(keys, values, qh, slots_b, oh);
-                        }
-                    }
-                }
-            }
-        }
-
-        // Sliding-window branch: RoPE'd q·k over the last W keys and the current one.
-        for t in 0..n {
-            rope::apply(&mut q[t * hd..(t + 1) * hd], d, pos0 + t, &model.inv_freq);
-            rope::apply(&mut k[t * kv..(t + 1) * kv], d, pos0 + t, &model.inv_freq);
-        }
         let ring = l * w * kv..(l + 1) * w * kv;
-        let (ring_k, ring_v) = (
-            &mut state.window_keys[ring.clone()],
-            &mut state.window_values[ring],
-        );
-        let oldest = pos0 - state.window_len;
-        let scale = 1.0 / (d as f32).sqrt();
-        for t in 0..n {
-            let p = pos0 + t;
-            let lo = p.saturating_sub(w).max(oldest);
-            let key_at = |kp: usize, j: usize| -> (&[f32], &[f32]) {
-                let (src_k, src_v, row) = if kp >= pos0 {
-                    (&k[..], &v[..], kp - pos0)
-                } else {
-                    (&ring_k[..], &ring_v[..], kp % w)
-                };
-                (
-                    &src_k[row * kv + j * d..row * kv + (j + 1) * d],
-                    &src_v[row * kv + j * d..row * kv + (j + 1) * d],
-                )
-            };
-            for hh in 0..c.n_heads {
-                let j = hh / group;
-                let qh = &q[t * hd + hh * d..t * hd + (hh + 1) * d];
-                let sc = &mut scores[..p - lo + 1];
-                for (i, kp) in (lo..=p).enumerate() {
-                    sc[i] = dot(qh, key_at(kp, j).0) * scale;
-                }
-                softmax(sc);
-                let yh = &mut y[t * hd + hh * d..t * hd + (hh + 1) * d];
-                yh.fill(0.0);
-                for (i, kp) in (lo..=p).enumerate() {
-                    let (pw, vk) = (sc[i], key_at(kp, j).1);
-                    yh.iter_mut().zip(vk).for_each(|(o, v)| *o += pw * v);
-                }
-            }
-        }
-        for t in n.saturating_sub(w)..n {
-            let slot = (pos0 + t) % w;
-            ring_k[slot * kv..(slot + 1) * kv].copy_from_slice(&k[t * kv..(t + 1) * kv]);
-            ring_v[slot * kv..(slot + 1) * kv].copy_from_slice(&v[t * kv..(t + 1) * kv]);
-        }
+        let mixer = LayerMixer {
+            c,
+            inv_freq: &model.inv_freq,
+            n,
+            pos0,
+            oldest: pos0 - state.window_len,
+            q: Disjoint::new(q),
+            k: Disjoint::new(k),
+            v,
+            o_rec: Disjoint::new(o_rec),
+            y: Disjoint::new(y),
+            state: Disjoint::new(layer_state),
+            ring_k: Disjoint::new(&mut state.window_keys[ring.clone()]),
+            ring_v: Disjoint::new(&mut state.window_values[ring]),
+            scratch: Disjoint::new(mixers),
+        };
+        model.pool.run(c.n_kv_heads, &|j| mixer.run_kv_head(j));
 
         // Mix, output projection, residual.
         for (yv, r) in y.iter_mut().zip(o_rec.iter()) {
@@ -259,7 +171,7 @@ pub(crate) fn forward(
         }
         model
             .matrix(&lw.wo)
-            .matmul(&Activations::new(y, acts), n, proj);
+            .matmul(&model.pool, &Activations::new(y, acts), n, proj);
         x.iter_mut().zip(proj.iter()).for_each(|(x, p)| *x += p);
 
         // SwiGLU MLP.
@@ -272,14 +184,16 @@ pub(crate) fn forward(
             );
         }
         let input = Activations::new(h, acts);
-        model.matrix(&lw.w_gate).matmul(&input, n, gate);
-        model.matrix(&lw.w_up).matmul(&input, n, up);
+        model
+            .matrix(&lw.w_gate)
+            .matmul(&model.pool, &input, n, gate);
+        model.matrix(&lw.w_up).matmul(&model.pool, &input, n, up);
         gate.iter_mut()
             .zip(up.iter())
             .for_each(|(g, u)| *g = silu(*g) * u);
         model
             .matrix(&lw.w_down)
-            .matmul(&Activations::new(gate, acts), n, proj);
+            .matmul(&model.pool, &Activations::new(gate, acts), n, proj);
         x.iter_mut().zip(proj.iter()).for_each(|(x, p)| *x += p);
     }
     state.window_len = (state.window_len + n).min(w);
@@ -299,5 +213,5 @@ pub(crate) fn forward(
     let input = Activations::new(&h[rows.start * dm..rows.end * dm], acts);
     model
         .matrix(&model.weights.output)
-        .matmul(&input, rows.len(), logits);
+        .matmul(&model.pool, &input, rows.len(), logits);
 }

@@ -1,0 +1,225 @@
+//! `liger bench`: prompt processing (pp), token generation (tg), and tg after a context of
+//! depth d, in llama.cpp's `llama-bench` table form (or JSON with its field names), with the
+//! peak resident memory of each test.
+
+use anyhow::{bail, Result};
+use clap::Args;
+use liger::{DecodeMode, Model, ModelOptions, Session};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// A liger GGUF file.
+    #[arg(short, long)]
+    pub model: PathBuf,
+    /// Prompt tokens of the pp test (0: none).
+    #[arg(short = 'p', long, default_value_t = 512)]
+    pub n_prompt: usize,
+    /// Generated tokens of the tg test (0: none).
+    #[arg(short = 'n', long, default_value_t = 128)]
+    pub n_gen: usize,
+    /// Context depths to run each test at, comma separated.
+    #[arg(short = 'd', long, default_value = "0")]
+    pub depth: String,
+    /// Threads.
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+    /// Repetitions per test.
+    #[arg(short = 'r', long, default_value_t = 3)]
+    pub repetitions: usize,
+    /// Output: md or json.
+    #[arg(short = 'o', long, default_value = "md")]
+    pub output: String,
+}
+
+/// Linux `VmHWM` (peak resident), bytes; resets the mark first when `reset`.
+fn peak_resident(reset: bool) -> u64 {
+    if reset {
+        // Writing 5 to clear_refs resets the peak RSS counter (Linux 4.0+).
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+    }
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+struct TestResult {
+    n_prompt: usize,
+    n_gen: usize,
+    n_depth: usize,
+    samples: Vec<f64>,
+    peak_rss: u64,
+}
+
+impl TestResult {
+    fn mean(&self) -> f64 {
+        self.samples.iter().sum::<f64>() / self.samples.len().max(1) as f64
+    }
+    fn stddev(&self) -> f64 {
+        let m = self.mean();
+        let n = self.samples.len();
+        if n < 2 {
+            return 0.0;
+        }
+        (self.samples.iter().map(|s| (s - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+    }
+    fn name(&self) -> String {
+        let base = if self.n_prompt > 0 {
+            format!("pp{}", self.n_prompt)
+        } else {
+            format!("tg{}", self.n_gen)
+        };
+        if self.n_depth > 0 {
+            format!("{base} @ d{}", self.n_depth)
+        } else {
+            base
+        }
+    }
+}
+
+/// Deterministic token ids spread over the vocabulary.
+fn tokens(n: usize, vocab: usize, salt: usize) -> Vec<u32> {
+    (0..n)
+        .map(|i| ((i * 7919 + salt * 104_729 + 13) % vocab) as u32)
+        .collect()
+}
+
+fn session_at_depth(model: &Arc<Model>, depth: usize) -> Result<Session> {
+    let mut s = Session::new(model.clone(), DecodeMode::Window);
+    if depth > 0 {
+        s.feed(&tokens(depth, model.config.vocab_size, 1))?;
+    }
+    Ok(s)
+}
+
+pub fn bench(args: BenchArgs) -> Result<()> {
+    if args.output != "md" && args.output != "json" {
+        bail!("-o {} (md or json)", args.output);
+    }
+    let depths = crate::generate::parse_ids(&args.depth)?;
+    let model = Arc::new(Model::load(
+        &args.model,
+        &ModelOptions {
+            threads: args.threads,
+            simd: None,
+        },
+    )?);
+    let vocab = model.config.vocab_size;
+    let mut results = Vec::new();
+    for &depth in &depths {
+        let depth = depth as usize;
+        if args.n_prompt > 0 {
+            let prompt = tokens(args.n_prompt, vocab, 2);
+            // Warm-up (pages the weights in), then timed repetitions.
+            session_at_depth(&model, 0)?.feed(&prompt[..prompt.len().min(16)])?;
+            let mut r = TestResult {
+                n_prompt: args.n_prompt,
+                n_gen: 0,
+                n_depth: depth,
+                samples: vec![],
+                peak_rss: 0,
+            };
+            peak_resident(true);
+            for _ in 0..args.repetitions {
+                let mut s = session_at_depth(&model, depth)?;
+                let t = Instant::now();
+                s.feed(&prompt)?;
+                r.samples
+                    .push(args.n_prompt as f64 / t.elapsed().as_secs_f64());
+            }
+            r.peak_rss = peak_resident(false);
+            results.push(r);
+        }
+        if args.n_gen > 0 {
+            let gen = tokens(args.n_gen, vocab, 3);
+            let mut r = TestResult {
+                n_prompt: 0,
+                n_gen: args.n_gen,
+                n_depth: depth,
+                samples: vec![],
+                peak_rss: 0,
+            };
+            peak_resident(true);
+            for _ in 0..args.repetitions {
+                let mut s = session_at_depth(&model, depth)?;
+                s.feed(&gen[..1])?;
+                let t = Instant::now();
+                for &tok in &gen {
+                    s.feed(&[tok])?;
+                }
+                r.samples
+                    .push(args.n_gen as f64 / t.elapsed().as_secs_f64());
+            }
+            r.peak_rss = peak_resident(false);
+            results.push(r);
+        }
+    }
+    let size = std::fs::metadata(&args.model)?.len();
+    let c = &model.config;
+    let params: u64 = model.file().tensors().iter().map(|t| t.n_elements).sum();
+    let model_type = format!(
+        "liger-{} {} {}",
+        c.variant.name(),
+        c.base.name(),
+        file_type(&model)
+    );
+    let backend = format!("CPU ({})", model.simd.name());
+    if args.output == "json" {
+        let rows: Vec<serde_json::Value> = results
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "model_filename": args.model.display().to_string(),
+                    "model_type": model_type,
+                    "model_size": size,
+                    "model_n_params": params,
+                    "backends": "CPU",
+                    "simd": model.simd.name(),
+                    "n_threads": model.threads(),
+                    "n_prompt": r.n_prompt,
+                    "n_gen": r.n_gen,
+                    "n_depth": r.n_depth,
+                    "avg_ts": r.mean(),
+                    "stddev_ts": r.stddev(),
+                    "samples_ts": r.samples,
+                    "peak_rss_bytes": r.peak_rss,
+                    "state_bytes": model.state_bytes(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!("| model | size | params | backend | threads | test | t/s | peak RSS |");
+    println!("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |");
+    for r in &results {
+        println!(
+            "| {model_type} | {:.2} MiB | {:.2} M | {backend} | {} | {} | {:.2} ± {:.2} | {:.1} MiB |",
+            size as f64 / (1 << 20) as f64,
+            params as f64 / 1e6,
+            model.threads(),
+            r.name(),
+            r.mean(),
+            r.stddev(),
+            r.peak_rss as f64 / (1 << 20) as f64
+        );
+    }
+    Ok(())
+}
+
+fn file_type(model: &Model) -> String {
+    let mut counts = std::collections::BTreeMap::new();
+    for t in model.file().tensors().iter().filter(|t| t.dims.len() == 2) {
+        *counts.entry(t.ggml_type.name()).or_insert(0u64) += t.n_bytes;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(_, b)| *b)
+        .map(|(n, _)| n.to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,175 @@
+//! The token mixer of one layer for one KV head `j`: the recurrent branch (state of head j,
+//! read by its group of query heads) and the sliding-window attention of those query heads.
+//! KV heads are independent, so the step runs one task per KV head in parallel.
+//!
+//! Letters: T tokens, H heads, Hkv kv heads, d head dim, M GSA slots, W window.
+
+use super::recurrence::{gla_update, gsa_readout, gsa_update, hgrn2_update, softmax_readout};
+use super::rope;
+use crate::config::{LigerConfig, Variant};
+use crate::cpu::linear::dot;
+use crate::cpu::ops::{adaptive_avg_pool, softmax};
+use crate::cpu::pool::Disjoint;
+
+/// Per-KV-head scratch.
+#[derive(Default, Clone)]
+pub(crate) struct MixerScratch {
+    /// [d]
+    head: Vec<f32>,
+    /// [M] pooled keys, then gates
+    pooled: Vec<f32>,
+    /// [M]
+    slots_a: Vec<f32>,
+    /// [M]
+    slots_b: Vec<f32>,
+    /// [W + 1]
+    scores: Vec<f32>,
+}
+
+impl MixerScratch {
+    pub(crate) fn new(c: &LigerConfig) -> Self {
+        MixerScratch {
+            head: vec![0.0; c.head_dim],
+            pooled: vec![0.0; c.gsa_slots],
+            slots_a: vec![0.0; c.gsa_slots],
+            slots_b: vec![0.0; c.gsa_slots],
+            scores: vec![0.0; c.window as usize + 1],
+        }
+    }
+}
+
+/// What one layer's mixer reads and writes; each KV head's task touches only its own parts.
+pub(crate) struct LayerMixer<'a> {
+    pub c: &'a LigerConfig,
+    pub inv_freq: &'a [f32],
+    /// Tokens in the chunk, position of the first, oldest position in the window.
+    pub n: usize,
+    pub pos0: usize,
+    pub oldest: usize,
+    /// [T, H·d], RoPE'd in place
+    pub q: Disjoint<'a, f32>,
+    /// [T, Hkv·d], RoPE'd in place
+    pub k: Disjoint<'a, f32>,
+    /// [T, Hkv·d]
+    pub v: &'a [f32],
+    /// [T, H·d] recurrent branch output
+    pub o_rec: Disjoint<'a, f32>,
+    /// [T, H·d] SWA output
+    pub y: Disjoint<'a, f32>,
+    /// This layer's recurrent state, [Hkv, per_head]
+    pub state: Disjoint<'a, f32>,
+    /// This layer's window, [W, Hkv·d] each
+    pub ring_k: Disjoint<'a, f32>,
+    pub ring_v: Disjoint<'a, f32>,
+    /// [Hkv]
+    pub scratch: Disjoint<'a, MixerScratch>,
+}
+
+impl LayerMixer<'_> {
+    /// Runs KV head `j` over the chunk.
+    pub(crate) fn run_kv_head(&self, j: usize) {
+        let c = self.c;
+        let (d, m, w) = (c.head_dim, c.gsa_slots, c.window as usize);
+        let (hd, kv) = (c.n_heads * d, c.n_kv_heads * d);
+        let group = c.n_heads / c.n_kv_heads;
+        let per_head = super::SequenceState::per_head(c);
+        // SAFETY (every `slice` below): task j only touches KV head j's columns of k, v, the
+        // ring and the state, the columns of its own query heads of q, o_rec and y, and its
+        // own scratch; no two slices taken here are alive at once over the same range.
+        let sc = unsafe { &mut self.scratch.slice(j..j + 1)[0] };
+        let s = unsafe { self.state.slice(j * per_head..(j + 1) * per_head) };
+        let q_heads = |t: usize| t * hd + j * group * d..t * hd + (j + 1) * group * d;
+        let k_head = |t: usize| t * kv + j * d..t * kv + (j + 1) * d;
+
+        // Recurrent branch, token by token (no RoPE, scale 1).
+        for t in 0..self.n {
+            let kj = unsafe { self.k.slice(k_head(t)) };
+            let vj = &self.v[k_head(t)];
+            match c.variant {
+                Variant::Gla => gla_update(s, kj, vj, c.gate_normalizer, &mut sc.head),
+                Variant::Hgrn2 => hgrn2_update(s, kj, vj),
+                Variant::Gsa => {
+                    // Adaptive pooling of the flattened Hkv·d keys into Hkv·M bins reads only
+                    // head j's keys for head j's bins.
+                    adaptive_avg_pool(kj, &mut sc.pooled);
+                    let (keys, values) = s.split_at_mut(d * m);
+                    gsa_update(
+                        keys,
+                        values,
+                        kj,
+                        vj,
+                        &mut sc.pooled,
+                        c.gate_normalizer,
+                        &mut sc.slots_a,
+                    );
+                }
+            }
+            let qs = unsafe { self.q.slice(q_heads(t)) };
+            let os = unsafe { self.o_rec.slice(q_heads(t)) };
+            for (qh, oh) in qs.chunks_exact(d).zip(os.chunks_exact_mut(d)) {
+                match c.variant {
+                    Variant::Gla | Variant::Hgrn2 => {
+                        sc.head.copy_from_slice(qh);
+                        softmax_readout(s, &mut sc.head, oh);
+                    }
+                    Variant::Gsa => {
+                        let (keys, values) = s.split_at(d * m);
+                        gsa_readout(keys, values, qh, &mut sc.slots_b, oh);
+                    }
+                }
+            }
+        }
+
+        // Sliding window: RoPE'd q·k over the last W keys and the current one.
+        for t in 0..self.n {
+            rope::apply(
+                unsafe { self.q.slice(q_heads(t)) },
+                d,
+                self.pos0 + t,
+                self.inv_freq,
+            );
+            rope::apply(
+                unsafe { self.k.slice(k_head(t)) },
+                d,
+                self.pos0 + t,
+                self.inv_freq,
+            );
+        }
+        let scale = 1.0 / (d as f32).sqrt();
+        for t in 0..self.n {
+            let p = self.pos0 + t;
+            let lo = p.saturating_sub(w).max(self.oldest);
+            // Key and value of KV head j at position kp: the chunk, or the ring before it.
+            let key_at = |kp: usize| -> (&[f32], &[f32]) {
+                if kp >= self.pos0 {
+                    let r = k_head(kp - self.pos0);
+                    (unsafe { &*self.k.slice(r.clone()) }, &self.v[r])
+                } else {
+                    let r = k_head(kp % w);
+                    unsafe { (&*self.ring_k.slice(r.clone()), &*self.ring_v.slice(r)) }
+                }
+            };
+            let qs = unsafe { self.q.slice(q_heads(t)) };
+            let ys = unsafe { self.y.slice(q_heads(t)) };
+            for (qh, yh) in qs.chunks_exact(d).zip(ys.chunks_exact_mut(d)) {
+                let scores = &mut sc.scores[..p - lo + 1];
+                for (i, kp) in (lo..=p).enumerate() {
+                    scores[i] = dot(qh, key_at(kp).0) * scale;
+                }
+                softmax(scores);
+                yh.fill(0.0);
+                for (i, kp) in (lo..=p).enumerate() {
+                    let (pw, vk) = (scores[i], key_at(kp).1);
+                    yh.iter_mut().zip(vk).for_each(|(o, v)| *o += pw * v);
+                }
+            }
+        }
+        // The newest W keys of the chunk enter the window.
+        for t in self.n.saturating_sub(w)..self.n {
+            let slot = (self.pos0 + t) % w;
+            unsafe { self.ring_k.slice(k_head(slot)) }
+                .copy_from_slice(unsafe { self.k.slice(k_head(t)) });
+            unsafe { self.ring_v.slice(k_head(slot)) }.copy_from_slice(&self.v[k_head(t)]);
+        }
+    }
+}
