@@ -62,6 +62,8 @@ impl<'a> Activations<'a> {
 const MAX_BLOCK: usize = 256;
 /// Rows per parallel task: enough work to amortize scheduling.
 const ROWS_PER_TASK: usize = 16;
+/// Tasks per thread of a matrix-vector product.
+const TASKS_PER_THREAD: usize = 4;
 
 impl<'a> WeightMatrix<'a> {
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8], level: SimdLevel) -> Self {
@@ -129,9 +131,15 @@ impl<'a> WeightMatrix<'a> {
     pub fn matmul(&self, pool: &WorkerPool, x: &Activations, t: usize, y: &mut [f32]) {
         debug_assert_eq!((x.f32.len(), y.len()), (t * self.cols, t * self.rows));
         if t == 1 {
-            pool.for_each_chunk(y, ROWS_PER_TASK, &|c, ys| {
+            // A few contiguous stretches of rows per thread keep each thread's weight reads
+            // sequential (hardware prefetch) while still balancing the load.
+            let chunk = self
+                .rows
+                .div_ceil(pool.threads() * TASKS_PER_THREAD)
+                .max(ROWS_PER_TASK);
+            pool.for_each_chunk(y, chunk, &|c, ys| {
                 for (i, y) in ys.iter_mut().enumerate() {
-                    *y = self.dot(c * ROWS_PER_TASK + i, x, 0);
+                    *y = self.dot(c * chunk + i, x, 0);
                 }
             });
             return;
