@@ -50,6 +50,20 @@ enum Command {
     Chat(generate::ChatArgs),
     /// Measure prompt processing and generation speed (llama-bench's table or JSON).
     Bench(bench::BenchArgs),
+    /// Write a random-weight model of a real model's shape (for benchmarks).
+    Synth {
+        /// Shape: tiny, smollm2-135m, llama-3.2-1b, llama-3.2-3b, llama-3-8b.
+        #[arg(long, default_value = "llama-3.2-1b")]
+        like: String,
+        /// Variant: gla, hgrn2 or gsa.
+        #[arg(long, default_value = "gla")]
+        variant: String,
+        /// Weight type: f32, f16, bf16, q8_0, q4_0 or q4_k_m.
+        #[arg(short = 't', long = "type", default_value = "q4_0")]
+        out_type: String,
+        #[arg(short, long)]
+        out: PathBuf,
+    },
     /// Show what a GGUF file holds: model, metadata, tensors, state size per sequence.
     Info {
         file: PathBuf,
@@ -130,6 +144,26 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Info { file, full } => info::print(&file, full),
+        Command::Synth {
+            like,
+            variant,
+            out_type,
+            out,
+        } => {
+            let variant = liger::Variant::from_name(&variant)
+                .with_context(|| format!("--variant '{variant}' (gla, hgrn2 or gsa)"))?;
+            let config = liger_convert::synth::shape_config(&like, variant)?;
+            let started = std::time::Instant::now();
+            let bytes = liger_convert::synth::write_synthetic(&config, out_type.parse()?, &out)?;
+            eprintln!(
+                "wrote {} ({:.1} MiB, {like}-shaped Liger-{}, random weights) in {:.1}s",
+                out.display(),
+                bytes as f64 / (1 << 20) as f64,
+                variant.name().to_uppercase(),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
         Command::Run(args) => generate::run(args),
         Command::Bench(args) => bench::bench(args),
         Command::Score(args) => generate::score(args),

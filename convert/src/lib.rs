@@ -12,6 +12,7 @@ pub mod lora;
 pub mod names;
 pub mod recipe;
 pub mod source;
+pub mod synth;
 pub mod tokenizer_gguf;
 
 use gguf_source::LlamaGgufSource;
