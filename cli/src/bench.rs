@@ -113,6 +113,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let mut results = Vec::new();
     for &depth in &depths {
         let depth = depth as usize;
+        // The context is fed once per depth; each repetition starts from a fork of it.
+        let at_depth = session_at_depth(&model, depth)?;
         if args.n_prompt > 0 {
             let prompt = tokens(args.n_prompt, vocab, 2);
             // Warm-up (pages the weights in), then timed repetitions.
@@ -126,7 +128,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             };
             peak_resident(true);
             for _ in 0..args.repetitions {
-                let mut s = session_at_depth(&model, depth)?;
+                let mut s = at_depth.fork();
                 let t = Instant::now();
                 s.feed(&prompt)?;
                 r.samples
@@ -146,7 +148,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             };
             peak_resident(true);
             for _ in 0..args.repetitions {
-                let mut s = session_at_depth(&model, depth)?;
+                let mut s = at_depth.fork();
                 s.feed(&gen[..1])?;
                 let t = Instant::now();
                 for &tok in &gen {

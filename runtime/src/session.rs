@@ -124,6 +124,10 @@ impl Session {
             let last = &self.chunk_logits[self.chunk_logits.len() - v..];
             self.state.logits.copy_from_slice(last);
         }
+        if tokens.len() > 1 {
+            self.scratch.release();
+            self.chunk_logits = Vec::new();
+        }
         Ok(())
     }
 

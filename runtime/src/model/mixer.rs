@@ -41,7 +41,9 @@ impl MixerScratch {
 /// What one layer's mixer reads and writes; each KV head's task touches only its own parts.
 pub(crate) struct LayerMixer<'a> {
     pub c: &'a LigerConfig,
-    pub inv_freq: &'a [f32],
+    /// [T, d/2] RoPE cos / sin of each token's position
+    pub rope_cos: &'a [f32],
+    pub rope_sin: &'a [f32],
     /// Tokens in the chunk, position of the first, oldest position in the window.
     pub n: usize,
     pub pos0: usize,
@@ -121,19 +123,14 @@ impl LayerMixer<'_> {
         }
 
         // Sliding window: RoPE'd q·k over the last W keys and the current one.
+        let half = d / 2;
         for t in 0..self.n {
-            rope::apply(
-                unsafe { self.q.slice(q_heads(t)) },
-                d,
-                self.pos0 + t,
-                self.inv_freq,
+            let (cos, sin) = (
+                &self.rope_cos[t * half..(t + 1) * half],
+                &self.rope_sin[t * half..(t + 1) * half],
             );
-            rope::apply(
-                unsafe { self.k.slice(k_head(t)) },
-                d,
-                self.pos0 + t,
-                self.inv_freq,
-            );
+            rope::apply(unsafe { self.q.slice(q_heads(t)) }, cos, sin);
+            rope::apply(unsafe { self.k.slice(k_head(t)) }, cos, sin);
         }
         let scale = 1.0 / (d as f32).sqrt();
         for t in 0..self.n {

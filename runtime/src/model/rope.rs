@@ -40,16 +40,26 @@ pub fn inverse_frequencies(config: &LigerConfig) -> Vec<f32> {
     }
 }
 
-/// Rotates each `d`-wide head of `x` in place for position `pos`.
-pub fn apply(x: &mut [f32], d: usize, pos: usize, inv_freq: &[f32]) {
-    let half = d / 2;
-    for head in x.chunks_exact_mut(d) {
-        for (i, &f) in inv_freq.iter().enumerate() {
-            let angle = pos as f32 * f;
-            let (sin, cos) = angle.sin_cos();
-            let (a, b) = (head[i], head[i + half]);
-            head[i] = a * cos - b * sin;
-            head[i + half] = b * cos + a * sin;
+/// `cos` and `sin` of every frequency at position `pos` ([d/2] each), computed once per token
+/// and shared by every head of every layer.
+pub fn angles(pos: usize, inv_freq: &[f32], cos: &mut [f32], sin: &mut [f32]) {
+    for ((f, c), s) in inv_freq.iter().zip(cos.iter_mut()).zip(sin.iter_mut()) {
+        // f32 angle, as HF computes it.
+        let (sn, cs) = (pos as f32 * f).sin_cos();
+        *c = cs;
+        *s = sn;
+    }
+}
+
+/// Rotates each `d`-wide head of `x` in place with the angles of one position.
+pub fn apply(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = cos.len();
+    for head in x.chunks_exact_mut(2 * half) {
+        let (lo, hi) = head.split_at_mut(half);
+        for i in 0..half {
+            let (a, b) = (lo[i], hi[i]);
+            lo[i] = a * cos[i] - b * sin[i];
+            hi[i] = b * cos[i] + a * sin[i];
         }
     }
 }

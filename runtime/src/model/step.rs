@@ -37,11 +37,22 @@ pub(crate) struct Scratch {
     up: Vec<f32>,
     /// [Hkv] per-KV-head scratch of the token mixer
     mixers: Vec<MixerScratch>,
+    /// [T, d/2] RoPE cos / sin per position of the chunk
+    rope_cos: Vec<f32>,
+    rope_sin: Vec<f32>,
     /// Quantized blocks of the input of the current matrix products
     acts: ActivationBuffers,
 }
 
 impl Scratch {
+    /// Frees the buffers a multi-token chunk grew, so that a session's memory after a long
+    /// prompt is what it is before (decode steps then regrow them to one token, once).
+    pub(crate) fn release(&mut self) {
+        if self.capacity > 1 {
+            *self = Scratch::default();
+        }
+    }
+
     fn ensure(&mut self, model: &Model, t: usize) {
         let c = &model.config;
         if t <= self.capacity {
@@ -60,6 +71,8 @@ impl Scratch {
         grow(&mut self.gate, t * c.ffn);
         grow(&mut self.up, t * c.ffn);
         self.mixers.resize(c.n_kv_heads, MixerScratch::new(c));
+        grow(&mut self.rope_cos, t * c.head_dim / 2);
+        grow(&mut self.rope_sin, t * c.head_dim / 2);
         self.capacity = t;
     }
 }
@@ -104,6 +117,8 @@ pub(crate) fn forward(
         up,
         mixers,
         acts,
+        rope_cos,
+        rope_sin,
         ..
     } = scratch;
     let (x, h, q, k, v) = (
@@ -120,6 +135,18 @@ pub(crate) fn forward(
     for (t, &tok) in tokens.iter().enumerate() {
         embd.dequantize_row_into(tok as usize, &mut x[t * dm..(t + 1) * dm]);
     }
+
+    let half = d / 2;
+    for t in 0..n {
+        let r = t * half..(t + 1) * half;
+        super::rope::angles(
+            pos0 + t,
+            &model.inv_freq,
+            &mut rope_cos[r.clone()],
+            &mut rope_sin[r],
+        );
+    }
+    let (rope_cos, rope_sin) = (&rope_cos[..n * half], &rope_sin[..n * half]);
 
     for (l, lw) in model.weights.layers.iter().enumerate() {
         // Front end: q, k, v = W·RMSNorm(x) (+ b).
@@ -149,7 +176,8 @@ pub(crate) fn forward(
         let ring = l * w * kv..(l + 1) * w * kv;
         let mixer = LayerMixer {
             c,
-            inv_freq: &model.inv_freq,
+            rope_cos,
+            rope_sin,
             n,
             pos0,
             oldest: pos0 - state.window_len,
