@@ -4,7 +4,7 @@
 //! block by block (scalar).
 
 use super::act::{quantize_activations, quantize_activations16, ActBlock, ActBlock16, ACT_BLOCK};
-use super::kernels::{row_dot, RowDot, SimdLevel};
+use super::kernels::{row_dot, row_dot4, RowDot, RowDot4, SimdLevel};
 use super::pool::WorkerPool;
 use crate::quant::{dequantize_row, GgmlType};
 
@@ -16,6 +16,8 @@ pub struct WeightMatrix<'a> {
     pub cols: usize,
     pub data: &'a [u8],
     kernel: Option<RowDot>,
+    /// Four tokens at once (prefill), where the type has such a kernel.
+    kernel4: Option<RowDot4>,
 }
 
 /// Activation rows `[t, cols]` in f32, and in 8- and 16-bit blocks for quantized matrices.
@@ -69,12 +71,14 @@ impl<'a> WeightMatrix<'a> {
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8], level: SimdLevel) -> Self {
         let kernel =
             row_dot(ty, level).filter(|k| matches!(k, RowDot::Float(_)) || cols % ACT_BLOCK == 0);
+        let kernel4 = row_dot4(ty, level).filter(|_| cols % ACT_BLOCK == 0);
         WeightMatrix {
             ty,
             rows,
             cols,
             data,
             kernel,
+            kernel4,
         }
     }
 
@@ -106,6 +110,34 @@ impl<'a> WeightMatrix<'a> {
             }
             Some(RowDot::Float(f)) => f(self.row(r), &x.f32[t * self.cols..(t + 1) * self.cols]),
             _ => self.dot_dequantized(r, &x.f32[t * self.cols..(t + 1) * self.cols]),
+        }
+    }
+
+    /// `row(r)` against activation rows `j..j+4`, if a four-token kernel applies.
+    #[inline]
+    fn dot4(&self, r: usize, x: &Activations, j: usize) -> Option<[f32; 4]> {
+        let b = self.cols / ACT_BLOCK;
+        let rows = |k: usize| (j + k) * b..(j + k + 1) * b;
+        match self.kernel4? {
+            RowDot4::Quant(f) if x.q8.len() >= (j + 4) * b => Some(f(
+                self.row(r),
+                [
+                    &x.q8[rows(0)],
+                    &x.q8[rows(1)],
+                    &x.q8[rows(2)],
+                    &x.q8[rows(3)],
+                ],
+            )),
+            RowDot4::Quant16(f) if x.q16.len() >= (j + 4) * b => Some(f(
+                self.row(r),
+                [
+                    &x.q16[rows(0)],
+                    &x.q16[rows(1)],
+                    &x.q16[rows(2)],
+                    &x.q16[rows(3)],
+                ],
+            )),
+            _ => None,
         }
     }
 
@@ -148,8 +180,17 @@ impl<'a> WeightMatrix<'a> {
         let mut yt = vec![0f32; self.rows * t];
         pool.for_each_chunk(&mut yt, ROWS_PER_TASK * t, &|c, block| {
             for (i, out) in block.chunks_mut(t).enumerate() {
-                for (j, o) in out.iter_mut().enumerate() {
-                    *o = self.dot(c * ROWS_PER_TASK + i, x, j);
+                let r = c * ROWS_PER_TASK + i;
+                let mut j = 0;
+                while j + 4 <= t {
+                    let Some(four) = self.dot4(r, x, j) else {
+                        break;
+                    };
+                    out[j..j + 4].copy_from_slice(&four);
+                    j += 4;
+                }
+                for (jj, o) in out.iter_mut().enumerate().skip(j) {
+                    *o = self.dot(r, x, jj);
                 }
             }
         });

@@ -295,3 +295,96 @@ safe_wrappers! {
     dot_q4_k => dot_q4_k_impl(ActBlock),
     dot_q6_k => dot_q6_k_impl(ActBlock),
 }
+
+/// Four activation rows against one Q8_0 row: each weight block is loaded and widened once.
+#[inline(always)]
+pub(super) unsafe fn dot_q8_0_a16_x4(
+    row: &[u8],
+    x: [&[ActBlock16]; 4],
+    dot16: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
+) -> [f32; 4] {
+    let n = x
+        .iter()
+        .map(|a| a.len())
+        .min()
+        .unwrap_or(0)
+        .min(row.len() / Q8_0_BYTES);
+    let p = row.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for i in 0..n {
+        let b = p.add(i * Q8_0_BYTES);
+        let w_lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(2) as *const __m128i));
+        let w_hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(18) as *const __m128i));
+        let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(
+            b as *const u16,
+        ) as i32)));
+        for k in 0..4 {
+            let act = &*x[k].as_ptr().add(i);
+            let q_lo = _mm256_loadu_si256(act.qs.as_ptr() as *const __m256i);
+            let q_hi = _mm256_loadu_si256(act.qs.as_ptr().add(16) as *const __m256i);
+            let sums = dot16(dot16(_mm256_setzero_si256(), w_lo, q_lo), w_hi, q_hi);
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(d * act.d), _mm256_cvtepi32_ps(sums), acc[k]);
+        }
+    }
+    [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
+}
+
+/// Four activation rows against one row of 32-element blocks (8-bit activations): each
+/// weight block is unpacked once.
+#[inline(always)]
+pub(super) unsafe fn dot_blocks_x4<const BYTES: usize>(
+    row: &[u8],
+    x: [&[ActBlock]; 4],
+    unpack: impl Fn(*const u8) -> __m256i,
+    dot: impl Fn(__m256i, __m256i) -> __m256i,
+) -> [f32; 4] {
+    let n = x
+        .iter()
+        .map(|a| a.len())
+        .min()
+        .unwrap_or(0)
+        .min(row.len() / BYTES);
+    let p = row.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for i in 0..n {
+        let b = p.add(i * BYTES);
+        let w = unpack(b);
+        let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(
+            b as *const u16,
+        ) as i32)));
+        for k in 0..4 {
+            let act = &*x[k].as_ptr().add(i);
+            let q = _mm256_loadu_si256(act.qs.as_ptr() as *const __m256i);
+            acc[k] = _mm256_fmadd_ps(
+                _mm256_set1_ps(d * act.d),
+                _mm256_cvtepi32_ps(dot(w, q)),
+                acc[k],
+            );
+        }
+    }
+    [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot4_q8_0_impl(row: &[u8], x: [&[ActBlock16]; 4]) -> [f32; 4] {
+    dot_q8_0_a16_x4(row, x, |acc, w, q| {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(w, q))
+    })
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot4_q4_0_impl(row: &[u8], x: [&[ActBlock]; 4]) -> [f32; 4] {
+    dot_blocks_x4::<Q4_0_BYTES>(row, x, |b| unpack_q4_0(b.add(2)), |w, q| dot_i8(w, q))
+}
+
+/// Four-token Q8_0 kernel; only reachable through `row_dot4` after detection.
+pub fn dot4_q8_0(row: &[u8], x: [&[ActBlock16]; 4]) -> [f32; 4] {
+    // SAFETY: handed out only when avx2, fma and f16c were detected; loads stay in bounds.
+    unsafe { dot4_q8_0_impl(row, x) }
+}
+
+/// Four-token Q4_0 kernel; only reachable through `row_dot4` after detection.
+pub fn dot4_q4_0(row: &[u8], x: [&[ActBlock]; 4]) -> [f32; 4] {
+    // SAFETY: as `dot4_q8_0`.
+    unsafe { dot4_q4_0_impl(row, x) }
+}

@@ -37,3 +37,25 @@ pub fn dot_q4_0(row: &[u8], x: &[ActBlock]) -> f32 {
     // SAFETY: as `dot_q8_0`.
     unsafe { dot_q4_0_impl(row, x) }
 }
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+unsafe fn dot4_q8_0_impl(row: &[u8], x: [&[ActBlock16]; 4]) -> [f32; 4] {
+    super::avx2::dot_q8_0_a16_x4(row, x, |acc, w, q| _mm256_dpwssd_epi32(acc, w, q))
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+unsafe fn dot4_q4_0_impl(row: &[u8], x: [&[ActBlock]; 4]) -> [f32; 4] {
+    super::avx2::dot_blocks_x4::<18>(row, x, |b| unpack_q4_0(b.add(2)), |w, q| dot_i8(w, q))
+}
+
+/// Four-token Q8_0 kernel; only reachable through `row_dot4` after detection.
+pub fn dot4_q8_0(row: &[u8], x: [&[ActBlock16]; 4]) -> [f32; 4] {
+    // SAFETY: handed out only after detection of avx2, fma, f16c, avx512f/vl/vnni.
+    unsafe { dot4_q8_0_impl(row, x) }
+}
+
+/// Four-token Q4_0 kernel; only reachable through `row_dot4` after detection.
+pub fn dot4_q4_0(row: &[u8], x: [&[ActBlock]; 4]) -> [f32; 4] {
+    // SAFETY: as `dot4_q8_0`.
+    unsafe { dot4_q4_0_impl(row, x) }
+}

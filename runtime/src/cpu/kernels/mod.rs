@@ -137,3 +137,35 @@ pub fn row_dot(ty: GgmlType, level: SimdLevel) -> Option<RowDot> {
 
 #[cfg(test)]
 mod tests;
+
+/// Four activation rows at once against one weight row (prefill): the weight block is
+/// unpacked once for the four.
+#[derive(Clone, Copy)]
+pub enum RowDot4 {
+    Quant(fn(&[u8], [&[ActBlock]; 4]) -> [f32; 4]),
+    Quant16(fn(&[u8], [&[ActBlock16]; 4]) -> [f32; 4]),
+}
+
+/// The four-token kernel for rows of `ty` at `level`, where one exists (Q8_0, Q4_0 on x86
+/// SIMD levels); otherwise the caller uses [`row_dot`] per token.
+pub fn row_dot4(ty: GgmlType, level: SimdLevel) -> Option<RowDot4> {
+    if !SimdLevel::available().contains(&level) {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        match (ty, level) {
+            (GgmlType::Q8_0, SimdLevel::Avx512Vnni) => {
+                return Some(RowDot4::Quant16(avx512::dot4_q8_0))
+            }
+            (GgmlType::Q4_0, SimdLevel::Avx512Vnni) => {
+                return Some(RowDot4::Quant(avx512::dot4_q4_0))
+            }
+            (GgmlType::Q8_0, SimdLevel::Avx2) => return Some(RowDot4::Quant16(avx2::dot4_q8_0)),
+            (GgmlType::Q4_0, SimdLevel::Avx2) => return Some(RowDot4::Quant(avx2::dot4_q4_0)),
+            _ => {}
+        }
+    }
+    let _ = (ty, level);
+    None
+}

@@ -139,3 +139,43 @@ fn activation_quantization_round_trips_within_half_a_step() {
         assert_eq!(b.sums[0], b.qs[..16].iter().map(|&q| q as i32).sum::<i32>());
     }
 }
+
+#[test]
+fn four_token_kernels_match_the_single_token_reference() {
+    use super::{row_dot4, RowDot4};
+    let mut rng = Rand(77);
+    for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
+        for level in SimdLevel::available() {
+            let Some(k4) = row_dot4(ty, level) else {
+                continue;
+            };
+            let n = 576;
+            let row = quantize(ty, &rng.vec(n, 1.0)).unwrap();
+            let xs: Vec<Vec<f32>> = (0..4).map(|_| rng.vec(n, 3.0)).collect();
+            let acts: Vec<Acts> = xs.iter().map(|x| acts_of(x)).collect();
+            let got = match k4 {
+                RowDot4::Quant(f) => f(&row, [&acts[0].q8, &acts[1].q8, &acts[2].q8, &acts[3].q8]),
+                RowDot4::Quant16(f) => f(
+                    &row,
+                    [&acts[0].q16, &acts[1].q16, &acts[2].q16, &acts[3].q16],
+                ),
+            };
+            let single = row_dot(ty, SimdLevel::Scalar).unwrap();
+            for k in 0..4 {
+                let want = call(single, &row, &xs[k], &acts[k]);
+                let magnitude: f32 = dequantize(ty, &row)
+                    .unwrap()
+                    .iter()
+                    .zip(&xs[k])
+                    .map(|(a, b)| (a * b).abs())
+                    .sum();
+                assert!(
+                    (got[k] - want).abs() <= 2e-5 * magnitude,
+                    "{ty} {} token {k}: {} vs {want}",
+                    level.name(),
+                    got[k]
+                );
+            }
+        }
+    }
+}
