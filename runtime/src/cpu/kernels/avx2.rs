@@ -25,23 +25,25 @@ pub(super) unsafe fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// 32 signed bytes · 32 signed bytes → 8 i32 partial sums (|w| ≤ 128, |a| ≤ 127: no overflow).
+/// 32 nibbles of a Q4_0 block as unsigned bytes 0..15 (the −8 offset is applied with the
+/// activation sums), elements 0..15 then 16..31.
 #[inline]
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn dot_i8(w: __m256i, a: __m256i) -> __m256i {
-    let products = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
-    _mm256_madd_epi16(products, _mm256_set1_epi16(1))
-}
-
-/// 32 nibbles of a Q4_0 block as signed bytes in −8..7, elements 0..15 then 16..31.
-#[inline]
-#[target_feature(enable = "avx2")]
-pub(super) unsafe fn unpack_q4_0(qs: *const u8) -> __m256i {
+pub(super) unsafe fn unpack_q4_0_unsigned(qs: *const u8) -> __m256i {
     let q = _mm_loadu_si128(qs as *const __m128i);
     let mask = _mm_set1_epi8(0x0f);
-    let lo = _mm_and_si128(q, mask);
-    let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
-    _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8))
+    _mm256_set_m128i(
+        _mm_and_si128(_mm_srli_epi16(q, 4), mask),
+        _mm_and_si128(q, mask),
+    )
+}
+
+/// 32 unsigned bytes · 32 signed bytes → 8 i32 partial sums (maddubs cannot overflow for
+/// w ≤ 15, |a| ≤ 127).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn dot_u8_i8(w: __m256i, a: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), _mm256_set1_epi16(1))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -154,7 +156,7 @@ unsafe fn dot_q8_0_impl(row: &[u8], x: &[ActBlock16]) -> f32 {
 /// accumulators. `BYTES`: block size; `unpack`: the block's 32 signed weights; `dot`: 8 i32
 /// partial sums of w·q_a.
 #[inline(always)]
-pub(super) unsafe fn dot_blocks<const BYTES: usize>(
+pub(super) unsafe fn dot_blocks<const BYTES: usize, const OFFSET: i32>(
     row: &[u8],
     x: &[ActBlock],
     unpack: impl Fn(*const u8) -> __m256i,
@@ -164,15 +166,21 @@ pub(super) unsafe fn dot_blocks<const BYTES: usize>(
     let (p, a) = (row.as_ptr(), x.as_ptr());
     let mut acc = [_mm256_setzero_ps(); 2];
     let mut i = 0;
-    let block = |i: usize, acc: __m256| -> __m256 {
+    // Σ d·d_a·OFFSET·Σq_a: the weights' offset, applied once per block through the sums.
+    let mut offset = 0f32;
+    let mut block = |i: usize, acc: __m256| -> __m256 {
         let b = p.add(i * BYTES);
         let act = &*a.add(i);
         let q = _mm256_loadu_si256(act.qs.as_ptr() as *const __m256i);
         let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(
             b as *const u16,
         ) as i32)));
+        let scale = d * act.d;
+        if OFFSET != 0 {
+            offset += scale * (OFFSET * (act.sums[0] + act.sums[1])) as f32;
+        }
         _mm256_fmadd_ps(
-            _mm256_set1_ps(d * act.d),
+            _mm256_set1_ps(scale),
             _mm256_cvtepi32_ps(dot(unpack(b), q)),
             acc,
         )
@@ -185,12 +193,17 @@ pub(super) unsafe fn dot_blocks<const BYTES: usize>(
     if i < n {
         acc[0] = block(i, acc[0]);
     }
-    hsum(_mm256_add_ps(acc[0], acc[1]))
+    hsum(_mm256_add_ps(acc[0], acc[1])) - offset
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q4_0_impl(row: &[u8], x: &[ActBlock]) -> f32 {
-    dot_blocks::<Q4_0_BYTES>(row, x, |b| unpack_q4_0(b.add(2)), |w, q| dot_i8(w, q))
+    dot_blocks::<Q4_0_BYTES, 8>(
+        row,
+        x,
+        |b| unpack_q4_0_unsigned(b.add(2)),
+        |w, q| dot_u8_i8(w, q),
+    )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -332,7 +345,7 @@ pub(super) unsafe fn dot_q8_0_a16_x4(
 /// Four activation rows against one row of 32-element blocks (8-bit activations): each
 /// weight block is unpacked once.
 #[inline(always)]
-pub(super) unsafe fn dot_blocks_x4<const BYTES: usize>(
+pub(super) unsafe fn dot_blocks_x4<const BYTES: usize, const OFFSET: i32>(
     row: &[u8],
     x: [&[ActBlock]; 4],
     unpack: impl Fn(*const u8) -> __m256i,
@@ -346,6 +359,7 @@ pub(super) unsafe fn dot_blocks_x4<const BYTES: usize>(
         .min(row.len() / BYTES);
     let p = row.as_ptr();
     let mut acc = [_mm256_setzero_ps(); 4];
+    let mut offset = [0f32; 4];
     for i in 0..n {
         let b = p.add(i * BYTES);
         let w = unpack(b);
@@ -355,14 +369,19 @@ pub(super) unsafe fn dot_blocks_x4<const BYTES: usize>(
         for k in 0..4 {
             let act = &*x[k].as_ptr().add(i);
             let q = _mm256_loadu_si256(act.qs.as_ptr() as *const __m256i);
-            acc[k] = _mm256_fmadd_ps(
-                _mm256_set1_ps(d * act.d),
-                _mm256_cvtepi32_ps(dot(w, q)),
-                acc[k],
-            );
+            let scale = d * act.d;
+            if OFFSET != 0 {
+                offset[k] += scale * (OFFSET * (act.sums[0] + act.sums[1])) as f32;
+            }
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(scale), _mm256_cvtepi32_ps(dot(w, q)), acc[k]);
         }
     }
-    [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
+    [
+        hsum(acc[0]) - offset[0],
+        hsum(acc[1]) - offset[1],
+        hsum(acc[2]) - offset[2],
+        hsum(acc[3]) - offset[3],
+    ]
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -374,7 +393,12 @@ unsafe fn dot4_q8_0_impl(row: &[u8], x: [&[ActBlock16]; 4]) -> [f32; 4] {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot4_q4_0_impl(row: &[u8], x: [&[ActBlock]; 4]) -> [f32; 4] {
-    dot_blocks_x4::<Q4_0_BYTES>(row, x, |b| unpack_q4_0(b.add(2)), |w, q| dot_i8(w, q))
+    dot_blocks_x4::<Q4_0_BYTES, 8>(
+        row,
+        x,
+        |b| unpack_q4_0_unsigned(b.add(2)),
+        |w, q| dot_u8_i8(w, q),
+    )
 }
 
 /// Four-token Q8_0 kernel; only reachable through `row_dot4` after detection.

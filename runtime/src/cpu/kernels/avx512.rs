@@ -1,19 +1,15 @@
 //! AVX-512 VNNI kernels (`vpdpbusd` on 256-bit registers, AVX512VL) for the 32-element
 //! block types. Only handed out by [`super::row_dot`] after run-time detection.
 
-use super::avx2::{dot_blocks, dot_q8_0_a16, unpack_q4_0};
+use super::avx2::{dot_blocks, dot_q8_0_a16, unpack_q4_0_unsigned};
 use crate::cpu::act::{ActBlock, ActBlock16};
 use std::arch::x86_64::*;
 
-/// 32 signed bytes · 32 signed bytes → 8 i32 partial sums with one `vpdpbusd`.
+/// 32 unsigned bytes · 32 signed bytes → 8 i32 partial sums with one `vpdpbusd`.
 #[inline]
 #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
-unsafe fn dot_i8(w: __m256i, a: __m256i) -> __m256i {
-    _mm256_dpbusd_epi32(
-        _mm256_setzero_si256(),
-        _mm256_sign_epi8(w, w),
-        _mm256_sign_epi8(a, w),
-    )
+unsafe fn dot_u8_i8(w: __m256i, a: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, a)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
@@ -23,7 +19,12 @@ unsafe fn dot_q8_0_impl(row: &[u8], x: &[ActBlock16]) -> f32 {
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 unsafe fn dot_q4_0_impl(row: &[u8], x: &[ActBlock]) -> f32 {
-    dot_blocks::<18>(row, x, |b| unpack_q4_0(b.add(2)), |w, q| dot_i8(w, q))
+    dot_blocks::<18, 8>(
+        row,
+        x,
+        |b| unpack_q4_0_unsigned(b.add(2)),
+        |w, q| dot_u8_i8(w, q),
+    )
 }
 
 /// Safe entry point; only reachable through `row_dot` on a CPU with AVX-512 VNNI + VL.
@@ -45,7 +46,12 @@ unsafe fn dot4_q8_0_impl(row: &[u8], x: [&[ActBlock16]; 4]) -> [f32; 4] {
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 unsafe fn dot4_q4_0_impl(row: &[u8], x: [&[ActBlock]; 4]) -> [f32; 4] {
-    super::avx2::dot_blocks_x4::<18>(row, x, |b| unpack_q4_0(b.add(2)), |w, q| dot_i8(w, q))
+    super::avx2::dot_blocks_x4::<18, 8>(
+        row,
+        x,
+        |b| unpack_q4_0_unsigned(b.add(2)),
+        |w, q| dot_u8_i8(w, q),
+    )
 }
 
 /// Four-token Q8_0 kernel; only reachable through `row_dot4` after detection.
