@@ -198,36 +198,8 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport> {
         });
     }
 
-    let mut metadata = vec![
-        (
-            "general.architecture".to_string(),
-            Value::String(liger::config::ARCHITECTURE.into()),
-        ),
-        (
-            "general.name".into(),
-            Value::String(opts.name.clone().unwrap_or(source.name.clone())),
-        ),
-        (
-            "general.file_type".into(),
-            Value::U32(opts.out_type.file_type()),
-        ),
-        ("general.quantization_version".into(), Value::U32(2)),
-        ("general.alignment".into(), Value::U32(32)),
-    ];
-    metadata.extend(
-        config
-            .to_metadata()
-            .into_iter()
-            .filter(|(k, _)| k != "general.architecture"),
-    );
-    metadata.push((
-        "liger.convert.source".into(),
-        Value::String(source.description.clone()),
-    ));
-    metadata.push((
-        "liger.convert.type".into(),
-        Value::String(opts.out_type.name().into()),
-    ));
+    let name = opts.name.clone().unwrap_or(source.name.clone());
+    let mut metadata = file_metadata(&name, opts.out_type, &config, &source.description);
     if let Some(a) = &adapter {
         metadata.push((
             "liger.convert.lora".into(),
@@ -275,15 +247,7 @@ fn write_file(
     config: &LigerConfig,
 ) -> Result<()> {
     let out = &opts.out;
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".liger-convert-")
-        .suffix(".part")
-        .tempfile_in(&dir)
-        .map_err(|e| Error::io(&dir, e))?;
+    let tmp = temp_beside(out)?;
     let decls = tensors
         .iter()
         .zip(plan)
@@ -348,6 +312,56 @@ fn write_file(
     }
     writer.finish()?;
     bar.finish_and_clear();
+    persist(tmp, out)?;
+    Ok(())
+}
+
+/// The `general.*` keys and the model config of an output file (architecture first).
+pub(crate) fn file_metadata(
+    name: &str,
+    out_type: OutType,
+    config: &LigerConfig,
+    source: &str,
+) -> Vec<(String, Value)> {
+    let mut metadata = vec![
+        (
+            "general.architecture".to_string(),
+            Value::String(liger::config::ARCHITECTURE.into()),
+        ),
+        ("general.name".into(), Value::String(name.into())),
+        ("general.file_type".into(), Value::U32(out_type.file_type())),
+        ("general.quantization_version".into(), Value::U32(2)),
+        ("general.alignment".into(), Value::U32(32)),
+    ];
+    metadata.extend(
+        config
+            .to_metadata()
+            .into_iter()
+            .filter(|(k, _)| k != "general.architecture"),
+    );
+    metadata.push(("liger.convert.source".into(), Value::String(source.into())));
+    metadata.push((
+        "liger.convert.type".into(),
+        Value::String(out_type.name().into()),
+    ));
+    metadata
+}
+
+/// A temporary file beside `out`, removed on drop unless [`persist`] renames it into place.
+pub(crate) fn temp_beside(out: &Path) -> Result<tempfile::NamedTempFile> {
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    tempfile::Builder::new()
+        .prefix(".liger-")
+        .suffix(".part")
+        .tempfile_in(&dir)
+        .map_err(|e| Error::io(&dir, e))
+}
+
+/// Syncs the finished temporary file and renames it to `out`.
+pub(crate) fn persist(tmp: tempfile::NamedTempFile, out: &Path) -> Result<()> {
     tmp.as_file()
         .sync_all()
         .map_err(|e| Error::io(tmp.path(), e))?;

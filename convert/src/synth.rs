@@ -4,7 +4,7 @@
 
 use crate::recipe::{self, OutType};
 use liger::config::{DEFAULT_GATE_NORMALIZER, DEFAULT_MIX_SWA, DEFAULT_WINDOW};
-use liger::gguf::{GgufWriter, TensorDecl, Value};
+use liger::gguf::{GgufWriter, TensorDecl};
 use liger::layout::tensor_specs;
 use liger::quant::quantize_row;
 use liger::{Base, Error, LigerConfig, Result, RopeScaling, Variant};
@@ -119,29 +119,12 @@ pub fn write_synthetic(config: &LigerConfig, out_type: OutType, out: &Path) -> R
         .iter()
         .map(|t| recipe::choose(out_type, t, config.n_layers, config.tie_embeddings).0)
         .collect();
-    let mut metadata = vec![
-        (
-            "general.architecture".to_string(),
-            Value::String(liger::config::ARCHITECTURE.into()),
-        ),
-        (
-            "general.name".into(),
-            Value::String("synthetic (random weights)".into()),
-        ),
-        ("general.file_type".into(), Value::U32(out_type.file_type())),
-        ("general.quantization_version".into(), Value::U32(2)),
-        ("general.alignment".into(), Value::U32(32)),
-    ];
-    metadata.extend(
-        config
-            .to_metadata()
-            .into_iter()
-            .filter(|(k, _)| k != "general.architecture"),
+    let metadata = crate::file_metadata(
+        "synthetic (random weights)",
+        out_type,
+        config,
+        "liger synth: random weights",
     );
-    metadata.push((
-        "liger.convert.source".into(),
-        Value::String("liger synth: random weights".into()),
-    ));
     let decls = specs
         .iter()
         .zip(&types)
@@ -151,14 +134,7 @@ pub fn write_synthetic(config: &LigerConfig, out_type: OutType, out: &Path) -> R
             ggml_type: ty,
         })
         .collect();
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".liger-synth-")
-        .tempfile_in(&dir)
-        .map_err(|e| Error::io(&dir, e))?;
+    let tmp = crate::temp_beside(out)?;
     let mut writer = GgufWriter::new(
         BufWriter::with_capacity(1 << 20, tmp.as_file()),
         &metadata,
@@ -190,10 +166,7 @@ pub fn write_synthetic(config: &LigerConfig, out_type: OutType, out: &Path) -> R
         writer.end_tensor(&t.name)?;
     }
     writer.finish()?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| Error::io(tmp.path(), e))?;
-    tmp.persist(out).map_err(|e| Error::io(out, e.error))?;
+    crate::persist(tmp, out)?;
     std::fs::metadata(out)
         .map(|m| m.len())
         .map_err(|e| Error::io(out, e))
