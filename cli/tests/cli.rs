@@ -268,3 +268,70 @@ fn chat_keeps_state_and_saves_loads_resets() {
         "the loaded state carried the first turn: {contexts:?}"
     );
 }
+
+#[test]
+fn synth_and_bench_json_report_llama_bench_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    let (ok, _, err) = liger(&[
+        "synth",
+        "--like",
+        "tiny",
+        "--type",
+        "q4_0",
+        "-o",
+        model.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = liger(&[
+        "bench",
+        "-m",
+        model.to_str().unwrap(),
+        "-p",
+        "32",
+        "-n",
+        "4",
+        "-d",
+        "0,70",
+        "-r",
+        "2",
+        "-t",
+        "1",
+        "-o",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(rows.len(), 4, "pp and tg at two depths: {out}");
+    for row in &rows {
+        for field in [
+            "n_prompt",
+            "n_gen",
+            "n_depth",
+            "avg_ts",
+            "stddev_ts",
+            "peak_rss_bytes",
+        ] {
+            assert!(row.get(field).is_some(), "{field} missing in {row}");
+        }
+        assert!(row["avg_ts"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(rows[3]["n_depth"], 70);
+    assert_eq!(rows[3]["n_gen"], 4);
+    let (ok, out, _) = liger(&[
+        "bench",
+        "-m",
+        model.to_str().unwrap(),
+        "-p",
+        "8",
+        "-n",
+        "2",
+        "-r",
+        "1",
+    ]);
+    assert!(
+        ok && out.contains("| pp8 |") && out.contains("| tg2 |"),
+        "{out}"
+    );
+}
