@@ -2,11 +2,13 @@
 //! quantized weights are dotted with integer arithmetic: blocks of 32 with an f32 scale and
 //! the sums of each half (for the offsets of Q4_K mins and Q6_K's −32).
 
-/// `x[i] ≈ d · qs[i]`; `sums[h] = Σ qs[16h .. 16h+16]`.
+/// `x[i] ≈ d · qs[i]`; `sums[h] = Σ qs[16h .. 16h+16]`; `dsum = d · Σ qs` (the block's
+/// sum, for weight offsets and mins, computed once and shared by every weight row).
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C)]
 pub struct ActBlock {
     pub d: f32,
+    pub dsum: f32,
     pub sums: [i32; 2],
     pub qs: [i8; 32],
 }
@@ -65,5 +67,6 @@ pub fn quantize_activations(x: &[f32], out: &mut [ActBlock]) {
         b.d = d;
         b.sums[0] = b.qs[..16].iter().map(|&q| q as i32).sum();
         b.sums[1] = b.qs[16..].iter().map(|&q| q as i32).sum();
+        b.dsum = d * (b.sums[0] + b.sums[1]) as f32;
     }
 }

@@ -5,7 +5,7 @@
 
 use super::act::{quantize_activations, quantize_activations16, ActBlock, ActBlock16, ACT_BLOCK};
 use super::kernels::{row_dot, row_dot4, RowDot, RowDot4, SimdLevel};
-use super::pool::WorkerPool;
+use super::pool::{Disjoint, WorkerPool};
 use crate::quant::{dequantize_row, GgmlType};
 
 /// A `[rows, cols]` row-major weight matrix of type `ty` inside a byte buffer.
@@ -176,29 +176,28 @@ impl<'a> WeightMatrix<'a> {
             });
             return;
         }
-        // Transposed result [rows, t], computed by row blocks in parallel, then scattered.
-        let mut yt = vec![0f32; self.rows * t];
-        pool.for_each_chunk(&mut yt, ROWS_PER_TASK * t, &|c, block| {
-            for (i, out) in block.chunks_mut(t).enumerate() {
-                let r = c * ROWS_PER_TASK + i;
+        // Tasks own blocks of weight rows and write their columns of y directly.
+        let rows = self.rows;
+        let out = Disjoint::new(y);
+        pool.run(rows.div_ceil(ROWS_PER_TASK), &|c| {
+            for r in c * ROWS_PER_TASK..((c + 1) * ROWS_PER_TASK).min(rows) {
                 let mut j = 0;
                 while j + 4 <= t {
                     let Some(four) = self.dot4(r, x, j) else {
                         break;
                     };
-                    out[j..j + 4].copy_from_slice(&four);
+                    for (k, v) in four.iter().enumerate() {
+                        // SAFETY: element (j + k, r) belongs to this task's rows only.
+                        unsafe { out.slice((j + k) * rows + r..(j + k) * rows + r + 1)[0] = *v };
+                    }
                     j += 4;
                 }
-                for (jj, o) in out.iter_mut().enumerate().skip(j) {
-                    *o = self.dot(r, x, jj);
+                for jj in j..t {
+                    // SAFETY: as above.
+                    unsafe { out.slice(jj * rows + r..jj * rows + r + 1)[0] = self.dot(r, x, jj) };
                 }
             }
         });
-        for r in 0..self.rows {
-            for j in 0..t {
-                y[j * self.rows + r] = yt[r * t + j];
-            }
-        }
     }
 }
 

@@ -177,7 +177,7 @@ pub(super) unsafe fn dot_blocks<const BYTES: usize, const OFFSET: i32>(
         ) as i32)));
         let scale = d * act.d;
         if OFFSET != 0 {
-            offset += scale * (OFFSET * (act.sums[0] + act.sums[1])) as f32;
+            offset += d * act.dsum;
         }
         _mm256_fmadd_ps(
             _mm256_set1_ps(scale),
@@ -193,7 +193,7 @@ pub(super) unsafe fn dot_blocks<const BYTES: usize, const OFFSET: i32>(
     if i < n {
         acc[0] = block(i, acc[0]);
     }
-    hsum(_mm256_add_ps(acc[0], acc[1])) - offset
+    hsum(_mm256_add_ps(acc[0], acc[1])) - OFFSET as f32 * offset
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -238,7 +238,7 @@ unsafe fn dot_q4_k_impl(row: &[u8], x: &[ActBlock]) -> f32 {
                     _mm256_cvtepi32_ps(dot),
                     acc,
                 );
-                mins += dmin * m as f32 * a.d * (a.sums[0] + a.sums[1]) as f32;
+                mins += dmin * m as f32 * a.dsum;
             }
         }
     }
@@ -371,16 +371,17 @@ pub(super) unsafe fn dot_blocks_x4<const BYTES: usize, const OFFSET: i32>(
             let q = _mm256_loadu_si256(act.qs.as_ptr() as *const __m256i);
             let scale = d * act.d;
             if OFFSET != 0 {
-                offset[k] += scale * (OFFSET * (act.sums[0] + act.sums[1])) as f32;
+                offset[k] += d * act.dsum;
             }
             acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(scale), _mm256_cvtepi32_ps(dot(w, q)), acc[k]);
         }
     }
+    let o = OFFSET as f32;
     [
-        hsum(acc[0]) - offset[0],
-        hsum(acc[1]) - offset[1],
-        hsum(acc[2]) - offset[2],
-        hsum(acc[3]) - offset[3],
+        hsum(acc[0]) - o * offset[0],
+        hsum(acc[1]) - o * offset[1],
+        hsum(acc[2]) - o * offset[2],
+        hsum(acc[3]) - o * offset[3],
     ]
 }
 
