@@ -93,7 +93,8 @@ pub fn shape_config(name: &str, variant: Variant) -> Result<LigerConfig> {
         },
         tie_embeddings: tied,
         attention_bias: false,
-        untrained: true,
+        // Random weights, not a linearized base model: `general.name` says so.
+        untrained: false,
     };
     config.validate()?;
     Ok(config)
