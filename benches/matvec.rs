@@ -28,7 +28,7 @@ fn bench_matvec(c: &mut Criterion) {
     ] {
         let data = quantize(ty, &w).expect("quantize");
         group.throughput(Throughput::Bytes(data.len() as u64));
-        for level in SimdLevel::available() {
+        for &level in SimdLevel::available() {
             let m = WeightMatrix::new(ty, rows, cols, &data, level);
             let mut buffers = ActivationBuffers::default();
             let mut y = vec![0f32; rows];

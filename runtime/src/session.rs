@@ -190,3 +190,130 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Base, LigerConfig, Variant};
+    use crate::gguf::{GgufFile, GgufWriter, TensorDecl};
+    use crate::layout::tensor_specs;
+    use crate::quant::{quantize, GgmlType};
+    use crate::ModelOptions;
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    /// Counts the allocations of the current thread.
+    struct CountingAllocator;
+
+    thread_local! {
+        static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    // SAFETY: forwards to the system allocator; the counter is a thread-local Cell.
+    unsafe impl GlobalAlloc for CountingAllocator {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+            System.alloc(layout)
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            System.dealloc(ptr, layout)
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: CountingAllocator = CountingAllocator;
+
+    /// A tiny random model of `variant` at `ty`, written and loaded in memory.
+    fn tiny_model(variant: Variant, ty: GgmlType, threads: usize) -> Arc<Model> {
+        let config = LigerConfig {
+            variant,
+            base: Base::Llama,
+            n_layers: 2,
+            hidden: 64,
+            ffn: 128,
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 16,
+            vocab_size: 96,
+            rms_eps: 1e-5,
+            rope_theta: 10000.0,
+            rope_scaling: None,
+            context_length: 0,
+            window: 64,
+            mix_swa: 0.5,
+            gate_normalizer: 16.0,
+            gsa_slots: if variant == Variant::Gsa { 8 } else { 16 },
+            tie_embeddings: false,
+            attention_bias: false,
+            untrained: false,
+        };
+        let specs = tensor_specs(&config);
+        let types: Vec<GgmlType> = specs
+            .iter()
+            .map(|s| if s.is_matrix() { ty } else { GgmlType::F32 })
+            .collect();
+        let decls = specs
+            .iter()
+            .zip(&types)
+            .map(|(s, &t)| TensorDecl {
+                name: s.name.clone(),
+                dims: s.ggml_dims(),
+                ggml_type: t,
+            })
+            .collect();
+        let mut buf = Vec::new();
+        let mut w = GgufWriter::new(&mut buf, &config.to_metadata(), decls).unwrap();
+        for (i, (s, &t)) in specs.iter().zip(&types).enumerate() {
+            let n = s.shape.iter().product::<usize>();
+            let x: Vec<f32> = (0..n)
+                .map(|k| {
+                    if s.is_matrix() {
+                        (((k * 7919 + i * 104_729) % 1000) as f32 / 500.0 - 1.0) * 0.2
+                    } else {
+                        1.0
+                    }
+                })
+                .collect();
+            w.write_tensor(&s.name, &quantize(t, &x).unwrap()).unwrap();
+        }
+        w.finish().unwrap();
+        let file = GgufFile::from_bytes(buf).unwrap();
+        Arc::new(
+            Model::from_file(
+                file,
+                &ModelOptions {
+                    threads: Some(threads),
+                    simd: None,
+                },
+            )
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn decode_steps_allocate_nothing() {
+        for (variant, ty) in [
+            (Variant::Gla, GgmlType::Q8_0),
+            (Variant::Gsa, GgmlType::Q4_0),
+            (Variant::Hgrn2, GgmlType::F16),
+        ] {
+            for threads in [1, 2] {
+                let model = tiny_model(variant, ty, threads);
+                let mut s = Session::new(model, DecodeMode::Window);
+                s.feed(&[1, 2, 3, 4]).unwrap();
+                s.feed(&[5]).unwrap(); // the first single-token step sizes the buffers
+                let before = ALLOCATIONS.with(|c| c.get());
+                for t in 0..100u32 {
+                    s.feed(&[t % 96]).unwrap();
+                }
+                let after = ALLOCATIONS.with(|c| c.get());
+                assert_eq!(
+                    after - before,
+                    0,
+                    "{variant:?} {ty} {threads} threads: {} allocations in 100 decode steps",
+                    after - before
+                );
+            }
+        }
+    }
+}

@@ -33,8 +33,13 @@ impl SimdLevel {
         }
     }
 
-    /// Every level this CPU can run, lowest first.
-    pub fn available() -> Vec<SimdLevel> {
+    /// Every level this CPU can run, lowest first (detected once).
+    pub fn available() -> &'static [SimdLevel] {
+        static LEVELS: OnceLock<Vec<SimdLevel>> = OnceLock::new();
+        LEVELS.get_or_init(Self::detect_levels)
+    }
+
+    fn detect_levels() -> Vec<SimdLevel> {
         let mut out = vec![SimdLevel::Scalar];
         #[cfg(target_arch = "x86_64")]
         {
@@ -64,7 +69,8 @@ impl SimdLevel {
             let best = *available.last().unwrap_or(&SimdLevel::Scalar);
             match std::env::var("LIGER_SIMD") {
                 Ok(want) => available
-                    .into_iter()
+                    .iter()
+                    .copied()
                     .find(|l| l.name() == want)
                     .unwrap_or(best),
                 Err(_) => best,

@@ -77,7 +77,7 @@ fn every_level_matches_the_scalar_reference() {
                     .map(|(a, b)| (a * b).abs())
                     .sum();
                 let tol = 2e-5 * magnitude + 1e-30;
-                for &level in &levels {
+                for &level in levels {
                     let got = call(row_dot(ty, level).unwrap(), &row, &x, &acts);
                     assert!(
                         (got - reference).abs() <= tol,
@@ -145,7 +145,7 @@ fn four_token_kernels_match_the_single_token_reference() {
     use super::{row_dot4, RowDot4};
     let mut rng = Rand(77);
     for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
-        for level in SimdLevel::available() {
+        for &level in SimdLevel::available() {
             let Some(k4) = row_dot4(ty, level) else {
                 continue;
             };
