@@ -2,7 +2,7 @@
 //! run-time detection found these features.
 
 use crate::cpu::act::{ActBlock, ActBlock16};
-use crate::quant::{scale_min_k4, BlockQ4K, BlockQ6K, QK_K};
+use crate::quant::{scale_min_k4, BlockQ4K, BlockQ6K};
 use std::arch::x86_64::*;
 
 const Q8_0_BYTES: usize = 34;
@@ -206,86 +206,129 @@ unsafe fn dot_q4_0_impl(row: &[u8], x: &[ActBlock]) -> f32 {
     )
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q4_k_impl(row: &[u8], x: &[ActBlock]) -> f32 {
-    let nb = (x.len() / (QK_K / 32)).min(row.len() / size_of::<BlockQ4K>());
+/// Q4_K rows against `N` activation rows: per sub-block j of 32,
+/// `d·sc_j·d_a·Σ q·q_a − dmin·m_j·d_a·Σ q_a`; each weight sub-block is unpacked once for all N.
+#[inline(always)]
+unsafe fn dot_q4_k_n<const N: usize>(row: &[u8], x: [&[ActBlock]; N]) -> [f32; N] {
+    const BYTES: usize = size_of::<BlockQ4K>();
+    let nb = x
+        .iter()
+        .map(|a| a.len() / 8)
+        .min()
+        .unwrap_or(0)
+        .min(row.len() / BYTES);
     let mask = _mm256_set1_epi8(0x0f);
     let ones = _mm256_set1_epi16(1);
-    let mut acc = _mm256_setzero_ps();
-    let mut mins = 0f32;
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut mins = [0f32; N];
     for i in 0..nb {
-        let b: BlockQ4K = bytemuck::pod_read_unaligned(
-            &row[i * size_of::<BlockQ4K>()..(i + 1) * size_of::<BlockQ4K>()],
-        );
+        let b: BlockQ4K = bytemuck::pod_read_unaligned(&row[i * BYTES..(i + 1) * BYTES]);
         let (d, dmin) = (b.d.to_f32(), b.dmin.to_f32());
-        let acts = &x[i * 8..i * 8 + 8];
         for k in 0..4 {
             let q = _mm256_loadu_si256(b.qs.as_ptr().add(32 * k) as *const __m256i);
-            for (half, nibbles) in [
+            let halves = [
                 _mm256_and_si256(q, mask),
                 _mm256_and_si256(_mm256_srli_epi16(q, 4), mask),
-            ]
-            .into_iter()
-            .enumerate()
-            {
+            ];
+            for (half, nibbles) in halves.into_iter().enumerate() {
                 let j = 2 * k + half;
-                let a = &acts[j];
                 let (sc, m) = scale_min_k4(j, &b.scales);
-                let qa = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-                let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles, qa), ones);
-                acc = _mm256_fmadd_ps(
-                    _mm256_set1_ps(d * sc as f32 * a.d),
-                    _mm256_cvtepi32_ps(dot),
-                    acc,
-                );
-                mins += dmin * m as f32 * a.dsum;
+                let (dsc, dm) = (d * sc as f32, dmin * m as f32);
+                for t in 0..N {
+                    let a = &x[t][i * 8 + j];
+                    let qa = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+                    let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles, qa), ones);
+                    acc[t] =
+                        _mm256_fmadd_ps(_mm256_set1_ps(dsc * a.d), _mm256_cvtepi32_ps(dot), acc[t]);
+                    mins[t] += dm * a.dsum;
+                }
             }
         }
     }
-    hsum(acc) - mins
+    std::array::from_fn(|t| hsum(acc[t]) - mins[t])
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q6_k_impl(row: &[u8], x: &[ActBlock]) -> f32 {
-    let nb = (x.len() / (QK_K / 32)).min(row.len() / size_of::<BlockQ6K>());
+/// Q6_K rows against `N` activation rows: per 32-element chunk with two 16-element scales,
+/// `d·d_a·Σ_halves sc·(Σ q6·q_a − 32·Σ q_a)`; each chunk is unpacked once for all N.
+#[inline(always)]
+unsafe fn dot_q6_k_n<const N: usize>(row: &[u8], x: [&[ActBlock]; N]) -> [f32; N] {
+    const BYTES: usize = size_of::<BlockQ6K>();
+    let nb = x
+        .iter()
+        .map(|a| a.len() / 8)
+        .min()
+        .unwrap_or(0)
+        .min(row.len() / BYTES);
     let low_mask = _mm256_set1_epi8(0x0f);
     let two_bits = _mm256_set1_epi8(3);
     let ones = _mm256_set1_epi16(1);
-    let mut acc = _mm256_setzero_ps();
-    let mut offsets = 0f32;
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut offsets = [0f32; N];
     for i in 0..nb {
-        let b: BlockQ6K = bytemuck::pod_read_unaligned(
-            &row[i * size_of::<BlockQ6K>()..(i + 1) * size_of::<BlockQ6K>()],
-        );
+        let b: BlockQ6K = bytemuck::pod_read_unaligned(&row[i * BYTES..(i + 1) * BYTES]);
         let d = b.d.to_f32();
         for c in 0..8 {
             let (h, q) = (c / 4, c % 4);
-            let a = &x[i * 8 + c];
             let ql = _mm256_loadu_si256(b.ql.as_ptr().add(h * 64 + (q % 2) * 32) as *const __m256i);
-            let low = if q < 2 {
-                _mm256_and_si256(ql, low_mask)
-            } else {
-                _mm256_and_si256(_mm256_srli_epi16(ql, 4), low_mask)
-            };
+            let low = if q < 2 { ql } else { _mm256_srli_epi16(ql, 4) };
             let qh = _mm256_loadu_si256(b.qh.as_ptr().add(h * 32) as *const __m256i);
             let high = _mm256_and_si256(
                 _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * q as i32)),
                 two_bits,
             );
-            let q6 = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
-            let qa = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-            let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(q6, qa), ones);
+            let q6 = _mm256_or_si256(_mm256_and_si256(low, low_mask), _mm256_slli_epi16(high, 4));
             let (sa, sb) = (
                 b.scales[h * 8 + 2 * q] as i32,
                 b.scales[h * 8 + 2 * q + 1] as i32,
             );
-            let scaled = _mm256_mullo_epi32(dot, _mm256_set_epi32(sb, sb, sb, sb, sa, sa, sa, sa));
-            let da = d * a.d;
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(da), _mm256_cvtepi32_ps(scaled), acc);
-            offsets += da * (32 * (sa * a.sums[0] + sb * a.sums[1])) as f32;
+            let scales = _mm256_set_epi32(sb, sb, sb, sb, sa, sa, sa, sa);
+            for t in 0..N {
+                let a = &x[t][i * 8 + c];
+                let qa = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+                let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(q6, qa), ones);
+                let da = d * a.d;
+                acc[t] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(da),
+                    _mm256_cvtepi32_ps(_mm256_mullo_epi32(dot, scales)),
+                    acc[t],
+                );
+                offsets[t] += da * (32 * (sa * a.sums[0] + sb * a.sums[1])) as f32;
+            }
         }
     }
-    hsum(acc) - offsets
+    std::array::from_fn(|t| hsum(acc[t]) - offsets[t])
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_k_impl(row: &[u8], x: &[ActBlock]) -> f32 {
+    dot_q4_k_n::<1>(row, [x])[0]
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q6_k_impl(row: &[u8], x: &[ActBlock]) -> f32 {
+    dot_q6_k_n::<1>(row, [x])[0]
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot4_q4_k_impl(row: &[u8], x: [&[ActBlock]; 4]) -> [f32; 4] {
+    dot_q4_k_n::<4>(row, x)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot4_q6_k_impl(row: &[u8], x: [&[ActBlock]; 4]) -> [f32; 4] {
+    dot_q6_k_n::<4>(row, x)
+}
+
+/// Four-token Q4_K kernel; only reachable through `row_dot4` after detection.
+pub fn dot4_q4_k(row: &[u8], x: [&[ActBlock]; 4]) -> [f32; 4] {
+    // SAFETY: handed out only when avx2, fma and f16c were detected; loads stay in bounds.
+    unsafe { dot4_q4_k_impl(row, x) }
+}
+
+/// Four-token Q6_K kernel; only reachable through `row_dot4` after detection.
+pub fn dot4_q6_k(row: &[u8], x: [&[ActBlock]; 4]) -> [f32; 4] {
+    // SAFETY: as `dot4_q4_k`.
+    unsafe { dot4_q6_k_impl(row, x) }
 }
 
 macro_rules! safe_wrappers {

@@ -152,8 +152,8 @@ pub enum RowDot4 {
     Quant16(fn(&[u8], [&[ActBlock16]; 4]) -> [f32; 4]),
 }
 
-/// The four-token kernel for rows of `ty` at `level`, where one exists (Q8_0, Q4_0 on x86
-/// SIMD levels); otherwise the caller uses [`row_dot`] per token.
+/// The four-token kernel for rows of `ty` at `level`, where one exists (Q8_0, Q4_0, Q4_K, Q6_K
+/// on x86 SIMD levels); otherwise the caller uses [`row_dot`] per token.
 pub fn row_dot4(ty: GgmlType, level: SimdLevel) -> Option<RowDot4> {
     if !SimdLevel::available().contains(&level) {
         return None;
@@ -169,6 +169,12 @@ pub fn row_dot4(ty: GgmlType, level: SimdLevel) -> Option<RowDot4> {
             }
             (GgmlType::Q8_0, SimdLevel::Avx2) => return Some(RowDot4::Quant16(avx2::dot4_q8_0)),
             (GgmlType::Q4_0, SimdLevel::Avx2) => return Some(RowDot4::Quant(avx2::dot4_q4_0)),
+            (GgmlType::Q4_K, SimdLevel::Avx2 | SimdLevel::Avx512Vnni) => {
+                return Some(RowDot4::Quant(avx2::dot4_q4_k))
+            }
+            (GgmlType::Q6_K, SimdLevel::Avx2 | SimdLevel::Avx512Vnni) => {
+                return Some(RowDot4::Quant(avx2::dot4_q6_k))
+            }
             _ => {}
         }
     }

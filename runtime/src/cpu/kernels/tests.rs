@@ -144,12 +144,17 @@ fn activation_quantization_round_trips_within_half_a_step() {
 fn four_token_kernels_match_the_single_token_reference() {
     use super::{row_dot4, RowDot4};
     let mut rng = Rand(77);
-    for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
+    for ty in [
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ] {
         for &level in SimdLevel::available() {
             let Some(k4) = row_dot4(ty, level) else {
                 continue;
             };
-            let n = 576;
+            let n = if ty.block_size() == 256 { 768 } else { 576 };
             let row = quantize(ty, &rng.vec(n, 1.0)).unwrap();
             let xs: Vec<Vec<f32>> = (0..4).map(|_| rng.vec(n, 3.0)).collect();
             let acts: Vec<Acts> = xs.iter().map(|x| acts_of(x)).collect();
