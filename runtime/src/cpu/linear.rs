@@ -30,11 +30,34 @@ pub struct Activations<'a> {
     pub q16: &'a [ActBlock16],
 }
 
-/// Reusable buffers for [`Activations`].
-#[derive(Default)]
+/// Reusable buffers for [`Activations`], and which quantized forms the matrices need.
 pub struct ActivationBuffers {
     q8: Vec<ActBlock>,
     q16: Vec<ActBlock16>,
+    /// Some matrix is Q4_0 / Q4_K / Q6_K (8-bit activations).
+    pub want_q8: bool,
+    /// Some matrix is Q8_0 (16-bit activations).
+    pub want_q16: bool,
+}
+
+impl Default for ActivationBuffers {
+    fn default() -> Self {
+        ActivationBuffers {
+            q8: Vec::new(),
+            q16: Vec::new(),
+            want_q8: true,
+            want_q16: true,
+        }
+    }
+}
+
+/// Which activation forms rows of `ty` are dotted with: (8-bit, 16-bit).
+pub fn activation_forms(ty: GgmlType) -> (bool, bool) {
+    match ty {
+        GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::Q6_K => (true, false),
+        GgmlType::Q8_0 => (false, true),
+        _ => (false, false),
+    }
 }
 
 impl<'a> Activations<'a> {
@@ -42,10 +65,18 @@ impl<'a> Activations<'a> {
     pub fn new(x: &'a [f32], buffers: &'a mut ActivationBuffers) -> Activations<'a> {
         if x.len() % ACT_BLOCK == 0 {
             let n = x.len() / ACT_BLOCK;
-            buffers.q8.resize(n, ActBlock::default());
-            buffers.q16.resize(n, ActBlock16::default());
-            quantize_activations(x, &mut buffers.q8);
-            quantize_activations16(x, &mut buffers.q16);
+            if buffers.want_q8 {
+                buffers.q8.resize(n, ActBlock::default());
+                quantize_activations(x, &mut buffers.q8);
+            } else {
+                buffers.q8.clear();
+            }
+            if buffers.want_q16 {
+                buffers.q16.resize(n, ActBlock16::default());
+                quantize_activations16(x, &mut buffers.q16);
+            } else {
+                buffers.q16.clear();
+            }
             return Activations {
                 f32: x,
                 q8: &buffers.q8,

@@ -55,6 +55,7 @@ impl Scratch {
 
     fn ensure(&mut self, model: &Model, t: usize) {
         let c = &model.config;
+        (self.acts.want_q8, self.acts.want_q16) = model.activation_forms;
         if t <= self.capacity {
             return;
         }
