@@ -127,7 +127,8 @@ fn stop_ids(model: &Model) -> Result<Vec<u32>> {
 }
 
 /// Generates up to `n` tokens after the session's last logits, feeding each one; calls `emit`
-/// with each token. Returns the tokens (stop token excluded) and the decode time.
+/// with each token. Returns the tokens (stop token excluded), the decode time and the stop
+/// token if one ended generation.
 fn generate(
     session: &mut Session,
     sampler: &mut Sampler,
@@ -135,20 +136,20 @@ fn generate(
     stops: &[u32],
     ignore_eos: bool,
     mut emit: impl FnMut(u32) -> Result<()>,
-) -> Result<(Vec<u32>, f64)> {
+) -> Result<(Vec<u32>, f64, Option<u32>)> {
     let started = Instant::now();
     let mut out = Vec::new();
     for _ in 0..n {
         let next = sampler.sample(session.logits());
         if !ignore_eos && stops.contains(&next) {
-            break;
+            return Ok((out, started.elapsed().as_secs_f64(), Some(next)));
         }
         emit(next)?;
         out.push(next);
         sampler.observe(next);
         session.feed(&[next])?;
     }
-    Ok((out, started.elapsed().as_secs_f64()))
+    Ok((out, started.elapsed().as_secs_f64(), None))
 }
 
 #[derive(Args)]
@@ -203,7 +204,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let stdout = std::io::stdout();
     let mut decoder = StreamDecoder::new();
     let text_out = !args.ids;
-    let (tokens, decode) = generate(
+    let (tokens, decode, stopped) = generate(
         &mut session,
         &mut sampler,
         args.n_predict,
@@ -220,6 +221,14 @@ pub fn run(args: RunArgs) -> Result<()> {
             Ok(())
         },
     )?;
+    if let Some(stop) = stopped {
+        let name = model
+            .tokenizer
+            .as_ref()
+            .and_then(|t| t.id_to_token(stop))
+            .unwrap_or_else(|| stop.to_string());
+        eprintln!("(generation ended after {} tokens: the model produced the end-of-sequence token {name})", tokens.len());
+    }
     let mut out = stdout.lock();
     if args.ids {
         let line: Vec<String> = tokens.iter().map(|t| t.to_string()).collect();
@@ -417,7 +426,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
         let prefill = started.elapsed().as_secs_f64();
         let mut decoder = StreamDecoder::new();
         let mut answer = String::new();
-        let (tokens, decode) = generate(
+        let (tokens, decode, _) = generate(
             &mut session,
             &mut sampler,
             args.n_predict,
