@@ -39,6 +39,7 @@ impl SimdLevel {
         LEVELS.get_or_init(Self::detect_levels)
     }
 
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     fn detect_levels() -> Vec<SimdLevel> {
         let mut out = vec![SimdLevel::Scalar];
         #[cfg(target_arch = "x86_64")]
