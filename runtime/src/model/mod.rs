@@ -124,19 +124,23 @@ impl Model {
                 )));
             }
         }
-        let matrix = |name: &str| -> MatrixRef {
-            // Present with the right dims: checked above.
-            let t = file.tensor(name).expect("checked");
-            MatrixRef {
+        // Every tensor below was checked present with the right dims and type above.
+        let tensor = |name: &str| -> Result<&TensorInfo> {
+            file.tensor(name)
+                .ok_or_else(|| Error::Tensor(format!("'{name}' is missing from the file")))
+        };
+        let matrix = |name: &str| -> Result<MatrixRef> {
+            let t = tensor(name)?;
+            Ok(MatrixRef {
                 ty: t.ggml_type,
                 rows: t.n_rows(),
                 cols: t.row_len(),
                 offset: t.offset as usize,
                 n_bytes: t.n_bytes as usize,
-            }
+            })
         };
         let vector = |name: &str| -> Result<Vec<f32>> {
-            let t: &TensorInfo = file.tensor(name).expect("checked");
+            let t = tensor(name)?;
             dequantize(t.ggml_type, file.tensor_data(t))
         };
         let optional = |name: &str| -> Result<Option<Vec<f32>>> {
@@ -151,27 +155,27 @@ impl Model {
             let n = |s: &str| format!("blk.{l}.{s}");
             layers.push(LayerWeights {
                 attn_norm: vector(&n("attn_norm.weight"))?,
-                wq: matrix(&n("attn_q.weight")),
-                wk: matrix(&n("attn_k.weight")),
-                wv: matrix(&n("attn_v.weight")),
+                wq: matrix(&n("attn_q.weight"))?,
+                wk: matrix(&n("attn_k.weight"))?,
+                wv: matrix(&n("attn_v.weight"))?,
                 bq: optional(&n("attn_q.bias"))?,
                 bk: optional(&n("attn_k.bias"))?,
                 bv: optional(&n("attn_v.bias"))?,
-                wo: matrix(&n("attn_output.weight")),
+                wo: matrix(&n("attn_output.weight"))?,
                 ffn_norm: vector(&n("ffn_norm.weight"))?,
-                w_gate: matrix(&n("ffn_gate.weight")),
-                w_up: matrix(&n("ffn_up.weight")),
-                w_down: matrix(&n("ffn_down.weight")),
+                w_gate: matrix(&n("ffn_gate.weight"))?,
+                w_up: matrix(&n("ffn_up.weight"))?,
+                w_down: matrix(&n("ffn_down.weight"))?,
             });
         }
         let weights = Weights {
-            token_embd: matrix("token_embd.weight"),
+            token_embd: matrix("token_embd.weight")?,
             output_norm: vector("output_norm.weight")?,
             output: matrix(if config.tie_embeddings {
                 "token_embd.weight"
             } else {
                 "output.weight"
-            }),
+            })?,
             layers,
         };
         let mut activation_forms = (false, false);
