@@ -97,6 +97,38 @@ fn session_at_depth(model: &Arc<Model>, depth: usize) -> Result<Session> {
     Ok(s)
 }
 
+/// Times `run` on fresh forks of `at_depth` (after feeding `untimed` tokens), `repetitions`
+/// times; `(n_prompt, n_gen, depth)` describe the test, and its tokens per second count
+/// `n_prompt + n_gen` tokens per run.
+fn measure(
+    at_depth: &Session,
+    untimed: &[u32],
+    repetitions: usize,
+    (n_prompt, n_gen, n_depth): (usize, usize, usize),
+    mut run: impl FnMut(&mut Session) -> liger::Result<()>,
+) -> Result<TestResult> {
+    let mut r = TestResult {
+        n_prompt,
+        n_gen,
+        n_depth,
+        samples: vec![],
+        peak_rss: 0,
+    };
+    peak_resident(true);
+    for _ in 0..repetitions {
+        let mut s = at_depth.fork();
+        if !untimed.is_empty() {
+            s.feed(untimed)?;
+        }
+        let t = Instant::now();
+        run(&mut s)?;
+        r.samples
+            .push((n_prompt + n_gen) as f64 / t.elapsed().as_secs_f64());
+    }
+    r.peak_rss = peak_resident(false);
+    Ok(r)
+}
+
 pub fn bench(args: BenchArgs) -> Result<()> {
     if args.output != "md" && args.output != "json" {
         bail!("-o {} (md or json)", args.output);
@@ -111,53 +143,33 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     )?);
     let vocab = model.config.vocab_size;
     let mut results = Vec::new();
+    // Warm-up: pages the weights in before anything is timed.
+    session_at_depth(&model, 0)?.feed(&tokens(16, vocab, 2))?;
     for &depth in &depths {
         let depth = depth as usize;
         // The context is fed once per depth; each repetition starts from a fork of it.
         let at_depth = session_at_depth(&model, depth)?;
         if args.n_prompt > 0 {
             let prompt = tokens(args.n_prompt, vocab, 2);
-            // Warm-up (pages the weights in), then timed repetitions.
-            session_at_depth(&model, 0)?.feed(&prompt[..prompt.len().min(16)])?;
-            let mut r = TestResult {
-                n_prompt: args.n_prompt,
-                n_gen: 0,
-                n_depth: depth,
-                samples: vec![],
-                peak_rss: 0,
-            };
-            peak_resident(true);
-            for _ in 0..args.repetitions {
-                let mut s = at_depth.fork();
-                let t = Instant::now();
-                s.feed(&prompt)?;
-                r.samples
-                    .push(args.n_prompt as f64 / t.elapsed().as_secs_f64());
-            }
-            r.peak_rss = peak_resident(false);
+            let r = measure(
+                &at_depth,
+                &[],
+                args.repetitions,
+                (args.n_prompt, 0, depth),
+                |s| s.feed(&prompt).map(|_| ()),
+            )?;
             results.push(r);
         }
         if args.n_gen > 0 {
             let gen = tokens(args.n_gen, vocab, 3);
-            let mut r = TestResult {
-                n_prompt: 0,
-                n_gen: args.n_gen,
-                n_depth: depth,
-                samples: vec![],
-                peak_rss: 0,
-            };
-            peak_resident(true);
-            for _ in 0..args.repetitions {
-                let mut s = at_depth.fork();
-                s.feed(&gen[..1])?;
-                let t = Instant::now();
-                for &tok in &gen {
-                    s.feed(&[tok])?;
-                }
-                r.samples
-                    .push(args.n_gen as f64 / t.elapsed().as_secs_f64());
-            }
-            r.peak_rss = peak_resident(false);
+            // The first single-token step (untimed) sizes the decode buffers.
+            let r = measure(
+                &at_depth,
+                &gen[..1],
+                args.repetitions,
+                (0, args.n_gen, depth),
+                |s| gen.iter().try_for_each(|&tok| s.feed(&[tok]).map(|_| ())),
+            )?;
             results.push(r);
         }
     }
