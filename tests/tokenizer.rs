@@ -5,6 +5,33 @@ use liger::gguf::{GgufFile, Value};
 use liger_tests::*;
 use serde_json::json;
 
+/// A tokenizer fixture case: text, expected ids, and (llama3) the expected decode.
+struct Case {
+    text: String,
+    ids: Vec<u32>,
+    decoded: Option<String>,
+}
+
+fn tokenizer_cases(path: &str) -> Vec<Case> {
+    let json: serde_json::Value =
+        serde_json::from_slice(&read_bytes(&fixtures().join(path))).unwrap();
+    json["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| Case {
+            text: c["text"].as_str().unwrap().to_string(),
+            ids: c["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect(),
+            decoded: c["decoded"].as_str().map(String::from),
+        })
+        .collect()
+}
+
 fn stored_tokenizer(file: &GgufFile) -> tokenizers::Tokenizer {
     let json = file
         .get("tokenizer.huggingface.json")
@@ -27,20 +54,10 @@ fn smollm2_tokenizer_rebuilt_from_gguf_gives_llama_cpp_ids() {
     );
     let file = GgufFile::open(&out).unwrap();
     let tok = stored_tokenizer(&file);
-    let cases: serde_json::Value = serde_json::from_slice(&read_bytes(
-        &fixtures().join("tokenizers/smollm2/cases.json"),
-    ))
-    .unwrap();
-    let cases = cases["cases"].as_array().unwrap();
+    let cases = tokenizer_cases("tokenizers/smollm2/cases.json");
     assert!(cases.len() >= 5);
     for case in cases {
-        let text = case["text"].as_str().unwrap();
-        let want: Vec<u32> = case["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
+        let (text, want) = (case.text.as_str(), case.ids.clone());
         // llama-tokenize --no-bos with special tokens parsed; the GGUF has add_bos_token=false.
         let got = tok.encode(text, true).unwrap().get_ids().to_vec();
         if let Some(i) = got
@@ -210,23 +227,13 @@ fn llama3_tokenizer_cases_and_streaming_detokenization() {
     let Some(tok) = llama3_runtime_tokenizer() else {
         return;
     };
-    let cases: serde_json::Value = serde_json::from_slice(&read_bytes(
-        &fixtures().join("tokenizers/llama3/cases.json"),
-    ))
-    .unwrap();
-    let cases = cases["cases"].as_array().unwrap();
+    let cases = tokenizer_cases("tokenizers/llama3/cases.json");
     assert!(!cases.is_empty());
     for case in cases {
-        let text = case["text"].as_str().unwrap();
-        let want: Vec<u32> = case["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
+        let (text, want) = (case.text.as_str(), case.ids.clone());
         let got = tok.encode(text, false).unwrap();
         assert_eq!(got, want, "{text:?}");
-        let decoded = case["decoded"].as_str().unwrap();
+        let decoded = case.decoded.as_deref().unwrap();
         assert_eq!(
             tok.decode(&want, false).unwrap(),
             decoded,
