@@ -1,5 +1,5 @@
-//! CPU kernels: quantized matrix-vector / matrix-matrix products and the small fused ops of
-//! the model step. Scalar reference code, parallel over rows with rayon.
+//! CPU kernels: quantized matrix-vector / matrix-matrix products (scalar reference and SIMD),
+//! the small fused ops of the model step, and the worker pool they run on.
 
 pub mod act;
 pub mod kernels;
