@@ -4,6 +4,7 @@
 //! block by block (scalar).
 
 use super::act::{quantize_activations, quantize_activations16, ActBlock, ActBlock16, ACT_BLOCK};
+use super::gemm::{with_panel_buf, PanelGemm, PanelKernel};
 use super::kernels::{row_dot, row_dot4, RowDot, RowDot4, SimdLevel};
 use super::pool::{Disjoint, WorkerPool};
 use crate::quant::{dequantize_row, GgmlType};
@@ -18,6 +19,8 @@ pub struct WeightMatrix<'a> {
     kernel: Option<RowDot>,
     /// Four tokens at once (prefill), where the type has such a kernel.
     kernel4: Option<RowDot4>,
+    /// Panels of rows against many tokens (prefill), where the type has such a kernel.
+    gemm: Option<PanelGemm>,
 }
 
 /// Activation rows `[t, cols]` in f32, and in 8- and 16-bit blocks for quantized matrices.
@@ -91,6 +94,9 @@ impl<'a> Activations<'a> {
     }
 }
 
+/// Fewest tokens for which packing panels pays off (the packing reads each row once).
+const PANEL_MIN_TOKENS: usize = 8;
+
 /// Largest block of any type (elements); the fallback dequantizes one chunk at a time.
 const MAX_BLOCK: usize = 256;
 /// Rows per parallel task: enough work to amortize scheduling.
@@ -103,6 +109,7 @@ impl<'a> WeightMatrix<'a> {
         let kernel =
             row_dot(ty, level).filter(|k| matches!(k, RowDot::Float(_)) || cols % ACT_BLOCK == 0);
         let kernel4 = row_dot4(ty, level).filter(|_| cols % ACT_BLOCK == 0);
+        let gemm = PanelGemm::for_type(ty, level).filter(|_| cols % ty.block_size() == 0);
         WeightMatrix {
             ty,
             rows,
@@ -110,6 +117,7 @@ impl<'a> WeightMatrix<'a> {
             data,
             kernel,
             kernel4,
+            gemm,
         }
     }
 
@@ -207,6 +215,13 @@ impl<'a> WeightMatrix<'a> {
             });
             return;
         }
+        if t >= PANEL_MIN_TOKENS {
+            if let Some(gemm) = self.gemm {
+                if self.matmul_panels(gemm, pool, x, t, y) {
+                    return;
+                }
+            }
+        }
         // Tasks own blocks of weight rows and write their columns of y directly.
         let rows = self.rows;
         let out = Disjoint::new(y);
@@ -231,6 +246,55 @@ impl<'a> WeightMatrix<'a> {
         });
     }
 }
+
+impl WeightMatrix<'_> {
+    /// `Y = X·Wᵀ` through packed panels of `gemm.nr` rows, one panel per task; false (nothing
+    /// written) if `x` lacks the activation form the kernel needs.
+    fn matmul_panels(
+        &self,
+        gemm: PanelGemm,
+        pool: &WorkerPool,
+        x: &Activations,
+        t: usize,
+        y: &mut [f32],
+    ) -> bool {
+        let blocks = self.cols / ACT_BLOCK;
+        let have = match gemm.kernel {
+            PanelKernel::U8(_) => x.q8.len(),
+            PanelKernel::I16(_) => x.q16.len(),
+        };
+        if have < t * blocks || gemm.nr > MAX_PANEL_ROWS {
+            return false;
+        }
+        let (rows, nr) = (self.rows, gemm.nr);
+        let out = Disjoint::new(y);
+        pool.run(rows.div_ceil(nr), &|p| {
+            let r0 = p * nr;
+            let lanes = nr.min(rows - r0);
+            let mut panel_rows: [&[u8]; MAX_PANEL_ROWS] = [&[]; MAX_PANEL_ROWS];
+            for (i, r) in panel_rows[..lanes].iter_mut().enumerate() {
+                *r = self.row(r0 + i);
+            }
+            with_panel_buf(|buf| {
+                gemm.pack(&panel_rows[..lanes], blocks, buf);
+                let (panel, tile) = buf.split(nr, blocks, t);
+                match gemm.kernel {
+                    PanelKernel::U8(f) => f(&panel, &x.q8[..t * blocks], tile),
+                    PanelKernel::I16(f) => f(&panel, &x.q16[..t * blocks], tile),
+                }
+                for (tt, result) in tile.chunks_exact(nr).enumerate() {
+                    let at = tt * rows + r0;
+                    // SAFETY: columns r0..r0+lanes of every output row belong to this task.
+                    unsafe { out.slice(at..at + lanes) }.copy_from_slice(&result[..lanes]);
+                }
+            });
+        });
+        true
+    }
+}
+
+/// Widest panel of any kernel.
+const MAX_PANEL_ROWS: usize = 16;
 
 /// f32 dot product with 8 independent accumulators (vectorizes well).
 #[inline]

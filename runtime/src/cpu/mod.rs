@@ -2,6 +2,7 @@
 //! the small fused ops of the model step, and the worker pool they run on.
 
 pub mod act;
+pub mod gemm;
 pub mod kernels;
 pub mod linear;
 pub mod ops;

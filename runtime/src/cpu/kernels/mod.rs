@@ -9,6 +9,8 @@
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+#[cfg(target_arch = "x86_64")]
+pub mod gemm_x86;
 pub mod scalar;
 
 use super::act::{ActBlock, ActBlock16};
@@ -144,6 +146,29 @@ pub fn row_dot(ty: GgmlType, level: SimdLevel) -> Option<RowDot> {
 
 #[cfg(test)]
 mod tests;
+
+/// The panel microkernel of `form` at `level` and its panel width (rows), where one exists.
+pub fn panel_kernel(
+    form: crate::cpu::gemm::PanelForm,
+    level: SimdLevel,
+) -> Option<(usize, crate::cpu::gemm::PanelKernel)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::cpu::gemm::{PanelForm::*, PanelKernel};
+        return match (form, level) {
+            (U8, SimdLevel::Avx512Vnni) => Some((16, PanelKernel::U8(gemm_x86::u8_avx512))),
+            (I16, SimdLevel::Avx512Vnni) => Some((16, PanelKernel::I16(gemm_x86::i16_avx512))),
+            (U8, SimdLevel::Avx2) => Some((8, PanelKernel::U8(gemm_x86::u8_avx2))),
+            (I16, SimdLevel::Avx2) => Some((8, PanelKernel::I16(gemm_x86::i16_avx2))),
+            _ => None,
+        };
+    }
+    #[allow(unreachable_code)]
+    {
+        let _ = (form, level);
+        None
+    }
+}
 
 /// Four activation rows at once against one weight row (prefill): the weight block is
 /// unpacked once for the four.

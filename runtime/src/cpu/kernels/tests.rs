@@ -184,3 +184,68 @@ fn four_token_kernels_match_the_single_token_reference() {
         }
     }
 }
+
+#[test]
+fn panel_kernels_match_the_single_token_reference() {
+    use crate::cpu::gemm::{PanelBuf, PanelGemm, PanelKernel};
+    let mut rng = Rand(31);
+    let mut tested = 0;
+    for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K] {
+        for &level in SimdLevel::available() {
+            let Some(gemm) = PanelGemm::for_type(ty, level) else {
+                continue;
+            };
+            let n = 512;
+            let blocks = n / 32;
+            // A partial panel (lanes beyond `rows` must come out zero) and token counts
+            // around the register tile of 4.
+            for (rows, t) in [(gemm.nr, 4), (gemm.nr - 3, 9), (5, 1), (gemm.nr, 7)] {
+                let weights: Vec<Vec<u8>> = (0..rows)
+                    .map(|r| quantize(ty, &rng.vec(n, [1.0, 1e-3, 30.0][r % 3])).unwrap())
+                    .collect();
+                let xs: Vec<Vec<f32>> = (0..t).map(|_| rng.vec(n, 3.0)).collect();
+                let acts: Vec<Acts> = xs.iter().map(|x| acts_of(x)).collect();
+                let q8: Vec<ActBlock> = acts.iter().flat_map(|a| a.q8.clone()).collect();
+                let q16: Vec<ActBlock16> = acts.iter().flat_map(|a| a.q16.clone()).collect();
+                let mut buf = PanelBuf::default();
+                let row_refs: Vec<&[u8]> = weights.iter().map(|w| w.as_slice()).collect();
+                gemm.pack(&row_refs, blocks, &mut buf);
+                let (panel, out) = buf.split(gemm.nr, blocks, t);
+                match gemm.kernel {
+                    PanelKernel::U8(f) => f(&panel, &q8, out),
+                    PanelKernel::I16(f) => f(&panel, &q16, out),
+                }
+                let single = row_dot(ty, SimdLevel::Scalar).unwrap();
+                for tt in 0..t {
+                    for lane in 0..gemm.nr {
+                        let got = out[tt * gemm.nr + lane];
+                        if lane >= rows {
+                            assert_eq!(got, 0.0, "{ty} {}: padding lane {lane}", level.name());
+                            continue;
+                        }
+                        let row = &weights[lane];
+                        let want = call(single, row, &xs[tt], &acts[tt]);
+                        // Tolerance: f32 rounding of the block sums, relative to Σ|w·x|.
+                        let magnitude: f32 = dequantize(ty, row)
+                            .unwrap()
+                            .iter()
+                            .zip(&xs[tt])
+                            .map(|(a, b)| (a * b).abs())
+                            .sum();
+                        assert!(
+                            (got - want).abs() <= 2e-5 * magnitude,
+                            "{ty} {} rows={rows} t={t}: token {tt} row {lane}: {got} vs {want}",
+                            level.name()
+                        );
+                    }
+                }
+                tested += 1;
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if SimdLevel::available().contains(&SimdLevel::Avx2) {
+        assert!(tested > 0, "no panel kernel was tested on an AVX2 machine");
+    }
+    let _ = tested;
+}

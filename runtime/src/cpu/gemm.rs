@@ -1,0 +1,202 @@
+//! Matrix-matrix products for prefill (`Y = X·Wᵀ` over a chunk of tokens), blocked for SIMD.
+//!
+//! The file's weights stay where they are (zero copy): each task copies a *panel* of `NR`
+//! consecutive weight rows into a small per-thread buffer, in an interleaved integer layout a
+//! SIMD register holds one lane per row of, and then runs every token of the chunk against
+//! it. The copy is read once per chunk (256 tokens), so it costs ~1/256 of the products.
+//!
+//! Panel layouts, per 32-element block `b` of the rows (`lane` = row within the panel):
+//! - [`PanelForm::U8`] (Q4_0, Q4_K; 8-bit activations): group `g` of 4 elements,
+//!   `w[((b·8 + g)·NR + lane)·4 + j] = q(lane, 32b + 4g + j)` as unsigned bytes, and
+//!   `weight = scale[b·NR+lane] · q − min[b·NR+lane]`;
+//! - [`PanelForm::I16`] (Q8_0; 16-bit activations): group `g` of 2 elements,
+//!   `w[((b·16 + g)·NR + lane)·2 + j] = q(lane, 32b + 2g + j)`, `weight = scale · q`.
+//!
+//! A register lane then accumulates one row's dot product: `vpdpbusd`/`vpdpwssd` (or
+//! `pmaddubsw`/`pmaddwd` on AVX2) of the group with the token's 4 (2) activations broadcast.
+
+use super::act::{ActBlock, ActBlock16};
+use super::kernels::SimdLevel;
+use crate::quant::{scale_min_k4, GgmlType};
+use half::f16;
+use std::cell::RefCell;
+
+/// Elements per block of the panel (and of the activations).
+pub const BLOCK: usize = 32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PanelForm {
+    U8,
+    I16,
+}
+
+/// A packed panel of `nr` rows × `blocks` blocks (see the module doc for the layouts).
+pub struct Panel<'a> {
+    pub nr: usize,
+    pub blocks: usize,
+    /// U8 form: `blocks · 32 · nr` bytes.
+    pub w8: &'a [u8],
+    /// I16 form: `blocks · 32 · nr` values.
+    pub w16: &'a [i16],
+    /// `[blocks, nr]`.
+    pub scale: &'a [f32],
+    /// `[blocks, nr]` (U8 form only).
+    pub min: &'a [f32],
+}
+
+/// A microkernel: `out[t, lane] = Σ_k weight(lane, k) · x(t, k)` for all `t` of the
+/// activations (`[t, blocks]`), `out` being `[t, nr]`.
+#[derive(Clone, Copy)]
+pub enum PanelKernel {
+    U8(fn(&Panel, &[ActBlock], &mut [f32])),
+    I16(fn(&Panel, &[ActBlock16], &mut [f32])),
+}
+
+/// Which panel kernel multiplies rows of `ty` at `level`, and its panel width.
+#[derive(Clone, Copy)]
+pub struct PanelGemm {
+    pub nr: usize,
+    pub kernel: PanelKernel,
+    ty: GgmlType,
+}
+
+impl PanelGemm {
+    /// The panel GEMM for rows of `ty` at `level`, where one exists (x86 AVX2 / AVX-512 VNNI;
+    /// Q4_0, Q4_K, Q8_0). Other types and levels use the row kernels token by token.
+    pub fn for_type(ty: GgmlType, level: SimdLevel) -> Option<PanelGemm> {
+        if !SimdLevel::available().contains(&level) {
+            return None;
+        }
+        let form = match ty {
+            GgmlType::Q4_0 | GgmlType::Q4_K => PanelForm::U8,
+            GgmlType::Q8_0 => PanelForm::I16,
+            _ => return None,
+        };
+        let (nr, kernel) = super::kernels::panel_kernel(form, level)?;
+        Some(PanelGemm { nr, kernel, ty })
+    }
+
+    pub fn form(&self) -> PanelForm {
+        match self.kernel {
+            PanelKernel::U8(_) => PanelForm::U8,
+            PanelKernel::I16(_) => PanelForm::I16,
+        }
+    }
+
+    /// Packs `rows` (each `blocks · 32` elements of type `ty`, at most `nr` of them; missing
+    /// lanes are zero) into `buf`.
+    pub fn pack(&self, rows: &[&[u8]], blocks: usize, buf: &mut PanelBuf) {
+        let nr = self.nr;
+        assert!(rows.len() <= nr, "a panel holds at most {nr} rows");
+        buf.scale.clear();
+        buf.scale.resize(blocks * nr, 0.0);
+        buf.min.clear();
+        buf.min.resize(blocks * nr, 0.0);
+        match self.form() {
+            PanelForm::U8 => {
+                buf.w8.clear();
+                buf.w8.resize(blocks * BLOCK * nr, 0);
+                let mut q = [0u8; BLOCK];
+                for (lane, row) in rows.iter().enumerate() {
+                    for b in 0..blocks {
+                        let (scale, min) = match self.ty {
+                            GgmlType::Q4_0 => unpack_q4_0(row, b, &mut q),
+                            _ => unpack_q4_k(row, b, &mut q),
+                        };
+                        buf.scale[b * nr + lane] = scale;
+                        buf.min[b * nr + lane] = min;
+                        for (g, four) in q.chunks_exact(4).enumerate() {
+                            let at = ((b * 8 + g) * nr + lane) * 4;
+                            buf.w8[at..at + 4].copy_from_slice(four);
+                        }
+                    }
+                }
+            }
+            PanelForm::I16 => {
+                buf.w16.clear();
+                buf.w16.resize(blocks * BLOCK * nr, 0);
+                for (lane, row) in rows.iter().enumerate() {
+                    for b in 0..blocks {
+                        let block = &row[b * 34..b * 34 + 34];
+                        buf.scale[b * nr + lane] = f16_at(block, 0);
+                        for (g, two) in block[2..].chunks_exact(2).enumerate() {
+                            let at = ((b * 16 + g) * nr + lane) * 2;
+                            buf.w16[at] = two[0] as i8 as i16;
+                            buf.w16[at + 1] = two[1] as i8 as i16;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn f16_at(bytes: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
+}
+
+/// Block `b` of a Q4_0 row as unsigned nibbles: `weight = d·q − 8d`.
+fn unpack_q4_0(row: &[u8], b: usize, q: &mut [u8; BLOCK]) -> (f32, f32) {
+    let block = &row[b * 18..b * 18 + 18];
+    let d = f16_at(block, 0);
+    for (j, &byte) in block[2..].iter().enumerate() {
+        q[j] = byte & 0x0f;
+        q[j + 16] = byte >> 4;
+    }
+    (d, 8.0 * d)
+}
+
+/// Sub-block `b % 8` of super-block `b / 8` of a Q4_K row: `weight = d·sc·q − dmin·m`.
+fn unpack_q4_k(row: &[u8], b: usize, q: &mut [u8; BLOCK]) -> (f32, f32) {
+    const BYTES: usize = 144;
+    let sb = &row[b / 8 * BYTES..b / 8 * BYTES + BYTES];
+    let (d, dmin) = (f16_at(sb, 0), f16_at(sb, 2));
+    let mut scales = [0u8; 12];
+    scales.copy_from_slice(&sb[4..16]);
+    let j = b % 8;
+    let (sc, m) = scale_min_k4(j, &scales);
+    let qs = &sb[16 + (j / 2) * 32..][..32];
+    let shift = 4 * (j % 2);
+    for (out, byte) in q.iter_mut().zip(qs) {
+        *out = (byte >> shift) & 0x0f;
+    }
+    (d * sc as f32, dmin * m as f32)
+}
+
+/// A thread's reusable panel and output tile.
+#[derive(Default)]
+pub struct PanelBuf {
+    w8: Vec<u8>,
+    w16: Vec<i16>,
+    scale: Vec<f32>,
+    min: Vec<f32>,
+    /// `[t, nr]` results of the last panel.
+    out: Vec<f32>,
+}
+
+impl PanelBuf {
+    /// The packed panel (`nr` × `blocks`) and a zeroed `[t, nr]` output tile.
+    pub fn split(&mut self, nr: usize, blocks: usize, t: usize) -> (Panel<'_>, &mut [f32]) {
+        self.out.clear();
+        self.out.resize(t * nr, 0.0);
+        let panel = Panel {
+            nr,
+            blocks,
+            w8: &self.w8,
+            w16: &self.w16,
+            scale: &self.scale,
+            min: &self.min,
+        };
+        (panel, &mut self.out)
+    }
+}
+
+thread_local! {
+    static PANEL_BUF: RefCell<PanelBuf> = RefCell::new(PanelBuf::default());
+}
+
+/// Runs `f` with this thread's panel buffer (grown on first use, then reused: no allocation
+/// per chunk once warm).
+pub fn with_panel_buf<R>(f: impl FnOnce(&mut PanelBuf) -> R) -> R {
+    PANEL_BUF.with(|b| f(&mut b.borrow_mut()))
+}
