@@ -34,7 +34,7 @@ fn bench_matvec(c: &mut Criterion) {
             let mut y = vec![0f32; rows];
             group.bench_function(format!("{ty}/{}", level.name()), |b| {
                 b.iter(|| {
-                    let acts = Activations::new(&x, &mut buffers);
+                    let acts = Activations::new(&x, &mut buffers, &pool);
                     m.matmul(&pool, &acts, 1, &mut y);
                 })
             });

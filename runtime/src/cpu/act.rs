@@ -15,6 +15,8 @@ pub struct ActBlock {
 
 pub const ACT_BLOCK: usize = 32;
 
+use super::ops::multiversion;
+
 /// Round to nearest (ties to even) for |x| < 2²², without a libm call: adding 1.5·2²³ pushes
 /// the fraction out of the mantissa.
 #[inline]
@@ -41,10 +43,26 @@ impl Default for ActBlock16 {
     }
 }
 
+/// max |x| over a block, in 8 lanes (vectorizes).
+#[inline(always)]
+fn amax(xs: &[f32]) -> f32 {
+    let mut m = [0f32; 8];
+    for c in xs.chunks_exact(8) {
+        for k in 0..8 {
+            m[k] = m[k].max(c[k].abs());
+        }
+    }
+    m.iter().fold(0f32, |a, &b| a.max(b))
+}
+
+multiversion!(
 /// Quantizes `x` (a multiple of 32 long) into 16-bit blocks: d = max|x|/32767.
-pub fn quantize_activations16(x: &[f32], out: &mut [ActBlock16]) {
+pub fn quantize_activations16(x: &[f32], out: &mut [ActBlock16]) => quantize16_body);
+
+#[inline(always)]
+fn quantize16_body(x: &[f32], out: &mut [ActBlock16]) {
     for (xs, b) in x.chunks_exact(ACT_BLOCK).zip(out.iter_mut()) {
-        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let amax = amax(xs);
         let d = amax / 32767.0;
         let id = if d > 0.0 { 1.0 / d } else { 0.0 };
         for (q, v) in b.qs.iter_mut().zip(xs) {
@@ -54,11 +72,15 @@ pub fn quantize_activations16(x: &[f32], out: &mut [ActBlock16]) {
     }
 }
 
+multiversion!(
 /// Quantizes `x` (a multiple of 32 long) into `out` (`x.len() / 32` blocks): d = max|x|/127,
 /// q = round(x/d).
-pub fn quantize_activations(x: &[f32], out: &mut [ActBlock]) {
+pub fn quantize_activations(x: &[f32], out: &mut [ActBlock]) => quantize8_body);
+
+#[inline(always)]
+fn quantize8_body(x: &[f32], out: &mut [ActBlock]) {
     for (xs, b) in x.chunks_exact(ACT_BLOCK).zip(out.iter_mut()) {
-        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let amax = amax(xs);
         let d = amax / 127.0;
         let id = if d > 0.0 { 1.0 / d } else { 0.0 };
         for (q, v) in b.qs.iter_mut().zip(xs) {

@@ -6,11 +6,12 @@
 //! it. The copy is read once per chunk (256 tokens), so it costs ~1/256 of the products.
 //!
 //! Panel layouts, per 32-element block `b` of the rows (`lane` = row within the panel):
-//! - [`PanelForm::U8`] (Q4_0, Q4_K; 8-bit activations): group `g` of 4 elements,
-//!   `w[((b·8 + g)·NR + lane)·4 + j] = q(lane, 32b + 4g + j)` as unsigned bytes, and
+//! - [`PanelForm::U8`] (Q4_0, Q4_K; 8-bit activations): 8 groups of 4 elements, the word
+//!   `w[(b·8 + g)·NR + lane]` holds `q(lane, 32b + 4g + j)`, j = 0..4, as unsigned bytes, and
 //!   `weight = scale[b·NR+lane] · q − min[b·NR+lane]`;
-//! - [`PanelForm::I16`] (Q8_0; 16-bit activations): group `g` of 2 elements,
-//!   `w[((b·16 + g)·NR + lane)·2 + j] = q(lane, 32b + 2g + j)`, `weight = scale · q`.
+//! - [`PanelForm::I16`] (Q8_0; 16-bit activations): 16 groups of 2 elements, the word
+//!   `w[(b·16 + g)·NR + lane]` holds `q(lane, 32b + 2g + j)`, j = 0..2, as i16;
+//!   `weight = scale · q`.
 //!
 //! A register lane then accumulates one row's dot product: `vpdpbusd`/`vpdpwssd` (or
 //! `pmaddubsw`/`pmaddwd` on AVX2) of the group with the token's 4 (2) activations broadcast.
@@ -34,10 +35,9 @@ pub enum PanelForm {
 pub struct Panel<'a> {
     pub nr: usize,
     pub blocks: usize,
-    /// U8 form: `blocks · 32 · nr` bytes.
-    pub w8: &'a [u8],
-    /// I16 form: `blocks · 32 · nr` values.
-    pub w16: &'a [i16],
+    /// `[blocks, groups, nr]` words of 4 bytes: 4 u8 (U8 form, 8 groups) or 2 i16 (I16
+    /// form, 16 groups).
+    pub w: &'a [u32],
     /// `[blocks, nr]`.
     pub scale: &'a [f32],
     /// `[blocks, nr]` (U8 form only).
@@ -92,39 +92,24 @@ impl PanelGemm {
         buf.scale.resize(blocks * nr, 0.0);
         buf.min.clear();
         buf.min.resize(blocks * nr, 0.0);
-        match self.form() {
-            PanelForm::U8 => {
-                buf.w8.clear();
-                buf.w8.resize(blocks * BLOCK * nr, 0);
-                let mut q = [0u8; BLOCK];
-                for (lane, row) in rows.iter().enumerate() {
-                    for b in 0..blocks {
-                        let (scale, min) = match self.ty {
-                            GgmlType::Q4_0 => unpack_q4_0(row, b, &mut q),
-                            _ => unpack_q4_k(row, b, &mut q),
-                        };
-                        buf.scale[b * nr + lane] = scale;
-                        buf.min[b * nr + lane] = min;
-                        for (g, four) in q.chunks_exact(4).enumerate() {
-                            let at = ((b * 8 + g) * nr + lane) * 4;
-                            buf.w8[at..at + 4].copy_from_slice(four);
-                        }
-                    }
-                }
-            }
-            PanelForm::I16 => {
-                buf.w16.clear();
-                buf.w16.resize(blocks * BLOCK * nr, 0);
-                for (lane, row) in rows.iter().enumerate() {
-                    for b in 0..blocks {
-                        let block = &row[b * 34..b * 34 + 34];
-                        buf.scale[b * nr + lane] = f16_at(block, 0);
-                        for (g, two) in block[2..].chunks_exact(2).enumerate() {
-                            let at = ((b * 16 + g) * nr + lane) * 2;
-                            buf.w16[at] = two[0] as i8 as i16;
-                            buf.w16[at + 1] = two[1] as i8 as i16;
-                        }
-                    }
+        let groups = match self.form() {
+            PanelForm::U8 => 8,
+            PanelForm::I16 => 16,
+        };
+        buf.w.clear();
+        buf.w.resize(blocks * groups * nr, 0);
+        let mut groups = [0u32; 16];
+        for (lane, row) in rows.iter().enumerate() {
+            for b in 0..blocks {
+                let (scale, min, n) = match self.ty {
+                    GgmlType::Q4_0 => unpack_q4_0(row, b, &mut groups),
+                    GgmlType::Q4_K => unpack_q4_k(row, b, &mut groups),
+                    _ => unpack_q8_0(row, b, &mut groups),
+                };
+                buf.scale[b * nr + lane] = scale;
+                buf.min[b * nr + lane] = min;
+                for (g, &word) in groups[..n].iter().enumerate() {
+                    buf.w[(b * n + g) * nr + lane] = word;
                 }
             }
         }
@@ -135,19 +120,28 @@ fn f16_at(bytes: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
 }
 
-/// Block `b` of a Q4_0 row as unsigned nibbles: `weight = d·q − 8d`.
-fn unpack_q4_0(row: &[u8], b: usize, q: &mut [u8; BLOCK]) -> (f32, f32) {
-    let block = &row[b * 18..b * 18 + 18];
-    let d = f16_at(block, 0);
-    for (j, &byte) in block[2..].iter().enumerate() {
-        q[j] = byte & 0x0f;
-        q[j + 16] = byte >> 4;
-    }
-    (d, 8.0 * d)
+fn word_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
-/// Sub-block `b % 8` of super-block `b / 8` of a Q4_K row: `weight = d·sc·q − dmin·m`.
-fn unpack_q4_k(row: &[u8], b: usize, q: &mut [u8; BLOCK]) -> (f32, f32) {
+const NIBBLES: u32 = 0x0f0f_0f0f;
+
+/// Block `b` of a Q4_0 row as 8 words of 4 unsigned nibbles (elements 0..16 are the low
+/// nibbles, 16..32 the high ones): `weight = d·q − 8d`. Returns (scale, min, words).
+fn unpack_q4_0(row: &[u8], b: usize, out: &mut [u32; 16]) -> (f32, f32, usize) {
+    let block = &row[b * 18..b * 18 + 18];
+    let d = f16_at(block, 0);
+    for g in 0..4 {
+        let word = word_at(block, 2 + 4 * g);
+        out[g] = word & NIBBLES;
+        out[g + 4] = (word >> 4) & NIBBLES;
+    }
+    (d, 8.0 * d, 8)
+}
+
+/// Sub-block `b % 8` of super-block `b / 8` of a Q4_K row as 8 words of 4 nibbles:
+/// `weight = d·sc·q − dmin·m`.
+fn unpack_q4_k(row: &[u8], b: usize, out: &mut [u32; 16]) -> (f32, f32, usize) {
     const BYTES: usize = 144;
     let sb = &row[b / 8 * BYTES..b / 8 * BYTES + BYTES];
     let (d, dmin) = (f16_at(sb, 0), f16_at(sb, 2));
@@ -155,19 +149,30 @@ fn unpack_q4_k(row: &[u8], b: usize, q: &mut [u8; BLOCK]) -> (f32, f32) {
     scales.copy_from_slice(&sb[4..16]);
     let j = b % 8;
     let (sc, m) = scale_min_k4(j, &scales);
-    let qs = &sb[16 + (j / 2) * 32..][..32];
-    let shift = 4 * (j % 2);
-    for (out, byte) in q.iter_mut().zip(qs) {
-        *out = (byte >> shift) & 0x0f;
+    let qs = 16 + (j / 2) * 32;
+    let shift = 4 * (j % 2) as u32;
+    for (g, word) in out[..8].iter_mut().enumerate() {
+        *word = (word_at(sb, qs + 4 * g) >> shift) & NIBBLES;
     }
-    (d * sc as f32, dmin * m as f32)
+    (d * sc as f32, dmin * m as f32, 8)
+}
+
+/// Block `b` of a Q8_0 row as 16 words of two i16: `weight = d·q`.
+fn unpack_q8_0(row: &[u8], b: usize, out: &mut [u32; 16]) -> (f32, f32, usize) {
+    let block = &row[b * 34..b * 34 + 34];
+    for (g, word) in out.iter_mut().enumerate() {
+        let lo = block[2 + 2 * g] as i8 as i16 as u16 as u32;
+        let hi = block[3 + 2 * g] as i8 as i16 as u16 as u32;
+        *word = lo | hi << 16;
+    }
+    (f16_at(block, 0), 0.0, 16)
 }
 
 /// A thread's reusable panel and output tile.
 #[derive(Default)]
 pub struct PanelBuf {
-    w8: Vec<u8>,
-    w16: Vec<i16>,
+    /// 4 bytes per lane per group (4 u8 or 2 i16 values).
+    w: Vec<u32>,
     scale: Vec<f32>,
     min: Vec<f32>,
     /// `[t, nr]` results of the last panel.
@@ -182,8 +187,7 @@ impl PanelBuf {
         let panel = Panel {
             nr,
             blocks,
-            w8: &self.w8,
-            w16: &self.w16,
+            w: &self.w,
             scale: &self.scale,
             min: &self.min,
         };

@@ -64,38 +64,56 @@ pub fn activation_forms(ty: GgmlType) -> (bool, bool) {
 }
 
 impl<'a> Activations<'a> {
-    /// Quantizes `x` (`[t, cols]`) into `buffers` if `cols` is a multiple of 32.
-    pub fn new(x: &'a [f32], buffers: &'a mut ActivationBuffers) -> Activations<'a> {
-        if x.len() % ACT_BLOCK == 0 {
-            let n = x.len() / ACT_BLOCK;
-            if buffers.want_q8 {
-                buffers.q8.resize(n, ActBlock::default());
-                quantize_activations(x, &mut buffers.q8);
-            } else {
-                buffers.q8.clear();
-            }
-            if buffers.want_q16 {
-                buffers.q16.resize(n, ActBlock16::default());
-                quantize_activations16(x, &mut buffers.q16);
-            } else {
-                buffers.q16.clear();
-            }
+    /// Quantizes `x` (`[t, cols]`) into `buffers` if `cols` is a multiple of 32, on the
+    /// pool's threads when `x` is long (prefill).
+    pub fn new(
+        x: &'a [f32],
+        buffers: &'a mut ActivationBuffers,
+        pool: &WorkerPool,
+    ) -> Activations<'a> {
+        if x.len() % ACT_BLOCK != 0 {
             return Activations {
                 f32: x,
-                q8: &buffers.q8,
-                q16: &buffers.q16,
+                q8: &[],
+                q16: &[],
             };
+        }
+        let n = x.len() / ACT_BLOCK;
+        // Blocks per task: one task per block run on one thread for a short x (decode).
+        let per_task = if x.len() >= PARALLEL_QUANTIZE_MIN {
+            n.div_ceil(pool.threads() * TASKS_PER_THREAD)
+        } else {
+            n
+        };
+        buffers.q8.clear();
+        if buffers.want_q8 {
+            buffers.q8.resize(n, ActBlock::default());
+            pool.for_each_chunk(&mut buffers.q8, per_task, &|i, out| {
+                let at = i * per_task * ACT_BLOCK;
+                quantize_activations(&x[at..at + out.len() * ACT_BLOCK], out);
+            });
+        }
+        buffers.q16.clear();
+        if buffers.want_q16 {
+            buffers.q16.resize(n, ActBlock16::default());
+            pool.for_each_chunk(&mut buffers.q16, per_task, &|i, out| {
+                let at = i * per_task * ACT_BLOCK;
+                quantize_activations16(&x[at..at + out.len() * ACT_BLOCK], out);
+            });
         }
         Activations {
             f32: x,
-            q8: &[],
-            q16: &[],
+            q8: &buffers.q8,
+            q16: &buffers.q16,
         }
     }
 }
 
 /// Fewest tokens for which packing panels pays off (the packing reads each row once).
 const PANEL_MIN_TOKENS: usize = 8;
+
+/// Activations at least this long are quantized in parallel.
+const PARALLEL_QUANTIZE_MIN: usize = 8192;
 
 /// Largest block of any type (elements); the fallback dequantizes one chunk at a time.
 const MAX_BLOCK: usize = 256;
@@ -285,7 +303,8 @@ impl WeightMatrix<'_> {
                 for (tt, result) in tile.chunks_exact(nr).enumerate() {
                     let at = tt * rows + r0;
                     // SAFETY: columns r0..r0+lanes of every output row belong to this task.
-                    unsafe { out.slice(at..at + lanes) }.copy_from_slice(&result[..lanes]);
+                    let dst = unsafe { out.slice(at..at + lanes) };
+                    copy_lanes(dst, &result[..lanes]);
                 }
             });
         });
@@ -293,11 +312,24 @@ impl WeightMatrix<'_> {
     }
 }
 
+/// `dst = src` for a panel's output lanes, inlined for full panels (a memcpy call per
+/// 64-byte row costs as much as the row's products).
+#[inline(always)]
+fn copy_lanes(dst: &mut [f32], src: &[f32]) {
+    match (<&mut [f32; 16]>::try_from(&mut *dst), <&[f32; 16]>::try_from(src)) {
+        (Ok(d), Ok(s)) => *d = *s,
+        _ => match (<&mut [f32; 8]>::try_from(&mut *dst), <&[f32; 8]>::try_from(src)) {
+            (Ok(d), Ok(s)) => *d = *s,
+            _ => dst.copy_from_slice(src),
+        },
+    }
+}
+
 /// Widest panel of any kernel.
 const MAX_PANEL_ROWS: usize = 16;
 
 /// f32 dot product with 8 independent accumulators (vectorizes well).
-#[inline]
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ac, ar) = a.split_at(a.len() / 8 * 8);

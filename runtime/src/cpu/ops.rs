@@ -1,6 +1,7 @@
 //! Element-wise and per-head operations of the model step (f32).
 
 /// `out = x / rms(x) · w`, rms over the row.
+#[inline]
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
     let inv = 1.0 / (ms + eps).sqrt();
@@ -9,12 +10,71 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
+/// Whether the portable loops should run in their AVX2 + FMA builds (see [`multiversion`]).
+#[inline]
+pub fn use_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::kernels::SimdLevel::detect() >= super::kernels::SimdLevel::Avx2
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Defines `$name` that runs `$body` (a function marked `#[inline(always)]`, whose portable
+/// loops and inlined callees then vectorize 8 wide) compiled for AVX2 + FMA when this CPU
+/// has them, and as baseline code otherwise: the crate itself targets baseline x86-64
+/// (SSE2), so hot element-wise code needs this to use the CPU it runs on.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $body:path) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                if $crate::cpu::ops::use_avx2() {
+                    // SAFETY: the CPU has AVX2 and FMA.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;
+
+/// `eˣ` without a libm call, branch-free so loops over it vectorize: 2ⁿ·p(r) with
+/// `x = n·ln2 + r`, |r| ≤ ln2/2, p a degree-6 polynomial (Cephes' `expf` coefficients);
+/// relative error < 2e-7. Inputs are clamped to [−87, 88]: `exp_fast(−∞)` ≈ 1.6e−38, not 0.
+#[inline(always)]
+pub fn exp_fast(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_2e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
 /// In-place softmax.
+#[inline]
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f32;
     for v in x.iter_mut() {
-        *v = (*v - max).exp();
+        *v = exp_fast(*v - max);
         sum += *v;
     }
     let inv = 1.0 / sum;
@@ -26,12 +86,12 @@ pub fn softmax(x: &mut [f32]) {
 /// `log σ(x)`, stable for large |x|.
 #[inline]
 pub fn log_sigmoid(x: f32) -> f32 {
-    x.min(0.0) - (-x.abs()).exp().ln_1p()
+    x.min(0.0) - exp_fast(-x.abs()).ln_1p()
 }
 
 #[inline]
 pub fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + exp_fast(-x))
 }
 
 #[inline]
@@ -47,5 +107,24 @@ pub fn adaptive_avg_pool(x: &[f32], out: &mut [f32]) {
         let start = b * l / o;
         let end = ((b + 1) * l).div_ceil(o);
         *y = x[start..end].iter().sum::<f32>() / (end - start) as f32;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_fast_is_within_its_stated_error_of_libm() {
+        let mut worst = 0f64;
+        let mut x = -87.0f32;
+        while x <= 88.0 {
+            let want = (x as f64).exp();
+            let got = exp_fast(x) as f64;
+            worst = worst.max((got - want).abs() / want);
+            x += 0.001_37;
+        }
+        assert!(worst < 2e-7, "exp_fast relative error {worst:e} ≥ 2e-7");
+        assert!(exp_fast(f32::NEG_INFINITY) < 1e-37);
     }
 }

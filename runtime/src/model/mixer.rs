@@ -8,7 +8,7 @@ use super::recurrence::{gla_update, gsa_readout, gsa_update, hgrn2_update, softm
 use super::rope;
 use crate::config::{LigerConfig, Variant};
 use crate::cpu::linear::dot;
-use crate::cpu::ops::{adaptive_avg_pool, softmax};
+use crate::cpu::ops::{adaptive_avg_pool, multiversion, softmax};
 use crate::cpu::pool::Disjoint;
 
 /// Per-KV-head scratch.
@@ -67,9 +67,12 @@ pub(crate) struct LayerMixer<'a> {
     pub scratch: Disjoint<'a, MixerScratch>,
 }
 
+multiversion!(pub(crate) fn run_kv_head(mixer: &LayerMixer, j: usize) => LayerMixer::run_kv_head_body);
+
 impl LayerMixer<'_> {
     /// Runs KV head `j` over the chunk.
-    pub(crate) fn run_kv_head(&self, j: usize) {
+    #[inline(always)]
+    fn run_kv_head_body(&self, j: usize) {
         let c = self.c;
         let (d, m, w) = (c.head_dim, c.gsa_slots, c.window as usize);
         let (hd, kv) = (c.n_heads * d, c.n_kv_heads * d);

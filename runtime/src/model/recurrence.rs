@@ -7,6 +7,7 @@ use crate::cpu::ops::{log_sigmoid, sigmoid, softmax};
 
 /// GLA: `φk = softmax(k)`, `a = exp(logσ(k)/norm)`, `S ← diag(a)·S + φk ⊗ v`.
 /// `state`: S [d (key feature), d (value feature)]; `k`, `v`: [d]; `scratch`: [d].
+#[inline]
 pub fn gla_update(
     state: &mut [f32],
     k: &[f32],
@@ -27,6 +28,7 @@ pub fn gla_update(
 }
 
 /// HGRN2: `a = σ(k)`, `S ← diag(a)·S + (1 − a) ⊗ v`. Shapes as [`gla_update`].
+#[inline]
 pub fn hgrn2_update(state: &mut [f32], k: &[f32], v: &[f32]) {
     let d = v.len();
     for (i, row) in state.chunks_exact_mut(d).enumerate() {
@@ -39,6 +41,7 @@ pub fn hgrn2_update(state: &mut [f32], k: &[f32], v: &[f32]) {
 }
 
 /// GLA / HGRN2 readout: `o = Sᵀ·softmax(q)`. `q` is overwritten with softmax(q). `o`: [d].
+#[inline]
 pub fn softmax_readout(state: &[f32], q: &mut [f32], o: &mut [f32]) {
     let d = o.len();
     softmax(q);
@@ -53,6 +56,7 @@ pub fn softmax_readout(state: &[f32], q: &mut [f32], o: &mut [f32]) {
 /// GSA: `a = exp(g)` with `g = logσ(pooled k)/norm` [M], `s = 1 − a`;
 /// `K ← K·diag(a) + k ⊗ s` (K [d, M]), `V ← diag(a)·V + s ⊗ v` (V [M, d]).
 /// `pooled`: [M] (overwritten with a); `scratch`: [M].
+#[inline]
 pub fn gsa_update(
     keys: &mut [f32],
     values: &mut [f32],
@@ -80,6 +84,7 @@ pub fn gsa_update(
 }
 
 /// GSA readout: `p = softmax(Kᵀ·q)` [M] (raw q, scale 1), `o = Vᵀ·p` [d]. `p`: scratch [M].
+#[inline]
 pub fn gsa_readout(keys: &[f32], values: &[f32], q: &[f32], p: &mut [f32], o: &mut [f32]) {
     let (d, m) = (o.len(), p.len());
     p.fill(0.0);

@@ -52,6 +52,7 @@ pub fn angles(pos: usize, inv_freq: &[f32], cos: &mut [f32], sin: &mut [f32]) {
 }
 
 /// Rotates each `d`-wide head of `x` in place with the angles of one position.
+#[inline]
 pub fn apply(x: &mut [f32], cos: &[f32], sin: &[f32]) {
     let half = cos.len();
     for head in x.chunks_exact_mut(2 * half) {

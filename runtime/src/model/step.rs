@@ -4,10 +4,10 @@
 //! Letters: T tokens, D hidden, F ffn, V vocab, H heads, Hkv kv heads, d head dim,
 //! M GSA slots, W window.
 
-use super::mixer::{LayerMixer, MixerScratch};
+use super::mixer::{run_kv_head, LayerMixer, MixerScratch};
 use super::{Model, SequenceState};
 use crate::cpu::linear::{ActivationBuffers, Activations};
-use crate::cpu::ops::{rms_norm, silu};
+use crate::cpu::ops::{multiversion, rms_norm, silu};
 use crate::cpu::pool::Disjoint;
 
 /// Buffers of one forward call, grown to the largest chunk seen and then reused, so that
@@ -78,11 +78,26 @@ impl Scratch {
     }
 }
 
+multiversion!(
 /// Runs `tokens` (ids already checked against the vocabulary) through the model as one
 /// chunk. `fresh_window` empties the SWA window first (hf-compat: each call sees only its
 /// own tokens). Writes the logits of every token (`all_logits`, [T, V]) or of the last
 /// one ([V]) into `logits`.
+///
+/// (The element-wise loops of the step — norms, SwiGLU, residuals, activation quantization —
+/// are portable Rust, built for AVX2 as well and run in the widest build the CPU has.)
 pub(crate) fn forward(
+    model: &Model,
+    state: &mut SequenceState,
+    tokens: &[u32],
+    fresh_window: bool,
+    all_logits: bool,
+    scratch: &mut Scratch,
+    logits: &mut Vec<f32>
+) => forward_body);
+
+#[inline(always)]
+fn forward_body(
     model: &Model,
     state: &mut SequenceState,
     tokens: &[u32],
@@ -159,7 +174,7 @@ pub(crate) fn forward(
                 &mut h[t * dm..(t + 1) * dm],
             );
         }
-        let input = Activations::new(h, acts);
+        let input = Activations::new(h, acts, &model.pool);
         model.matrix(&lw.wq).matmul(&model.pool, &input, n, q);
         model.matrix(&lw.wk).matmul(&model.pool, &input, n, k);
         model.matrix(&lw.wv).matmul(&model.pool, &input, n, v);
@@ -192,7 +207,7 @@ pub(crate) fn forward(
             ring_v: Disjoint::new(&mut state.window_values[ring]),
             scratch: Disjoint::new(mixers),
         };
-        model.pool.run(c.n_kv_heads, &|j| mixer.run_kv_head(j));
+        model.pool.run(c.n_kv_heads, &|j| run_kv_head(&mixer, j));
 
         // Mix, output projection, residual.
         for (yv, r) in y.iter_mut().zip(o_rec.iter()) {
@@ -200,7 +215,7 @@ pub(crate) fn forward(
         }
         model
             .matrix(&lw.wo)
-            .matmul(&model.pool, &Activations::new(y, acts), n, proj);
+            .matmul(&model.pool, &Activations::new(y, acts, &model.pool), n, proj);
         x.iter_mut().zip(proj.iter()).for_each(|(x, p)| *x += p);
 
         // SwiGLU MLP.
@@ -212,7 +227,7 @@ pub(crate) fn forward(
                 &mut h[t * dm..(t + 1) * dm],
             );
         }
-        let input = Activations::new(h, acts);
+        let input = Activations::new(h, acts, &model.pool);
         model
             .matrix(&lw.w_gate)
             .matmul(&model.pool, &input, n, gate);
@@ -222,7 +237,7 @@ pub(crate) fn forward(
             .for_each(|(g, u)| *g = silu(*g) * u);
         model
             .matrix(&lw.w_down)
-            .matmul(&model.pool, &Activations::new(gate, acts), n, proj);
+            .matmul(&model.pool, &Activations::new(gate, acts, &model.pool), n, proj);
         x.iter_mut().zip(proj.iter()).for_each(|(x, p)| *x += p);
     }
     state.window_len = (state.window_len + n).min(w);
@@ -239,7 +254,7 @@ pub(crate) fn forward(
         );
     }
     logits.resize(rows.len() * c.vocab_size, 0.0);
-    let input = Activations::new(&h[rows.start * dm..rows.end * dm], acts);
+    let input = Activations::new(&h[rows.start * dm..rows.end * dm], acts, &model.pool);
     model
         .matrix(&model.weights.output)
         .matmul(&model.pool, &input, rows.len(), logits);

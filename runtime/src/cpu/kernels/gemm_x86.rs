@@ -3,7 +3,7 @@
 //! per panel (`vpdpbusd` / `vpdpwssd`); AVX2: 8 rows (`pmaddubsw`+`pmaddwd` / `pmaddwd`).
 
 use crate::cpu::act::{ActBlock, ActBlock16};
-use crate::cpu::gemm::{Panel, BLOCK};
+use crate::cpu::gemm::Panel;
 use std::arch::x86_64::*;
 
 /// Tokens per register tile.
@@ -42,9 +42,9 @@ impl PanelAct for ActBlock16 {
 }
 
 /// Checks every length the unsafe loops rely on; returns the token count.
-fn check<A>(p: &Panel, w_len: usize, nr: usize, acts: &[A], out: &[f32], min: bool) -> usize {
+fn check<A>(p: &Panel, groups: usize, nr: usize, acts: &[A], out: &[f32], min: bool) -> usize {
     assert_eq!(p.nr, nr, "panel width");
-    assert!(w_len >= p.blocks * BLOCK * nr, "panel weights too short");
+    assert!(p.w.len() >= p.blocks * groups * nr, "panel weights too short");
     assert!(p.scale.len() >= p.blocks * nr, "panel scales too short");
     assert!(!min || p.min.len() >= p.blocks * nr, "panel mins too short");
     assert_eq!(out.len() % nr, 0, "output tile width");
@@ -182,14 +182,14 @@ unsafe fn tile8<A: PanelAct, const M: usize, const G: usize, const MIN: bool>(
 
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn u8_avx512_impl(p: &Panel, acts: &[ActBlock], out: &mut [f32]) {
-    panel16::<_, 8, true>(p, p.w8.as_ptr(), acts, out, |acc, w, a| {
+    panel16::<_, 8, true>(p, p.w.as_ptr() as *const u8, acts, out, |acc, w, a| {
         _mm512_dpbusd_epi32(acc, w, a)
     });
 }
 
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn i16_avx512_impl(p: &Panel, acts: &[ActBlock16], out: &mut [f32]) {
-    panel16::<_, 16, false>(p, p.w16.as_ptr() as *const u8, acts, out, |acc, w, a| {
+    panel16::<_, 16, false>(p, p.w.as_ptr() as *const u8, acts, out, |acc, w, a| {
         _mm512_dpwssd_epi32(acc, w, a)
     });
 }
@@ -198,42 +198,42 @@ unsafe fn i16_avx512_impl(p: &Panel, acts: &[ActBlock16], out: &mut [f32]) {
 unsafe fn u8_avx2_impl(p: &Panel, acts: &[ActBlock], out: &mut [f32]) {
     let ones = _mm256_set1_epi16(1);
     // pmaddubsw cannot saturate: unsigned weights ≤ 15, |activations| ≤ 127.
-    panel8::<_, 8, true>(p, p.w8.as_ptr(), acts, out, |acc, w, a| {
+    panel8::<_, 8, true>(p, p.w.as_ptr() as *const u8, acts, out, |acc, w, a| {
         _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), ones))
     });
 }
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn i16_avx2_impl(p: &Panel, acts: &[ActBlock16], out: &mut [f32]) {
-    panel8::<_, 16, false>(p, p.w16.as_ptr() as *const u8, acts, out, |acc, w, a| {
+    panel8::<_, 16, false>(p, p.w.as_ptr() as *const u8, acts, out, |acc, w, a| {
         _mm256_add_epi32(acc, _mm256_madd_epi16(w, a))
     });
 }
 
 /// U8-form panel of 16 rows; only handed out after detection of AVX-512 VNNI.
 pub fn u8_avx512(p: &Panel, acts: &[ActBlock], out: &mut [f32]) {
-    check(p, p.w8.len(), 16, acts, out, true);
+    check(p, 8, 16, acts, out, true);
     // SAFETY: features detected before this kernel was handed out; lengths checked.
     unsafe { u8_avx512_impl(p, acts, out) }
 }
 
 /// I16-form panel of 16 rows; only handed out after detection of AVX-512 VNNI.
 pub fn i16_avx512(p: &Panel, acts: &[ActBlock16], out: &mut [f32]) {
-    check(p, p.w16.len(), 16, acts, out, false);
+    check(p, 16, 16, acts, out, false);
     // SAFETY: as `u8_avx512`.
     unsafe { i16_avx512_impl(p, acts, out) }
 }
 
 /// U8-form panel of 8 rows; only handed out after detection of AVX2 + FMA.
 pub fn u8_avx2(p: &Panel, acts: &[ActBlock], out: &mut [f32]) {
-    check(p, p.w8.len(), 8, acts, out, true);
+    check(p, 8, 8, acts, out, true);
     // SAFETY: as `u8_avx512`.
     unsafe { u8_avx2_impl(p, acts, out) }
 }
 
 /// I16-form panel of 8 rows; only handed out after detection of AVX2 + FMA.
 pub fn i16_avx2(p: &Panel, acts: &[ActBlock16], out: &mut [f32]) {
-    check(p, p.w16.len(), 8, acts, out, false);
+    check(p, 16, 8, acts, out, false);
     // SAFETY: as `u8_avx512`.
     unsafe { i16_avx2_impl(p, acts, out) }
 }
