@@ -5,7 +5,7 @@
 
 use super::act::{quantize_activations, quantize_activations16, ActBlock, ActBlock16, ACT_BLOCK};
 use super::gemm::{with_panel_buf, PanelGemm, PanelKernel};
-use super::kernels::{row_dot, row_dot4, RowDot, RowDot4, SimdLevel};
+use super::kernels::{row_dot, row_dot4, rows_dot4, RowDot, RowDot4, RowsDot4, SimdLevel};
 use super::pool::{Disjoint, WorkerPool};
 use crate::quant::{dequantize_row, GgmlType};
 
@@ -21,6 +21,8 @@ pub struct WeightMatrix<'a> {
     kernel4: Option<RowDot4>,
     /// Panels of rows against many tokens (prefill), where the type has such a kernel.
     gemm: Option<PanelGemm>,
+    /// Four rows at once against one token (decode), where the type has such a kernel.
+    rows4: Option<RowsDot4>,
 }
 
 /// Activation rows `[t, cols]` in f32, and in 8- and 16-bit blocks for quantized matrices.
@@ -128,6 +130,7 @@ impl<'a> WeightMatrix<'a> {
             row_dot(ty, level).filter(|k| matches!(k, RowDot::Float(_)) || cols % ACT_BLOCK == 0);
         let kernel4 = row_dot4(ty, level).filter(|_| cols % ACT_BLOCK == 0);
         let gemm = PanelGemm::for_type(ty, level).filter(|_| cols % ty.block_size() == 0);
+        let rows4 = rows_dot4(ty, level).filter(|_| cols % ACT_BLOCK == 0);
         WeightMatrix {
             ty,
             rows,
@@ -136,6 +139,7 @@ impl<'a> WeightMatrix<'a> {
             kernel,
             kernel4,
             gemm,
+            rows4,
         }
     }
 
@@ -225,10 +229,34 @@ impl<'a> WeightMatrix<'a> {
             let chunk = self
                 .rows
                 .div_ceil(pool.threads() * TASKS_PER_THREAD)
-                .max(ROWS_PER_TASK);
+                .max(ROWS_PER_TASK)
+                .next_multiple_of(4);
+            let blocks = self.cols / ACT_BLOCK;
+            let rows4 = self.rows4.filter(|k| match k {
+                RowsDot4::Quant(_) => x.q8.len() >= blocks,
+                RowsDot4::Quant16(_) => x.q16.len() >= blocks,
+            });
             pool.for_each_chunk(y, chunk, &|c, ys| {
-                for (i, y) in ys.iter_mut().enumerate() {
-                    *y = self.dot(c * chunk + i, x, 0);
+                let r0 = c * chunk;
+                let mut i = 0;
+                if let Some(f) = rows4 {
+                    while i + 4 <= ys.len() {
+                        let r = r0 + i;
+                        let rows = [
+                            self.row(r),
+                            self.row(r + 1),
+                            self.row(r + 2),
+                            self.row(r + 3),
+                        ];
+                        ys[i..i + 4].copy_from_slice(&match f {
+                            RowsDot4::Quant(f) => f(rows, &x.q8[..blocks]),
+                            RowsDot4::Quant16(f) => f(rows, &x.q16[..blocks]),
+                        });
+                        i += 4;
+                    }
+                }
+                for (k, y) in ys[i..].iter_mut().enumerate() {
+                    *y = self.dot(r0 + i + k, x, 0);
                 }
             });
             return;
@@ -316,9 +344,15 @@ impl WeightMatrix<'_> {
 /// 64-byte row costs as much as the row's products).
 #[inline(always)]
 fn copy_lanes(dst: &mut [f32], src: &[f32]) {
-    match (<&mut [f32; 16]>::try_from(&mut *dst), <&[f32; 16]>::try_from(src)) {
+    match (
+        <&mut [f32; 16]>::try_from(&mut *dst),
+        <&[f32; 16]>::try_from(src),
+    ) {
         (Ok(d), Ok(s)) => *d = *s,
-        _ => match (<&mut [f32; 8]>::try_from(&mut *dst), <&[f32; 8]>::try_from(src)) {
+        _ => match (
+            <&mut [f32; 8]>::try_from(&mut *dst),
+            <&[f32; 8]>::try_from(src),
+        ) {
             (Ok(d), Ok(s)) => *d = *s,
             _ => dst.copy_from_slice(src),
         },

@@ -213,9 +213,12 @@ fn forward_body(
         for (yv, r) in y.iter_mut().zip(o_rec.iter()) {
             *yv = c.mix_swa * *yv + (1.0 - c.mix_swa) * r;
         }
-        model
-            .matrix(&lw.wo)
-            .matmul(&model.pool, &Activations::new(y, acts, &model.pool), n, proj);
+        model.matrix(&lw.wo).matmul(
+            &model.pool,
+            &Activations::new(y, acts, &model.pool),
+            n,
+            proj,
+        );
         x.iter_mut().zip(proj.iter()).for_each(|(x, p)| *x += p);
 
         // SwiGLU MLP.
@@ -235,9 +238,12 @@ fn forward_body(
         gate.iter_mut()
             .zip(up.iter())
             .for_each(|(g, u)| *g = silu(*g) * u);
-        model
-            .matrix(&lw.w_down)
-            .matmul(&model.pool, &Activations::new(gate, acts, &model.pool), n, proj);
+        model.matrix(&lw.w_down).matmul(
+            &model.pool,
+            &Activations::new(gate, acts, &model.pool),
+            n,
+            proj,
+        );
         x.iter_mut().zip(proj.iter()).for_each(|(x, p)| *x += p);
     }
     state.window_len = (state.window_len + n).min(w);

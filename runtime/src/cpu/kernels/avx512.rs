@@ -65,3 +65,146 @@ pub fn dot4_q4_0(row: &[u8], x: [&[ActBlock]; 4]) -> [f32; 4] {
     // SAFETY: as `dot4_q8_0`.
     unsafe { dot4_q4_0_impl(row, x) }
 }
+
+/// Bytes ahead of the current block that the four-row kernels prefetch (a few blocks: the
+/// hardware prefetcher follows one or two streams per core well, four less so).
+const PREFETCH_AHEAD: usize = 512;
+
+/// The f16 scale at the start of the block at `p` as raw bits.
+#[inline(always)]
+unsafe fn scale_bits(p: *const u8) -> i16 {
+    std::ptr::read_unaligned(p as *const i16)
+}
+
+/// Four Q4_0 rows against one activation vector (decode). Block i of the four rows shares one
+/// 512-bit register, a 128-bit lane per row, so the activations' broadcast, the −8 offset and
+/// the scale conversion are done once for four rows instead of once per row.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn rows4_q4_0_impl(rows: [&[u8]; 4], x: &[ActBlock]) -> [f32; 4] {
+    const BYTES: usize = 18;
+    let n = rows
+        .iter()
+        .map(|r| r.len() / BYTES)
+        .fold(x.len(), usize::min);
+    let p = rows.map(|r| r.as_ptr());
+    let nibbles = _mm512_set1_epi8(0x0f);
+    // Lane l of the result takes row l / 4's scale.
+    let spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    let block = |i: usize, acc: __m512| -> __m512 {
+        let a = &*x.as_ptr().add(i);
+        let at = i * BYTES;
+        let q = |r: usize| _mm_loadu_si128(p[r].add(at + 2) as *const __m128i);
+        // [q_r0 | q_r1 | q_r2 | q_r3]: 16 bytes = 32 nibbles of each row.
+        let w = _mm512_inserti32x4::<3>(
+            _mm512_inserti32x4::<2>(
+                _mm512_inserti32x4::<1>(_mm512_castsi128_si512(q(0)), q(1)),
+                q(2),
+            ),
+            q(3),
+        );
+        let lo = _mm512_and_si512(w, nibbles);
+        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(w), nibbles);
+        let a_lo = _mm512_broadcast_i32x4(_mm_loadu_si128(a.qs.as_ptr() as *const __m128i));
+        let a_hi = _mm512_broadcast_i32x4(_mm_loadu_si128(a.qs.as_ptr().add(16) as *const __m128i));
+        // −8·Σq_a in one lane per row: the weights' offset, exact in integers.
+        let init = _mm512_maskz_set1_epi32(0x1111, -8 * (a.sums[0] + a.sums[1]));
+        let sums = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(init, lo, a_lo), hi, a_hi);
+        let d_bits = _mm_set_epi16(
+            0,
+            0,
+            0,
+            0,
+            scale_bits(p[3].add(at)),
+            scale_bits(p[2].add(at)),
+            scale_bits(p[1].add(at)),
+            scale_bits(p[0].add(at)),
+        );
+        let d = _mm_mul_ps(_mm_cvtph_ps(d_bits), _mm_set1_ps(a.d));
+        let d16 = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(d));
+        _mm512_fmadd_ps(d16, _mm512_cvtepi32_ps(sums), acc)
+    };
+    let mut acc = [_mm512_setzero_ps(); 2];
+    let mut i = 0;
+    while i + 2 <= n {
+        acc[0] = block(i, acc[0]);
+        acc[1] = block(i + 1, acc[1]);
+        i += 2;
+    }
+    if i < n {
+        acc[0] = block(i, acc[0]);
+    }
+    let mut lanes = [0f32; 16];
+    _mm512_storeu_ps(lanes.as_mut_ptr(), _mm512_add_ps(acc[0], acc[1]));
+    std::array::from_fn(|r| lanes[4 * r..4 * r + 4].iter().sum())
+}
+
+/// Four-row Q4_0 kernel; only reachable through `rows_dot4` after detection.
+pub fn rows4_q4_0(rows: [&[u8]; 4], x: &[ActBlock]) -> [f32; 4] {
+    // SAFETY: handed out only after detection of avx2, fma, f16c, avx512f/bw/vl/vnni; every
+    // read is within the first `n` blocks of each row and of `x`.
+    unsafe { rows4_q4_0_impl(rows, x) }
+}
+
+/// Four Q8_0 rows against one 16-bit activation vector (decode): one `vpdpwssd` per row and
+/// block, then the four rows' sums are interleaved into one register (a 128-bit lane holds
+/// one partial sum of each row) so that scaling and accumulation are done once for four.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn rows4_q8_0_impl(rows: [&[u8]; 4], x: &[ActBlock16]) -> [f32; 4] {
+    const BYTES: usize = 34;
+    let n = rows
+        .iter()
+        .map(|r| r.len() / BYTES)
+        .fold(x.len(), usize::min);
+    let p = rows.map(|r| r.as_ptr());
+    let block = |i: usize, acc: __m512| -> __m512 {
+        let a = &*x.as_ptr().add(i);
+        let at = i * BYTES;
+        let act = _mm512_loadu_si512(a.qs.as_ptr() as *const _);
+        for &row in &p {
+            _mm_prefetch::<_MM_HINT_T0>(row.add(at + PREFETCH_AHEAD) as *const i8);
+        }
+        let dot = |r: usize| {
+            let w = _mm512_cvtepi8_epi16(_mm256_loadu_si256(p[r].add(at + 2) as *const __m256i));
+            _mm512_dpwssd_epi32(_mm512_setzero_si512(), w, act)
+        };
+        let (s0, s1, s2, s3) = (dot(0), dot(1), dot(2), dot(3));
+        // Per 128-bit lane: [r0, r1, r0, r1] then [r0, r1, r2, r3] partial sums.
+        let s01 = _mm512_add_epi32(_mm512_unpacklo_epi32(s0, s1), _mm512_unpackhi_epi32(s0, s1));
+        let s23 = _mm512_add_epi32(_mm512_unpacklo_epi32(s2, s3), _mm512_unpackhi_epi32(s2, s3));
+        let s = _mm512_add_epi32(
+            _mm512_unpacklo_epi64(s01, s23),
+            _mm512_unpackhi_epi64(s01, s23),
+        );
+        let d_bits = _mm_set_epi16(
+            0,
+            0,
+            0,
+            0,
+            scale_bits(p[3].add(at)),
+            scale_bits(p[2].add(at)),
+            scale_bits(p[1].add(at)),
+            scale_bits(p[0].add(at)),
+        );
+        let d = _mm512_broadcast_f32x4(_mm_mul_ps(_mm_cvtph_ps(d_bits), _mm_set1_ps(a.d)));
+        _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc)
+    };
+    let mut acc = [_mm512_setzero_ps(); 2];
+    let mut i = 0;
+    while i + 2 <= n {
+        acc[0] = block(i, acc[0]);
+        acc[1] = block(i + 1, acc[1]);
+        i += 2;
+    }
+    if i < n {
+        acc[0] = block(i, acc[0]);
+    }
+    let mut lanes = [0f32; 16];
+    _mm512_storeu_ps(lanes.as_mut_ptr(), _mm512_add_ps(acc[0], acc[1]));
+    std::array::from_fn(|r| (0..4).map(|l| lanes[4 * l + r]).sum())
+}
+
+/// Four-row Q8_0 kernel; only reachable through `rows_dot4` after detection.
+pub fn rows4_q8_0(rows: [&[u8]; 4], x: &[ActBlock16]) -> [f32; 4] {
+    // SAFETY: as `rows4_q4_0`.
+    unsafe { rows4_q8_0_impl(rows, x) }
+}

@@ -44,7 +44,10 @@ impl PanelAct for ActBlock16 {
 /// Checks every length the unsafe loops rely on; returns the token count.
 fn check<A>(p: &Panel, groups: usize, nr: usize, acts: &[A], out: &[f32], min: bool) -> usize {
     assert_eq!(p.nr, nr, "panel width");
-    assert!(p.w.len() >= p.blocks * groups * nr, "panel weights too short");
+    assert!(
+        p.w.len() >= p.blocks * groups * nr,
+        "panel weights too short"
+    );
     assert!(p.scale.len() >= p.blocks * nr, "panel scales too short");
     assert!(!min || p.min.len() >= p.blocks * nr, "panel mins too short");
     assert_eq!(out.len() % nr, 0, "output tile width");

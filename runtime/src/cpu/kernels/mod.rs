@@ -147,6 +147,33 @@ pub fn row_dot(ty: GgmlType, level: SimdLevel) -> Option<RowDot> {
 #[cfg(test)]
 mod tests;
 
+/// Four weight rows at once against one activation vector (decode).
+#[derive(Clone, Copy)]
+pub enum RowsDot4 {
+    Quant(fn([&[u8]; 4], &[ActBlock]) -> [f32; 4]),
+    Quant16(fn([&[u8]; 4], &[ActBlock16]) -> [f32; 4]),
+}
+
+/// The four-row kernel for rows of `ty` at `level`, where one exists (Q4_0 and Q8_0 on
+/// AVX-512 VNNI); otherwise the caller uses [`row_dot`] row by row.
+pub fn rows_dot4(ty: GgmlType, level: SimdLevel) -> Option<RowsDot4> {
+    if !SimdLevel::available().contains(&level) {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    match (ty, level) {
+        (GgmlType::Q4_0, SimdLevel::Avx512Vnni) => {
+            return Some(RowsDot4::Quant(avx512::rows4_q4_0))
+        }
+        (GgmlType::Q8_0, SimdLevel::Avx512Vnni) => {
+            return Some(RowsDot4::Quant16(avx512::rows4_q8_0))
+        }
+        _ => {}
+    }
+    let _ = (ty, level);
+    None
+}
+
 /// The panel microkernel of `form` at `level` and its panel width (rows), where one exists.
 pub fn panel_kernel(
     form: crate::cpu::gemm::PanelForm,

@@ -249,3 +249,45 @@ fn panel_kernels_match_the_single_token_reference() {
     }
     let _ = tested;
 }
+
+#[test]
+fn four_row_kernels_match_the_single_row_reference() {
+    use super::{rows_dot4, RowsDot4};
+    let mut rng = Rand(4242);
+    for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
+        for &level in SimdLevel::available() {
+            let Some(k) = rows_dot4(ty, level) else {
+                continue;
+            };
+            for n in [32, 96, 576, 1536] {
+                let weights: Vec<Vec<u8>> = (0..4)
+                    .map(|r| quantize(ty, &rng.vec(n, [1.0, 1e-3, 30.0, 0.2][r])).unwrap())
+                    .collect();
+                let x = rng.vec(n, 3.0);
+                let acts = acts_of(&x);
+                let rows = [&weights[0][..], &weights[1], &weights[2], &weights[3]];
+                let got = match k {
+                    RowsDot4::Quant(f) => f(rows, &acts.q8),
+                    RowsDot4::Quant16(f) => f(rows, &acts.q16),
+                };
+                let single = row_dot(ty, SimdLevel::Scalar).unwrap();
+                for r in 0..4 {
+                    let want = call(single, rows[r], &x, &acts);
+                    // Tolerance: f32 rounding of the block sums, relative to Σ|w·x|.
+                    let magnitude: f32 = dequantize(ty, rows[r])
+                        .unwrap()
+                        .iter()
+                        .zip(&x)
+                        .map(|(a, b)| (a * b).abs())
+                        .sum();
+                    assert!(
+                        (got[r] - want).abs() <= 2e-5 * magnitude,
+                        "{ty} {} n={n} row {r}: {} vs {want}",
+                        level.name(),
+                        got[r]
+                    );
+                }
+            }
+        }
+    }
+}
