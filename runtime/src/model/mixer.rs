@@ -4,6 +4,7 @@
 //!
 //! Letters: T tokens, H heads, Hkv kv heads, d head dim, M GSA slots, W window.
 
+use super::chunkwise::{ChunkScratch, CHUNK};
 use super::recurrence::{gla_update, gsa_readout, gsa_update, hgrn2_update, softmax_readout};
 use super::rope;
 use crate::config::{LigerConfig, Variant};
@@ -24,6 +25,8 @@ pub(crate) struct MixerScratch {
     slots_b: Vec<f32>,
     /// [W + 1]
     scores: Vec<f32>,
+    /// Chunkwise-parallel recurrence (prefill).
+    chunk: ChunkScratch,
 }
 
 impl MixerScratch {
@@ -34,6 +37,7 @@ impl MixerScratch {
             slots_a: vec![0.0; c.gsa_slots],
             slots_b: vec![0.0; c.gsa_slots],
             scores: vec![0.0; c.window as usize + 1],
+            chunk: ChunkScratch::new(c.head_dim),
         }
     }
 }
@@ -70,11 +74,100 @@ pub(crate) struct LayerMixer<'a> {
 multiversion!(pub(crate) fn run_kv_head(mixer: &LayerMixer, j: usize) => LayerMixer::run_kv_head_body);
 
 impl LayerMixer<'_> {
+    /// The recurrence for token `t` of KV head `j`: state update, then the readouts of the
+    /// head's query heads into `o_rec`.
+    #[inline(always)]
+    fn recurrence_token(&self, j: usize, t: usize, s: &mut [f32], sc: &mut MixerScratch) {
+        let c = self.c;
+        let (d, m) = (c.head_dim, c.gsa_slots);
+        let (hd, kv) = (c.n_heads * d, c.n_kv_heads * d);
+        let group = c.n_heads / c.n_kv_heads;
+        let q_heads = |t: usize| t * hd + j * group * d..t * hd + (j + 1) * group * d;
+        let k_head = |t: usize| t * kv + j * d..t * kv + (j + 1) * d;
+        // SAFETY (every `slice`): as in `run_kv_head_body`.
+        let kj = unsafe { self.k.slice(k_head(t)) };
+        let vj = &self.v[k_head(t)];
+        match c.variant {
+            Variant::Gla => gla_update(s, kj, vj, c.gate_normalizer, &mut sc.head),
+            Variant::Hgrn2 => hgrn2_update(s, kj, vj),
+            Variant::Gsa => {
+                // Adaptive pooling of the flattened Hkv·d keys into Hkv·M bins reads only
+                // head j's keys for head j's bins.
+                adaptive_avg_pool(kj, &mut sc.pooled);
+                let (keys, values) = s.split_at_mut(d * m);
+                gsa_update(
+                    keys,
+                    values,
+                    kj,
+                    vj,
+                    &mut sc.pooled,
+                    c.gate_normalizer,
+                    &mut sc.slots_a,
+                );
+            }
+        }
+        let qs = unsafe { self.q.slice(q_heads(t)) };
+        let os = unsafe { self.o_rec.slice(q_heads(t)) };
+        for (qh, oh) in qs.chunks_exact(d).zip(os.chunks_exact_mut(d)) {
+            match c.variant {
+                Variant::Gla | Variant::Hgrn2 => {
+                    sc.head.copy_from_slice(qh);
+                    softmax_readout(s, &mut sc.head, oh);
+                }
+                Variant::Gsa => {
+                    let (keys, values) = s.split_at(d * m);
+                    gsa_readout(keys, values, qh, &mut sc.slots_b, oh);
+                }
+            }
+        }
+    }
+
+    /// Tokens `t0..t0+len` of KV head `j` in the chunkwise-parallel form; false (nothing
+    /// written) if the chunk decays too fast for it.
+    #[inline(always)]
+    fn recurrence_chunk(
+        &self,
+        j: usize,
+        t0: usize,
+        len: usize,
+        s: &mut [f32],
+        ch: &mut ChunkScratch,
+    ) -> bool {
+        let c = self.c;
+        let d = c.head_dim;
+        let (hd, kv) = (c.n_heads * d, c.n_kv_heads * d);
+        let group = c.n_heads / c.n_kv_heads;
+        // SAFETY (every `slice`): as in `run_kv_head_body`.
+        for t in 0..len {
+            let r = (t0 + t) * kv + j * d;
+            ch.keys_mut(len, d)[t * d..(t + 1) * d]
+                .copy_from_slice(unsafe { self.k.slice(r..r + d) });
+            ch.v[t * d..(t + 1) * d].copy_from_slice(&self.v[r..r + d]);
+        }
+        if !ch.prepare(c.variant, len, d, c.gate_normalizer) {
+            return false;
+        }
+        for h in 0..group {
+            let col = (j * group + h) * d;
+            for t in 0..len {
+                let r = (t0 + t) * hd + col;
+                ch.q[t * d..(t + 1) * d].copy_from_slice(unsafe { self.q.slice(r..r + d) });
+            }
+            ch.readout(s, d);
+            for t in 0..len {
+                let r = (t0 + t) * hd + col;
+                unsafe { self.o_rec.slice(r..r + d) }.copy_from_slice(&ch.o[t * d..(t + 1) * d]);
+            }
+        }
+        ch.carry(s, d);
+        true
+    }
+
     /// Runs KV head `j` over the chunk.
     #[inline(always)]
     fn run_kv_head_body(&self, j: usize) {
         let c = self.c;
-        let (d, m, w) = (c.head_dim, c.gsa_slots, c.window as usize);
+        let (d, w) = (c.head_dim, c.window as usize);
         let (hd, kv) = (c.n_heads * d, c.n_kv_heads * d);
         let group = c.n_heads / c.n_kv_heads;
         let per_head = super::SequenceState::per_head(c);
@@ -86,43 +179,20 @@ impl LayerMixer<'_> {
         let q_heads = |t: usize| t * hd + j * group * d..t * hd + (j + 1) * group * d;
         let k_head = |t: usize| t * kv + j * d..t * kv + (j + 1) * d;
 
-        // Recurrent branch, token by token (no RoPE, scale 1).
-        for t in 0..self.n {
-            let kj = unsafe { self.k.slice(k_head(t)) };
-            let vj = &self.v[k_head(t)];
-            match c.variant {
-                Variant::Gla => gla_update(s, kj, vj, c.gate_normalizer, &mut sc.head),
-                Variant::Hgrn2 => hgrn2_update(s, kj, vj),
-                Variant::Gsa => {
-                    // Adaptive pooling of the flattened Hkv·d keys into Hkv·M bins reads only
-                    // head j's keys for head j's bins.
-                    adaptive_avg_pool(kj, &mut sc.pooled);
-                    let (keys, values) = s.split_at_mut(d * m);
-                    gsa_update(
-                        keys,
-                        values,
-                        kj,
-                        vj,
-                        &mut sc.pooled,
-                        c.gate_normalizer,
-                        &mut sc.slots_a,
-                    );
+        // Recurrent branch (no RoPE, scale 1): chunkwise-parallel over prefill chunks of GLA /
+        // HGRN2, token by token otherwise (decode, GSA, or a chunk that decays too fast).
+        let mut t0 = 0;
+        while t0 < self.n {
+            let len = CHUNK.min(self.n - t0);
+            let chunked = len > 1
+                && matches!(c.variant, Variant::Gla | Variant::Hgrn2)
+                && self.recurrence_chunk(j, t0, len, s, &mut sc.chunk);
+            if !chunked {
+                for t in t0..t0 + len {
+                    self.recurrence_token(j, t, s, sc);
                 }
             }
-            let qs = unsafe { self.q.slice(q_heads(t)) };
-            let os = unsafe { self.o_rec.slice(q_heads(t)) };
-            for (qh, oh) in qs.chunks_exact(d).zip(os.chunks_exact_mut(d)) {
-                match c.variant {
-                    Variant::Gla | Variant::Hgrn2 => {
-                        sc.head.copy_from_slice(qh);
-                        softmax_readout(s, &mut sc.head, oh);
-                    }
-                    Variant::Gsa => {
-                        let (keys, values) = s.split_at(d * m);
-                        gsa_readout(keys, values, qh, &mut sc.slots_b, oh);
-                    }
-                }
-            }
+            t0 += len;
         }
 
         // Sliding window: RoPE'd q·k over the last W keys and the current one.

@@ -1,6 +1,7 @@
 //! A loaded liger model: config, weights read in place from the mapped file, tokenizer, and
 //! the CPU thread pool its steps run on.
 
+mod chunkwise;
 mod mixer;
 mod recurrence;
 pub mod rope;
