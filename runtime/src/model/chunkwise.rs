@@ -62,7 +62,7 @@ impl ChunkScratch {
     /// Turns the raw keys (already in `keys_mut`) into the chunk's features and decays.
     /// False if the chunk decays too fast for the factored form (nothing else changed that
     /// the token loop reads).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn prepare(
         &mut self,
         variant: Variant,
@@ -115,7 +115,7 @@ impl ChunkScratch {
 
     /// One query head: `o` [L, d] from the queries in `q` [L, d] (overwritten) and the state
     /// S₀ [d, d] at the start of the chunk.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn readout(&mut self, state: &[f32], d: usize) {
         let len = self.len;
         for t in 0..len {
@@ -140,7 +140,7 @@ impl ChunkScratch {
     }
 
     /// `S ← diag(e^{G_L}) S + Σ_s (φk_s ⊙ e^{G_L − G_s}) ⊗ v_s`; state [d, d].
-    #[inline]
+    #[inline(always)]
     pub(crate) fn carry(&self, state: &mut [f32], d: usize) {
         for (i, row) in state.chunks_exact_mut(d).enumerate() {
             let decay = self.eg_last[i];
