@@ -66,9 +66,14 @@ pub fn dot4_q4_0(row: &[u8], x: [&[ActBlock]; 4]) -> [f32; 4] {
     unsafe { dot4_q4_0_impl(row, x) }
 }
 
-/// Bytes ahead of the current block that the four-row kernels prefetch (a few blocks: the
-/// hardware prefetcher follows one or two streams per core well, four less so).
-const PREFETCH_AHEAD: usize = 512;
+/// How far ahead the four-row kernels prefetch: the same block of the next four rows, which
+/// the caller reads next. A thread sweeps its rows in order, but four rows at a time: the
+/// hardware prefetcher does not see that as one stream (measured on a Llama-3.2-1B-shaped
+/// Q4_0 model, 2 threads: 16 → 29 tokens/s, ~19 of the machine's ~24 GB/s).
+#[inline(always)]
+fn prefetch_distance(rows: &[&[u8]; 4]) -> usize {
+    4 * rows[0].len()
+}
 
 /// The f16 scale at the start of the block at `p` as raw bits.
 #[inline(always)]
@@ -87,12 +92,17 @@ unsafe fn rows4_q4_0_impl(rows: [&[u8]; 4], x: &[ActBlock]) -> [f32; 4] {
         .map(|r| r.len() / BYTES)
         .fold(x.len(), usize::min);
     let p = rows.map(|r| r.as_ptr());
+    let ahead = prefetch_distance(&rows);
     let nibbles = _mm512_set1_epi8(0x0f);
     // Lane l of the result takes row l / 4's scale.
     let spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
     let block = |i: usize, acc: __m512| -> __m512 {
         let a = &*x.as_ptr().add(i);
         let at = i * BYTES;
+        for &row in &p {
+            // Past the end of the matrix this is a hint for an address never read: harmless.
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(at + ahead) as *const i8);
+        }
         let q = |r: usize| _mm_loadu_si128(p[r].add(at + 2) as *const __m128i);
         // [q_r0 | q_r1 | q_r2 | q_r3]: 16 bytes = 32 nibbles of each row.
         let w = _mm512_inserti32x4::<3>(
@@ -156,12 +166,14 @@ unsafe fn rows4_q8_0_impl(rows: [&[u8]; 4], x: &[ActBlock16]) -> [f32; 4] {
         .map(|r| r.len() / BYTES)
         .fold(x.len(), usize::min);
     let p = rows.map(|r| r.as_ptr());
+    let ahead = prefetch_distance(&rows);
     let block = |i: usize, acc: __m512| -> __m512 {
         let a = &*x.as_ptr().add(i);
         let at = i * BYTES;
         let act = _mm512_loadu_si512(a.qs.as_ptr() as *const _);
         for &row in &p {
-            _mm_prefetch::<_MM_HINT_T0>(row.add(at + PREFETCH_AHEAD) as *const i8);
+            // Past the end of the matrix this is a hint for an address never read: harmless.
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(at + ahead) as *const i8);
         }
         let dot = |r: usize| {
             let w = _mm512_cvtepi8_epi16(_mm256_loadu_si256(p[r].add(at + 2) as *const __m256i));
