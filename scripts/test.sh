@@ -9,4 +9,20 @@ scripts/fetch-test-data.sh "$LIGER_TEST_DATA" >/dev/null
 export LIGER_REQUIRE_TEST_DATA=1
 if cargo fmt --version >/dev/null 2>&1; then cargo fmt --all -- --check; fi
 cargo test --workspace --locked
+
+# NEON kernels: cross-compiled for aarch64 and run under qemu-user, on a CPU model with the
+# dot-product extension and on one without (so both NEON levels run).
+if command -v qemu-aarch64-static >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/null &&
+  rustup target list --installed 2>/dev/null | grep -q aarch64-unknown-linux-gnu; then
+  for cpu in max cortex-a53; do
+    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+      CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -cpu $cpu -L /usr/aarch64-linux-gnu" \
+      cargo test --locked --target aarch64-unknown-linux-gnu -p liger-runtime --lib cpu::
+  done
+elif [[ -n ${LIGER_REQUIRE_NEON_TESTS:-} ]]; then
+  echo "NEON kernel tests need qemu-user-static, gcc-aarch64-linux-gnu and the aarch64-unknown-linux-gnu target" >&2
+  exit 1
+else
+  echo "NEON kernel tests skipped: qemu-user-static, gcc-aarch64-linux-gnu or the aarch64 target missing (.ci/run installs them)" >&2
+fi
 cargo bench --workspace --locked --no-run

@@ -11,6 +11,8 @@ pub mod avx2;
 pub mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub mod gemm_x86;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
 pub mod scalar;
 
 use super::act::{ActBlock, ActBlock16};
@@ -24,6 +26,10 @@ pub enum SimdLevel {
     Avx2,
     /// AVX-512 F/BW/VL with VNNI (`vpdpbusd`).
     Avx512Vnni,
+    /// AArch64 Advanced SIMD (part of the baseline).
+    Neon,
+    /// NEON with the dot-product extension (`sdot`).
+    NeonDotprod,
 }
 
 impl SimdLevel {
@@ -32,6 +38,8 @@ impl SimdLevel {
             SimdLevel::Scalar => "scalar",
             SimdLevel::Avx2 => "avx2",
             SimdLevel::Avx512Vnni => "avx512-vnni",
+            SimdLevel::Neon => "neon",
+            SimdLevel::NeonDotprod => "neon-dotprod",
         }
     }
 
@@ -41,9 +49,19 @@ impl SimdLevel {
         LEVELS.get_or_init(Self::detect_levels)
     }
 
-    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(unused_mut)
+    )]
     fn detect_levels() -> Vec<SimdLevel> {
         let mut out = vec![SimdLevel::Scalar];
+        #[cfg(target_arch = "aarch64")]
+        {
+            out.push(SimdLevel::Neon);
+            if std::arch::is_aarch64_feature_detected!("dotprod") {
+                out.push(SimdLevel::NeonDotprod);
+            }
+        }
         #[cfg(target_arch = "x86_64")]
         {
             if is_x86_feature_detected!("avx2")
@@ -63,8 +81,8 @@ impl SimdLevel {
         out
     }
 
-    /// The best available level, or the one `LIGER_SIMD` names (scalar, avx2, avx512-vnni)
-    /// if this CPU has it.
+    /// The best available level, or the one `LIGER_SIMD` names (scalar, avx2, avx512-vnni,
+    /// neon, neon-dotprod) if this CPU has it.
     pub fn detect() -> SimdLevel {
         static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
         *LEVEL.get_or_init(|| {
@@ -139,6 +157,17 @@ pub fn row_dot(ty: GgmlType, level: SimdLevel) -> Option<RowDot> {
                 _ => scalar,
             });
         }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if matches!(level, SimdLevel::Neon | SimdLevel::NeonDotprod) {
+        return Some(match ty {
+            GgmlType::F32 => Float(neon::dot_f32),
+            GgmlType::BF16 => Float(neon::dot_bf16),
+            GgmlType::Q8_0 => Quant16(neon::dot_q8_0),
+            GgmlType::Q4_0 if level == SimdLevel::NeonDotprod => Quant(neon::dot_q4_0_dotprod),
+            GgmlType::Q4_0 => Quant(neon::dot_q4_0),
+            _ => scalar,
+        });
     }
     let _ = level;
     Some(scalar)

@@ -56,6 +56,11 @@ fn call(k: RowDot, row: &[u8], x: &[f32], acts: &Acts) -> f32 {
 fn every_level_matches_the_scalar_reference() {
     let mut rng = Rand(0x1234_5678);
     let levels = SimdLevel::available();
+    #[cfg(target_arch = "aarch64")]
+    assert!(
+        levels.contains(&SimdLevel::Neon),
+        "NEON not detected on aarch64"
+    );
     for ty in TYPES {
         let block = ty.block_size().max(32);
         for n in [block, 3 * block, 8 * block, 4096] {

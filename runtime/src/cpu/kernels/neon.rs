@@ -1,0 +1,186 @@
+//! AArch64 NEON kernels, and `sdot` (the dot-product extension, FEAT_DotProd) where the CPU
+//! has it. Only handed out by [`super::row_dot`] after run-time detection. The `sdot`
+//! intrinsics are not stable in Rust yet, so that one instruction is inline assembly.
+//! F16, Q4_K and Q6_K rows use the scalar kernels on this architecture for now.
+
+use crate::cpu::act::{ActBlock, ActBlock16};
+use half::f16;
+use std::arch::aarch64::*;
+
+const Q8_0_BYTES: usize = 34;
+const Q4_0_BYTES: usize = 18;
+
+fn f16_at(p: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([p[at], p[at + 1]]).to_f32()
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dot_f32_impl(row: &[u8], x: &[f32]) -> f32 {
+    let n = x.len().min(row.len() / 4);
+    let (w, xp) = (row.as_ptr(), x.as_ptr());
+    let mut acc = [vdupq_n_f32(0.0); 4];
+    let mut i = 0;
+    while i + 16 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            // Byte loads: the row need not be 4-byte aligned.
+            let wv = vreinterpretq_f32_u8(vld1q_u8(w.add(4 * (i + 4 * k))));
+            *a = vfmaq_f32(*a, wv, vld1q_f32(xp.add(i + 4 * k)));
+        }
+        i += 16;
+    }
+    let mut sum = vaddvq_f32(vaddq_f32(
+        vaddq_f32(acc[0], acc[1]),
+        vaddq_f32(acc[2], acc[3]),
+    ));
+    while i < n {
+        let b = &row[4 * i..4 * i + 4];
+        sum += f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * x[i];
+        i += 1;
+    }
+    sum
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dot_bf16_impl(row: &[u8], x: &[f32]) -> f32 {
+    let n = x.len().min(row.len() / 2);
+    let (w, xp) = (row.as_ptr(), x.as_ptr());
+    let mut acc = [vdupq_n_f32(0.0); 2];
+    let mut i = 0;
+    while i + 8 <= n {
+        // bf16 → f32 is a 16-bit left shift of the bits.
+        let h = vreinterpretq_u16_u8(vld1q_u8(w.add(2 * i)));
+        let lo = vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(h)));
+        let hi = vreinterpretq_f32_u32(vshll_high_n_u16::<16>(h));
+        acc[0] = vfmaq_f32(acc[0], lo, vld1q_f32(xp.add(i)));
+        acc[1] = vfmaq_f32(acc[1], hi, vld1q_f32(xp.add(i + 4)));
+        i += 8;
+    }
+    let mut sum = vaddvq_f32(vaddq_f32(acc[0], acc[1]));
+    while i < n {
+        sum += crate::quant::bf16_to_f32(u16::from_le_bytes([row[2 * i], row[2 * i + 1]])) * x[i];
+        i += 1;
+    }
+    sum
+}
+
+/// Q8_0 weights · 16-bit activations: widening multiply-accumulates (i8·i16 sums of 32 terms
+/// stay far inside i32).
+#[target_feature(enable = "neon")]
+unsafe fn dot_q8_0_impl(row: &[u8], x: &[ActBlock16]) -> f32 {
+    let n = x.len().min(row.len() / Q8_0_BYTES);
+    let mut acc = [vdupq_n_f32(0.0); 2];
+    for i in 0..n {
+        let b = row.as_ptr().add(i * Q8_0_BYTES);
+        let a = &*x.as_ptr().add(i);
+        let w0 = vld1q_s8(b.add(2) as *const i8);
+        let w1 = vld1q_s8(b.add(18) as *const i8);
+        let q = a.qs.as_ptr();
+        let mut s = vdupq_n_s32(0);
+        for (k, w) in [
+            vmovl_s8(vget_low_s8(w0)),
+            vmovl_high_s8(w0),
+            vmovl_s8(vget_low_s8(w1)),
+            vmovl_high_s8(w1),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let qa = vld1q_s16(q.add(8 * k));
+            s = vmlal_s16(s, vget_low_s16(w), vget_low_s16(qa));
+            s = vmlal_high_s16(s, w, qa);
+        }
+        let scale = f16_at(row, i * Q8_0_BYTES) * a.d;
+        acc[i % 2] = vfmaq_n_f32(acc[i % 2], vcvtq_f32_s32(s), scale);
+    }
+    vaddvq_f32(vaddq_f32(acc[0], acc[1]))
+}
+
+/// A Q4_0 block's 32 weights as signed bytes `q − 8`: elements 0..16, then 16..32.
+#[inline(always)]
+unsafe fn q4_0_signed(b: *const u8) -> (int8x16_t, int8x16_t) {
+    let q = vld1q_u8(b.add(2));
+    let eight = vdupq_n_s8(8);
+    let lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0f))), eight);
+    let hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(q)), eight);
+    (lo, hi)
+}
+
+/// Σ over Q4_0 blocks of `d·d_a·(w·q_a)`; `dot32` gives 4 i32 partial sums of a block.
+#[inline(always)]
+unsafe fn dot_q4_0_with(
+    row: &[u8],
+    x: &[ActBlock],
+    dot32: impl Fn(int8x16_t, int8x16_t, int8x16_t, int8x16_t) -> int32x4_t,
+) -> f32 {
+    let n = x.len().min(row.len() / Q4_0_BYTES);
+    let mut acc = [vdupq_n_f32(0.0); 2];
+    for i in 0..n {
+        let a = &*x.as_ptr().add(i);
+        let (lo, hi) = q4_0_signed(row.as_ptr().add(i * Q4_0_BYTES));
+        let q = a.qs.as_ptr();
+        let s = dot32(lo, vld1q_s8(q), hi, vld1q_s8(q.add(16)));
+        let scale = f16_at(row, i * Q4_0_BYTES) * a.d;
+        acc[i % 2] = vfmaq_n_f32(acc[i % 2], vcvtq_f32_s32(s), scale);
+    }
+    vaddvq_f32(vaddq_f32(acc[0], acc[1]))
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dot_q4_0_impl(row: &[u8], x: &[ActBlock]) -> f32 {
+    // |w| ≤ 8, |q_a| ≤ 127: four products per i16 lane stay below 4064.
+    dot_q4_0_with(row, x, |w0, a0, w1, a1| {
+        let mut p = vmull_s8(vget_low_s8(w0), vget_low_s8(a0));
+        p = vmlal_high_s8(p, w0, a0);
+        p = vmlal_s8(p, vget_low_s8(w1), vget_low_s8(a1));
+        p = vmlal_high_s8(p, w1, a1);
+        vpaddlq_s16(p)
+    })
+}
+
+/// `acc + Σ_{j<4} a[4i+j]·b[4i+j]` per i32 lane (`sdot`).
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn sdot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    std::arch::asm!(
+        "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+        acc = inout(vreg) acc,
+        a = in(vreg) a,
+        b = in(vreg) b,
+        options(pure, nomem, nostack, preserves_flags)
+    );
+    acc
+}
+
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn dot_q4_0_dotprod_impl(row: &[u8], x: &[ActBlock]) -> f32 {
+    dot_q4_0_with(row, x, |w0, a0, w1, a1| {
+        sdot(sdot(vdupq_n_s32(0), w0, a0), w1, a1)
+    })
+}
+
+/// Safe entry points: NEON is part of the aarch64 baseline; the dotprod one is only handed
+/// out after `is_aarch64_feature_detected!("dotprod")`.
+pub fn dot_f32(row: &[u8], x: &[f32]) -> f32 {
+    // SAFETY: NEON is always present on aarch64; reads stay within `row` and `x`.
+    unsafe { dot_f32_impl(row, x) }
+}
+
+pub fn dot_bf16(row: &[u8], x: &[f32]) -> f32 {
+    // SAFETY: as `dot_f32`.
+    unsafe { dot_bf16_impl(row, x) }
+}
+
+pub fn dot_q8_0(row: &[u8], x: &[ActBlock16]) -> f32 {
+    // SAFETY: as `dot_f32`; the first `n` whole blocks of `row` and `x` only.
+    unsafe { dot_q8_0_impl(row, x) }
+}
+
+pub fn dot_q4_0(row: &[u8], x: &[ActBlock]) -> f32 {
+    // SAFETY: as `dot_q8_0`.
+    unsafe { dot_q4_0_impl(row, x) }
+}
+
+pub fn dot_q4_0_dotprod(row: &[u8], x: &[ActBlock]) -> f32 {
+    // SAFETY: handed out only after detection of dotprod; reads as `dot_q8_0`.
+    unsafe { dot_q4_0_dotprod_impl(row, x) }
+}
