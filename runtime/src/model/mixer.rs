@@ -1,6 +1,6 @@
-//! The token mixer of one layer for one KV head `j`: the recurrent branch (state of head j,
-//! read by its group of query heads) and the sliding-window attention of those query heads.
-//! KV heads are independent, so the step runs one task per KV head in parallel.
+//! The token mixer of one layer, in three phases: the recurrent branch, one task per KV head
+//! `j` (state of head j, read by its group of query heads), then the sliding-window attention,
+//! one task per query head, then the window update.
 //!
 //! Letters: T tokens, H heads, Hkv kv heads, d head dim, M GSA slots, W window.
 
@@ -23,8 +23,6 @@ pub(crate) struct MixerScratch {
     slots_a: Vec<f32>,
     /// [M]
     slots_b: Vec<f32>,
-    /// [W + 1]
-    scores: Vec<f32>,
     /// Chunkwise-parallel recurrence (prefill).
     chunk: ChunkScratch,
 }
@@ -36,7 +34,6 @@ impl MixerScratch {
             pooled: vec![0.0; c.gsa_slots],
             slots_a: vec![0.0; c.gsa_slots],
             slots_b: vec![0.0; c.gsa_slots],
-            scores: vec![0.0; c.window as usize + 1],
             chunk: ChunkScratch::new(c.head_dim),
         }
     }
@@ -69,9 +66,16 @@ pub(crate) struct LayerMixer<'a> {
     pub ring_v: Disjoint<'a, f32>,
     /// [Hkv]
     pub scratch: Disjoint<'a, MixerScratch>,
+    /// [H, W + 1] attention scores, per query head
+    pub scores: Disjoint<'a, f32>,
 }
 
-multiversion!(pub(crate) fn run_kv_head(mixer: &LayerMixer, j: usize) => LayerMixer::run_kv_head_body);
+multiversion!(
+/// The recurrent branch of KV head `j` over the chunk, then RoPE of its q and k heads.
+pub(crate) fn run_kv_head(mixer: &LayerMixer, j: usize) => LayerMixer::run_kv_head_body);
+multiversion!(
+/// The sliding-window attention of query head `h` (after every `run_kv_head`).
+pub(crate) fn run_swa_head(mixer: &LayerMixer, h: usize) => LayerMixer::swa_head_body);
 
 impl LayerMixer<'_> {
     /// The recurrence for token `t` of KV head `j`: state update, then the readouts of the
@@ -167,7 +171,7 @@ impl LayerMixer<'_> {
     #[inline(always)]
     fn run_kv_head_body(&self, j: usize) {
         let c = self.c;
-        let (d, w) = (c.head_dim, c.window as usize);
+        let d = c.head_dim;
         let (hd, kv) = (c.n_heads * d, c.n_kv_heads * d);
         let group = c.n_heads / c.n_kv_heads;
         let per_head = super::SequenceState::per_head(c);
@@ -195,7 +199,7 @@ impl LayerMixer<'_> {
             t0 += len;
         }
 
-        // Sliding window: RoPE'd q·k over the last W keys and the current one.
+        // RoPE for the sliding window, in place: q and k are not read by the recurrence again.
         let half = d / 2;
         for t in 0..self.n {
             let (cos, sin) = (
@@ -205,6 +209,20 @@ impl LayerMixer<'_> {
             rope::apply(unsafe { self.q.slice(q_heads(t)) }, cos, sin);
             rope::apply(unsafe { self.k.slice(k_head(t)) }, cos, sin);
         }
+    }
+
+    /// Sliding-window attention of query head `h` over the chunk: RoPE'd q·k over the last
+    /// W keys and the current one. Runs after every KV head's [`run_kv_head`].
+    #[inline(always)]
+    fn swa_head_body(&self, h: usize) {
+        let c = self.c;
+        let (d, w) = (c.head_dim, c.window as usize);
+        let (hd, kv) = (c.n_heads * d, c.n_kv_heads * d);
+        let j = h / (c.n_heads / c.n_kv_heads);
+        let k_head = |t: usize| t * kv + j * d..t * kv + (j + 1) * d;
+        // SAFETY (every `slice`): task h writes only query head h's columns of y and its own
+        // scores; q, k and the ring are only read while these tasks run.
+        let scores = unsafe { self.scores.slice(h * (w + 1)..(h + 1) * (w + 1)) };
         let scale = 1.0 / (d as f32).sqrt();
         for t in 0..self.n {
             let p = self.pos0 + t;
@@ -219,27 +237,35 @@ impl LayerMixer<'_> {
                     unsafe { (&*self.ring_k.slice(r.clone()), &*self.ring_v.slice(r)) }
                 }
             };
-            let qs = unsafe { self.q.slice(q_heads(t)) };
-            let ys = unsafe { self.y.slice(q_heads(t)) };
-            for (qh, yh) in qs.chunks_exact(d).zip(ys.chunks_exact_mut(d)) {
-                let scores = &mut sc.scores[..p - lo + 1];
-                for (i, kp) in (lo..=p).enumerate() {
-                    scores[i] = dot(qh, key_at(kp).0) * scale;
-                }
-                softmax(scores);
-                yh.fill(0.0);
-                for (i, kp) in (lo..=p).enumerate() {
-                    let (pw, vk) = (scores[i], key_at(kp).1);
-                    yh.iter_mut().zip(vk).for_each(|(o, v)| *o += pw * v);
-                }
+            let head = t * hd + h * d..t * hd + (h + 1) * d;
+            let qh = unsafe { &*self.q.slice(head.clone()) };
+            let yh = unsafe { self.y.slice(head) };
+            let scores = &mut scores[..p - lo + 1];
+            for (i, kp) in (lo..=p).enumerate() {
+                scores[i] = dot(qh, key_at(kp).0) * scale;
+            }
+            softmax(scores);
+            yh.fill(0.0);
+            for (i, kp) in (lo..=p).enumerate() {
+                let (pw, vk) = (scores[i], key_at(kp).1);
+                yh.iter_mut().zip(vk).for_each(|(o, v)| *o += pw * v);
             }
         }
-        // The newest W keys of the chunk enter the window.
+    }
+
+    /// The newest W RoPE'd keys (and values) of the chunk enter every KV head's window. Runs
+    /// after every query head's [`run_swa_head`].
+    pub(crate) fn update_window(&self) {
+        let c = self.c;
+        let (d, w) = (c.head_dim, c.window as usize);
+        let kv = c.n_kv_heads * d;
         for t in self.n.saturating_sub(w)..self.n {
             let slot = (self.pos0 + t) % w;
-            unsafe { self.ring_k.slice(k_head(slot)) }
-                .copy_from_slice(unsafe { self.k.slice(k_head(t)) });
-            unsafe { self.ring_v.slice(k_head(slot)) }.copy_from_slice(&self.v[k_head(t)]);
+            let (row, ring) = (t * kv..(t + 1) * kv, slot * kv..(slot + 1) * kv);
+            // SAFETY: no task runs now; these are the only live slices.
+            unsafe { self.ring_k.slice(ring.clone()) }
+                .copy_from_slice(unsafe { self.k.slice(row.clone()) });
+            unsafe { self.ring_v.slice(ring) }.copy_from_slice(&self.v[row]);
         }
     }
 }

@@ -4,7 +4,7 @@
 //! Letters: T tokens, D hidden, F ffn, V vocab, H heads, Hkv kv heads, d head dim,
 //! M GSA slots, W window.
 
-use super::mixer::{run_kv_head, LayerMixer, MixerScratch};
+use super::mixer::{run_kv_head, run_swa_head, LayerMixer, MixerScratch};
 use super::{Model, SequenceState};
 use crate::cpu::linear::{ActivationBuffers, Activations};
 use crate::cpu::ops::{multiversion, rms_norm, silu};
@@ -37,6 +37,8 @@ pub(crate) struct Scratch {
     up: Vec<f32>,
     /// [Hkv] per-KV-head scratch of the token mixer
     mixers: Vec<MixerScratch>,
+    /// [H, W + 1]
+    scores: Vec<f32>,
     /// [T, d/2] RoPE cos / sin per position of the chunk
     rope_cos: Vec<f32>,
     rope_sin: Vec<f32>,
@@ -72,6 +74,7 @@ impl Scratch {
         grow(&mut self.gate, t * c.ffn);
         grow(&mut self.up, t * c.ffn);
         self.mixers.resize(c.n_kv_heads, MixerScratch::new(c));
+        grow(&mut self.scores, c.n_heads * (c.window as usize + 1));
         grow(&mut self.rope_cos, t * c.head_dim / 2);
         grow(&mut self.rope_sin, t * c.head_dim / 2);
         self.capacity = t;
@@ -132,6 +135,7 @@ fn forward_body(
         gate,
         up,
         mixers,
+        scores,
         acts,
         rope_cos,
         rope_sin,
@@ -186,7 +190,7 @@ fn forward_body(
             }
         }
 
-        // Token mixer: recurrent branch + sliding window, one task per KV head.
+        // Token mixer: recurrent branch per KV head, sliding window per query head.
         let layer_state =
             &mut state.recurrent[l * c.n_kv_heads * per_head..(l + 1) * c.n_kv_heads * per_head];
         let ring = l * w * kv..(l + 1) * w * kv;
@@ -206,8 +210,11 @@ fn forward_body(
             ring_k: Disjoint::new(&mut state.window_keys[ring.clone()]),
             ring_v: Disjoint::new(&mut state.window_values[ring]),
             scratch: Disjoint::new(mixers),
+            scores: Disjoint::new(scores),
         };
         model.pool.run(c.n_kv_heads, &|j| run_kv_head(&mixer, j));
+        model.pool.run(c.n_heads, &|h| run_swa_head(&mixer, h));
+        mixer.update_window();
 
         // Mix, output projection, residual.
         for (yv, r) in y.iter_mut().zip(o_rec.iter()) {

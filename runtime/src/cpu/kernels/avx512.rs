@@ -75,6 +75,40 @@ fn prefetch_distance(rows: &[&[u8]; 4]) -> usize {
     4 * rows[0].len()
 }
 
+/// `Σ_i block(i, ·)` over `n` blocks into two interleaved accumulators, as 16 lanes.
+#[inline(always)]
+unsafe fn sum_blocks(n: usize, block: impl Fn(usize, __m512) -> __m512) -> [f32; 16] {
+    let mut acc = [_mm512_setzero_ps(); 2];
+    let mut i = 0;
+    while i + 2 <= n {
+        acc[0] = block(i, acc[0]);
+        acc[1] = block(i + 1, acc[1]);
+        i += 2;
+    }
+    if i < n {
+        acc[0] = block(i, acc[0]);
+    }
+    let mut lanes = [0f32; 16];
+    _mm512_storeu_ps(lanes.as_mut_ptr(), _mm512_add_ps(acc[0], acc[1]));
+    lanes
+}
+
+/// The f16 scales of the four rows' blocks at byte `at`, times the activation scale `d_a`.
+#[inline(always)]
+unsafe fn scales4(p: &[*const u8; 4], at: usize, d_a: f32) -> __m128 {
+    let bits = _mm_set_epi16(
+        0,
+        0,
+        0,
+        0,
+        scale_bits(p[3].add(at)),
+        scale_bits(p[2].add(at)),
+        scale_bits(p[1].add(at)),
+        scale_bits(p[0].add(at)),
+    );
+    _mm_mul_ps(_mm_cvtph_ps(bits), _mm_set1_ps(d_a))
+}
+
 /// The f16 scale at the start of the block at `p` as raw bits.
 #[inline(always)]
 unsafe fn scale_bits(p: *const u8) -> i16 {
@@ -119,32 +153,11 @@ unsafe fn rows4_q4_0_impl(rows: [&[u8]; 4], x: &[ActBlock]) -> [f32; 4] {
         // −8·Σq_a in one lane per row: the weights' offset, exact in integers.
         let init = _mm512_maskz_set1_epi32(0x1111, -8 * (a.sums[0] + a.sums[1]));
         let sums = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(init, lo, a_lo), hi, a_hi);
-        let d_bits = _mm_set_epi16(
-            0,
-            0,
-            0,
-            0,
-            scale_bits(p[3].add(at)),
-            scale_bits(p[2].add(at)),
-            scale_bits(p[1].add(at)),
-            scale_bits(p[0].add(at)),
-        );
-        let d = _mm_mul_ps(_mm_cvtph_ps(d_bits), _mm_set1_ps(a.d));
+        let d = scales4(&p, at, a.d);
         let d16 = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(d));
         _mm512_fmadd_ps(d16, _mm512_cvtepi32_ps(sums), acc)
     };
-    let mut acc = [_mm512_setzero_ps(); 2];
-    let mut i = 0;
-    while i + 2 <= n {
-        acc[0] = block(i, acc[0]);
-        acc[1] = block(i + 1, acc[1]);
-        i += 2;
-    }
-    if i < n {
-        acc[0] = block(i, acc[0]);
-    }
-    let mut lanes = [0f32; 16];
-    _mm512_storeu_ps(lanes.as_mut_ptr(), _mm512_add_ps(acc[0], acc[1]));
+    let lanes = sum_blocks(n, block);
     std::array::from_fn(|r| lanes[4 * r..4 * r + 4].iter().sum())
 }
 
@@ -187,31 +200,10 @@ unsafe fn rows4_q8_0_impl(rows: [&[u8]; 4], x: &[ActBlock16]) -> [f32; 4] {
             _mm512_unpacklo_epi64(s01, s23),
             _mm512_unpackhi_epi64(s01, s23),
         );
-        let d_bits = _mm_set_epi16(
-            0,
-            0,
-            0,
-            0,
-            scale_bits(p[3].add(at)),
-            scale_bits(p[2].add(at)),
-            scale_bits(p[1].add(at)),
-            scale_bits(p[0].add(at)),
-        );
-        let d = _mm512_broadcast_f32x4(_mm_mul_ps(_mm_cvtph_ps(d_bits), _mm_set1_ps(a.d)));
+        let d = _mm512_broadcast_f32x4(scales4(&p, at, a.d));
         _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc)
     };
-    let mut acc = [_mm512_setzero_ps(); 2];
-    let mut i = 0;
-    while i + 2 <= n {
-        acc[0] = block(i, acc[0]);
-        acc[1] = block(i + 1, acc[1]);
-        i += 2;
-    }
-    if i < n {
-        acc[0] = block(i, acc[0]);
-    }
-    let mut lanes = [0f32; 16];
-    _mm512_storeu_ps(lanes.as_mut_ptr(), _mm512_add_ps(acc[0], acc[1]));
+    let lanes = sum_blocks(n, block);
     std::array::from_fn(|r| (0..4).map(|l| lanes[4 * l + r]).sum())
 }
 
