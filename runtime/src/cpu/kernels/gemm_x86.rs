@@ -1,13 +1,15 @@
 //! Panel microkernels for prefill (layouts in [`crate::cpu::gemm`]): one register lane per
-//! weight row, `M` tokens at a time sharing each loaded weight group. AVX-512 VNNI: 16 rows
+//! weight row, a tile of tokens at a time sharing each loaded weight group. AVX-512 VNNI: 16 rows
 //! per panel (`vpdpbusd` / `vpdpwssd`); AVX2: 8 rows (`pmaddubsw`+`pmaddwd` / `pmaddwd`).
 
 use crate::cpu::act::{ActBlock, ActBlock16};
 use crate::cpu::gemm::Panel;
 use std::arch::x86_64::*;
 
-/// Tokens per register tile.
-const TILE_TOKENS: usize = 4;
+/// Tokens per register tile: 8 on AVX-512 (32 registers hold 8 integer and 8 float
+/// accumulators), 4 on AVX2 (16 registers).
+const TILE_TOKENS_512: usize = 8;
+const TILE_TOKENS_256: usize = 4;
 
 /// What the microkernels read of an activation block.
 trait PanelAct {
@@ -71,9 +73,9 @@ unsafe fn panel16<A: PanelAct, const G: usize, const MIN: bool>(
 ) {
     let t = out.len() / 16;
     let mut t0 = 0;
-    while t0 + TILE_TOKENS <= t {
-        tile16::<A, TILE_TOKENS, G, MIN>(p, w, acts, t0, out, dp);
-        t0 += TILE_TOKENS;
+    while t0 + TILE_TOKENS_512 <= t {
+        tile16::<A, TILE_TOKENS_512, G, MIN>(p, w, acts, t0, out, dp);
+        t0 += TILE_TOKENS_512;
     }
     while t0 < t {
         tile16::<A, 1, G, MIN>(p, w, acts, t0, out, dp);
@@ -134,9 +136,9 @@ unsafe fn panel8<A: PanelAct, const G: usize, const MIN: bool>(
 ) {
     let t = out.len() / 8;
     let mut t0 = 0;
-    while t0 + TILE_TOKENS <= t {
-        tile8::<A, TILE_TOKENS, G, MIN>(p, w, acts, t0, out, dp);
-        t0 += TILE_TOKENS;
+    while t0 + TILE_TOKENS_256 <= t {
+        tile8::<A, TILE_TOKENS_256, G, MIN>(p, w, acts, t0, out, dp);
+        t0 += TILE_TOKENS_256;
     }
     while t0 < t {
         tile8::<A, 1, G, MIN>(p, w, acts, t0, out, dp);

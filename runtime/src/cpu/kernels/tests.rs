@@ -203,8 +203,14 @@ fn panel_kernels_match_the_single_token_reference() {
             let n = 512;
             let blocks = n / 32;
             // A partial panel (lanes beyond `rows` must come out zero) and token counts
-            // around the register tile of 4.
-            for (rows, t) in [(gemm.nr, 4), (gemm.nr - 3, 9), (5, 1), (gemm.nr, 7)] {
+            // around the register tiles of 4 and 8.
+            for (rows, t) in [
+                (gemm.nr, 4),
+                (gemm.nr - 3, 9),
+                (5, 1),
+                (gemm.nr, 7),
+                (gemm.nr, 19),
+            ] {
                 let weights: Vec<Vec<u8>> = (0..rows)
                     .map(|r| quantize(ty, &rng.vec(n, [1.0, 1e-3, 30.0][r % 3])).unwrap())
                     .collect();
