@@ -162,10 +162,15 @@ pub fn row_dot(ty: GgmlType, level: SimdLevel) -> Option<RowDot> {
     if matches!(level, SimdLevel::Neon | SimdLevel::NeonDotprod) {
         return Some(match ty {
             GgmlType::F32 => Float(neon::dot_f32),
+            GgmlType::F16 => Float(neon::dot_f16),
             GgmlType::BF16 => Float(neon::dot_bf16),
             GgmlType::Q8_0 => Quant16(neon::dot_q8_0),
             GgmlType::Q4_0 if level == SimdLevel::NeonDotprod => Quant(neon::dot_q4_0_dotprod),
             GgmlType::Q4_0 => Quant(neon::dot_q4_0),
+            GgmlType::Q4_K if level == SimdLevel::NeonDotprod => Quant(neon::dot_q4_k_dotprod),
+            GgmlType::Q4_K => Quant(neon::dot_q4_k),
+            GgmlType::Q6_K if level == SimdLevel::NeonDotprod => Quant(neon::dot_q6_k_dotprod),
+            GgmlType::Q6_K => Quant(neon::dot_q6_k),
             _ => scalar,
         });
     }

@@ -1,7 +1,7 @@
 //! AArch64 NEON kernels, and `sdot` (the dot-product extension, FEAT_DotProd) where the CPU
 //! has it. Only handed out by [`super::row_dot`] after run-time detection. The `sdot`
 //! intrinsics are not stable in Rust yet, so that one instruction is inline assembly.
-//! F16, Q4_K and Q6_K rows use the scalar kernels on this architecture for now.
+//! f16 → f32 (`fcvtl`) is inline assembly too: Rust's `float16x4_t` is not stable either.
 
 use crate::cpu::act::{ActBlock, ActBlock16};
 use half::f16;
@@ -58,6 +58,41 @@ unsafe fn dot_bf16_impl(row: &[u8], x: &[f32]) -> f32 {
     let mut sum = vaddvq_f32(vaddq_f32(acc[0], acc[1]));
     while i < n {
         sum += crate::quant::bf16_to_f32(u16::from_le_bytes([row[2 * i], row[2 * i + 1]])) * x[i];
+        i += 1;
+    }
+    sum
+}
+
+/// 8 f16 (as raw bits) → two f32x4 (`fcvtl`, `fcvtl2`: base ARMv8 floating point).
+#[inline(always)]
+unsafe fn f16x8_to_f32(h: uint16x8_t) -> (float32x4_t, float32x4_t) {
+    let (lo, hi): (float32x4_t, float32x4_t);
+    std::arch::asm!(
+        "fcvtl {lo:v}.4s, {h:v}.4h",
+        "fcvtl2 {hi:v}.4s, {h:v}.8h",
+        h = in(vreg) h,
+        lo = out(vreg) lo,
+        hi = out(vreg) hi,
+        options(pure, nomem, nostack, preserves_flags)
+    );
+    (lo, hi)
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dot_f16_impl(row: &[u8], x: &[f32]) -> f32 {
+    let n = x.len().min(row.len() / 2);
+    let (w, xp) = (row.as_ptr(), x.as_ptr());
+    let mut acc = [vdupq_n_f32(0.0); 2];
+    let mut i = 0;
+    while i + 8 <= n {
+        let (lo, hi) = f16x8_to_f32(vreinterpretq_u16_u8(vld1q_u8(w.add(2 * i))));
+        acc[0] = vfmaq_f32(acc[0], lo, vld1q_f32(xp.add(i)));
+        acc[1] = vfmaq_f32(acc[1], hi, vld1q_f32(xp.add(i + 4)));
+        i += 8;
+    }
+    let mut sum = vaddvq_f32(vaddq_f32(acc[0], acc[1]));
+    while i < n {
+        sum += f16_at(row, 2 * i) * x[i];
         i += 1;
     }
     sum
@@ -158,6 +193,122 @@ unsafe fn dot_q4_0_dotprod_impl(row: &[u8], x: &[ActBlock]) -> f32 {
     })
 }
 
+/// 16 signed bytes · 16 signed bytes → 4 i32 partial sums, without `sdot`. Products stay
+/// within i16 for |w| ≤ 32, |a| ≤ 127 (two per lane).
+#[inline(always)]
+unsafe fn dot16_neon(w: int8x16_t, a: int8x16_t) -> int32x4_t {
+    vpaddlq_s16(vmlal_high_s8(
+        vmull_s8(vget_low_s8(w), vget_low_s8(a)),
+        w,
+        a,
+    ))
+}
+
+/// `dot16` with `sdot`.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn dot16_sdot(w: int8x16_t, a: int8x16_t) -> int32x4_t {
+    sdot(vdupq_n_s32(0), w, a)
+}
+
+/// Q4_K: per sub-block j of 32, `d·sc_j·d_a·Σ q·q_a − dmin·m_j·d_a·Σ q_a` (nibbles 0..15).
+#[inline(always)]
+unsafe fn dot_q4_k_with(
+    row: &[u8],
+    x: &[ActBlock],
+    dot16: impl Fn(int8x16_t, int8x16_t) -> int32x4_t,
+) -> f32 {
+    const BYTES: usize = 144;
+    let n = (row.len() / BYTES).min(x.len() / 8);
+    let mut sum = 0f32;
+    for sb in 0..n {
+        let b = &row[sb * BYTES..(sb + 1) * BYTES];
+        let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+        let mut scales = [0u8; 12];
+        scales.copy_from_slice(&b[4..16]);
+        for j in 0..8 {
+            let a = &*x.as_ptr().add(sb * 8 + j);
+            let (sc, m) = crate::quant::scale_min_k4(j, &scales);
+            let qs = b.as_ptr().add(16 + (j / 2) * 32);
+            let nibbles = |v: uint8x16_t| {
+                vreinterpretq_s8_u8(if j % 2 == 0 {
+                    vandq_u8(v, vdupq_n_u8(0x0f))
+                } else {
+                    vshrq_n_u8::<4>(v)
+                })
+            };
+            let (w0, w1) = (nibbles(vld1q_u8(qs)), nibbles(vld1q_u8(qs.add(16))));
+            let q = a.qs.as_ptr();
+            let dot = vaddvq_s32(vaddq_s32(
+                dot16(w0, vld1q_s8(q)),
+                dot16(w1, vld1q_s8(q.add(16))),
+            ));
+            sum += d * sc as f32 * a.d * dot as f32
+                - dmin * m as f32 * a.d * (a.sums[0] + a.sums[1]) as f32;
+        }
+    }
+    sum
+}
+
+/// Q6_K: per 32-element chunk (half h, quarter q) with two 16-element scales,
+/// `d·d_a·Σ_halves sc·Σ (q6 − 32)·q_a`.
+#[inline(always)]
+unsafe fn dot_q6_k_with(
+    row: &[u8],
+    x: &[ActBlock],
+    dot16: impl Fn(int8x16_t, int8x16_t) -> int32x4_t,
+) -> f32 {
+    const BYTES: usize = 210;
+    let n = (row.len() / BYTES).min(x.len() / 8);
+    let mut sum = 0f32;
+    for sb in 0..n {
+        let b = &row[sb * BYTES..(sb + 1) * BYTES];
+        let (ql, qh, scales) = (b.as_ptr(), b.as_ptr().add(128), &b[192..208]);
+        let d = f16_at(b, 208);
+        for c in 0..8 {
+            let (h, q) = (c / 4, c % 4);
+            let a = &*x.as_ptr().add(sb * 8 + c);
+            let six = |l: usize| {
+                let low = vld1q_u8(ql.add(h * 64 + (q % 2) * 32 + l));
+                let low = if q < 2 {
+                    vandq_u8(low, vdupq_n_u8(0x0f))
+                } else {
+                    vshrq_n_u8::<4>(low)
+                };
+                let high = vshlq_u8(vld1q_u8(qh.add(h * 32 + l)), vdupq_n_s8(-2 * q as i8));
+                let high = vshlq_n_u8::<4>(vandq_u8(high, vdupq_n_u8(3)));
+                vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(low, high)), vdupq_n_s8(32))
+            };
+            let qa = a.qs.as_ptr();
+            let lo = vaddvq_s32(dot16(six(0), vld1q_s8(qa)));
+            let hi = vaddvq_s32(dot16(six(16), vld1q_s8(qa.add(16))));
+            let sc = |k: usize| scales[h * 8 + 2 * q + k] as i8 as i32;
+            sum += d * a.d * (sc(0) * lo + sc(1) * hi) as f32;
+        }
+    }
+    sum
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dot_q4_k_impl(row: &[u8], x: &[ActBlock]) -> f32 {
+    dot_q4_k_with(row, x, |w, a| dot16_neon(w, a))
+}
+
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn dot_q4_k_dotprod_impl(row: &[u8], x: &[ActBlock]) -> f32 {
+    dot_q4_k_with(row, x, |w, a| dot16_sdot(w, a))
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dot_q6_k_impl(row: &[u8], x: &[ActBlock]) -> f32 {
+    dot_q6_k_with(row, x, |w, a| dot16_neon(w, a))
+}
+
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn dot_q6_k_dotprod_impl(row: &[u8], x: &[ActBlock]) -> f32 {
+    dot_q6_k_with(row, x, |w, a| dot16_sdot(w, a))
+}
+
 /// Safe entry points: NEON is part of the aarch64 baseline; the dotprod one is only handed
 /// out after `is_aarch64_feature_detected!("dotprod")`.
 pub fn dot_f32(row: &[u8], x: &[f32]) -> f32 {
@@ -183,4 +334,29 @@ pub fn dot_q4_0(row: &[u8], x: &[ActBlock]) -> f32 {
 pub fn dot_q4_0_dotprod(row: &[u8], x: &[ActBlock]) -> f32 {
     // SAFETY: handed out only after detection of dotprod; reads as `dot_q8_0`.
     unsafe { dot_q4_0_dotprod_impl(row, x) }
+}
+
+pub fn dot_f16(row: &[u8], x: &[f32]) -> f32 {
+    // SAFETY: as `dot_f32`.
+    unsafe { dot_f16_impl(row, x) }
+}
+
+pub fn dot_q4_k(row: &[u8], x: &[ActBlock]) -> f32 {
+    // SAFETY: as `dot_q8_0`; whole super-blocks only.
+    unsafe { dot_q4_k_impl(row, x) }
+}
+
+pub fn dot_q4_k_dotprod(row: &[u8], x: &[ActBlock]) -> f32 {
+    // SAFETY: as `dot_q4_0_dotprod`; whole super-blocks only.
+    unsafe { dot_q4_k_dotprod_impl(row, x) }
+}
+
+pub fn dot_q6_k(row: &[u8], x: &[ActBlock]) -> f32 {
+    // SAFETY: as `dot_q8_0`; whole super-blocks only.
+    unsafe { dot_q6_k_impl(row, x) }
+}
+
+pub fn dot_q6_k_dotprod(row: &[u8], x: &[ActBlock]) -> f32 {
+    // SAFETY: as `dot_q4_0_dotprod`; whole super-blocks only.
+    unsafe { dot_q6_k_dotprod_impl(row, x) }
 }
