@@ -16,6 +16,8 @@ pub mod config;
 pub mod cpu;
 pub mod error;
 pub mod gguf;
+#[cfg(feature = "wgpu")]
+pub mod gpu;
 pub mod layout;
 pub mod model;
 pub mod quant;

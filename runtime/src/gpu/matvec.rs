@@ -1,0 +1,170 @@
+//! The matrix-vector pipelines of `shaders/matvec.wgsl`: compiled once per device; a
+//! [`MatvecCall`] (bind group + grid) is made once per (matrix, input, output) and encoded into
+//! as many command buffers as needed.
+
+use super::{GpuContext, GpuMatrix};
+use crate::error::{Error, Result};
+use crate::quant::GgmlType;
+
+const SHADER: &str = include_str!("../../../shaders/matvec.wgsl");
+/// Workgroups per grid row (WebGPU's minimum limit per dimension).
+const GRID_X: u32 = 65_535;
+
+/// One compute pipeline per weight type, sharing one bind-group layout.
+pub struct MatvecPipelines {
+    layout: wgpu::BindGroupLayout,
+    q8_0: wgpu::ComputePipeline,
+    q4_0: wgpu::ComputePipeline,
+    f32: wgpu::ComputePipeline,
+    f16: wgpu::ComputePipeline,
+}
+
+/// A matrix-vector product ready to encode: `y = W·x`.
+pub struct MatvecCall {
+    bind_group: wgpu::BindGroup,
+    pipeline: wgpu::ComputePipeline,
+    grid: (u32, u32),
+}
+
+impl MatvecPipelines {
+    pub fn new(ctx: &GpuContext) -> MatvecPipelines {
+        let device = &ctx.device;
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("matvec.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(SHADER.into()),
+        });
+        let entry = |binding: u32, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let read = wgpu::BufferBindingType::Storage { read_only: true };
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("matvec"),
+            entries: &[
+                entry(0, wgpu::BufferBindingType::Uniform),
+                entry(1, read),
+                entry(2, read),
+                entry(3, read),
+                entry(4, wgpu::BufferBindingType::Storage { read_only: false }),
+            ],
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("matvec"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = |name: &str| {
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(name),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(name),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        };
+        MatvecPipelines {
+            q8_0: pipeline("matvec_q8_0"),
+            q4_0: pipeline("matvec_q4_0"),
+            f32: pipeline("matvec_f32"),
+            f16: pipeline("matvec_f16"),
+            layout,
+        }
+    }
+
+    /// Binds `m`, `x` (f32, `m.cols`) and `y` (f32, `m.rows`).
+    pub fn bind(
+        &self,
+        ctx: &GpuContext,
+        m: &GpuMatrix,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Result<MatvecCall> {
+        let pipeline = match m.ty {
+            GgmlType::Q8_0 => &self.q8_0,
+            GgmlType::Q4_0 => &self.q4_0,
+            GgmlType::F32 => &self.f32,
+            GgmlType::F16 => &self.f16,
+            ty => return Err(Error::Unsupported(format!("no wgpu matvec for {ty}"))),
+        };
+        let rows =
+            u32::try_from(m.rows).map_err(|_| Error::Unsupported(format!("{} rows", m.rows)))?;
+        let grid = (rows.min(GRID_X), rows.div_ceil(GRID_X));
+        let dims = [rows, m.cols as u32, grid.0, 0];
+        let uniform = ctx.upload(
+            "matvec dims",
+            bytemuck::cast_slice(&dims),
+            wgpu::BufferUsages::UNIFORM,
+        );
+        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("matvec"),
+            layout: &self.layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: uniform.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: m.quants.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: m.scales.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: x.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 4,
+                    resource: y.as_entire_binding(),
+                },
+            ],
+        });
+        Ok(MatvecCall {
+            bind_group,
+            pipeline: pipeline.clone(),
+            grid,
+        })
+    }
+
+    /// `W·x` for a host vector, in one submission (tests and one-off products).
+    pub fn run(&self, ctx: &GpuContext, m: &GpuMatrix, x: &[f32]) -> Result<Vec<f32>> {
+        if x.len() != m.cols {
+            return Err(Error::InvalidArgument(format!(
+                "matvec input of {} values for {} columns",
+                x.len(),
+                m.cols
+            )));
+        }
+        let storage = wgpu::BufferUsages::STORAGE;
+        let xb = ctx.upload("x", bytemuck::cast_slice(x), storage);
+        let yb = ctx.upload(
+            "y",
+            &vec![0u8; m.rows * 4],
+            storage | wgpu::BufferUsages::COPY_SRC,
+        );
+        let call = self.bind(ctx, m, &xb, &yb)?;
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        call.encode(&mut encoder);
+        ctx.queue.submit([encoder.finish()]);
+        ctx.read_f32(&yb, m.rows)
+    }
+}
+
+impl MatvecCall {
+    /// Adds the dispatch to `encoder`.
+    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.grid.0, self.grid.1, 1);
+    }
+}

@@ -1,0 +1,126 @@
+//! The portable GPU backend (cargo feature `wgpu`): WGSL compute shaders (`shaders/*.wgsl`) on
+//! Vulkan, Metal or DX12 through `wgpu`. So far: the device, weights uploaded in an aligned
+//! layout, and the matrix-vector shaders, each tested against the CPU scalar reference.
+
+mod matvec;
+mod weights;
+
+pub use matvec::MatvecPipelines;
+pub use weights::GpuMatrix;
+
+use crate::error::{Error, Result};
+
+/// A GPU device and what it offers.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    /// The adapter has (and the device enabled) `SHADER_F16` / `SUBGROUP`.
+    pub shader_f16: bool,
+    pub subgroups: bool,
+    /// Largest storage buffer one binding may view (tensors larger than this are split).
+    pub max_binding_bytes: u64,
+}
+
+impl GpuContext {
+    /// The first high-performance adapter wgpu finds (`WGPU_BACKEND` / `WGPU_ADAPTER_NAME`
+    /// narrow the choice), with its optional features enabled when present.
+    pub fn new() -> Result<GpuContext> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
+        let instance = wgpu::Instance::new(desc);
+        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        }))
+        .map_err(|e| {
+            Error::Unsupported(format!(
+                "no GPU adapter found ({e}); a Vulkan, Metal or DX12 driver is needed \
+                 (on Linux without a GPU: mesa-vulkan-drivers gives the lavapipe software driver)"
+            ))
+        })?;
+        let optional = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+        let features = adapter.features() & optional;
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("liger"),
+            required_features: features,
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| Error::Unsupported(format!("GPU device request failed: {e}")))?;
+        Ok(GpuContext {
+            device,
+            queue,
+            info: adapter.get_info(),
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            max_binding_bytes: limits.max_storage_buffer_binding_size as u64,
+        })
+    }
+
+    /// "name (backend, device type)".
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?})",
+            self.info.name, self.info.backend, self.info.device_type
+        )
+    }
+
+    /// Copies a storage buffer back to the host as f32 (tests, logits).
+    pub fn read_f32(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        let bytes = (len * 4) as u64;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
+        self.queue.submit([encoder.finish()]);
+        let slice = staging.slice(..);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: None,
+            })
+            .map_err(|e| Error::Unsupported(format!("GPU wait failed: {e}")))?;
+        rx.recv()
+            .map_err(|_| Error::Unsupported("GPU readback was dropped".into()))?
+            .map_err(|e| Error::Unsupported(format!("GPU readback failed: {e}")))?;
+        let data = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Unsupported(format!("GPU readback mapping failed: {e}")))?;
+        let out = data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        drop(data);
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// A storage buffer holding `data`.
+    pub fn upload(&self, label: &str, data: &[u8], usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        // wgpu buffers are at least 4 bytes and a multiple of 4.
+        let size = data.len().max(4).next_multiple_of(4) as u64;
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: usage | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut padded = data.to_vec();
+        padded.resize(size as usize, 0);
+        self.queue.write_buffer(&buffer, 0, &padded);
+        buffer
+    }
+}
+
+#[cfg(test)]
+mod tests;

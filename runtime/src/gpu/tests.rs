@@ -1,0 +1,90 @@
+//! Every shader against the CPU reference on random data. Without an adapter these tests are
+//! skipped with a printed reason — except in CI (`CI` or `LIGER_REQUIRE_GPU` set), where they
+//! fail: CI installs lavapipe.
+
+use super::weights::to_planes;
+use super::{GpuContext, GpuMatrix, MatvecPipelines};
+use crate::quant::{dequantize, quantize, GgmlType};
+
+fn context() -> Option<GpuContext> {
+    match GpuContext::new() {
+        Ok(ctx) => {
+            eprintln!("wgpu adapter: {}", ctx.describe());
+            Some(ctx)
+        }
+        Err(e)
+            if std::env::var_os("CI").is_some()
+                || std::env::var_os("LIGER_REQUIRE_GPU").is_some() =>
+        {
+            panic!("CI needs a wgpu adapter (lavapipe): {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            None
+        }
+    }
+}
+
+/// Deterministic values in [-scale, scale).
+fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+#[test]
+fn planes_keep_every_quant_and_scale() {
+    let w = values(1, 64, 1.0);
+    let q = quantize(GgmlType::Q4_0, &w).unwrap();
+    let (quants, scales) = to_planes(GgmlType::Q4_0, 1, 64, &q).unwrap();
+    assert_eq!(quants.len(), 8);
+    assert_eq!(scales.len(), 1);
+    assert_eq!(scales[0] & 0xffff, u16::from_le_bytes([q[0], q[1]]) as u32);
+    assert_eq!(scales[0] >> 16, u16::from_le_bytes([q[18], q[19]]) as u32);
+    assert_eq!(quants[4].to_le_bytes(), [q[20], q[21], q[22], q[23]]);
+    let err = to_planes(GgmlType::Q4_0, 2, 64, &q)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expected"), "{err}");
+}
+
+#[test]
+fn matvec_shaders_match_the_cpu_reference() {
+    let Some(ctx) = context() else { return };
+    let pipelines = MatvecPipelines::new(&ctx);
+    // A row count above 65535 takes the grid's second dimension.
+    for (rows, cols) in [(37, 256), (3, 2048), (65_600, 32)] {
+        for (i, ty) in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0]
+            .into_iter()
+            .enumerate()
+        {
+            let w = values(10 + i as u64, rows * cols, 1.0);
+            let data = quantize(ty, &w).unwrap();
+            let x = values(99, cols, 2.0);
+            let m = GpuMatrix::upload(&ctx, ty, rows, cols, &data).unwrap();
+            let got = pipelines.run(&ctx, &m, &x).unwrap();
+            let wd = dequantize(ty, &data).unwrap();
+            for (r, g) in got.iter().enumerate() {
+                let row = &wd[r * cols..(r + 1) * cols];
+                let want: f64 = row.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
+                let magnitude: f64 = row
+                    .iter()
+                    .zip(&x)
+                    .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                    .sum();
+                // Tolerance: f32 accumulation in another order, relative to Σ|w·x|.
+                let tol = 1e-5 * magnitude + 1e-6;
+                assert!(
+                    (*g as f64 - want).abs() <= tol,
+                    "{ty} {rows}x{cols}: first mismatch at row {r}: gpu {g}, cpu {want} (tol {tol:e})"
+                );
+            }
+        }
+    }
+}

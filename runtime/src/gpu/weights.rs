@@ -1,0 +1,95 @@
+//! Weights on the GPU: ggml's blocks (18 / 34 bytes, not 4-byte aligned) repacked once at
+//! upload into two planes of u32 words — the quants of every block in order, and the blocks'
+//! f16 scales two per word — which the shaders read with aligned loads and `unpack2x16float`.
+
+use super::GpuContext;
+use crate::error::{Error, Result};
+use crate::quant::GgmlType;
+
+/// A `[rows, cols]` weight matrix on the GPU.
+pub struct GpuMatrix {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    /// Quant words (or the raw F32 / F16 words), row-major.
+    pub quants: wgpu::Buffer,
+    /// f16 scales, two per word, one per block in row-major block order (4 bytes of zeros for
+    /// float types).
+    pub scales: wgpu::Buffer,
+}
+
+/// The two planes of a ggml tensor: (quant words, scale words). Errors name what does not fit.
+pub fn to_planes(
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    data: &[u8],
+) -> Result<(Vec<u32>, Vec<u32>)> {
+    let block = ty.block_size();
+    if cols % block != 0 || cols % 2 != 0 {
+        return Err(Error::Unsupported(format!(
+            "GPU matrix of {ty} with {cols} columns: not whole blocks"
+        )));
+    }
+    let want = rows * cols / block * ty.type_size();
+    if data.len() != want {
+        return Err(Error::Tensor(format!(
+            "GPU upload of a {rows}x{cols} {ty} matrix: {} bytes, expected {want}",
+            data.len()
+        )));
+    }
+    let words = |bytes: &[u8]| -> Vec<u32> {
+        bytes
+            .chunks_exact(4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect()
+    };
+    // (block bytes, offset of the quants in a block) of the block types.
+    let (bytes, quant_at) = match ty {
+        GgmlType::F32 | GgmlType::F16 => return Ok((words(data), vec![0])),
+        GgmlType::Q8_0 => (34, 2),
+        GgmlType::Q4_0 => (18, 2),
+        _ => {
+            return Err(Error::Unsupported(format!(
+                "the wgpu backend has no {ty} kernel yet"
+            )))
+        }
+    };
+    let n_blocks = data.len() / bytes;
+    let mut quants = Vec::with_capacity(n_blocks * (bytes - quant_at) / 4);
+    let mut scales = vec![0u32; n_blocks.div_ceil(2)];
+    for (i, b) in data.chunks_exact(bytes).enumerate() {
+        scales[i / 2] |= (u16::from_le_bytes([b[0], b[1]]) as u32) << (16 * (i % 2));
+        quants.extend(words(&b[quant_at..]));
+    }
+    Ok((quants, scales))
+}
+
+impl GpuMatrix {
+    /// Uploads a matrix in the plane layout.
+    pub fn upload(
+        ctx: &GpuContext,
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: &[u8],
+    ) -> Result<GpuMatrix> {
+        let (quants, scales) = to_planes(ty, rows, cols, data)?;
+        let quant_bytes = quants.len() as u64 * 4;
+        if quant_bytes > ctx.max_binding_bytes {
+            return Err(Error::Unsupported(format!(
+                "a {rows}x{cols} {ty} matrix ({quant_bytes} bytes) exceeds the adapter's \
+                 storage binding limit ({} bytes); split bindings are not implemented yet",
+                ctx.max_binding_bytes
+            )));
+        }
+        let storage = wgpu::BufferUsages::STORAGE;
+        Ok(GpuMatrix {
+            ty,
+            rows,
+            cols,
+            quants: ctx.upload("weights", bytemuck::cast_slice(&quants), storage),
+            scales: ctx.upload("scales", bytemuck::cast_slice(&scales), storage),
+        })
+    }
+}
