@@ -10,9 +10,10 @@ export LIGER_REQUIRE_TEST_DATA=1
 if cargo fmt --version >/dev/null 2>&1; then cargo fmt --all -- --check; fi
 cargo test --workspace --locked
 
-# The wgpu backend's shaders against the CPU reference, on whatever adapter wgpu finds
-# (lavapipe in CI; the tests fail there without one, and skip elsewhere).
-cargo test --locked -p liger-runtime --features wgpu --lib gpu::
+# The wgpu backend: each shader against the CPU reference, and the GPU decode step against the
+# fixtures' reference logits, on whatever adapter wgpu finds (lavapipe in CI; the tests fail
+# there without one, and skip elsewhere).
+cargo test --locked -p liger-runtime -p liger-tests --features liger-runtime/wgpu,liger-tests/wgpu gpu::
 
 # NEON kernels: cross-compiled for aarch64 and run under qemu-user, on a CPU model with the
 # dot-product extension and on one without (so both NEON levels run).

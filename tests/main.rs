@@ -2,6 +2,8 @@
 
 mod convert;
 mod gguf_reader;
+#[cfg(feature = "wgpu")]
+mod gpu;
 mod model;
 mod quant;
 mod real_model;

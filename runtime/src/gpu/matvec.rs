@@ -153,16 +153,15 @@ impl MatvecPipelines {
         );
         let call = self.bind(ctx, m, &xb, &yb)?;
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
-        call.encode(&mut encoder);
+        call.encode(&mut encoder.begin_compute_pass(&Default::default()));
         ctx.queue.submit([encoder.finish()]);
         ctx.read_f32(&yb, m.rows)
     }
 }
 
 impl MatvecCall {
-    /// Adds the dispatch to `encoder`.
-    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
-        let mut pass = encoder.begin_compute_pass(&Default::default());
+    /// Adds the dispatch to a compute pass.
+    pub fn encode(&self, pass: &mut wgpu::ComputePass) {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
         pass.dispatch_workgroups(self.grid.0, self.grid.1, 1);

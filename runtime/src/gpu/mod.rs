@@ -1,11 +1,14 @@
 //! The portable GPU backend (cargo feature `wgpu`): WGSL compute shaders (`shaders/*.wgsl`) on
 //! Vulkan, Metal or DX12 through `wgpu`. So far: the device, weights uploaded in an aligned
-//! layout, and the matrix-vector shaders, each tested against the CPU scalar reference.
+//! layout, the matrix-vector shaders, and a one-token decode step for GLA / HGRN2 — each
+//! tested against the CPU.
 
 mod matvec;
+mod step;
 mod weights;
 
 pub use matvec::MatvecPipelines;
+pub use step::{GpuModel, GpuSequence};
 pub use weights::GpuMatrix;
 
 use crate::error::{Error, Result};

@@ -1,0 +1,467 @@
+//! The decode step on the GPU: a [`GpuModel`] holds the uploaded weights and the compiled
+//! pipelines; a [`GpuSequence`] holds one sequence's state, window and activations on the GPU
+//! and a dispatch list built once, so a step is: write the token's embedding row, the RoPE
+//! angles and the position; encode the list into one compute pass; read the logits back.
+//!
+//! So far GLA and HGRN2 with window decode semantics, one token per step (a prompt is fed token
+//! by token); weights of type F32, F16, Q8_0 or Q4_0.
+
+use super::matvec::MatvecCall;
+use super::{GpuContext, GpuMatrix, MatvecPipelines};
+use crate::config::Variant;
+use crate::error::{Error, Result};
+use crate::model::{rope, Model};
+
+const SHADER: &str = include_str!("../../../shaders/step.wgsl");
+/// Threads per workgroup of `step.wgsl` (the largest head dim and window it handles).
+const WG: u32 = 128;
+
+/// The pipelines of `step.wgsl`, one per entry point (layouts derived from the shader).
+struct OpPipelines {
+    rms_norm: wgpu::ComputePipeline,
+    add: wgpu::ComputePipeline,
+    swiglu: wgpu::ComputePipeline,
+    mix: wgpu::ComputePipeline,
+    rope: wgpu::ComputePipeline,
+    recurrence: wgpu::ComputePipeline,
+    swa: wgpu::ComputePipeline,
+    ring_write: wgpu::ComputePipeline,
+}
+
+impl OpPipelines {
+    fn new(ctx: &GpuContext) -> OpPipelines {
+        let module = ctx
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("step.wgsl"),
+                source: wgpu::ShaderSource::Wgsl(SHADER.into()),
+            });
+        let p = |name: &str| {
+            ctx.device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(name),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some(name),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+        };
+        OpPipelines {
+            rms_norm: p("rms_norm"),
+            add: p("add"),
+            swiglu: p("swiglu"),
+            mix: p("mix"),
+            rope: p("rope"),
+            recurrence: p("recurrence"),
+            swa: p("swa"),
+            ring_write: p("ring_write"),
+        }
+    }
+}
+
+struct GpuLayer {
+    attn_norm: wgpu::Buffer,
+    ffn_norm: wgpu::Buffer,
+    wq: GpuMatrix,
+    wk: GpuMatrix,
+    wv: GpuMatrix,
+    bias: [Option<wgpu::Buffer>; 3],
+    wo: GpuMatrix,
+    w_gate: GpuMatrix,
+    w_up: GpuMatrix,
+    w_down: GpuMatrix,
+}
+
+/// A model's weights on the GPU (the token embedding stays in the mapped file: one row is
+/// uploaded per step).
+pub struct GpuModel<'m> {
+    pub model: &'m Model,
+    pub ctx: GpuContext,
+    matvec: MatvecPipelines,
+    ops: OpPipelines,
+    layers: Vec<GpuLayer>,
+    output_norm: wgpu::Buffer,
+    output: GpuMatrix,
+}
+
+fn floats(ctx: &GpuContext, label: &str, v: &[f32]) -> wgpu::Buffer {
+    ctx.upload(label, bytemuck::cast_slice(v), wgpu::BufferUsages::STORAGE)
+}
+
+impl<'m> GpuModel<'m> {
+    /// Uploads `model` to the device of `ctx`.
+    pub fn new(ctx: GpuContext, model: &'m Model) -> Result<GpuModel<'m>> {
+        let c = &model.config;
+        if c.variant == Variant::Gsa {
+            return Err(Error::Unsupported(
+                "the wgpu backend does not run GSA models yet".into(),
+            ));
+        }
+        if c.head_dim as u32 > WG || c.window >= WG {
+            return Err(Error::Unsupported(format!(
+                "the wgpu step handles head dims ≤ {WG} and windows < {WG} (model: {}, {})",
+                c.head_dim, c.window
+            )));
+        }
+        let upload = |m: &crate::model::MatrixRef| {
+            let w = model.matrix(m);
+            GpuMatrix::upload(&ctx, w.ty, w.rows, w.cols, w.data)
+        };
+        let w = &model.weights;
+        let mut layers = Vec::with_capacity(w.layers.len());
+        for lw in &w.layers {
+            let bias =
+                [&lw.bq, &lw.bk, &lw.bv].map(|b| b.as_ref().map(|b| floats(&ctx, "bias", b)));
+            layers.push(GpuLayer {
+                attn_norm: floats(&ctx, "attn_norm", &lw.attn_norm),
+                ffn_norm: floats(&ctx, "ffn_norm", &lw.ffn_norm),
+                wq: upload(&lw.wq)?,
+                wk: upload(&lw.wk)?,
+                wv: upload(&lw.wv)?,
+                bias,
+                wo: upload(&lw.wo)?,
+                w_gate: upload(&lw.w_gate)?,
+                w_up: upload(&lw.w_up)?,
+                w_down: upload(&lw.w_down)?,
+            });
+        }
+        Ok(GpuModel {
+            output_norm: floats(&ctx, "output_norm", &w.output_norm),
+            output: upload(&w.output)?,
+            matvec: MatvecPipelines::new(&ctx),
+            ops: OpPipelines::new(&ctx),
+            layers,
+            model,
+            ctx,
+        })
+    }
+}
+
+enum Dispatch {
+    Matvec(MatvecCall),
+    Op {
+        pipeline: wgpu::ComputePipeline,
+        bind_group: wgpu::BindGroup,
+        groups: u32,
+    },
+}
+
+/// Activations of one token on the GPU.
+struct Activations {
+    x: wgpu::Buffer,
+    h: wgpu::Buffer,
+    q: wgpu::Buffer,
+    k: wgpu::Buffer,
+    v: wgpu::Buffer,
+    o_rec: wgpu::Buffer,
+    y: wgpu::Buffer,
+    proj: wgpu::Buffer,
+    gate: wgpu::Buffer,
+    up: wgpu::Buffer,
+    logits: wgpu::Buffer,
+    /// [cos (d/2), sin (d/2)] of this token's position.
+    rope: wgpu::Buffer,
+}
+
+/// One sequence on the GPU (window semantics).
+pub struct GpuSequence<'g, 'm> {
+    g: &'g GpuModel<'m>,
+    a: Activations,
+    step_params: wgpu::Buffer,
+    /// Per layer: recurrent state [Hkv, d, d]; window keys and values [W, Hkv·d].
+    _states: Vec<wgpu::Buffer>,
+    _rings: Vec<(wgpu::Buffer, wgpu::Buffer)>,
+    dispatches: Vec<Dispatch>,
+    pos: usize,
+    window_len: usize,
+    row: Vec<f32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+/// The `Op` uniform of `step.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct OpParams {
+    n: u32,
+    d: u32,
+    group: u32,
+    flag: u32,
+    f0: f32,
+    f1: f32,
+    window: u32,
+    pad: u32,
+}
+
+impl OpParams {
+    fn n(n: usize) -> OpParams {
+        OpParams {
+            n: n as u32,
+            ..bytemuck::Zeroable::zeroed()
+        }
+    }
+}
+
+impl<'g, 'm> GpuSequence<'g, 'm> {
+    pub fn new(g: &'g GpuModel<'m>) -> Result<GpuSequence<'g, 'm>> {
+        let ctx = &g.ctx;
+        let c = &g.model.config;
+        let (hd, kv, d) = (
+            c.n_heads * c.head_dim,
+            c.n_kv_heads * c.head_dim,
+            c.head_dim,
+        );
+        let buf = |label: &str, n: usize| {
+            ctx.upload(
+                label,
+                &vec![0u8; n * 4],
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            )
+        };
+        let a = Activations {
+            x: buf("x", c.hidden),
+            h: buf("h", c.hidden),
+            q: buf("q", hd),
+            k: buf("k", kv),
+            v: buf("v", kv),
+            o_rec: buf("o_rec", hd),
+            y: buf("y", hd),
+            proj: buf("proj", c.hidden),
+            gate: buf("gate", c.ffn),
+            up: buf("up", c.ffn),
+            logits: buf("logits", c.vocab_size),
+            rope: buf("rope", d),
+        };
+        let step_params = ctx.upload("step", &[0u8; 16], wgpu::BufferUsages::UNIFORM);
+        let w = c.window as usize;
+        let per_layer_state = c.n_kv_heads * d * d;
+        let states: Vec<_> = (0..c.n_layers)
+            .map(|_| buf("state", per_layer_state))
+            .collect();
+        let rings: Vec<_> = (0..c.n_layers)
+            .map(|_| (buf("ring_k", w * kv), buf("ring_v", w * kv)))
+            .collect();
+
+        let mut list = Vec::new();
+        let op = |pipeline: &wgpu::ComputePipeline,
+                  params: OpParams,
+                  step: bool,
+                  buffers: &[&wgpu::Buffer],
+                  groups: usize|
+         -> Dispatch {
+            let uniform = ctx.upload(
+                "op",
+                bytemuck::bytes_of(&params),
+                wgpu::BufferUsages::UNIFORM,
+            );
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: uniform.as_entire_binding(),
+            }];
+            if step {
+                entries.push(wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: step_params.as_entire_binding(),
+                });
+            }
+            for (i, b) in buffers.iter().enumerate() {
+                entries.push(wgpu::BindGroupEntry {
+                    binding: 2 + i as u32,
+                    resource: b.as_entire_binding(),
+                });
+            }
+            let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            });
+            Dispatch::Op {
+                pipeline: pipeline.clone(),
+                bind_group,
+                groups: groups as u32,
+            }
+        };
+        let elementwise = |n: usize| n.div_ceil(WG as usize);
+        let ops = &g.ops;
+        let norm = |x: &wgpu::Buffer, weight: &wgpu::Buffer, out: &wgpu::Buffer, n: usize| {
+            let mut p = OpParams::n(n);
+            p.f0 = c.rms_eps;
+            op(&ops.rms_norm, p, false, &[x, weight, out], 1)
+        };
+        let matvec = |m: &GpuMatrix, x: &wgpu::Buffer, y: &wgpu::Buffer| -> Result<Dispatch> {
+            Ok(Dispatch::Matvec(g.matvec.bind(ctx, m, x, y)?))
+        };
+        for (l, lw) in g.layers.iter().enumerate() {
+            list.push(norm(&a.x, &lw.attn_norm, &a.h, c.hidden));
+            for (m, out, bias) in [
+                (&lw.wq, &a.q, &lw.bias[0]),
+                (&lw.wk, &a.k, &lw.bias[1]),
+                (&lw.wv, &a.v, &lw.bias[2]),
+            ] {
+                list.push(matvec(m, &a.h, out)?);
+                if let Some(b) = bias {
+                    list.push(op(
+                        &ops.add,
+                        OpParams::n(m.rows),
+                        false,
+                        &[out, b],
+                        elementwise(m.rows),
+                    ));
+                }
+            }
+            let heads = OpParams {
+                n: c.n_kv_heads as u32,
+                d: d as u32,
+                group: (c.n_heads / c.n_kv_heads) as u32,
+                flag: u32::from(c.variant == Variant::Hgrn2),
+                f0: c.gate_normalizer,
+                f1: 0.0,
+                window: c.window,
+                pad: 0,
+            };
+            list.push(op(
+                &ops.recurrence,
+                heads,
+                false,
+                &[&states[l], &a.k, &a.v, &a.q, &a.o_rec],
+                c.n_kv_heads,
+            ));
+            let rope_of = |n_heads: usize| OpParams {
+                n: n_heads as u32,
+                d: d as u32,
+                ..OpParams::n(0)
+            };
+            list.push(op(
+                &ops.rope,
+                rope_of(c.n_heads),
+                false,
+                &[&a.q, &a.rope],
+                elementwise(c.n_heads * d / 2),
+            ));
+            list.push(op(
+                &ops.rope,
+                rope_of(c.n_kv_heads),
+                false,
+                &[&a.k, &a.rope],
+                elementwise(kv / 2),
+            ));
+            let (ring_k, ring_v) = &rings[l];
+            let swa = OpParams {
+                f0: 1.0 / (d as f32).sqrt(),
+                ..heads
+            };
+            list.push(op(
+                &ops.swa,
+                swa,
+                true,
+                &[&a.q, &a.k, &a.v, ring_k, ring_v, &a.y],
+                c.n_heads,
+            ));
+            list.push(op(
+                &ops.ring_write,
+                OpParams::n(kv),
+                true,
+                &[&a.k, &a.v, ring_k, ring_v],
+                elementwise(kv),
+            ));
+            let mut mix = OpParams::n(hd);
+            mix.f0 = c.mix_swa;
+            list.push(op(&ops.mix, mix, false, &[&a.y, &a.o_rec], elementwise(hd)));
+            list.push(matvec(&lw.wo, &a.y, &a.proj)?);
+            list.push(op(
+                &ops.add,
+                OpParams::n(c.hidden),
+                false,
+                &[&a.x, &a.proj],
+                elementwise(c.hidden),
+            ));
+            list.push(norm(&a.x, &lw.ffn_norm, &a.h, c.hidden));
+            list.push(matvec(&lw.w_gate, &a.h, &a.gate)?);
+            list.push(matvec(&lw.w_up, &a.h, &a.up)?);
+            list.push(op(
+                &ops.swiglu,
+                OpParams::n(c.ffn),
+                false,
+                &[&a.gate, &a.up],
+                elementwise(c.ffn),
+            ));
+            list.push(matvec(&lw.w_down, &a.gate, &a.proj)?);
+            list.push(op(
+                &ops.add,
+                OpParams::n(c.hidden),
+                false,
+                &[&a.x, &a.proj],
+                elementwise(c.hidden),
+            ));
+        }
+        list.push(norm(&a.x, &g.output_norm, &a.h, c.hidden));
+        list.push(matvec(&g.output, &a.h, &a.logits)?);
+        Ok(GpuSequence {
+            _states: states,
+            _rings: rings,
+            g,
+            a,
+            step_params,
+            dispatches: list,
+            pos: 0,
+            window_len: 0,
+            row: vec![0.0; c.hidden],
+            cos: vec![0.0; d / 2],
+            sin: vec![0.0; d / 2],
+        })
+    }
+
+    /// Runs one token and returns its logits ([vocab]).
+    pub fn step(&mut self, token: u32) -> Result<Vec<f32>> {
+        let model = self.g.model;
+        let c = &model.config;
+        if token as usize >= c.vocab_size {
+            return Err(Error::InvalidArgument(format!(
+                "token {token} is outside the vocabulary ({})",
+                c.vocab_size
+            )));
+        }
+        let ctx = &self.g.ctx;
+        model
+            .matrix(&model.weights.token_embd)
+            .dequantize_row_into(token as usize, &mut self.row);
+        ctx.queue
+            .write_buffer(&self.a.x, 0, bytemuck::cast_slice(&self.row));
+        rope::angles(self.pos, &model.inv_freq, &mut self.cos, &mut self.sin);
+        let angles: Vec<f32> = self.cos.iter().chain(&self.sin).copied().collect();
+        ctx.queue
+            .write_buffer(&self.a.rope, 0, bytemuck::cast_slice(&angles));
+        let w = c.window as usize;
+        let params = [
+            self.pos as u32,
+            self.window_len as u32,
+            (self.pos % w) as u32,
+            0,
+        ];
+        ctx.queue
+            .write_buffer(&self.step_params, 0, bytemuck::cast_slice(&params));
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for d in &self.dispatches {
+                match d {
+                    Dispatch::Matvec(call) => call.encode(&mut pass),
+                    Dispatch::Op {
+                        pipeline,
+                        bind_group,
+                        groups,
+                    } => {
+                        pass.set_pipeline(pipeline);
+                        pass.set_bind_group(0, bind_group, &[]);
+                        pass.dispatch_workgroups(*groups, 1, 1);
+                    }
+                }
+            }
+        }
+        ctx.queue.submit([encoder.finish()]);
+        self.pos += 1;
+        self.window_len = (self.window_len + 1).min(w);
+        ctx.read_f32(&self.a.logits, c.vocab_size)
+    }
+}
