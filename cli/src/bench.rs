@@ -32,10 +32,13 @@ pub struct BenchArgs {
     /// Output: md or json.
     #[arg(short = 'o', long, default_value = "md")]
     pub output: String,
+    /// cpu, or wgpu (a build with `--features wgpu`; prompts run token by token there).
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
 }
 
 /// Linux `VmHWM` (peak resident), bytes; resets the mark first when `reset`.
-fn peak_resident(reset: bool) -> u64 {
+pub(crate) fn peak_resident(reset: bool) -> u64 {
     if reset {
         // Writing 5 to clear_refs resets the peak RSS counter (Linux 4.0+).
         let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -48,16 +51,16 @@ fn peak_resident(reset: bool) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-struct TestResult {
-    n_prompt: usize,
-    n_gen: usize,
-    n_depth: usize,
-    samples: Vec<f64>,
-    peak_rss: u64,
+pub(crate) struct TestResult {
+    pub(crate) n_prompt: usize,
+    pub(crate) n_gen: usize,
+    pub(crate) n_depth: usize,
+    pub(crate) samples: Vec<f64>,
+    pub(crate) peak_rss: u64,
 }
 
 impl TestResult {
-    fn mean(&self) -> f64 {
+    pub(crate) fn mean(&self) -> f64 {
         self.samples.iter().sum::<f64>() / self.samples.len().max(1) as f64
     }
     fn stddev(&self) -> f64 {
@@ -68,7 +71,7 @@ impl TestResult {
         }
         (self.samples.iter().map(|s| (s - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
     }
-    fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         let base = if self.n_prompt > 0 {
             format!("pp{}", self.n_prompt)
         } else {
@@ -83,7 +86,7 @@ impl TestResult {
 }
 
 /// Deterministic token ids spread over the vocabulary.
-fn tokens(n: usize, vocab: usize, salt: usize) -> Vec<u32> {
+pub(crate) fn tokens(n: usize, vocab: usize, salt: usize) -> Vec<u32> {
     (0..n)
         .map(|i| ((i * 7919 + salt * 104_729 + 13) % vocab) as u32)
         .collect()
@@ -134,6 +137,16 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         bail!("-o {} (md or json)", args.output);
     }
     let depths = crate::generate::parse_ids(&args.depth)?;
+    match args.backend.as_str() {
+        "cpu" => {}
+        #[cfg(feature = "wgpu")]
+        "wgpu" => return crate::bench_gpu::bench(&args, &depths),
+        #[cfg(not(feature = "wgpu"))]
+        "wgpu" => {
+            bail!("this liger was built without the wgpu backend (cargo build --features wgpu)")
+        }
+        other => bail!("--backend {other} (cpu or wgpu)"),
+    }
     let model = Arc::new(Model::load(
         &args.model,
         &ModelOptions {
@@ -173,6 +186,28 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             results.push(r);
         }
     }
+    let backend = Backend {
+        name: format!("CPU ({})", model.simd.name()),
+        simd: model.simd.name().to_string(),
+        threads: model.threads(),
+    };
+    report(&args, &model, &backend, &results)
+}
+
+/// Where a benchmark ran, for the table and the JSON.
+pub(crate) struct Backend {
+    pub name: String,
+    pub simd: String,
+    pub threads: usize,
+}
+
+/// Prints `results` as llama-bench's markdown table or JSON array.
+pub(crate) fn report(
+    args: &BenchArgs,
+    model: &Model,
+    backend: &Backend,
+    results: &[TestResult],
+) -> Result<()> {
     let size = std::fs::metadata(&args.model)?.len();
     let c = &model.config;
     let params: u64 = model.file().tensors().iter().map(|t| t.n_elements).sum();
@@ -182,7 +217,6 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         c.base.name(),
         file_type(&model)
     );
-    let backend = format!("CPU ({})", model.simd.name());
     if args.output == "json" {
         let rows: Vec<serde_json::Value> = results
             .iter()
@@ -192,9 +226,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                     "model_type": model_type,
                     "model_size": size,
                     "model_n_params": params,
-                    "backends": "CPU",
-                    "simd": model.simd.name(),
-                    "n_threads": model.threads(),
+                    "backends": backend.name,
+                    "simd": backend.simd,
+                    "n_threads": backend.threads,
                     "n_prompt": r.n_prompt,
                     "n_gen": r.n_gen,
                     "n_depth": r.n_depth,
@@ -211,12 +245,13 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     }
     println!("| model | size | params | backend | threads | test | t/s | peak RSS |");
     println!("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |");
-    for r in &results {
+    for r in results {
         println!(
-            "| {model_type} | {:.2} MiB | {:.2} M | {backend} | {} | {} | {:.2} ± {:.2} | {:.1} MiB |",
+            "| {model_type} | {:.2} MiB | {:.2} M | {} | {} | {} | {:.2} ± {:.2} | {:.1} MiB |",
             size as f64 / (1 << 20) as f64,
             params as f64 / 1e6,
-            model.threads(),
+            backend.name,
+            backend.threads,
             r.name(),
             r.mean(),
             r.stddev(),

@@ -1,6 +1,8 @@
 //! `liger` — convert Liger checkpoints and inspect liger files.
 
 mod bench;
+#[cfg(feature = "wgpu")]
+mod bench_gpu;
 mod generate;
 mod info;
 mod npy;

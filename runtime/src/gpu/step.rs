@@ -138,6 +138,23 @@ impl<'m> GpuModel<'m> {
     }
 }
 
+impl GpuModel<'_> {
+    /// Bytes of weight matrices one decode step reads (every layer's and the LM head).
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        let m = |m: &GpuMatrix| m.quants.size() + m.scales.size();
+        self.layers
+            .iter()
+            .map(|l| {
+                [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
+                    .into_iter()
+                    .map(m)
+                    .sum::<u64>()
+            })
+            .sum::<u64>()
+            + m(&self.output)
+    }
+}
+
 enum Dispatch {
     Matvec(MatvecCall),
     Op {

@@ -1,0 +1,70 @@
+//! `liger bench --backend wgpu`: the same tests on the GPU decode step. Prompts run token by
+//! token (the GPU prefill is not written yet), and tg also reports the rate at which weights
+//! are read (bytes of the matrices a token reads × tokens/s).
+
+use crate::bench::{peak_resident, report, tokens, Backend, BenchArgs, TestResult};
+use anyhow::Result;
+use liger::gpu::{GpuContext, GpuModel, GpuSequence};
+use liger::{Model, ModelOptions};
+use std::time::Instant;
+
+pub fn bench(args: &BenchArgs, depths: &[u32]) -> Result<()> {
+    let model = Model::load(&args.model, &ModelOptions::default())?;
+    let ctx = GpuContext::new()?;
+    let adapter = ctx.describe();
+    let gpu = GpuModel::new(ctx, &model)?;
+    let vocab = model.config.vocab_size;
+    // Warm-up: pipelines and first submissions before anything is timed.
+    let mut warm = GpuSequence::new(&gpu)?;
+    for &t in &tokens(4, vocab, 2) {
+        warm.step(t)?;
+    }
+    let mut results = Vec::new();
+    for &depth in depths {
+        let depth = depth as usize;
+        let context = tokens(depth, vocab, 1);
+        for (n_prompt, n_gen) in [(args.n_prompt, 0), (0, args.n_gen)] {
+            if n_prompt + n_gen == 0 {
+                continue;
+            }
+            let run = tokens(n_prompt + n_gen, vocab, if n_gen > 0 { 3 } else { 2 });
+            let mut r = TestResult {
+                n_prompt,
+                n_gen,
+                n_depth: depth,
+                samples: vec![],
+                peak_rss: 0,
+            };
+            peak_resident(true);
+            for _ in 0..args.repetitions {
+                let mut seq = GpuSequence::new(&gpu)?;
+                for &t in &context {
+                    seq.step(t)?;
+                }
+                let start = Instant::now();
+                for &t in &run {
+                    seq.step(t)?;
+                }
+                r.samples
+                    .push(run.len() as f64 / start.elapsed().as_secs_f64());
+            }
+            r.peak_rss = peak_resident(false);
+            results.push(r);
+        }
+    }
+    let weight_bytes = gpu.weight_bytes_per_token();
+    for r in results.iter().filter(|r| r.n_gen > 0) {
+        eprintln!(
+            "{}: weights read at {:.1} GB/s ({:.1} MB per token)",
+            r.name(),
+            weight_bytes as f64 * r.mean() / 1e9,
+            weight_bytes as f64 / 1e6
+        );
+    }
+    let backend = Backend {
+        name: format!("wgpu ({adapter})"),
+        simd: String::new(),
+        threads: 1,
+    };
+    report(args, &model, &backend, &results)
+}
