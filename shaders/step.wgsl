@@ -11,7 +11,7 @@ struct Op {
     f0: f32,     // eps / gate normalizer / mix / scale
     f1: f32,
     window: u32, // W
-    pad: u32,
+    slots: u32,  // GSA slots M
 }
 
 struct Step {
@@ -34,6 +34,7 @@ const WG: u32 = 128u;
 var<workgroup> red: array<f32, 128>;
 var<workgroup> feat: array<f32, 128>;
 var<workgroup> gate: array<f32, 128>;
+var<workgroup> probs: array<f32, 128>;
 
 // Sum of `v` over the workgroup (every thread gets it).
 fn wg_sum(lid: u32, v: f32) -> f32 {
@@ -187,6 +188,68 @@ fn recurrence(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
                 o = o + feat[i] * b2[base + i * d + c];
             }
             b6[h * d + c] = o;
+        }
+    }
+}
+
+// GSA for KV head j = workgroup id: state b2 = [Hkv, keys K (d × M), values V (M × d)]
+// updated with k = b3, v = b4 through M pooled gates; then per query head of the group
+// (q = b5, raw), p = softmax(Kᵀq), o = Vᵀp into b6. f0 = gate normalizer, slots = M.
+@compute @workgroup_size(128)
+fn recurrence_gsa(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let j = wid.x;
+    let d = op.d;
+    let m = op.slots;
+    let keys = j * 2u * d * m;
+    let values = keys + d * m;
+    // Gates of the slots: adaptive average pooling of the key's d features into M bins.
+    if (t < m) {
+        let start = t * d / m;
+        let end = ((t + 1u) * d + m - 1u) / m;
+        var s = 0.0;
+        for (var i = start; i < end; i = i + 1u) {
+            s = s + b3[j * d + i];
+        }
+        let a = exp(log_sigmoid(s / f32(end - start)) / op.f0);
+        gate[t] = a;
+        feat[t] = 1.0 - a;
+    }
+    workgroupBarrier();
+    if (t < d) {
+        let kt = b3[j * d + t];
+        let vt = b4[j * d + t];
+        for (var s = 0u; s < m; s = s + 1u) {
+            let ka = keys + t * m + s;
+            b2[ka] = b2[ka] * gate[s] + kt * feat[s];
+            let va = values + s * d + t;
+            b2[va] = gate[s] * b2[va] + feat[s] * vt;
+        }
+    }
+    for (var g = 0u; g < op.group; g = g + 1u) {
+        let h = j * op.group + g;
+        workgroupBarrier();
+        var score = -3.4e38;
+        if (t < m) {
+            var s = 0.0;
+            for (var i = 0u; i < d; i = i + 1u) {
+                s = s + b2[keys + i * m + t] * b5[h * d + i];
+            }
+            score = s;
+        }
+        let mx = wg_max(t, score);
+        var e = 0.0;
+        if (t < m) {
+            e = exp(score - mx);
+        }
+        let total = wg_sum(t, e);
+        probs[t] = e / total;
+        workgroupBarrier();
+        if (t < d) {
+            var o = 0.0;
+            for (var s = 0u; s < m; s = s + 1u) {
+                o = o + probs[s] * b2[values + s * d + t];
+            }
+            b6[h * d + t] = o;
         }
     }
 }

@@ -1,8 +1,8 @@
-//! The wgpu backend end to end: each GLA / HGRN2 fixture, fed token by token through the GPU
-//! decode step, against the reference logits of the authors' code (window semantics) with the
-//! CPU's tolerance. Without an adapter: skipped with a printed reason, or failed in CI.
+//! The wgpu backend end to end: every fixture, fed token by token through the GPU decode step,
+//! against the reference logits of the authors' code in both semantics (window: one call;
+//! hf-compat: the prompt call, then one call per token) with the CPU's tolerance. Without an
+//! adapter: skipped with a printed reason, or failed in CI.
 
-use liger::config::Variant;
 use liger::gpu::{GpuContext, GpuModel, GpuSequence};
 use liger::{Model, ModelOptions};
 use liger_tests::*;
@@ -33,45 +33,49 @@ fn gpu_decode_matches_the_reference_logits() {
     let mut ran = 0;
     for case in liger_cases() {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
-        let model = Model::load(
-            convert_case(&case, "f32", dir.path()),
-            &ModelOptions::default(),
-        )
-        .unwrap();
-        if model.config.variant == Variant::Gsa {
-            continue; // not on the GPU yet
-        }
+        let path = convert_case(&case, "f32", dir.path());
+        let model = Model::load(path, &ModelOptions::default()).unwrap();
         let Some(ctx) = context() else { return };
         let adapter = ctx.describe();
         let gpu = GpuModel::new(ctx, &model).unwrap();
-        let mut seq = GpuSequence::new(&gpu).unwrap();
-        let (want, _) = tensor_f32(
-            &read_bytes(&case.join("reference.safetensors")),
-            "logits_full",
-        );
-        let (ids, _) = tensor_f32(
-            &read_bytes(&case.join("reference.safetensors")),
-            "input_ids",
-        );
+        let reference = read_bytes(&case.join("reference.safetensors"));
+        let (ids, _) = tensor_f32(&reference, "input_ids");
+        let prompt_len = meta(&case)["prompt_len"].as_u64().unwrap() as usize;
         let vocab = model.config.vocab_size;
-        let mut worst = 0f32;
-        for (t, &id) in ids.iter().enumerate() {
-            let got = seq.step(id as u32).unwrap();
-            let row = &want[t * vocab..(t + 1) * vocab];
-            for (v, (g, w)) in got.iter().zip(row).enumerate() {
-                let delta = (g - w).abs();
-                assert!(
-                    delta <= LOGIT_TOLERANCE,
-                    "{name} on {adapter}: first mismatch at token {t}, vocab id {v}: gpu {g}, reference {w}"
-                );
-                worst = worst.max(delta);
+        for (semantics, logits) in [
+            ("window", "logits_full"),
+            ("hf-compat", "logits_incremental"),
+        ] {
+            let (want, _) = tensor_f32(&reference, logits);
+            let mut seq = GpuSequence::new(&gpu).unwrap();
+            let mut worst = 0f32;
+            for (t, &id) in ids.iter().enumerate() {
+                // hf-compat: the prompt is one call, then every token its own call.
+                if semantics == "hf-compat" && (t == 0 || t >= prompt_len) {
+                    seq.clear_window();
+                }
+                let got = seq.step(id as u32).unwrap();
+                let row = &want[t * vocab..(t + 1) * vocab];
+                for (v, (g, w)) in got.iter().zip(row).enumerate() {
+                    let delta = (g - w).abs();
+                    assert!(
+                        delta <= LOGIT_TOLERANCE,
+                        "{name} ({semantics}) on {adapter}: first mismatch at token {t}, \
+                         vocab id {v}: gpu {g}, reference {w}"
+                    );
+                    worst = worst.max(delta);
+                }
             }
+            eprintln!(
+                "{name} ({semantics}) on {adapter}: {} tokens, max |Δ| {worst:.2e}",
+                ids.len()
+            );
         }
-        eprintln!(
-            "{name} on {adapter}: {} tokens, max |Δ| {worst:.2e}",
-            ids.len()
-        );
         ran += 1;
     }
-    assert!(ran >= 2, "expected the GLA and HGRN2 fixtures to run");
+    assert_eq!(
+        ran,
+        liger_cases().len(),
+        "every fixture case ran on the GPU"
+    );
 }

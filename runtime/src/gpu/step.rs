@@ -3,8 +3,9 @@
 //! and a dispatch list built once, so a step is: write the token's embedding row, the RoPE
 //! angles and the position; encode the list into one compute pass; read the logits back.
 //!
-//! So far GLA and HGRN2 with window decode semantics, one token per step (a prompt is fed token
-//! by token); weights of type F32, F16, Q8_0 or Q4_0.
+//! Every variant (GLA, HGRN2, GSA) and both decode semantics (hf-compat: [`GpuSequence::
+//! clear_window`] at the start of each call), one token per step (a prompt is fed token by
+//! token); weights of type F32, F16, Q8_0 or Q4_0.
 
 use super::matvec::MatvecCall;
 use super::{GpuContext, GpuMatrix, MatvecPipelines};
@@ -24,6 +25,7 @@ struct OpPipelines {
     mix: wgpu::ComputePipeline,
     rope: wgpu::ComputePipeline,
     recurrence: wgpu::ComputePipeline,
+    recurrence_gsa: wgpu::ComputePipeline,
     swa: wgpu::ComputePipeline,
     ring_write: wgpu::ComputePipeline,
 }
@@ -54,6 +56,7 @@ impl OpPipelines {
             mix: p("mix"),
             rope: p("rope"),
             recurrence: p("recurrence"),
+            recurrence_gsa: p("recurrence_gsa"),
             swa: p("swa"),
             ring_write: p("ring_write"),
         }
@@ -93,15 +96,10 @@ impl<'m> GpuModel<'m> {
     /// Uploads `model` to the device of `ctx`.
     pub fn new(ctx: GpuContext, model: &'m Model) -> Result<GpuModel<'m>> {
         let c = &model.config;
-        if c.variant == Variant::Gsa {
-            return Err(Error::Unsupported(
-                "the wgpu backend does not run GSA models yet".into(),
-            ));
-        }
-        if c.head_dim as u32 > WG || c.window >= WG {
+        if c.head_dim as u32 > WG || c.window >= WG || c.gsa_slots as u32 > WG {
             return Err(Error::Unsupported(format!(
-                "the wgpu step handles head dims ≤ {WG} and windows < {WG} (model: {}, {})",
-                c.head_dim, c.window
+                "the wgpu step handles head dims, windows and GSA slots < {WG} (model: {}, {}, {})",
+                c.head_dim, c.window, c.gsa_slots
             )));
         }
         let upload = |m: &crate::model::MatrixRef| {
@@ -208,7 +206,7 @@ struct OpParams {
     f0: f32,
     f1: f32,
     window: u32,
-    pad: u32,
+    slots: u32,
 }
 
 impl OpParams {
@@ -252,7 +250,11 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
         };
         let step_params = ctx.upload("step", &[0u8; 16], wgpu::BufferUsages::UNIFORM);
         let w = c.window as usize;
-        let per_layer_state = c.n_kv_heads * d * d;
+        let per_layer_state = c.n_kv_heads
+            * match c.variant {
+                Variant::Gsa => 2 * d * c.gsa_slots,
+                _ => d * d,
+            };
         let states: Vec<_> = (0..c.n_layers)
             .map(|_| buf("state", per_layer_state))
             .collect();
@@ -335,10 +337,14 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
                 f0: c.gate_normalizer,
                 f1: 0.0,
                 window: c.window,
-                pad: 0,
+                slots: c.gsa_slots as u32,
+            };
+            let recurrence = match c.variant {
+                Variant::Gsa => &ops.recurrence_gsa,
+                _ => &ops.recurrence,
             };
             list.push(op(
-                &ops.recurrence,
+                recurrence,
                 heads,
                 false,
                 &[&states[l], &a.k, &a.v, &a.q, &a.o_rec],
@@ -427,6 +433,12 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
             cos: vec![0.0; d / 2],
             sin: vec![0.0; d / 2],
         })
+    }
+
+    /// Empties the sliding window (hf-compat semantics: each call sees only its own tokens);
+    /// the recurrent state is kept.
+    pub fn clear_window(&mut self) {
+        self.window_len = 0;
     }
 
     /// Runs one token and returns its logits ([vocab]).
