@@ -131,3 +131,83 @@ fn matvec_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     }
     finish(row, lid, acc);
 }
+
+// Byte `i` of the words starting at `base`.
+fn byte_at(base: u32, i: u32) -> u32 {
+    return (quants[base + i / 4u] >> (8u * (i % 4u))) & 0xffu;
+}
+
+// Q4_K: each 256-element super-block is its 144 bytes as 36 words (d, dmin, 12 bytes of 6-bit
+// scales and mins, 128 bytes of nibbles); weight = d·sc·q − dmin·m per 32-element sub-block.
+@compute @workgroup_size(64)
+fn matvec_q4_k(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = row_of(wid);
+    if (row >= dims.rows) {
+        return;
+    }
+    let blocks = dims.cols / 256u;
+    var acc = 0.0;
+    for (var b = lid; b < blocks; b = b + THREADS) {
+        let base = (row * blocks + b) * 36u;
+        let dd = unpack2x16float(quants[base]);
+        for (var j = 0u; j < 8u; j = j + 1u) {
+            var sc: u32;
+            var m: u32;
+            if (j < 4u) {
+                sc = byte_at(base, 4u + j) & 63u;
+                m = byte_at(base, 8u + j) & 63u;
+            } else {
+                sc = (byte_at(base, 8u + j) & 0xfu) | ((byte_at(base, j) >> 6u) << 4u);
+                m = (byte_at(base, 8u + j) >> 4u) | ((byte_at(base, 4u + j) >> 6u) << 4u);
+            }
+            let shift = 4u * (j % 2u);
+            var s = 0.0;
+            var xs = 0.0;
+            for (var l = 0u; l < 32u; l = l + 1u) {
+                let q = (byte_at(base, 16u + (j / 2u) * 32u + l) >> shift) & 0xfu;
+                let xv = x[b * 256u + j * 32u + l];
+                s = s + f32(q) * xv;
+                xs = xs + xv;
+            }
+            acc = acc + dd.x * f32(sc) * s - dd.y * f32(m) * xs;
+        }
+    }
+    finish(row, lid, acc);
+}
+
+// Q6_K: each super-block's ql, qh and scales (208 bytes) as 52 words, its d in the scale plane;
+// weight = d·sc·(q6 − 32) with a signed scale per 16 elements.
+@compute @workgroup_size(64)
+fn matvec_q6_k(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = row_of(wid);
+    if (row >= dims.rows) {
+        return;
+    }
+    let blocks = dims.cols / 256u;
+    var acc = 0.0;
+    for (var b = lid; b < blocks; b = b + THREADS) {
+        let block = row * blocks + b;
+        let base = block * 52u;
+        var s = 0.0;
+        for (var c = 0u; c < 8u; c = c + 1u) {
+            let h = c / 4u;
+            let q = c % 4u;
+            for (var half = 0u; half < 2u; half = half + 1u) {
+                let sc = f32((bitcast<i32>(byte_at(base, 192u + h * 8u + 2u * q + half) << 24u)) >> 24u);
+                var part = 0.0;
+                for (var l = half * 16u; l < half * 16u + 16u; l = l + 1u) {
+                    var low = byte_at(base, h * 64u + (q % 2u) * 32u + l);
+                    if (q >= 2u) {
+                        low = low >> 4u;
+                    }
+                    let high = (byte_at(base, 128u + h * 32u + l) >> (2u * q)) & 3u;
+                    let q6 = f32((low & 0xfu) | (high << 4u)) - 32.0;
+                    part = part + q6 * x[b * 256u + c * 32u + l];
+                }
+                s = s + sc * part;
+            }
+        }
+        acc = acc + scale_at(block) * s;
+    }
+    finish(row, lid, acc);
+}

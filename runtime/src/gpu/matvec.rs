@@ -15,6 +15,8 @@ pub struct MatvecPipelines {
     layout: wgpu::BindGroupLayout,
     q8_0: wgpu::ComputePipeline,
     q4_0: wgpu::ComputePipeline,
+    q4_k: wgpu::ComputePipeline,
+    q6_k: wgpu::ComputePipeline,
     f32: wgpu::ComputePipeline,
     f16: wgpu::ComputePipeline,
 }
@@ -72,6 +74,8 @@ impl MatvecPipelines {
         MatvecPipelines {
             q8_0: pipeline("matvec_q8_0"),
             q4_0: pipeline("matvec_q4_0"),
+            q4_k: pipeline("matvec_q4_k"),
+            q6_k: pipeline("matvec_q6_k"),
             f32: pipeline("matvec_f32"),
             f16: pipeline("matvec_f16"),
             layout,
@@ -89,6 +93,8 @@ impl MatvecPipelines {
         let pipeline = match m.ty {
             GgmlType::Q8_0 => &self.q8_0,
             GgmlType::Q4_0 => &self.q4_0,
+            GgmlType::Q4_K => &self.q4_k,
+            GgmlType::Q6_K => &self.q6_k,
             GgmlType::F32 => &self.f32,
             GgmlType::F16 => &self.f16,
             ty => return Err(Error::Unsupported(format!("no wgpu matvec for {ty}"))),

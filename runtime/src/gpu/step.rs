@@ -5,7 +5,7 @@
 //!
 //! Every variant (GLA, HGRN2, GSA) and both decode semantics (hf-compat: [`GpuSequence::
 //! clear_window`] at the start of each call), one token per step (a prompt is fed token by
-//! token); weights of type F32, F16, Q8_0 or Q4_0.
+//! token); weights of type F32, F16, Q8_0, Q4_0, Q4_K or Q6_K.
 
 use super::matvec::MatvecCall;
 use super::{GpuContext, GpuMatrix, MatvecPipelines};

@@ -60,10 +60,20 @@ fn matvec_shaders_match_the_cpu_reference() {
     let pipelines = MatvecPipelines::new(&ctx);
     // A row count above 65535 takes the grid's second dimension.
     for (rows, cols) in [(37, 256), (3, 2048), (65_600, 32)] {
-        for (i, ty) in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0]
-            .into_iter()
-            .enumerate()
+        for (i, ty) in [
+            GgmlType::F32,
+            GgmlType::F16,
+            GgmlType::Q8_0,
+            GgmlType::Q4_0,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+        ]
+        .into_iter()
+        .enumerate()
         {
+            if cols % ty.block_size() != 0 {
+                continue;
+            }
             let w = values(10 + i as u64, rows * cols, 1.0);
             let data = quantize(ty, &w).unwrap();
             let x = values(99, cols, 2.0);

@@ -46,9 +46,11 @@ pub fn to_planes(
     };
     // (block bytes, offset of the quants in a block) of the block types.
     let (bytes, quant_at) = match ty {
-        GgmlType::F32 | GgmlType::F16 => return Ok((words(data), vec![0])),
+        // 144-byte super-blocks are already whole words: d and dmin stay inside.
+        GgmlType::F32 | GgmlType::F16 | GgmlType::Q4_K => return Ok((words(data), vec![0])),
         GgmlType::Q8_0 => (34, 2),
         GgmlType::Q4_0 => (18, 2),
+        GgmlType::Q6_K => (210, 0),
         _ => {
             return Err(Error::Unsupported(format!(
                 "the wgpu backend has no {ty} kernel yet"
@@ -59,8 +61,14 @@ pub fn to_planes(
     let mut quants = Vec::with_capacity(n_blocks * (bytes - quant_at) / 4);
     let mut scales = vec![0u32; n_blocks.div_ceil(2)];
     for (i, b) in data.chunks_exact(bytes).enumerate() {
-        scales[i / 2] |= (u16::from_le_bytes([b[0], b[1]]) as u32) << (16 * (i % 2));
-        quants.extend(words(&b[quant_at..]));
+        // The f16 scale: first in the legacy blocks, last in Q6_K (after ql, qh, scales).
+        let (d, q) = if ty == GgmlType::Q6_K {
+            (&b[208..210], &b[..208])
+        } else {
+            (&b[..2], &b[quant_at..])
+        };
+        scales[i / 2] |= (u16::from_le_bytes([d[0], d[1]]) as u32) << (16 * (i % 2));
+        quants.extend(words(q));
     }
     Ok((quants, scales))
 }
