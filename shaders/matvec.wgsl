@@ -4,14 +4,17 @@
 // unaligned reads.
 //
 // One workgroup per row (rows beyond 65535 use the grid's y dimension); 64 threads stride over
-// the row's blocks and reduce in workgroup memory.
+// the row's blocks and reduce in workgroup memory. A matrix larger than the adapter's storage
+// binding limit comes in parts of whole rows, one dispatch each.
 
 struct Dims {
     rows: u32,
     cols: u32,
     // Workgroups along x in the dispatch grid (row = id.x + id.y · grid_x).
     grid_x: u32,
-    pad: u32,
+    // First row of this part of the matrix in y (a matrix larger than one storage binding is
+    // uploaded in parts of whole rows; `rows` and the weight indices are the part's).
+    row0: u32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -46,7 +49,7 @@ fn finish(row: u32, lid: u32, v: f32) {
         workgroupBarrier();
     }
     if (lid == 0u) {
-        y[row] = partial[0];
+        y[dims.row0 + row] = partial[0];
     }
 }
 

@@ -79,3 +79,37 @@ fn gpu_decode_matches_the_reference_logits() {
         "every fixture case ran on the GPU"
     );
 }
+
+#[test]
+fn matrices_over_the_binding_limit_are_split_and_agree() {
+    // The tied embedding is the LM head: with a 2 KiB binding limit it (and every other
+    // matrix) is uploaded in parts, as a Llama-3 embedding is on a 128 MiB adapter.
+    let case = fixtures().join("liger").join("liger_gla_tied");
+    let dir = tempfile::tempdir().unwrap();
+    let model = Model::load(
+        convert_case(&case, "f32", dir.path()),
+        &ModelOptions::default(),
+    )
+    .unwrap();
+    let Some(mut ctx) = context() else { return };
+    ctx.max_binding_bytes = 2048;
+    let gpu = GpuModel::new(ctx, &model).unwrap();
+    let reference = read_bytes(&case.join("reference.safetensors"));
+    let (ids, _) = tensor_f32(&reference, "input_ids");
+    let (want, _) = tensor_f32(&reference, "logits_full");
+    let vocab = model.config.vocab_size;
+    let mut seq = GpuSequence::new(&gpu).unwrap();
+    for (t, &id) in ids.iter().enumerate().take(24) {
+        let got = seq.step(id as u32).unwrap();
+        for (v, (g, w)) in got
+            .iter()
+            .zip(&want[t * vocab..(t + 1) * vocab])
+            .enumerate()
+        {
+            assert!(
+                (g - w).abs() <= LOGIT_TOLERANCE,
+                "split bindings: first mismatch at token {t}, vocab id {v}: gpu {g}, reference {w}"
+            );
+        }
+    }
+}

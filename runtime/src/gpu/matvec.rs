@@ -21,11 +21,10 @@ pub struct MatvecPipelines {
     f16: wgpu::ComputePipeline,
 }
 
-/// A matrix-vector product ready to encode: `y = W·x`.
+/// A matrix-vector product ready to encode: `y = W·x`, one dispatch per part of the matrix.
 pub struct MatvecCall {
-    bind_group: wgpu::BindGroup,
     pipeline: wgpu::ComputePipeline,
-    grid: (u32, u32),
+    parts: Vec<(wgpu::BindGroup, (u32, u32))>,
 }
 
 impl MatvecPipelines {
@@ -99,45 +98,41 @@ impl MatvecPipelines {
             GgmlType::F16 => &self.f16,
             ty => return Err(Error::Unsupported(format!("no wgpu matvec for {ty}"))),
         };
-        let rows =
-            u32::try_from(m.rows).map_err(|_| Error::Unsupported(format!("{} rows", m.rows)))?;
-        let grid = (rows.min(GRID_X), rows.div_ceil(GRID_X));
-        let dims = [rows, m.cols as u32, grid.0, 0];
-        let uniform = ctx.upload(
-            "matvec dims",
-            bytemuck::cast_slice(&dims),
-            wgpu::BufferUsages::UNIFORM,
-        );
-        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("matvec"),
-            layout: &self.layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: uniform.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: m.quants.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 2,
-                    resource: m.scales.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 3,
-                    resource: x.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 4,
-                    resource: y.as_entire_binding(),
-                },
-            ],
-        });
+        let mut parts = Vec::with_capacity(m.parts.len());
+        for part in &m.parts {
+            let rows = u32::try_from(part.rows)
+                .map_err(|_| Error::Unsupported(format!("{} rows", part.rows)))?;
+            let grid = (rows.min(GRID_X), rows.div_ceil(GRID_X));
+            let dims = [rows, m.cols as u32, grid.0, part.row0 as u32];
+            let uniform = ctx.upload(
+                "matvec dims",
+                bytemuck::cast_slice(&dims),
+                wgpu::BufferUsages::UNIFORM,
+            );
+            let entries = [
+                uniform.as_entire_binding(),
+                part.quants.as_entire_binding(),
+                part.scales.as_entire_binding(),
+                x.as_entire_binding(),
+                y.as_entire_binding(),
+            ];
+            let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("matvec"),
+                layout: &self.layout,
+                entries: &entries
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, resource)| wgpu::BindGroupEntry {
+                        binding: i as u32,
+                        resource,
+                    })
+                    .collect::<Vec<_>>(),
+            });
+            parts.push((bind_group, grid));
+        }
         Ok(MatvecCall {
-            bind_group,
             pipeline: pipeline.clone(),
-            grid,
+            parts,
         })
     }
 
@@ -166,10 +161,12 @@ impl MatvecPipelines {
 }
 
 impl MatvecCall {
-    /// Adds the dispatch to a compute pass.
+    /// Adds the dispatches to a compute pass.
     pub fn encode(&self, pass: &mut wgpu::ComputePass) {
         pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &self.bind_group, &[]);
-        pass.dispatch_workgroups(self.grid.0, self.grid.1, 1);
+        for (bind_group, grid) in &self.parts {
+            pass.set_bind_group(0, bind_group, &[]);
+            pass.dispatch_workgroups(grid.0, grid.1, 1);
+        }
     }
 }

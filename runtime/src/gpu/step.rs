@@ -139,7 +139,7 @@ impl<'m> GpuModel<'m> {
 impl GpuModel<'_> {
     /// Bytes of weight matrices one decode step reads (every layer's and the LM head).
     pub fn weight_bytes_per_token(&self) -> u64 {
-        let m = |m: &GpuMatrix| m.quants.size() + m.scales.size();
+        let m = |m: &GpuMatrix| m.bytes();
         self.layers
             .iter()
             .map(|l| {

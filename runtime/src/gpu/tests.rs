@@ -56,10 +56,19 @@ fn planes_keep_every_quant_and_scale() {
 
 #[test]
 fn matvec_shaders_match_the_cpu_reference() {
-    let Some(ctx) = context() else { return };
+    let Some(mut ctx) = context() else { return };
     let pipelines = MatvecPipelines::new(&ctx);
-    // A row count above 65535 takes the grid's second dimension.
-    for (rows, cols) in [(37, 256), (3, 2048), (65_600, 32)] {
+    let adapter_limit = ctx.max_binding_bytes;
+    // A row count above 65535 takes the grid's second dimension; a binding limit of 4 KiB
+    // splits every matrix into parts of whole rows (as a tensor over the adapter's limit is).
+    for (rows, cols, limit) in [
+        (37, 256, adapter_limit),
+        (3, 2048, adapter_limit),
+        (65_600, 32, adapter_limit),
+        (37, 256, 4096),
+        (5, 2048, 16_384),
+    ] {
+        ctx.max_binding_bytes = limit;
         for (i, ty) in [
             GgmlType::F32,
             GgmlType::F16,
@@ -78,6 +87,9 @@ fn matvec_shaders_match_the_cpu_reference() {
             let data = quantize(ty, &w).unwrap();
             let x = values(99, cols, 2.0);
             let m = GpuMatrix::upload(&ctx, ty, rows, cols, &data).unwrap();
+            if data.len() as u64 > limit {
+                assert!(m.parts.len() > 1, "{ty} {rows}x{cols} was not split");
+            }
             let got = pipelines.run(&ctx, &m, &x).unwrap();
             let wd = dequantize(ty, &data).unwrap();
             for (r, g) in got.iter().enumerate() {
