@@ -126,11 +126,44 @@ fn stop_ids(model: &Model) -> Result<Vec<u32>> {
     )?)
 }
 
+/// What generation needs of a sequence on any backend.
+pub trait Decoder {
+    /// Logits of the last token fed.
+    fn last_logits(&self) -> &[f32];
+    /// Feeds tokens as one call.
+    fn feed_tokens(&mut self, tokens: &[u32]) -> liger::Result<()>;
+}
+
+impl Decoder for Session {
+    fn last_logits(&self) -> &[f32] {
+        self.logits()
+    }
+    fn feed_tokens(&mut self, tokens: &[u32]) -> liger::Result<()> {
+        self.feed(tokens).map(|_| ())
+    }
+}
+
+#[cfg(feature = "wgpu")]
+pub struct GpuDecoder<'g, 'm> {
+    pub seq: liger::gpu::GpuSequence<'g, 'm>,
+    pub hf_compat: bool,
+}
+
+#[cfg(feature = "wgpu")]
+impl Decoder for GpuDecoder<'_, '_> {
+    fn last_logits(&self) -> &[f32] {
+        self.seq.logits()
+    }
+    fn feed_tokens(&mut self, tokens: &[u32]) -> liger::Result<()> {
+        self.seq.feed(tokens, self.hf_compat).map(|_| ())
+    }
+}
+
 /// Generates up to `n` tokens after the session's last logits, feeding each one; calls `emit`
 /// with each token. Returns the tokens (stop token excluded), the decode time and the stop
 /// token if one ended generation.
 fn generate(
-    session: &mut Session,
+    session: &mut dyn Decoder,
     sampler: &mut Sampler,
     n: usize,
     stops: &[u32],
@@ -140,14 +173,14 @@ fn generate(
     let started = Instant::now();
     let mut out = Vec::new();
     for _ in 0..n {
-        let next = sampler.sample(session.logits());
+        let next = sampler.sample(session.last_logits());
         if !ignore_eos && stops.contains(&next) {
             return Ok((out, started.elapsed().as_secs_f64(), Some(next)));
         }
         emit(next)?;
         out.push(next);
         sampler.observe(next);
-        session.feed(&[next])?;
+        session.feed_tokens(&[next])?;
     }
     Ok((out, started.elapsed().as_secs_f64(), None))
 }
@@ -171,6 +204,9 @@ pub struct RunArgs {
     /// Print the generated token ids (one line) instead of text.
     #[arg(long)]
     pub ids: bool,
+    /// cpu, or wgpu (a build with `--features wgpu`; the prompt runs token by token there).
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }
@@ -194,18 +230,50 @@ pub fn run(args: RunArgs) -> Result<()> {
     if prompt.is_empty() {
         bail!("the prompt is empty");
     }
-    let mut session = Session::new(model.clone(), mode);
+    match args.backend.as_str() {
+        "cpu" => {
+            let mut session = Session::new(model.clone(), mode);
+            run_on(&args, &model, mode, &prompt, &mut session)
+        }
+        #[cfg(feature = "wgpu")]
+        "wgpu" => {
+            let ctx = liger::gpu::GpuContext::new()?;
+            eprintln!("wgpu adapter: {}", ctx.describe());
+            let gpu = liger::gpu::GpuModel::new(ctx, &model)?;
+            let mut decoder = GpuDecoder {
+                seq: liger::gpu::GpuSequence::new(&gpu)?,
+                hf_compat: mode == DecodeMode::HfCompat,
+            };
+            run_on(&args, &model, mode, &prompt, &mut decoder)
+        }
+        #[cfg(not(feature = "wgpu"))]
+        "wgpu" => {
+            bail!("this liger was built without the wgpu backend (cargo build --features wgpu)")
+        }
+        other => bail!("--backend {other} (cpu or wgpu)"),
+    }
+}
+
+/// `run` on one backend's decoder.
+fn run_on(
+    args: &RunArgs,
+    model: &Arc<Model>,
+    mode: DecodeMode,
+    prompt: &[u32],
+    session: &mut dyn Decoder,
+) -> Result<()> {
+    let model = model.clone();
     let mut sampler = Sampler::new(args.sampling.options());
     prompt.iter().for_each(|&t| sampler.observe(t));
     let started = Instant::now();
-    session.feed(&prompt)?;
+    session.feed_tokens(prompt)?;
     let prefill = started.elapsed().as_secs_f64();
     let stops = stop_ids(&model)?;
     let stdout = std::io::stdout();
     let mut decoder = StreamDecoder::new();
     let text_out = !args.ids;
     let (tokens, decode, stopped) = generate(
-        &mut session,
+        session,
         &mut sampler,
         args.n_predict,
         &stops,

@@ -191,6 +191,7 @@ pub struct GpuSequence<'g, 'm> {
     pos: usize,
     window_len: usize,
     row: Vec<f32>,
+    logits: Vec<f32>,
     cos: Vec<f32>,
     sin: Vec<f32>,
 }
@@ -430,6 +431,7 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
             pos: 0,
             window_len: 0,
             row: vec![0.0; c.hidden],
+            logits: Vec::new(),
             cos: vec![0.0; d / 2],
             sin: vec![0.0; d / 2],
         })
@@ -439,6 +441,28 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
     /// the recurrent state is kept.
     pub fn clear_window(&mut self) {
         self.window_len = 0;
+    }
+
+    /// Feeds `tokens` as one call (token by token on the GPU) and keeps the last token's
+    /// logits; `hf_compat` empties the window first.
+    pub fn feed(&mut self, tokens: &[u32], hf_compat: bool) -> Result<&[f32]> {
+        if hf_compat {
+            self.clear_window();
+        }
+        for &t in tokens {
+            self.logits = self.step(t)?;
+        }
+        Ok(&self.logits)
+    }
+
+    /// The logits of the last token fed (empty before any).
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    /// Tokens fed so far.
+    pub fn position(&self) -> usize {
+        self.pos
     }
 
     /// Runs one token and returns its logits ([vocab]).
