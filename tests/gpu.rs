@@ -11,22 +11,6 @@ use liger_tests::*;
 /// with f32 weights here, only the summation order differs.
 const LOGIT_TOLERANCE: f32 = 1e-3;
 
-fn context() -> Option<GpuContext> {
-    match GpuContext::new() {
-        Ok(ctx) => Some(ctx),
-        Err(e)
-            if std::env::var_os("CI").is_some()
-                || std::env::var_os("LIGER_REQUIRE_GPU").is_some() =>
-        {
-            panic!("CI needs a wgpu adapter (lavapipe): {e}")
-        }
-        Err(e) => {
-            eprintln!("skipped: {e}");
-            None
-        }
-    }
-}
-
 #[test]
 fn gpu_decode_matches_the_reference_logits() {
     let dir = tempfile::tempdir().unwrap();
@@ -35,7 +19,9 @@ fn gpu_decode_matches_the_reference_logits() {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
         let path = convert_case(&case, "f32", dir.path());
         let model = Model::load(path, &ModelOptions::default()).unwrap();
-        let Some(ctx) = context() else { return };
+        let Some(ctx) = GpuContext::for_tests() else {
+            return;
+        };
         let adapter = ctx.describe();
         let gpu = GpuModel::new(ctx, &model).unwrap();
         let reference = read_bytes(&case.join("reference.safetensors"));
@@ -91,7 +77,9 @@ fn matrices_over_the_binding_limit_are_split_and_agree() {
         &ModelOptions::default(),
     )
     .unwrap();
-    let Some(mut ctx) = context() else { return };
+    let Some(mut ctx) = GpuContext::for_tests() else {
+        return;
+    };
     ctx.max_binding_bytes = 2048;
     let gpu = GpuModel::new(ctx, &model).unwrap();
     let reference = read_bytes(&case.join("reference.safetensors"));

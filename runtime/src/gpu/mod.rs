@@ -62,6 +62,27 @@ impl GpuContext {
         })
     }
 
+    /// For tests: the context, or `None` with the reason printed — except where `CI` or
+    /// `LIGER_REQUIRE_GPU` is set (CI installs lavapipe), where a missing adapter panics.
+    pub fn for_tests() -> Option<GpuContext> {
+        match GpuContext::new() {
+            Ok(ctx) => {
+                eprintln!("wgpu adapter: {}", ctx.describe());
+                Some(ctx)
+            }
+            Err(e)
+                if std::env::var_os("CI").is_some()
+                    || std::env::var_os("LIGER_REQUIRE_GPU").is_some() =>
+            {
+                panic!("CI needs a wgpu adapter (lavapipe): {e}")
+            }
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                None
+            }
+        }
+    }
+
     /// "name (backend, device type)".
     pub fn describe(&self) -> String {
         format!(

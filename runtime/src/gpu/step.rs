@@ -312,6 +312,16 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
         let matvec = |m: &GpuMatrix, x: &wgpu::Buffer, y: &wgpu::Buffer| -> Result<Dispatch> {
             Ok(Dispatch::Matvec(g.matvec.bind(ctx, m, x, y)?))
         };
+        // x += proj
+        let add_residual = || {
+            op(
+                &ops.add,
+                OpParams::n(c.hidden),
+                false,
+                &[&a.x, &a.proj],
+                elementwise(c.hidden),
+            )
+        };
         for (l, lw) in g.layers.iter().enumerate() {
             list.push(norm(&a.x, &lw.attn_norm, &a.h, c.hidden));
             for (m, out, bias) in [
@@ -393,13 +403,7 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
             mix.f0 = c.mix_swa;
             list.push(op(&ops.mix, mix, false, &[&a.y, &a.o_rec], elementwise(hd)));
             list.push(matvec(&lw.wo, &a.y, &a.proj)?);
-            list.push(op(
-                &ops.add,
-                OpParams::n(c.hidden),
-                false,
-                &[&a.x, &a.proj],
-                elementwise(c.hidden),
-            ));
+            list.push(add_residual());
             list.push(norm(&a.x, &lw.ffn_norm, &a.h, c.hidden));
             list.push(matvec(&lw.w_gate, &a.h, &a.gate)?);
             list.push(matvec(&lw.w_up, &a.h, &a.up)?);
@@ -411,13 +415,7 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
                 elementwise(c.ffn),
             ));
             list.push(matvec(&lw.w_down, &a.gate, &a.proj)?);
-            list.push(op(
-                &ops.add,
-                OpParams::n(c.hidden),
-                false,
-                &[&a.x, &a.proj],
-                elementwise(c.hidden),
-            ));
+            list.push(add_residual());
         }
         list.push(norm(&a.x, &g.output_norm, &a.h, c.hidden));
         list.push(matvec(&g.output, &a.h, &a.logits)?);

@@ -6,25 +6,6 @@ use super::weights::to_planes;
 use super::{GpuContext, GpuMatrix, MatvecPipelines};
 use crate::quant::{dequantize, quantize, GgmlType};
 
-fn context() -> Option<GpuContext> {
-    match GpuContext::new() {
-        Ok(ctx) => {
-            eprintln!("wgpu adapter: {}", ctx.describe());
-            Some(ctx)
-        }
-        Err(e)
-            if std::env::var_os("CI").is_some()
-                || std::env::var_os("LIGER_REQUIRE_GPU").is_some() =>
-        {
-            panic!("CI needs a wgpu adapter (lavapipe): {e}")
-        }
-        Err(e) => {
-            eprintln!("skipped: {e}");
-            None
-        }
-    }
-}
-
 /// Deterministic values in [-scale, scale).
 fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -56,7 +37,9 @@ fn planes_keep_every_quant_and_scale() {
 
 #[test]
 fn matvec_shaders_match_the_cpu_reference() {
-    let Some(mut ctx) = context() else { return };
+    let Some(mut ctx) = GpuContext::for_tests() else {
+        return;
+    };
     let pipelines = MatvecPipelines::new(&ctx);
     let adapter_limit = ctx.max_binding_bytes;
     // A row count above 65535 takes the grid's second dimension; a binding limit of 4 KiB
