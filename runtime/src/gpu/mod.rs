@@ -91,19 +91,37 @@ impl GpuContext {
         )
     }
 
-    /// Copies a storage buffer back to the host as f32 (tests, logits).
-    pub fn read_f32(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
-        let bytes = (len * 4) as u64;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+    /// A host-mappable buffer of `bytes` to copy results into.
+    pub fn staging(&self, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size: bytes,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
-        });
+        })
+    }
+
+    /// Copies a storage buffer back to the host as f32 (tests, one-off products).
+    pub fn read_f32(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        let bytes = (len * 4) as u64;
+        let staging = self.staging(bytes);
         let mut encoder = self.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
         self.queue.submit([encoder.finish()]);
-        let slice = staging.slice(..);
+        let mut out = Vec::new();
+        self.read_staging(&staging, len, &mut out)?;
+        Ok(out)
+    }
+
+    /// Waits for the submitted work, then reads `len` f32 of `staging` (filled by a copy in
+    /// that work) into `out`.
+    pub fn read_staging(
+        &self,
+        staging: &wgpu::Buffer,
+        len: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let slice = staging.slice(..(len * 4) as u64);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
@@ -120,13 +138,14 @@ impl GpuContext {
         let data = slice
             .get_mapped_range()
             .map_err(|e| Error::Unsupported(format!("GPU readback mapping failed: {e}")))?;
-        let out = data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        out.clear();
+        out.extend(
+            data.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        );
         drop(data);
         staging.unmap();
-        Ok(out)
+        Ok(())
     }
 
     /// A storage buffer holding `data`.

@@ -184,6 +184,8 @@ pub struct GpuSequence<'g, 'm> {
     g: &'g GpuModel<'m>,
     a: Activations,
     step_params: wgpu::Buffer,
+    /// Host-mappable copy of the logits.
+    staging: wgpu::Buffer,
     /// Per layer: recurrent state [Hkv, d, d]; window keys and values [W, Hkv·d].
     _states: Vec<wgpu::Buffer>,
     _rings: Vec<(wgpu::Buffer, wgpu::Buffer)>,
@@ -420,6 +422,7 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
         list.push(norm(&a.x, &g.output_norm, &a.h, c.hidden));
         list.push(matvec(&g.output, &a.h, &a.logits)?);
         Ok(GpuSequence {
+            staging: ctx.staging((c.vocab_size * 4) as u64),
             _states: states,
             _rings: rings,
             g,
@@ -448,7 +451,7 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
             self.clear_window();
         }
         for &t in tokens {
-            self.logits = self.step(t)?;
+            self.step(t)?;
         }
         Ok(&self.logits)
     }
@@ -463,8 +466,9 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
         self.pos
     }
 
-    /// Runs one token and returns its logits ([vocab]).
-    pub fn step(&mut self, token: u32) -> Result<Vec<f32>> {
+    /// Runs one token — one submission: its dispatches and the copy of the logits — and
+    /// returns its logits ([vocab]).
+    pub fn step(&mut self, token: u32) -> Result<&[f32]> {
         let model = self.g.model;
         let c = &model.config;
         if token as usize >= c.vocab_size {
@@ -510,9 +514,12 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
                 }
             }
         }
+        let bytes = (c.vocab_size * 4) as u64;
+        encoder.copy_buffer_to_buffer(&self.a.logits, 0, &self.staging, 0, bytes);
         ctx.queue.submit([encoder.finish()]);
         self.pos += 1;
         self.window_len = (self.window_len + 1).min(w);
-        ctx.read_f32(&self.a.logits, c.vocab_size)
+        ctx.read_staging(&self.staging, c.vocab_size, &mut self.logits)?;
+        Ok(&self.logits)
     }
 }
