@@ -456,3 +456,124 @@ pub fn dot4_q4_0(row: &[u8], x: [&[ActBlock]; 4]) -> [f32; 4] {
     // SAFETY: as `dot4_q8_0`.
     unsafe { dot4_q4_0_impl(row, x) }
 }
+
+/// How far ahead the four-row kernels prefetch: the same block of the next four rows, which
+/// the caller reads next. A thread sweeps its rows in order, but four rows at a time: the
+/// hardware prefetcher does not see that as one stream (measured on a Llama-3.2-1B-shaped
+/// Q4_0 model, 2 threads: 16 → 29 tokens/s, ~19 of the machine's ~24 GB/s).
+#[inline(always)]
+pub(super) fn prefetch_distance(rows: &[&[u8]; 4]) -> usize {
+    4 * rows[0].len()
+}
+
+/// The f16 scales of the four rows' blocks at byte `at`, times the activation scale `d_a`.
+#[inline(always)]
+pub(super) unsafe fn scales4(p: &[*const u8; 4], at: usize, d_a: f32) -> __m128 {
+    let bits = _mm_set_epi16(
+        0,
+        0,
+        0,
+        0,
+        scale_bits(p[3].add(at)),
+        scale_bits(p[2].add(at)),
+        scale_bits(p[1].add(at)),
+        scale_bits(p[0].add(at)),
+    );
+    _mm_mul_ps(_mm_cvtph_ps(bits), _mm_set1_ps(d_a))
+}
+
+/// The f16 scale at the start of the block at `p` as raw bits.
+#[inline(always)]
+pub(super) unsafe fn scale_bits(p: *const u8) -> i16 {
+    std::ptr::read_unaligned(p as *const i16)
+}
+
+/// Four rows' i32x8 block sums → the four rows' totals (lanes 0..4).
+#[inline(always)]
+unsafe fn reduce4(s: [__m256i; 4]) -> __m128i {
+    // Per 128-bit half: [r0, r1, r2, r3] partial sums after two horizontal adds.
+    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
+    _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
+}
+
+/// Four Q4_0 rows against one activation vector (decode): the activation load, the −8 offset
+/// and the scale conversion are shared; prefetches the next four rows (see
+/// [`prefetch_distance`]).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows4_q4_0_impl(rows: [&[u8]; 4], x: &[ActBlock]) -> [f32; 4] {
+    let n = rows
+        .iter()
+        .map(|r| r.len() / Q4_0_BYTES)
+        .fold(x.len(), usize::min);
+    let p = rows.map(|r| r.as_ptr());
+    let ahead = prefetch_distance(&rows);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = _mm_setzero_ps();
+    for i in 0..n {
+        let a = &*x.as_ptr().add(i);
+        let at = i * Q4_0_BYTES;
+        for &row in &p {
+            // Past the end of the matrix this is a hint for an address never read: harmless.
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(at + ahead) as *const i8);
+        }
+        let q = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+        let dot = |r: usize| {
+            let w = unpack_q4_0_unsigned(p[r].add(at + 2));
+            _mm256_madd_epi16(_mm256_maddubs_epi16(w, q), ones)
+        };
+        let sums = _mm_sub_epi32(
+            reduce4([dot(0), dot(1), dot(2), dot(3)]),
+            _mm_set1_epi32(8 * (a.sums[0] + a.sums[1])),
+        );
+        acc = _mm_fmadd_ps(scales4(&p, at, a.d), _mm_cvtepi32_ps(sums), acc);
+    }
+    let mut out = [0f32; 4];
+    _mm_storeu_ps(out.as_mut_ptr(), acc);
+    out
+}
+
+/// Four Q8_0 rows against one 16-bit activation vector (decode); as [`rows4_q4_0_impl`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows4_q8_0_impl(rows: [&[u8]; 4], x: &[ActBlock16]) -> [f32; 4] {
+    let n = rows
+        .iter()
+        .map(|r| r.len() / Q8_0_BYTES)
+        .fold(x.len(), usize::min);
+    let p = rows.map(|r| r.as_ptr());
+    let ahead = prefetch_distance(&rows);
+    let mut acc = _mm_setzero_ps();
+    for i in 0..n {
+        let a = &*x.as_ptr().add(i);
+        let at = i * Q8_0_BYTES;
+        for &row in &p {
+            // As in `rows4_q4_0_impl`.
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(at + ahead) as *const i8);
+        }
+        let q_lo = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+        let q_hi = _mm256_loadu_si256(a.qs.as_ptr().add(16) as *const __m256i);
+        let dot = |r: usize| {
+            let b = p[r].add(at);
+            let w_lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(2) as *const __m128i));
+            let w_hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(18) as *const __m128i));
+            _mm256_add_epi32(_mm256_madd_epi16(w_lo, q_lo), _mm256_madd_epi16(w_hi, q_hi))
+        };
+        let sums = reduce4([dot(0), dot(1), dot(2), dot(3)]);
+        acc = _mm_fmadd_ps(scales4(&p, at, a.d), _mm_cvtepi32_ps(sums), acc);
+    }
+    let mut out = [0f32; 4];
+    _mm_storeu_ps(out.as_mut_ptr(), acc);
+    out
+}
+
+/// Four-row Q4_0 kernel; only reachable through `rows_dot4` after detection of AVX2/FMA/F16C.
+pub fn rows4_q4_0(rows: [&[u8]; 4], x: &[ActBlock]) -> [f32; 4] {
+    // SAFETY: features detected before this kernel was handed out; every read is within the
+    // first `n` whole blocks of each row and of `x`.
+    unsafe { rows4_q4_0_impl(rows, x) }
+}
+
+/// Four-row Q8_0 kernel; only reachable through `rows_dot4` after detection of AVX2/FMA/F16C.
+pub fn rows4_q8_0(rows: [&[u8]; 4], x: &[ActBlock16]) -> [f32; 4] {
+    // SAFETY: as `rows4_q4_0`.
+    unsafe { rows4_q8_0_impl(rows, x) }
+}

@@ -1,7 +1,7 @@
 //! AVX-512 VNNI kernels (`vpdpbusd` on 256-bit registers, AVX512VL) for the 32-element
 //! block types. Only handed out by [`super::row_dot`] after run-time detection.
 
-use super::avx2::{dot_blocks, dot_q8_0_a16, unpack_q4_0_unsigned};
+use super::avx2::{dot_blocks, dot_q8_0_a16, prefetch_distance, scales4, unpack_q4_0_unsigned};
 use crate::cpu::act::{ActBlock, ActBlock16};
 use std::arch::x86_64::*;
 
@@ -66,15 +66,6 @@ pub fn dot4_q4_0(row: &[u8], x: [&[ActBlock]; 4]) -> [f32; 4] {
     unsafe { dot4_q4_0_impl(row, x) }
 }
 
-/// How far ahead the four-row kernels prefetch: the same block of the next four rows, which
-/// the caller reads next. A thread sweeps its rows in order, but four rows at a time: the
-/// hardware prefetcher does not see that as one stream (measured on a Llama-3.2-1B-shaped
-/// Q4_0 model, 2 threads: 16 → 29 tokens/s, ~19 of the machine's ~24 GB/s).
-#[inline(always)]
-fn prefetch_distance(rows: &[&[u8]; 4]) -> usize {
-    4 * rows[0].len()
-}
-
 /// `Σ_i block(i, ·)` over `n` blocks into two interleaved accumulators, as 16 lanes.
 #[inline(always)]
 unsafe fn sum_blocks(n: usize, block: impl Fn(usize, __m512) -> __m512) -> [f32; 16] {
@@ -91,28 +82,6 @@ unsafe fn sum_blocks(n: usize, block: impl Fn(usize, __m512) -> __m512) -> [f32;
     let mut lanes = [0f32; 16];
     _mm512_storeu_ps(lanes.as_mut_ptr(), _mm512_add_ps(acc[0], acc[1]));
     lanes
-}
-
-/// The f16 scales of the four rows' blocks at byte `at`, times the activation scale `d_a`.
-#[inline(always)]
-unsafe fn scales4(p: &[*const u8; 4], at: usize, d_a: f32) -> __m128 {
-    let bits = _mm_set_epi16(
-        0,
-        0,
-        0,
-        0,
-        scale_bits(p[3].add(at)),
-        scale_bits(p[2].add(at)),
-        scale_bits(p[1].add(at)),
-        scale_bits(p[0].add(at)),
-    );
-    _mm_mul_ps(_mm_cvtph_ps(bits), _mm_set1_ps(d_a))
-}
-
-/// The f16 scale at the start of the block at `p` as raw bits.
-#[inline(always)]
-unsafe fn scale_bits(p: *const u8) -> i16 {
-    std::ptr::read_unaligned(p as *const i16)
 }
 
 /// Four Q4_0 rows against one activation vector (decode). Block i of the four rows shares one

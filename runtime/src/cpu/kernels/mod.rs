@@ -188,8 +188,8 @@ pub enum RowsDot4 {
     Quant16(fn([&[u8]; 4], &[ActBlock16]) -> [f32; 4]),
 }
 
-/// The four-row kernel for rows of `ty` at `level`, where one exists (Q4_0 and Q8_0 on
-/// AVX-512 VNNI); otherwise the caller uses [`row_dot`] row by row.
+/// The four-row kernel for rows of `ty` at `level`, where one exists (Q4_0 and Q8_0 on AVX2
+/// and AVX-512 VNNI); otherwise the caller uses [`row_dot`] row by row.
 pub fn rows_dot4(ty: GgmlType, level: SimdLevel) -> Option<RowsDot4> {
     if !SimdLevel::available().contains(&level) {
         return None;
@@ -202,6 +202,8 @@ pub fn rows_dot4(ty: GgmlType, level: SimdLevel) -> Option<RowsDot4> {
         (GgmlType::Q8_0, SimdLevel::Avx512Vnni) => {
             return Some(RowsDot4::Quant16(avx512::rows4_q8_0))
         }
+        (GgmlType::Q4_0, SimdLevel::Avx2) => return Some(RowsDot4::Quant(avx2::rows4_q4_0)),
+        (GgmlType::Q8_0, SimdLevel::Avx2) => return Some(RowsDot4::Quant16(avx2::rows4_q8_0)),
         _ => {}
     }
     let _ = (ty, level);
