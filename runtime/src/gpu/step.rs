@@ -484,9 +484,11 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
         ctx.queue
             .write_buffer(&self.a.x, 0, bytemuck::cast_slice(&self.row));
         rope::angles(self.pos, &model.inv_freq, &mut self.cos, &mut self.sin);
-        let angles: Vec<f32> = self.cos.iter().chain(&self.sin).copied().collect();
+        let half_bytes = (self.cos.len() * 4) as u64;
         ctx.queue
-            .write_buffer(&self.a.rope, 0, bytemuck::cast_slice(&angles));
+            .write_buffer(&self.a.rope, 0, bytemuck::cast_slice(&self.cos));
+        ctx.queue
+            .write_buffer(&self.a.rope, half_bytes, bytemuck::cast_slice(&self.sin));
         let w = c.window as usize;
         let params = [
             self.pos as u32,
