@@ -99,6 +99,14 @@ pub(crate) fn forward(
     logits: &mut Vec<f32>
 ) => forward_body);
 
+/// `out[t] = RMSNorm(x[t]) · w` for every row of `x` ([T, dm], dm = `w.len()`).
+#[inline(always)]
+fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    for (xs, os) in x.chunks_exact(w.len()).zip(out.chunks_exact_mut(w.len())) {
+        rms_norm(xs, w, eps, os);
+    }
+}
+
 #[inline(always)]
 fn forward_body(
     model: &Model,
@@ -170,14 +178,7 @@ fn forward_body(
 
     for (l, lw) in model.weights.layers.iter().enumerate() {
         // Front end: q, k, v = W·RMSNorm(x) (+ b).
-        for t in 0..n {
-            rms_norm(
-                &x[t * dm..(t + 1) * dm],
-                &lw.attn_norm,
-                c.rms_eps,
-                &mut h[t * dm..(t + 1) * dm],
-            );
-        }
+        rms_norm_rows(x, &lw.attn_norm, c.rms_eps, h);
         let input = Activations::new(h, acts, &model.pool);
         model.matrix(&lw.wq).matmul(&model.pool, &input, n, q);
         model.matrix(&lw.wk).matmul(&model.pool, &input, n, k);
@@ -229,14 +230,7 @@ fn forward_body(
         x.iter_mut().zip(proj.iter()).for_each(|(x, p)| *x += p);
 
         // SwiGLU MLP.
-        for t in 0..n {
-            rms_norm(
-                &x[t * dm..(t + 1) * dm],
-                &lw.ffn_norm,
-                c.rms_eps,
-                &mut h[t * dm..(t + 1) * dm],
-            );
-        }
+        rms_norm_rows(x, &lw.ffn_norm, c.rms_eps, h);
         let input = Activations::new(h, acts, &model.pool);
         model
             .matrix(&lw.w_gate)
