@@ -23,6 +23,8 @@ pub mod model;
 pub mod quant;
 pub mod sampler;
 pub mod session;
+#[cfg(test)]
+mod testing;
 pub mod tokenizer;
 
 pub use config::{Base, LigerConfig, RopeScaling, Variant};
