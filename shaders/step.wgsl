@@ -1,13 +1,14 @@
-// The element-wise and per-head operations of one decode step (one token), on f32 buffers.
-// Every entry point reads its sizes from `op` (fixed per call site, made at setup) and the
-// position from `st` (written once per step). Buffers are bound as b2..b7; each entry point
-// documents what it expects in them.
+// The element-wise and per-head operations of one model step over a batch of T tokens
+// (T = st.tokens: 1 in decode, up to the sequence's batch size in prefill), on f32 buffers of
+// T rows. Every entry point reads its sizes from `op` (fixed per call site, made at setup) and
+// the position and T from `st` (written once per step). Buffers are bound as b2..b7; each
+// entry point documents what it expects in them; "n per token" means rows of n values.
 
 struct Op {
-    n: u32,      // elements, or heads
+    n: u32,      // elements per token, or heads
     d: u32,      // head dim
     group: u32,  // query heads per KV head
-    flag: u32,   // recurrence: 0 = GLA, 1 = HGRN2
+    flag: u32,   // recurrence: 0 = GLA, 1 = HGRN2; add: 1 = broadcast b3; rms_norm: 1 = last row
     f0: f32,     // eps / gate normalizer / mix / scale
     f1: f32,
     window: u32, // W
@@ -15,10 +16,10 @@ struct Op {
 }
 
 struct Step {
-    pos: u32,        // position of this token
-    window_len: u32, // valid entries in the window ring before this token
-    slot: u32,       // ring slot of this token (pos % W)
+    pos: u32,        // position of the batch's first token
+    window_len: u32, // valid entries in the window ring before the batch
     pad: u32,
+    tokens: u32,     // T
 }
 
 @group(0) @binding(0) var<uniform> op: Op;
@@ -71,130 +72,149 @@ fn log_sigmoid(x: f32) -> f32 {
     return min(x, 0.0) - log(1.0 + exp(-abs(x)));
 }
 
-// b4 = b2 / rms(b2) · b3 (one workgroup; n = length, f0 = eps).
+// b4[r] = b2[r] / rms(b2[r]) · b3 for row r = workgroup id (n per token; f0 = eps); with
+// flag 1, one workgroup normalizes the last row into b4's first.
 @compute @workgroup_size(128)
-fn rms_norm(@builtin(local_invocation_index) lid: u32) {
+fn rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    var row = wid.x;
+    var out = wid.x * op.n;
+    if (op.flag == 1u) {
+        row = st.tokens - 1u;
+        out = 0u;
+    }
+    let at = row * op.n;
     var ss = 0.0;
     for (var i = lid; i < op.n; i = i + WG) {
-        ss = ss + b2[i] * b2[i];
+        ss = ss + b2[at + i] * b2[at + i];
     }
     let inv = 1.0 / sqrt(wg_sum(lid, ss) / f32(op.n) + op.f0);
     for (var i = lid; i < op.n; i = i + WG) {
-        b4[i] = b2[i] * inv * b3[i];
+        b4[out + i] = b2[at + i] * inv * b3[i];
     }
 }
 
-// b2 += b3 (n elements).
+// b2 += b3 (n per token); with flag 1, b3 is one row added to every token's (a bias).
 @compute @workgroup_size(128)
 fn add(@builtin(global_invocation_id) gid: vec3<u32>) {
-    if (gid.x < op.n) {
-        b2[gid.x] = b2[gid.x] + b3[gid.x];
+    let i = gid.x;
+    if (i < op.n * st.tokens) {
+        b2[i] = b2[i] + b3[select(i, i % op.n, op.flag == 1u)];
     }
 }
 
-// b2 = silu(b2) · b3.
+// b2 = silu(b2) · b3 (n per token).
 @compute @workgroup_size(128)
 fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
-    if (gid.x < op.n) {
+    if (gid.x < op.n * st.tokens) {
         let g = b2[gid.x];
         b2[gid.x] = g / (1.0 + exp(-g)) * b3[gid.x];
     }
 }
 
-// b2 = f0 · b2 + (1 − f0) · b3 (the SWA / recurrent mix).
+// b2 = f0 · b2 + (1 − f0) · b3 (the SWA / recurrent mix; n per token).
 @compute @workgroup_size(128)
 fn mix(@builtin(global_invocation_id) gid: vec3<u32>) {
-    if (gid.x < op.n) {
+    if (gid.x < op.n * st.tokens) {
         b2[gid.x] = op.f0 * b2[gid.x] + (1.0 - op.f0) * b3[gid.x];
     }
 }
 
-// Rotate-half RoPE of n heads of b2 in place; b3 = [cos (d/2), sin (d/2)] of this position.
+// Rotate-half RoPE of n heads per token of b2 in place; b3 = per token [cos (d/2), sin (d/2)]
+// of its position.
 @compute @workgroup_size(128)
 fn rope(@builtin(global_invocation_id) gid: vec3<u32>) {
     let half = op.d / 2u;
-    if (gid.x >= op.n * half) {
+    let per_token = op.n * half;
+    if (gid.x >= per_token * st.tokens) {
         return;
     }
-    let head = gid.x / half;
+    let t = gid.x / per_token;
+    let head = (gid.x % per_token) / half;
     let i = gid.x % half;
-    let lo = head * op.d + i;
+    let lo = t * op.n * op.d + head * op.d + i;
     let a = b2[lo];
     let b = b2[lo + half];
-    let c = b3[i];
-    let s = b3[half + i];
+    let c = b3[t * op.d + i];
+    let s = b3[t * op.d + half + i];
     b2[lo] = a * c - b * s;
     b2[lo + half] = b * c + a * s;
 }
 
-// GLA / HGRN2 for KV head j = workgroup id: state b2 [Hkv, d, d] updated with k = b3, v = b4,
-// then the readout of each query head of the group, q = b5, into b6 = o_rec [H·d]. Thread c
-// owns value column c. f0 = gate normalizer (GLA).
+// GLA / HGRN2 for KV head j = workgroup id, the batch's tokens in order: state b2 [Hkv, d, d]
+// updated with k = b3, v = b4 (Hkv·d per token), then the readout of each query head of the
+// group, q = b5, into b6 = o_rec (H·d per token). Thread c owns value column c. f0 = gate
+// normalizer (GLA).
 @compute @workgroup_size(128)
 fn recurrence(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) c: u32) {
     let j = wid.x;
     let d = op.d;
     let on = c < d;
-    // Features and gates of the key, per key feature i = c.
-    var kc = -3.4e38;
-    if (on) {
-        kc = b3[j * d + c];
-    }
-    if (op.flag == 0u) {
-        let m = wg_max(c, kc);
-        var e = 0.0;
-        if (on) {
-            e = exp(kc - m);
-        }
-        let total = wg_sum(c, e);
-        if (on) {
-            feat[c] = e / total;
-            gate[c] = exp(log_sigmoid(kc) / op.f0);
-        }
-    } else if (on) {
-        let a = 1.0 / (1.0 + exp(-kc));
-        gate[c] = a;
-        feat[c] = 1.0 - a;
-    }
-    workgroupBarrier();
+    let kv_row = op.n * d;
+    let q_row = kv_row * op.group;
     let base = j * d * d;
-    if (on) {
-        let vc = b4[j * d + c];
-        for (var i = 0u; i < d; i = i + 1u) {
-            let at = base + i * d + c;
-            b2[at] = gate[i] * b2[at] + feat[i] * vc;
-        }
-    }
-    for (var g = 0u; g < op.group; g = g + 1u) {
-        let h = j * op.group + g;
-        var qc = -3.4e38;
-        if (on) {
-            qc = b5[h * d + c];
-        }
-        let m = wg_max(c, qc);
-        var e = 0.0;
-        if (on) {
-            e = exp(qc - m);
-        }
-        let total = wg_sum(c, e);
+    for (var t = 0u; t < st.tokens; t = t + 1u) {
         workgroupBarrier();
+        // Features and gates of the key, per key feature i = c.
+        var kc = -3.4e38;
         if (on) {
-            feat[c] = e / total;
+            kc = b3[t * kv_row + j * d + c];
         }
-        workgroupBarrier();
-        if (on) {
-            var o = 0.0;
-            for (var i = 0u; i < d; i = i + 1u) {
-                o = o + feat[i] * b2[base + i * d + c];
+        if (op.flag == 0u) {
+            let m = wg_max(c, kc);
+            var e = 0.0;
+            if (on) {
+                e = exp(kc - m);
             }
-            b6[h * d + c] = o;
+            let total = wg_sum(c, e);
+            if (on) {
+                feat[c] = e / total;
+                gate[c] = exp(log_sigmoid(kc) / op.f0);
+            }
+        } else if (on) {
+            let a = 1.0 / (1.0 + exp(-kc));
+            gate[c] = a;
+            feat[c] = 1.0 - a;
+        }
+        workgroupBarrier();
+        if (on) {
+            let vc = b4[t * kv_row + j * d + c];
+            for (var i = 0u; i < d; i = i + 1u) {
+                let at = base + i * d + c;
+                b2[at] = gate[i] * b2[at] + feat[i] * vc;
+            }
+        }
+        for (var g = 0u; g < op.group; g = g + 1u) {
+            let h = j * op.group + g;
+            var qc = -3.4e38;
+            if (on) {
+                qc = b5[t * q_row + h * d + c];
+            }
+            let m = wg_max(c, qc);
+            var e = 0.0;
+            if (on) {
+                e = exp(qc - m);
+            }
+            let total = wg_sum(c, e);
+            workgroupBarrier();
+            if (on) {
+                feat[c] = e / total;
+            }
+            workgroupBarrier();
+            if (on) {
+                var o = 0.0;
+                for (var i = 0u; i < d; i = i + 1u) {
+                    o = o + feat[i] * b2[base + i * d + c];
+                }
+                b6[t * q_row + h * d + c] = o;
+            }
         }
     }
 }
 
-// GSA for KV head j = workgroup id: state b2 = [Hkv, keys K (d × M), values V (M × d)]
-// updated with k = b3, v = b4 through M pooled gates; then per query head of the group
-// (q = b5, raw), p = softmax(Kᵀq), o = Vᵀp into b6. f0 = gate normalizer, slots = M.
+// GSA for KV head j = workgroup id, the batch's tokens in order: state b2 = [Hkv, keys K
+// (d × M), values V (M × d)] updated with k = b3, v = b4 through M pooled gates; then per
+// query head of the group (q = b5, raw), p = softmax(Kᵀq), o = Vᵀp into b6. f0 = gate
+// normalizer, slots = M.
 @compute @workgroup_size(128)
 fn recurrence_gsa(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let j = wid.x;
@@ -202,81 +222,99 @@ fn recurrence_gsa(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
     let m = op.slots;
     let keys = j * 2u * d * m;
     let values = keys + d * m;
-    // Gates of the slots: adaptive average pooling of the key's d features into M bins.
-    if (t < m) {
-        let start = t * d / m;
-        let end = ((t + 1u) * d + m - 1u) / m;
-        var s = 0.0;
-        for (var i = start; i < end; i = i + 1u) {
-            s = s + b3[j * d + i];
-        }
-        let a = exp(log_sigmoid(s / f32(end - start)) / op.f0);
-        gate[t] = a;
-        feat[t] = 1.0 - a;
-    }
-    workgroupBarrier();
-    if (t < d) {
-        let kt = b3[j * d + t];
-        let vt = b4[j * d + t];
-        for (var s = 0u; s < m; s = s + 1u) {
-            let ka = keys + t * m + s;
-            b2[ka] = b2[ka] * gate[s] + kt * feat[s];
-            let va = values + s * d + t;
-            b2[va] = gate[s] * b2[va] + feat[s] * vt;
-        }
-    }
-    for (var g = 0u; g < op.group; g = g + 1u) {
-        let h = j * op.group + g;
+    let kv_row = op.n * d;
+    let q_row = kv_row * op.group;
+    for (var tok = 0u; tok < st.tokens; tok = tok + 1u) {
+        let k = tok * kv_row + j * d;
         workgroupBarrier();
-        var score = -3.4e38;
+        // Gates of the slots: adaptive average pooling of the key's d features into M bins.
         if (t < m) {
+            let start = t * d / m;
+            let end = ((t + 1u) * d + m - 1u) / m;
             var s = 0.0;
-            for (var i = 0u; i < d; i = i + 1u) {
-                s = s + b2[keys + i * m + t] * b5[h * d + i];
+            for (var i = start; i < end; i = i + 1u) {
+                s = s + b3[k + i];
             }
-            score = s;
+            let a = exp(log_sigmoid(s / f32(end - start)) / op.f0);
+            gate[t] = a;
+            feat[t] = 1.0 - a;
         }
-        let mx = wg_max(t, score);
-        var e = 0.0;
-        if (t < m) {
-            e = exp(score - mx);
-        }
-        let total = wg_sum(t, e);
-        probs[t] = e / total;
         workgroupBarrier();
         if (t < d) {
-            var o = 0.0;
+            let kt = b3[k + t];
+            let vt = b4[k + t];
             for (var s = 0u; s < m; s = s + 1u) {
-                o = o + probs[s] * b2[values + s * d + t];
+                let ka = keys + t * m + s;
+                b2[ka] = b2[ka] * gate[s] + kt * feat[s];
+                let va = values + s * d + t;
+                b2[va] = gate[s] * b2[va] + feat[s] * vt;
             }
-            b6[h * d + t] = o;
         }
+        // The scores read keys other threads wrote.
+        storageBarrier();
+        for (var g = 0u; g < op.group; g = g + 1u) {
+            let h = j * op.group + g;
+            let q = tok * q_row + h * d;
+            workgroupBarrier();
+            var score = -3.4e38;
+            if (t < m) {
+                var s = 0.0;
+                for (var i = 0u; i < d; i = i + 1u) {
+                    s = s + b2[keys + i * m + t] * b5[q + i];
+                }
+                score = s;
+            }
+            let mx = wg_max(t, score);
+            var e = 0.0;
+            if (t < m) {
+                e = exp(score - mx);
+            }
+            let total = wg_sum(t, e);
+            probs[t] = e / total;
+            workgroupBarrier();
+            if (t < d) {
+                var o = 0.0;
+                for (var s = 0u; s < m; s = s + 1u) {
+                    o = o + probs[s] * b2[values + s * d + t];
+                }
+                b6[q + t] = o;
+            }
+        }
+        // The next token's update writes keys this token's scores read.
+        storageBarrier();
     }
 }
 
-// Sliding-window attention of query head h = workgroup id: q = b2 (RoPE'd), this token's
-// k = b3 (RoPE'd) and v = b4, the layer's ring keys b5 and values b6 [W, Hkv·d]; output b7
-// [H·d]. f0 = 1/√d. Keys: the window_len newest ring entries (oldest first) and this token.
+// Sliding-window attention of token t, query head h (workgroup id = t·H + h): q = b2
+// (RoPE'd, H·d per token), the batch's k = b3 (RoPE'd) and v = b4 (Hkv·d per token), the
+// layer's ring keys b5 and values b6 [W, Hkv·d] holding the window_len positions before the
+// batch; output b7 (H·d per token). f0 = 1/√d. Token t sees the min(window_len + t, W)
+// positions before it (oldest first), then itself.
 @compute @workgroup_size(128)
 fn swa(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let h = wid.x;
     let d = op.d;
+    let heads = op.n * op.group; // op.n = KV heads
+    let t = wid.x / heads;
+    let h = wid.x % heads;
     let j = h / op.group;
-    let kv = op.n * d; // op.n = KV heads
-    let count = min(st.window_len, op.window) + 1u;
-    // Thread t scores key t: t < count − 1 → ring position pos − (count − 1) + t; else current.
+    let kv = op.n * d;
+    let q = t * heads * d + h * d;
+    let count = min(st.window_len + t, op.window) + 1u;
+    let first = st.pos + t + 1u - count;
+    // Thread l scores the key at position first + l: in the ring before the batch, else in it.
     var score = -3.4e38;
     if (lid < count) {
+        let p = first + lid;
         var s = 0.0;
-        if (lid + 1u == count) {
+        if (p >= st.pos) {
+            let row = (p - st.pos) * kv + j * d;
             for (var i = 0u; i < d; i = i + 1u) {
-                s = s + b2[h * d + i] * b3[j * d + i];
+                s = s + b2[q + i] * b3[row + i];
             }
         } else {
-            let p = st.pos - (count - 1u) + lid;
             let row = (p % op.window) * kv + j * d;
             for (var i = 0u; i < d; i = i + 1u) {
-                s = s + b2[h * d + i] * b5[row + i];
+                s = s + b2[q + i] * b5[row + i];
             }
         }
         score = s * op.f0;
@@ -291,21 +329,28 @@ fn swa(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l
     workgroupBarrier();
     if (lid < d) {
         var y = 0.0;
-        for (var t = 0u; t + 1u < count; t = t + 1u) {
-            let p = st.pos - (count - 1u) + t;
-            y = y + feat[t] * b6[(p % op.window) * kv + j * d + lid];
+        for (var l = 0u; l < count; l = l + 1u) {
+            let p = first + l;
+            if (p >= st.pos) {
+                y = y + feat[l] * b4[(p - st.pos) * kv + j * d + lid];
+            } else {
+                y = y + feat[l] * b6[(p % op.window) * kv + j * d + lid];
+            }
         }
-        y = y + feat[count - 1u] * b4[j * d + lid];
-        b7[h * d + lid] = y;
+        b7[q + lid] = y;
     }
 }
 
-// This token's RoPE'd key b2 and value b3 (n = Hkv·d values) into ring slot st.slot of
-// b4 / b5.
+// The batch's last W RoPE'd keys b2 and values b3 (n = Hkv·d per token) into the ring slots
+// of their positions in b4 / b5.
 @compute @workgroup_size(128)
 fn ring_write(@builtin(global_invocation_id) gid: vec3<u32>) {
-    if (gid.x < op.n) {
-        b4[st.slot * op.n + gid.x] = b2[gid.x];
-        b5[st.slot * op.n + gid.x] = b3[gid.x];
+    let t = gid.x / op.n;
+    if (t >= st.tokens || t + op.window < st.tokens) {
+        return;
     }
+    let slot = (st.pos + t) % op.window;
+    let i = gid.x % op.n;
+    b4[slot * op.n + i] = b2[gid.x];
+    b5[slot * op.n + i] = b3[gid.x];
 }

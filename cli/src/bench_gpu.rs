@@ -1,6 +1,7 @@
-//! `liger bench --backend wgpu`: the same tests on the GPU decode step. Prompts run token by
-//! token (the GPU prefill is not written yet), and tg also reports the rate at which weights
-//! are read (bytes of the matrices a token reads × tokens/s).
+//! `liger bench --backend wgpu`: the same tests on the GPU step (prompts and depth in prefill
+//! batches, generation token by token); tg also reports the rate at which weights are read
+//! (bytes of the matrices a token reads × tokens/s) and its fraction of the device's measured
+//! copy bandwidth.
 
 use crate::bench::{peak_resident, report, tokens, Backend, BenchArgs, TestResult};
 use anyhow::Result;
@@ -16,6 +17,7 @@ pub fn bench(args: &BenchArgs, depths: &[u32]) -> Result<()> {
     let vocab = model.config.vocab_size;
     // Warm-up: pipelines and first submissions before anything is timed.
     let mut warm = GpuSequence::new(&gpu)?;
+    warm.feed(&tokens(4, vocab, 2), false)?;
     for &t in &tokens(4, vocab, 2) {
         warm.step(t)?;
     }
@@ -38,12 +40,14 @@ pub fn bench(args: &BenchArgs, depths: &[u32]) -> Result<()> {
             peak_resident(true);
             for _ in 0..args.repetitions {
                 let mut seq = GpuSequence::new(&gpu)?;
-                for &t in &context {
-                    seq.step(t)?;
-                }
+                seq.feed(&context, false)?;
                 let start = Instant::now();
-                for &t in &run {
-                    seq.step(t)?;
+                if n_gen == 0 {
+                    seq.feed(&run, false)?;
+                } else {
+                    for &t in &run {
+                        seq.step(t)?;
+                    }
                 }
                 r.samples
                     .push(run.len() as f64 / start.elapsed().as_secs_f64());
@@ -53,12 +57,19 @@ pub fn bench(args: &BenchArgs, depths: &[u32]) -> Result<()> {
         }
     }
     let weight_bytes = gpu.weight_bytes_per_token();
+    let copy = gpu.ctx.copy_bandwidth()?;
+    eprintln!(
+        "device-to-device copy: {:.1} GB/s (read + write)",
+        copy / 1e9
+    );
     for r in results.iter().filter(|r| r.n_gen > 0) {
+        let rate = weight_bytes as f64 * r.mean();
         eprintln!(
-            "{}: weights read at {:.1} GB/s ({:.1} MB per token)",
+            "{}: weights read at {:.1} GB/s ({:.1} MB per token), {:.0} % of the copy bandwidth",
             r.name(),
-            weight_bytes as f64 * r.mean() / 1e9,
-            weight_bytes as f64 / 1e6
+            rate / 1e9,
+            weight_bytes as f64 / 1e6,
+            100.0 * rate / copy
         );
     }
     let backend = Backend {

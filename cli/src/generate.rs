@@ -204,7 +204,7 @@ pub struct RunArgs {
     /// Print the generated token ids (one line) instead of text.
     #[arg(long)]
     pub ids: bool,
-    /// cpu, or wgpu (a build with `--features wgpu`; the prompt runs token by token there).
+    /// cpu, or wgpu (a build with `--features wgpu`).
     #[arg(long, default_value = "cpu")]
     pub backend: String,
     #[command(flatten)]

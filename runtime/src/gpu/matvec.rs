@@ -1,6 +1,7 @@
-//! The matrix-vector pipelines of `shaders/matvec.wgsl`: compiled once per device; a
-//! [`MatvecCall`] (bind group + grid) is made once per (matrix, input, output) and encoded into
-//! as many command buffers as needed.
+//! The weight-product pipelines of `shaders/matvec.wgsl` (`matvec` for one token, `matmul`
+//! for several): compiled once per device and weight type; a [`MatvecCall`] (bind groups +
+//! grid) is made once per (matrix, input, output) and encoded into as many command buffers as
+//! needed.
 
 use super::{GpuContext, GpuMatrix};
 use crate::error::{Error, Result};
@@ -10,30 +11,39 @@ const SHADER: &str = include_str!("../../../shaders/matvec.wgsl");
 /// Workgroups per grid row (WebGPU's minimum limit per dimension).
 const GRID_X: u32 = 65_535;
 
-/// One compute pipeline per weight type, sharing one bind-group layout.
-pub struct MatvecPipelines {
-    layout: wgpu::BindGroupLayout,
-    q8_0: wgpu::ComputePipeline,
-    q4_0: wgpu::ComputePipeline,
-    q4_k: wgpu::ComputePipeline,
-    q6_k: wgpu::ComputePipeline,
-    f32: wgpu::ComputePipeline,
-    f16: wgpu::ComputePipeline,
+/// The weight types with a shader, as `load32_<name>` calls them.
+const TYPES: [(GgmlType, &str); 6] = [
+    (GgmlType::Q8_0, "q8_0"),
+    (GgmlType::Q4_0, "q4_0"),
+    (GgmlType::Q4_K, "q4_k"),
+    (GgmlType::Q6_K, "q6_k"),
+    (GgmlType::F32, "f32"),
+    (GgmlType::F16, "f16"),
+];
+
+/// The `matvec` and `matmul` pipelines of one weight type.
+#[derive(Clone)]
+struct TypePipelines {
+    matvec: wgpu::ComputePipeline,
+    matmul: wgpu::ComputePipeline,
 }
 
-/// A matrix-vector product ready to encode: `y = W·x`, one dispatch per part of the matrix.
+/// The pipelines of every weight type, sharing one bind-group layout.
+pub struct MatvecPipelines {
+    layout: wgpu::BindGroupLayout,
+    types: Vec<(GgmlType, TypePipelines)>,
+}
+
+/// A product ready to encode: `y[t] = W·x[t]` for the batch's tokens, one dispatch per part of
+/// the matrix.
 pub struct MatvecCall {
-    pipeline: wgpu::ComputePipeline,
+    pipelines: TypePipelines,
     parts: Vec<(wgpu::BindGroup, (u32, u32))>,
 }
 
 impl MatvecPipelines {
     pub fn new(ctx: &GpuContext) -> MatvecPipelines {
         let device = &ctx.device;
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("matvec.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(SHADER.into()),
-        });
         let entry = |binding: u32, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
             binding,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -53,6 +63,7 @@ impl MatvecPipelines {
                 entry(2, read),
                 entry(3, read),
                 entry(4, wgpu::BufferBindingType::Storage { read_only: false }),
+                entry(5, wgpu::BufferBindingType::Uniform),
             ],
         });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -60,50 +71,68 @@ impl MatvecPipelines {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let pipeline = |name: &str| {
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(name),
-                layout: Some(&pipeline_layout),
-                module: &module,
-                entry_point: Some(name),
-                compilation_options: Default::default(),
-                cache: None,
+        let types = TYPES
+            .iter()
+            .map(|&(ty, name)| {
+                let source = format!(
+                    "{SHADER}\nfn load32(row: u32, unit: u32) -> array<f32, 32> {{ \
+                     return load32_{name}(row, unit); }}\n"
+                );
+                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(name),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                });
+                let pipeline = |entry: &str| {
+                    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(name),
+                        layout: Some(&pipeline_layout),
+                        module: &module,
+                        entry_point: Some(entry),
+                        compilation_options: Default::default(),
+                        cache: None,
+                    })
+                };
+                let p = TypePipelines {
+                    matvec: pipeline("matvec"),
+                    matmul: pipeline("matmul"),
+                };
+                (ty, p)
             })
-        };
-        MatvecPipelines {
-            q8_0: pipeline("matvec_q8_0"),
-            q4_0: pipeline("matvec_q4_0"),
-            q4_k: pipeline("matvec_q4_k"),
-            q6_k: pipeline("matvec_q6_k"),
-            f32: pipeline("matvec_f32"),
-            f16: pipeline("matvec_f16"),
-            layout,
-        }
+            .collect();
+        MatvecPipelines { layout, types }
     }
 
-    /// Binds `m`, `x` (f32, `m.cols`) and `y` (f32, `m.rows`).
+    /// Binds `m`, `x` (f32, [T, `m.cols`]) and `y` (f32, [T, `m.rows`]); `batch` is the step
+    /// uniform whose fourth word is T.
     pub fn bind(
         &self,
         ctx: &GpuContext,
         m: &GpuMatrix,
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
+        batch: &wgpu::Buffer,
     ) -> Result<MatvecCall> {
-        let pipeline = match m.ty {
-            GgmlType::Q8_0 => &self.q8_0,
-            GgmlType::Q4_0 => &self.q4_0,
-            GgmlType::Q4_K => &self.q4_k,
-            GgmlType::Q6_K => &self.q6_k,
-            GgmlType::F32 => &self.f32,
-            GgmlType::F16 => &self.f16,
-            ty => return Err(Error::Unsupported(format!("no wgpu matvec for {ty}"))),
+        let Some((_, pipelines)) = self.types.iter().find(|(ty, _)| *ty == m.ty) else {
+            return Err(Error::Unsupported(format!(
+                "the wgpu backend has no {} kernel",
+                m.ty
+            )));
         };
         let mut parts = Vec::with_capacity(m.parts.len());
         for part in &m.parts {
             let rows = u32::try_from(part.rows)
                 .map_err(|_| Error::Unsupported(format!("{} rows", part.rows)))?;
             let grid = (rows.min(GRID_X), rows.div_ceil(GRID_X));
-            let dims = [rows, m.cols as u32, grid.0, part.row0 as u32];
+            let dims = [
+                rows,
+                m.cols as u32,
+                grid.0,
+                part.row0 as u32,
+                m.rows as u32,
+                0,
+                0,
+                0,
+            ];
             let uniform = ctx.upload(
                 "matvec dims",
                 bytemuck::cast_slice(&dims),
@@ -115,6 +144,7 @@ impl MatvecPipelines {
                 part.scales.as_entire_binding(),
                 x.as_entire_binding(),
                 y.as_entire_binding(),
+                batch.as_entire_binding(),
             ];
             let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("matvec"),
@@ -131,16 +161,23 @@ impl MatvecPipelines {
             parts.push((bind_group, grid));
         }
         Ok(MatvecCall {
-            pipeline: pipeline.clone(),
+            pipelines: pipelines.clone(),
             parts,
         })
     }
 
-    /// `W·x` for a host vector, in one submission (tests and one-off products).
-    pub fn run(&self, ctx: &GpuContext, m: &GpuMatrix, x: &[f32]) -> Result<Vec<f32>> {
-        if x.len() != m.cols {
+    /// `W·x[t]` for `tokens` host rows `x` ([tokens, cols]), in one submission (tests and
+    /// one-off products); returns [tokens, rows].
+    pub fn run(
+        &self,
+        ctx: &GpuContext,
+        m: &GpuMatrix,
+        x: &[f32],
+        tokens: usize,
+    ) -> Result<Vec<f32>> {
+        if tokens == 0 || x.len() != m.cols * tokens {
             return Err(Error::InvalidArgument(format!(
-                "matvec input of {} values for {} columns",
+                "product input of {} values for {tokens} tokens of {} columns",
                 x.len(),
                 m.cols
             )));
@@ -149,21 +186,31 @@ impl MatvecPipelines {
         let xb = ctx.upload("x", bytemuck::cast_slice(x), storage);
         let yb = ctx.upload(
             "y",
-            &vec![0u8; m.rows * 4],
+            &vec![0u8; m.rows * tokens * 4],
             storage | wgpu::BufferUsages::COPY_SRC,
         );
-        let call = self.bind(ctx, m, &xb, &yb)?;
+        let batch = ctx.upload(
+            "batch",
+            bytemuck::cast_slice(&[0u32, 0, 0, tokens as u32]),
+            wgpu::BufferUsages::UNIFORM,
+        );
+        let call = self.bind(ctx, m, &xb, &yb, &batch)?;
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
-        call.encode(&mut encoder.begin_compute_pass(&Default::default()));
+        call.encode(&mut encoder.begin_compute_pass(&Default::default()), tokens);
         ctx.queue.submit([encoder.finish()]);
-        ctx.read_f32(&yb, m.rows)
+        ctx.read_f32(&yb, m.rows * tokens)
     }
 }
 
 impl MatvecCall {
-    /// Adds the dispatches to a compute pass.
-    pub fn encode(&self, pass: &mut wgpu::ComputePass) {
-        pass.set_pipeline(&self.pipeline);
+    /// Adds the dispatches to a compute pass, for a batch of `tokens` (the value the bound
+    /// step uniform holds).
+    pub fn encode(&self, pass: &mut wgpu::ComputePass, tokens: usize) {
+        pass.set_pipeline(if tokens == 1 {
+            &self.pipelines.matvec
+        } else {
+            &self.pipelines.matmul
+        });
         for (bind_group, grid) in &self.parts {
             pass.set_bind_group(0, bind_group, &[]);
             pass.dispatch_workgroups(grid.0, grid.1, 1);

@@ -148,6 +148,44 @@ impl GpuContext {
         Ok(())
     }
 
+    /// Bytes per second of a device-to-device buffer copy (bytes read + bytes written), the
+    /// memory bandwidth a weight-reading kernel can hope for: 8 copies of up to 256 MiB after
+    /// one warm-up.
+    pub fn copy_bandwidth(&self) -> Result<f64> {
+        let size = (256u64 << 20)
+            .min(self.device.limits().max_buffer_size / 2)
+            .max(4)
+            & !3;
+        let buffer = |usage| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("bandwidth"),
+                size,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let src = buffer(wgpu::BufferUsages::COPY_SRC);
+        let dst = buffer(wgpu::BufferUsages::COPY_DST);
+        let copies = |n: usize| -> Result<std::time::Duration> {
+            let start = std::time::Instant::now();
+            let mut encoder = self.device.create_command_encoder(&Default::default());
+            for _ in 0..n {
+                encoder.copy_buffer_to_buffer(&src, 0, &dst, 0, size);
+            }
+            self.queue.submit([encoder.finish()]);
+            self.device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: None,
+                    timeout: None,
+                })
+                .map_err(|e| Error::Unsupported(format!("GPU wait failed: {e}")))?;
+            Ok(start.elapsed())
+        };
+        copies(1)?;
+        let n = 8;
+        Ok(2.0 * (size * n as u64) as f64 / copies(n)?.as_secs_f64())
+    }
+
     /// A storage buffer holding `data`.
     pub fn upload(&self, label: &str, data: &[u8], usage: wgpu::BufferUsages) -> wgpu::Buffer {
         // wgpu buffers are at least 4 bytes and a multiple of 4.

@@ -1,11 +1,14 @@
-//! The decode step on the GPU: a [`GpuModel`] holds the uploaded weights and the compiled
+//! The model step on the GPU: a [`GpuModel`] holds the uploaded weights and the compiled
 //! pipelines; a [`GpuSequence`] holds one sequence's state, window and activations on the GPU
-//! and a dispatch list built once, so a step is: write the token's embedding row, the RoPE
-//! angles and the position; encode the list into one compute pass; read the logits back.
+//! and a dispatch list built once, so a step over a batch of T tokens is: write their embedding
+//! rows, RoPE angles, the position and T; encode the list into one compute pass; read the last
+//! token's logits back. Decode is T = 1; a prompt runs in batches of up to
+//! [`GpuSequence::batch`] tokens (matrix-matrix products, the recurrence token by token inside
+//! one dispatch per layer), one submission each, which bounds every dispatch's length.
 //!
 //! Every variant (GLA, HGRN2, GSA) and both decode semantics (hf-compat: [`GpuSequence::
-//! clear_window`] at the start of each call), one token per step (a prompt is fed token by
-//! token); weights of type F32, F16, Q8_0, Q4_0, Q4_K or Q6_K.
+//! clear_window`] at the start of each call); weights of type F32, F16, Q8_0, Q4_0, Q4_K or
+//! Q6_K.
 
 use super::matvec::MatvecCall;
 use super::{GpuContext, GpuMatrix, MatvecPipelines};
@@ -16,6 +19,10 @@ use crate::model::{rope, Model};
 const SHADER: &str = include_str!("../../../shaders/step.wgsl");
 /// Threads per workgroup of `step.wgsl` (the largest head dim and window it handles).
 const WG: u32 = 128;
+/// Tokens per prefill step unless asked otherwise.
+pub const DEFAULT_BATCH: usize = 64;
+/// Workgroups per dispatch dimension that every adapter allows.
+const MAX_GROUPS: usize = 65_535;
 
 /// The pipelines of `step.wgsl`, one per entry point (layouts derived from the shader).
 struct OpPipelines {
@@ -153,16 +160,37 @@ impl GpuModel<'_> {
     }
 }
 
+/// Workgroups of a dispatch, for a batch of T tokens.
+#[derive(Clone, Copy)]
+enum Groups {
+    Fixed(usize),
+    /// n per token.
+    PerToken(usize),
+    /// One thread per element of n per token.
+    Elements(usize),
+}
+
+impl Groups {
+    fn count(self, tokens: usize) -> u32 {
+        (match self {
+            Groups::Fixed(n) => n,
+            Groups::PerToken(n) => n * tokens,
+            Groups::Elements(n) => (n * tokens).div_ceil(WG as usize),
+        }) as u32
+    }
+}
+
 enum Dispatch {
-    Matvec(MatvecCall),
+    /// A weight product over the batch; `last_only` ones (the LM head) see one row.
+    Matvec { call: MatvecCall, last_only: bool },
     Op {
         pipeline: wgpu::ComputePipeline,
         bind_group: wgpu::BindGroup,
-        groups: u32,
+        groups: Groups,
     },
 }
 
-/// Activations of one token on the GPU.
+/// Activations of a batch of tokens on the GPU: [T, n] each (the logits: the last token's).
 struct Activations {
     x: wgpu::Buffer,
     h: wgpu::Buffer,
@@ -175,7 +203,7 @@ struct Activations {
     gate: wgpu::Buffer,
     up: wgpu::Buffer,
     logits: wgpu::Buffer,
-    /// [cos (d/2), sin (d/2)] of this token's position.
+    /// Per token: [cos (d/2), sin (d/2)] of its position.
     rope: wgpu::Buffer,
 }
 
@@ -190,9 +218,14 @@ pub struct GpuSequence<'g, 'm> {
     _states: Vec<wgpu::Buffer>,
     _rings: Vec<(wgpu::Buffer, wgpu::Buffer)>,
     dispatches: Vec<Dispatch>,
+    /// Dispatches from here on (final norm, LM head) run only when logits are wanted.
+    head_from: usize,
+    batch: usize,
     pos: usize,
     window_len: usize,
-    row: Vec<f32>,
+    /// Host staging of the batch's embedding rows [T, hidden] and RoPE angles [T, d].
+    rows: Vec<f32>,
+    angles: Vec<f32>,
     logits: Vec<f32>,
     cos: Vec<f32>,
     sin: Vec<f32>,
@@ -222,7 +255,14 @@ impl OpParams {
 }
 
 impl<'g, 'm> GpuSequence<'g, 'm> {
+    /// A sequence whose prompts run in batches of [`DEFAULT_BATCH`] tokens.
     pub fn new(g: &'g GpuModel<'m>) -> Result<GpuSequence<'g, 'm>> {
+        Self::with_batch(g, DEFAULT_BATCH)
+    }
+
+    /// A sequence whose prompts run in batches of up to `batch` tokens (lowered where a
+    /// dispatch would exceed the adapter's grid).
+    pub fn with_batch(g: &'g GpuModel<'m>, batch: usize) -> Result<GpuSequence<'g, 'm>> {
         let ctx = &g.ctx;
         let c = &g.model.config;
         let (hd, kv, d) = (
@@ -230,6 +270,11 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
             c.n_kv_heads * c.head_dim,
             c.head_dim,
         );
+        let widest = [c.hidden, c.ffn, hd].into_iter().max().unwrap_or(1);
+        let batch = batch
+            .min(MAX_GROUPS * WG as usize / widest)
+            .min(MAX_GROUPS / c.n_heads.max(1))
+            .max(1);
         let buf = |label: &str, n: usize| {
             ctx.upload(
                 label,
@@ -238,18 +283,18 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
             )
         };
         let a = Activations {
-            x: buf("x", c.hidden),
-            h: buf("h", c.hidden),
-            q: buf("q", hd),
-            k: buf("k", kv),
-            v: buf("v", kv),
-            o_rec: buf("o_rec", hd),
-            y: buf("y", hd),
-            proj: buf("proj", c.hidden),
-            gate: buf("gate", c.ffn),
-            up: buf("up", c.ffn),
+            x: buf("x", batch * c.hidden),
+            h: buf("h", batch * c.hidden),
+            q: buf("q", batch * hd),
+            k: buf("k", batch * kv),
+            v: buf("v", batch * kv),
+            o_rec: buf("o_rec", batch * hd),
+            y: buf("y", batch * hd),
+            proj: buf("proj", batch * c.hidden),
+            gate: buf("gate", batch * c.ffn),
+            up: buf("up", batch * c.ffn),
             logits: buf("logits", c.vocab_size),
-            rope: buf("rope", d),
+            rope: buf("rope", batch * d),
         };
         let step_params = ctx.upload("step", &[0u8; 16], wgpu::BufferUsages::UNIFORM);
         let w = c.window as usize;
@@ -268,25 +313,24 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
         let mut list = Vec::new();
         let op = |pipeline: &wgpu::ComputePipeline,
                   params: OpParams,
-                  step: bool,
                   buffers: &[&wgpu::Buffer],
-                  groups: usize|
+                  groups: Groups|
          -> Dispatch {
             let uniform = ctx.upload(
                 "op",
                 bytemuck::bytes_of(&params),
                 wgpu::BufferUsages::UNIFORM,
             );
-            let mut entries = vec![wgpu::BindGroupEntry {
-                binding: 0,
-                resource: uniform.as_entire_binding(),
-            }];
-            if step {
-                entries.push(wgpu::BindGroupEntry {
+            let mut entries = vec![
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: uniform.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
                     binding: 1,
                     resource: step_params.as_entire_binding(),
-                });
-            }
+                },
+            ];
             for (i, b) in buffers.iter().enumerate() {
                 entries.push(wgpu::BindGroupEntry {
                     binding: 2 + i as u32,
@@ -301,31 +345,40 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
             Dispatch::Op {
                 pipeline: pipeline.clone(),
                 bind_group,
-                groups: groups as u32,
+                groups,
             }
         };
-        let elementwise = |n: usize| n.div_ceil(WG as usize);
+        let elementwise = Groups::Elements;
         let ops = &g.ops;
-        let norm = |x: &wgpu::Buffer, weight: &wgpu::Buffer, out: &wgpu::Buffer, n: usize| {
-            let mut p = OpParams::n(n);
+        // Every row of x, or (last) only the last one into h's first row.
+        let norm = |x: &wgpu::Buffer, weight: &wgpu::Buffer, out: &wgpu::Buffer, last: bool| {
+            let mut p = OpParams::n(c.hidden);
             p.f0 = c.rms_eps;
-            op(&ops.rms_norm, p, false, &[x, weight, out], 1)
+            p.flag = u32::from(last);
+            let groups = if last {
+                Groups::Fixed(1)
+            } else {
+                Groups::PerToken(1)
+            };
+            op(&ops.rms_norm, p, &[x, weight, out], groups)
         };
         let matvec = |m: &GpuMatrix, x: &wgpu::Buffer, y: &wgpu::Buffer| -> Result<Dispatch> {
-            Ok(Dispatch::Matvec(g.matvec.bind(ctx, m, x, y)?))
+            Ok(Dispatch::Matvec {
+                call: g.matvec.bind(ctx, m, x, y, &step_params)?,
+                last_only: false,
+            })
         };
         // x += proj
         let add_residual = || {
             op(
                 &ops.add,
                 OpParams::n(c.hidden),
-                false,
                 &[&a.x, &a.proj],
                 elementwise(c.hidden),
             )
         };
         for (l, lw) in g.layers.iter().enumerate() {
-            list.push(norm(&a.x, &lw.attn_norm, &a.h, c.hidden));
+            list.push(norm(&a.x, &lw.attn_norm, &a.h, false));
             for (m, out, bias) in [
                 (&lw.wq, &a.q, &lw.bias[0]),
                 (&lw.wk, &a.k, &lw.bias[1]),
@@ -333,13 +386,9 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
             ] {
                 list.push(matvec(m, &a.h, out)?);
                 if let Some(b) = bias {
-                    list.push(op(
-                        &ops.add,
-                        OpParams::n(m.rows),
-                        false,
-                        &[out, b],
-                        elementwise(m.rows),
-                    ));
+                    let mut p = OpParams::n(m.rows);
+                    p.flag = 1;
+                    list.push(op(&ops.add, p, &[out, b], elementwise(m.rows)));
                 }
             }
             let heads = OpParams {
@@ -359,9 +408,8 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
             list.push(op(
                 recurrence,
                 heads,
-                false,
                 &[&states[l], &a.k, &a.v, &a.q, &a.o_rec],
-                c.n_kv_heads,
+                Groups::Fixed(c.n_kv_heads),
             ));
             let rope_of = |n_heads: usize| OpParams {
                 n: n_heads as u32,
@@ -371,14 +419,12 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
             list.push(op(
                 &ops.rope,
                 rope_of(c.n_heads),
-                false,
                 &[&a.q, &a.rope],
                 elementwise(c.n_heads * d / 2),
             ));
             list.push(op(
                 &ops.rope,
                 rope_of(c.n_kv_heads),
-                false,
                 &[&a.k, &a.rope],
                 elementwise(kv / 2),
             ));
@@ -390,37 +436,44 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
             list.push(op(
                 &ops.swa,
                 swa,
-                true,
                 &[&a.q, &a.k, &a.v, ring_k, ring_v, &a.y],
-                c.n_heads,
+                Groups::PerToken(c.n_heads),
             ));
+            let ring = OpParams {
+                window: c.window,
+                ..OpParams::n(kv)
+            };
             list.push(op(
                 &ops.ring_write,
-                OpParams::n(kv),
-                true,
+                ring,
                 &[&a.k, &a.v, ring_k, ring_v],
                 elementwise(kv),
             ));
             let mut mix = OpParams::n(hd);
             mix.f0 = c.mix_swa;
-            list.push(op(&ops.mix, mix, false, &[&a.y, &a.o_rec], elementwise(hd)));
+            list.push(op(&ops.mix, mix, &[&a.y, &a.o_rec], elementwise(hd)));
             list.push(matvec(&lw.wo, &a.y, &a.proj)?);
             list.push(add_residual());
-            list.push(norm(&a.x, &lw.ffn_norm, &a.h, c.hidden));
+            list.push(norm(&a.x, &lw.ffn_norm, &a.h, false));
             list.push(matvec(&lw.w_gate, &a.h, &a.gate)?);
             list.push(matvec(&lw.w_up, &a.h, &a.up)?);
             list.push(op(
                 &ops.swiglu,
                 OpParams::n(c.ffn),
-                false,
                 &[&a.gate, &a.up],
                 elementwise(c.ffn),
             ));
             list.push(matvec(&lw.w_down, &a.gate, &a.proj)?);
             list.push(add_residual());
         }
-        list.push(norm(&a.x, &g.output_norm, &a.h, c.hidden));
-        list.push(matvec(&g.output, &a.h, &a.logits)?);
+        let head_from = list.len();
+        list.push(norm(&a.x, &g.output_norm, &a.h, true));
+        list.push(Dispatch::Matvec {
+            call: g
+                .matvec
+                .bind(ctx, &g.output, &a.h, &a.logits, &step_params)?,
+            last_only: true,
+        });
         Ok(GpuSequence {
             staging: ctx.staging((c.vocab_size * 4) as u64),
             _states: states,
@@ -429,13 +482,21 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
             a,
             step_params,
             dispatches: list,
+            head_from,
+            batch,
             pos: 0,
             window_len: 0,
-            row: vec![0.0; c.hidden],
+            rows: vec![0.0; batch * c.hidden],
+            angles: vec![0.0; batch * d],
             logits: Vec::new(),
             cos: vec![0.0; d / 2],
             sin: vec![0.0; d / 2],
         })
+    }
+
+    /// Tokens per prefill step.
+    pub fn batch(&self) -> usize {
+        self.batch
     }
 
     /// Empties the sliding window (hf-compat semantics: each call sees only its own tokens);
@@ -444,14 +505,21 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
         self.window_len = 0;
     }
 
-    /// Feeds `tokens` as one call (token by token on the GPU) and keeps the last token's
-    /// logits; `hf_compat` empties the window first.
+    /// Feeds `tokens` as one call, in batches of up to [`Self::batch`] tokens, and keeps the
+    /// last token's logits; `hf_compat` empties the window first.
     pub fn feed(&mut self, tokens: &[u32], hf_compat: bool) -> Result<&[f32]> {
+        let vocab = self.g.model.config.vocab_size;
+        if let Some(t) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(Error::InvalidArgument(format!(
+                "token {t} is outside the vocabulary ({vocab})"
+            )));
+        }
         if hf_compat {
             self.clear_window();
         }
-        for &t in tokens {
-            self.step(t)?;
+        let batches = tokens.len().div_ceil(self.batch);
+        for (i, chunk) in tokens.chunks(self.batch).enumerate() {
+            self.run(chunk, i + 1 == batches)?;
         }
         Ok(&self.logits)
     }
@@ -466,44 +534,48 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
         self.pos
     }
 
-    /// Runs one token — one submission: its dispatches and the copy of the logits — and
-    /// returns its logits ([vocab]).
+    /// Runs one token and returns its logits ([vocab]).
     pub fn step(&mut self, token: u32) -> Result<&[f32]> {
+        self.feed(&[token], false)
+    }
+
+    /// One submission for a batch of `tokens` (1 ..= batch, in the vocabulary): its dispatches
+    /// and, with `want_logits`, the final norm, LM head and the copy of the last token's logits.
+    fn run(&mut self, tokens: &[u32], want_logits: bool) -> Result<()> {
         let model = self.g.model;
         let c = &model.config;
-        if token as usize >= c.vocab_size {
-            return Err(Error::InvalidArgument(format!(
-                "token {token} is outside the vocabulary ({})",
-                c.vocab_size
-            )));
-        }
+        let (t_len, hidden, d) = (tokens.len(), c.hidden, c.head_dim);
         let ctx = &self.g.ctx;
-        model
-            .matrix(&model.weights.token_embd)
-            .dequantize_row_into(token as usize, &mut self.row);
-        ctx.queue
-            .write_buffer(&self.a.x, 0, bytemuck::cast_slice(&self.row));
-        rope::angles(self.pos, &model.inv_freq, &mut self.cos, &mut self.sin);
-        let half_bytes = (self.cos.len() * 4) as u64;
-        ctx.queue
-            .write_buffer(&self.a.rope, 0, bytemuck::cast_slice(&self.cos));
-        ctx.queue
-            .write_buffer(&self.a.rope, half_bytes, bytemuck::cast_slice(&self.sin));
-        let w = c.window as usize;
-        let params = [
-            self.pos as u32,
-            self.window_len as u32,
-            (self.pos % w) as u32,
-            0,
-        ];
+        let embd = model.matrix(&model.weights.token_embd);
+        for (t, &token) in tokens.iter().enumerate() {
+            embd.dequantize_row_into(token as usize, &mut self.rows[t * hidden..(t + 1) * hidden]);
+            rope::angles(self.pos + t, &model.inv_freq, &mut self.cos, &mut self.sin);
+            let angles = &mut self.angles[t * d..(t + 1) * d];
+            angles[..d / 2].copy_from_slice(&self.cos);
+            angles[d / 2..].copy_from_slice(&self.sin);
+        }
+        let write = |buffer: &wgpu::Buffer, values: &[f32]| {
+            ctx.queue
+                .write_buffer(buffer, 0, bytemuck::cast_slice(values))
+        };
+        write(&self.a.x, &self.rows[..t_len * hidden]);
+        write(&self.a.rope, &self.angles[..t_len * d]);
+        let params = [self.pos as u32, self.window_len as u32, 0, t_len as u32];
         ctx.queue
             .write_buffer(&self.step_params, 0, bytemuck::cast_slice(&params));
+        let end = if want_logits {
+            self.dispatches.len()
+        } else {
+            self.head_from
+        };
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            for d in &self.dispatches {
+            for d in &self.dispatches[..end] {
                 match d {
-                    Dispatch::Matvec(call) => call.encode(&mut pass),
+                    Dispatch::Matvec { call, last_only } => {
+                        call.encode(&mut pass, if *last_only { 1 } else { t_len })
+                    }
                     Dispatch::Op {
                         pipeline,
                         bind_group,
@@ -511,17 +583,23 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
                     } => {
                         pass.set_pipeline(pipeline);
                         pass.set_bind_group(0, bind_group, &[]);
-                        pass.dispatch_workgroups(*groups, 1, 1);
+                        pass.dispatch_workgroups(groups.count(t_len), 1, 1);
                     }
                 }
             }
         }
         let bytes = (c.vocab_size * 4) as u64;
-        encoder.copy_buffer_to_buffer(&self.a.logits, 0, &self.staging, 0, bytes);
+        if want_logits {
+            encoder.copy_buffer_to_buffer(&self.a.logits, 0, &self.staging, 0, bytes);
+        }
         ctx.queue.submit([encoder.finish()]);
-        self.pos += 1;
-        self.window_len = (self.window_len + 1).min(w);
-        ctx.read_staging(&self.staging, c.vocab_size, &mut self.logits)?;
-        Ok(&self.logits)
+        self.pos += t_len;
+        self.window_len = (self.window_len + t_len).min(c.window as usize);
+        // A batch without logits is not waited for: the host prepares the next one while it
+        // runs (queue order keeps the buffers' writes after it).
+        if want_logits {
+            ctx.read_staging(&self.staging, c.vocab_size, &mut self.logits)?;
+        }
+        Ok(())
     }
 }

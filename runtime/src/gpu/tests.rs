@@ -34,6 +34,7 @@ fn matvec_shaders_match_the_cpu_reference() {
     // splits every matrix into parts of whole rows (as a tensor over the adapter's limit is).
     for (rows, cols, limit) in [
         (37, 256, adapter_limit),
+        (7, 50, adapter_limit), // float types: a row that is not whole 32-weight units
         (3, 2048, adapter_limit),
         (65_600, 32, adapter_limit),
         (37, 256, 4096),
@@ -56,27 +57,33 @@ fn matvec_shaders_match_the_cpu_reference() {
             }
             let w = values(10 + i as u64, rows * cols, 1.0);
             let data = quantize(ty, &w).unwrap();
-            let x = values(99, cols, 2.0);
             let m = GpuMatrix::upload(&ctx, ty, rows, cols, &data).unwrap();
             if data.len() as u64 > limit {
                 assert!(m.parts.len() > 1, "{ty} {rows}x{cols} was not split");
             }
-            let got = pipelines.run(&ctx, &m, &x).unwrap();
             let wd = dequantize(ty, &data).unwrap();
-            for (r, g) in got.iter().enumerate() {
-                let row = &wd[r * cols..(r + 1) * cols];
-                let want: f64 = row.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
-                let magnitude: f64 = row
-                    .iter()
-                    .zip(&x)
-                    .map(|(a, b)| (*a as f64 * *b as f64).abs())
-                    .sum();
-                // Tolerance: f32 accumulation in another order, relative to Σ|w·x|.
-                let tol = 1e-5 * magnitude + 1e-6;
-                assert!(
-                    (*g as f64 - want).abs() <= tol,
-                    "{ty} {rows}x{cols}: first mismatch at row {r}: gpu {g}, cpu {want} (tol {tol:e})"
-                );
+            // One token (`matvec`) and 11 (`matmul`: a full tile of 8 and a partial one).
+            for tokens in [1, 11] {
+                let x = values(99 + tokens as u64, cols * tokens, 2.0);
+                let got = pipelines.run(&ctx, &m, &x, tokens).unwrap();
+                for (i, g) in got.iter().enumerate() {
+                    let (t, r) = (i / rows, i % rows);
+                    let row = &wd[r * cols..(r + 1) * cols];
+                    let xt = &x[t * cols..(t + 1) * cols];
+                    let want: f64 = row.iter().zip(xt).map(|(a, b)| *a as f64 * *b as f64).sum();
+                    let magnitude: f64 = row
+                        .iter()
+                        .zip(xt)
+                        .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                        .sum();
+                    // Tolerance: f32 accumulation in another order, relative to Σ|w·x|.
+                    let tol = 1e-5 * magnitude + 1e-6;
+                    assert!(
+                        (*g as f64 - want).abs() <= tol,
+                        "{ty} {rows}x{cols}, {tokens} tokens: first mismatch at token {t}, \
+                         row {r}: gpu {g}, cpu {want} (tol {tol:e})"
+                    );
+                }
             }
         }
     }
