@@ -173,6 +173,19 @@ fn load32_f16(row: u32, unit: u32) -> array<f32, 32> {
     return w;
 }
 
+// BF16: two weights per word (the matrix's weights in order), each the top half of an f32.
+fn load32_bf16(row: u32, unit: u32) -> array<f32, 32> {
+    var w: array<f32, 32>;
+    for (var l = 0u; l < 32u; l = l + 1u) {
+        let k = unit * 32u + l;
+        if (k < dims.cols) {
+            let e = row * dims.cols + k;
+            w[l] = bitcast<f32>((quants[e / 2u] >> (16u * (e & 1u))) << 16u);
+        }
+    }
+    return w;
+}
+
 fn row_of(wid: vec3<u32>) -> u32 {
     return wid.x + wid.y * dims.grid_x;
 }

@@ -12,13 +12,14 @@ const SHADER: &str = include_str!("../../../shaders/matvec.wgsl");
 const GRID_X: u32 = 65_535;
 
 /// The weight types with a shader, as `load32_<name>` calls them.
-const TYPES: [(GgmlType, &str); 6] = [
+const TYPES: [(GgmlType, &str); 7] = [
     (GgmlType::Q8_0, "q8_0"),
     (GgmlType::Q4_0, "q4_0"),
     (GgmlType::Q4_K, "q4_k"),
     (GgmlType::Q6_K, "q6_k"),
     (GgmlType::F32, "f32"),
     (GgmlType::F16, "f16"),
+    (GgmlType::BF16, "bf16"),
 ];
 
 /// The `matvec` and `matmul` pipelines of one weight type.

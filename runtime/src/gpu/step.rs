@@ -7,7 +7,7 @@
 //! one dispatch per layer), one submission each, which bounds every dispatch's length.
 //!
 //! Every variant (GLA, HGRN2, GSA) and both decode semantics (hf-compat: [`GpuSequence::
-//! clear_window`] at the start of each call); weights of type F32, F16, Q8_0, Q4_0, Q4_K or
+//! clear_window`] at the start of each call); weights of type F32, F16, BF16, Q8_0, Q4_0, Q4_K or
 //! Q6_K.
 
 use super::matvec::MatvecCall;

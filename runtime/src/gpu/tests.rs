@@ -44,6 +44,7 @@ fn matvec_shaders_match_the_cpu_reference() {
         for (i, ty) in [
             GgmlType::F32,
             GgmlType::F16,
+            GgmlType::BF16,
             GgmlType::Q8_0,
             GgmlType::Q4_0,
             GgmlType::Q4_K,

@@ -19,7 +19,7 @@ pub struct GpuMatrix {
 pub struct MatrixPart {
     pub row0: usize,
     pub rows: usize,
-    /// Quant words (or the raw F32 / F16 words), row-major.
+    /// Quant words (or the raw F32 / F16 / BF16 words), row-major.
     pub quants: wgpu::Buffer,
     /// f16 scales, two per word, one per block in row-major block order (4 bytes of zeros for
     /// types without a scale plane).
@@ -55,7 +55,9 @@ pub fn to_planes(
     // (block bytes, offset of the quants in a block) of the block types.
     let (bytes, quant_at) = match ty {
         // 144-byte super-blocks are already whole words: d and dmin stay inside.
-        GgmlType::F32 | GgmlType::F16 | GgmlType::Q4_K => return Ok((words(data), vec![0])),
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q4_K => {
+            return Ok((words(data), vec![0]))
+        }
         GgmlType::Q8_0 => (34, 2),
         GgmlType::Q4_0 => (18, 2),
         GgmlType::Q6_K => (210, 0),
