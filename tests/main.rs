@@ -1,5 +1,6 @@
 //! Integration tests against the golden fixtures in `tests/fixtures` (see its README).
 
+mod capi;
 mod convert;
 mod gguf_reader;
 #[cfg(feature = "wgpu")]

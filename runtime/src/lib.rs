@@ -11,6 +11,8 @@ compile_error!(
     "liger reads little-endian GGUF files in place and supports little-endian targets only"
 );
 
+#[cfg(feature = "capi")]
+pub mod capi;
 pub mod chat;
 pub mod config;
 pub mod cpu;

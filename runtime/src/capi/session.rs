@@ -1,0 +1,417 @@
+//! Sessions through the C ABI: feed, logits, sampling, streaming generation, state bytes.
+
+use super::*;
+use crate::sampler::{Sampler, SamplerOptions};
+use crate::session::Session;
+use crate::tokenizer::StreamDecoder;
+use std::ffi::c_void;
+
+/// Sampling settings; `liger_sampler_options_default` fills the defaults. `temperature <= 0`
+/// is greedy.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LigerSamplerOptions {
+    pub temperature: f32,
+    /// Keep the k most likely tokens (0 = all).
+    pub top_k: u32,
+    /// Keep the smallest set whose probability reaches p (1 = all).
+    pub top_p: f32,
+    /// Drop tokens less likely than `min_p` × p(most likely) (0 = none).
+    pub min_p: f32,
+    /// Penalize the last `repeat_last_n` tokens fed (1 = off).
+    pub repeat_penalty: f32,
+    pub repeat_last_n: u32,
+    /// Seed of the session's sampler (runs are reproducible).
+    pub seed: u64,
+}
+
+impl From<LigerSamplerOptions> for SamplerOptions {
+    fn from(o: LigerSamplerOptions) -> SamplerOptions {
+        SamplerOptions {
+            temperature: o.temperature,
+            top_k: o.top_k as usize,
+            top_p: o.top_p,
+            min_p: o.min_p,
+            repeat_penalty: o.repeat_penalty,
+            repeat_last_n: o.repeat_last_n as usize,
+            seed: o.seed,
+        }
+    }
+}
+
+/// Called by `liger_session_generate` with each generated token and the text it completes
+/// (UTF-8, `text_len` bytes, NUL-terminated; may be empty while a character is incomplete;
+/// valid during the call). A last call with `token == LIGER_TOKEN_NONE` delivers text still
+/// pending at the end. Return 0 to go on, anything else to stop. It must not free the session.
+pub type LigerTokenCallback = Option<
+    unsafe extern "C" fn(
+        user_data: *mut c_void,
+        token: u32,
+        text: *const c_char,
+        text_len: usize,
+    ) -> i32,
+>;
+
+/// The `token` of a callback that only delivers pending text.
+pub const LIGER_TOKEN_NONE: u32 = u32::MAX;
+
+/// One sequence on a model (opaque).
+pub struct LigerSession {
+    session: Session,
+    model: Arc<LigerModel>,
+    /// The sampler and the options it was made with (remade when they change).
+    sampler: Option<(LigerSamplerOptions, Sampler)>,
+    /// Tokens fed, for a sampler made later (its repetition window).
+    recent: std::collections::VecDeque<u32>,
+}
+
+/// Tokens remembered for the repetition penalty of a sampler made later.
+const RECENT: usize = 1024;
+
+impl LigerSession {
+    fn feed(&mut self, tokens: &[u32]) -> CResult {
+        self.session.feed(tokens)?;
+        for &t in tokens {
+            if self.recent.len() == RECENT {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(t);
+            if let Some((_, s)) = &mut self.sampler {
+                s.observe(t);
+            }
+        }
+        Ok(())
+    }
+
+    fn sample(&mut self, options: LigerSamplerOptions) -> CResult<u32> {
+        if self.session.position() == 0 {
+            return Err(CError::new(
+                LIGER_ERROR_INVALID_ARGUMENT,
+                "nothing fed yet: feed a prompt before sampling",
+            ));
+        }
+        if self.sampler.as_ref().is_none_or(|(o, _)| *o != options) {
+            let mut s = Sampler::new(options.into());
+            self.recent.iter().for_each(|&t| s.observe(t));
+            self.sampler = Some((options, s));
+        }
+        let (_, sampler) = self.sampler.as_mut().expect("made above");
+        Ok(sampler.sample(self.session.logits()))
+    }
+}
+
+fn lock(s: &Mutex<LigerSession>) -> std::sync::MutexGuard<'_, LigerSession> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `f` on a live session (waiting for another thread's call on it to finish).
+fn with_session<T>(
+    ptr: *const LigerSession,
+    f: impl FnOnce(&mut LigerSession) -> CResult<T>,
+) -> CResult<T> {
+    let s = session_of(ptr)?;
+    let mut guard = lock(&s);
+    f(&mut guard)
+}
+
+fn sampler_options(ptr: *const LigerSamplerOptions) -> CResult<LigerSamplerOptions> {
+    if ptr.is_null() {
+        return Ok(greedy());
+    }
+    Ok(slice_arg(ptr, 1, "sampler options")?[0])
+}
+
+fn greedy() -> LigerSamplerOptions {
+    LigerSamplerOptions {
+        temperature: 0.0,
+        ..default_sampler()
+    }
+}
+
+fn default_sampler() -> LigerSamplerOptions {
+    let d = SamplerOptions::default();
+    LigerSamplerOptions {
+        temperature: d.temperature,
+        top_k: d.top_k as u32,
+        top_p: d.top_p,
+        min_p: d.min_p,
+        repeat_penalty: d.repeat_penalty,
+        repeat_last_n: d.repeat_last_n as u32,
+        seed: d.seed,
+    }
+}
+
+/// Fills `out` with the default sampling settings (temperature 0.8, top-k 40, top-p 0.95,
+/// min-p 0.05, no repetition penalty).
+#[no_mangle]
+pub extern "C" fn liger_sampler_options_default(out: *mut LigerSamplerOptions) -> LigerStatus {
+    ffi(|| write_out(out, default_sampler(), "sampler options out-pointer"))
+}
+
+/// A new session (empty state) on `model`; free it with `liger_session_free`.
+#[no_mangle]
+pub extern "C" fn liger_session_new(
+    model: *const LigerModel,
+    out_session: *mut *mut LigerSession,
+) -> LigerStatus {
+    ffi(|| {
+        let m = model_of(model)?;
+        if out_session.is_null() {
+            return Err(CError::new(LIGER_ERROR_NULL, "out_session is NULL"));
+        }
+        let session = LigerSession {
+            session: Session::new(Arc::clone(&m.model), m.mode),
+            model: m,
+            sampler: None,
+            recent: Default::default(),
+        };
+        hand_out(out_session, register_session(session), true)
+    })
+}
+
+/// Frees a session. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn liger_session_free(session: *mut LigerSession) -> LigerStatus {
+    ffi(|| {
+        if session.is_null() || unregister(session as usize, true) {
+            return Ok(());
+        }
+        Err(CError::new(
+            LIGER_ERROR_INVALID_HANDLE,
+            format!("{session:p} is not a live session handle (freed twice?)"),
+        ))
+    })
+}
+
+/// Forgets everything fed.
+#[no_mangle]
+pub extern "C" fn liger_session_reset(session: *mut LigerSession) -> LigerStatus {
+    ffi(|| {
+        with_session(session, |s| {
+            s.session.reset();
+            s.recent.clear();
+            s.sampler = None;
+            Ok(())
+        })
+    })
+}
+
+/// Tokens fed so far.
+#[no_mangle]
+pub extern "C" fn liger_session_position(
+    session: *const LigerSession,
+    out_position: *mut u64,
+) -> LigerStatus {
+    ffi(|| {
+        with_session(session, |s| {
+            write_out(out_position, s.session.position() as u64, "out_position")
+        })
+    })
+}
+
+/// Feeds `n_ids` token ids as one call (in hf-compat mode the window sees only them).
+#[no_mangle]
+pub extern "C" fn liger_session_feed(
+    session: *mut LigerSession,
+    ids: *const u32,
+    n_ids: usize,
+) -> LigerStatus {
+    ffi(|| {
+        let ids = slice_arg(ids, n_ids, "ids")?;
+        with_session(session, |s| s.feed(ids))
+    })
+}
+
+/// Tokenizes `text` (with BOS etc. when `add_special`) and feeds it as one call.
+#[no_mangle]
+pub extern "C" fn liger_session_feed_text(
+    session: *mut LigerSession,
+    text: *const c_char,
+    add_special: bool,
+) -> LigerStatus {
+    ffi(|| {
+        let text = str_arg(text, "text")?;
+        with_session(session, |s| {
+            let ids = tokenizer_of(&s.model)?.encode(text, add_special)?;
+            s.feed(&ids)
+        })
+    })
+}
+
+/// Copies the logits after the last token fed ([vocab] floats; zeros before any) into
+/// `out_logits` (capacity `capacity` floats); `*out_len` = vocab.
+#[no_mangle]
+pub extern "C" fn liger_session_logits(
+    session: *const LigerSession,
+    out_logits: *mut f32,
+    capacity: usize,
+    out_len: *mut usize,
+) -> LigerStatus {
+    ffi(|| {
+        with_session(session, |s| {
+            copy_out(s.session.logits(), out_logits, capacity, out_len, "logits")
+        })
+    })
+}
+
+/// Picks the next token from the last logits with `options` (NULL = greedy); the session's
+/// sampler keeps its random state across calls with the same options. Does not feed it.
+#[no_mangle]
+pub extern "C" fn liger_session_sample(
+    session: *mut LigerSession,
+    options: *const LigerSamplerOptions,
+    out_token: *mut u32,
+) -> LigerStatus {
+    ffi(|| {
+        let options = sampler_options(options)?;
+        with_session(session, |s| {
+            write_out(out_token, s.sample(options)?, "out_token")
+        })
+    })
+}
+
+/// Generates up to `max_tokens` tokens after what was fed: sample (`options`, NULL = greedy),
+/// feed, call `callback` (may be NULL) — until a stop token of the model (not fed, not
+/// reported), `max_tokens`, or the callback returns non-zero. `*out_n_generated` (may be NULL)
+/// = tokens generated and fed. The session is not locked while the callback runs.
+#[no_mangle]
+pub extern "C" fn liger_session_generate(
+    session: *mut LigerSession,
+    options: *const LigerSamplerOptions,
+    max_tokens: usize,
+    callback: LigerTokenCallback,
+    user_data: *mut c_void,
+    out_n_generated: *mut usize,
+) -> LigerStatus {
+    ffi(|| {
+        let options = sampler_options(options)?;
+        let s = session_of(session)?;
+        let mut text = StreamDecoder::new();
+        let mut n = 0;
+        let deliver = |token: u32, piece: &str| -> bool {
+            let Some(cb) = callback else { return false };
+            let mut bytes = Vec::with_capacity(piece.len() + 1);
+            bytes.extend_from_slice(piece.as_bytes());
+            bytes.push(0);
+            // SAFETY: a callback the caller provided with this signature; `bytes` outlives
+            // the call and holds `piece.len()` bytes plus a NUL.
+            unsafe { cb(user_data, token, bytes.as_ptr().cast(), piece.len()) != 0 }
+        };
+        let mut result = Ok(());
+        while n < max_tokens {
+            let step = {
+                let mut guard = lock(&s);
+                let g = &mut *guard;
+                (|| -> CResult<Option<(u32, String)>> {
+                    let token = g.sample(options)?;
+                    let model = Arc::clone(&g.model);
+                    let tokenizer = model.model.tokenizer.as_ref();
+                    if tokenizer.is_some_and(|t| t.is_stop(token)) {
+                        return Ok(None);
+                    }
+                    g.feed(&[token])?;
+                    let piece = match tokenizer {
+                        Some(t) => text.push(t, token)?.unwrap_or_default(),
+                        None => String::new(),
+                    };
+                    Ok(Some((token, piece)))
+                })()
+            };
+            match step {
+                Ok(Some((token, piece))) => {
+                    n += 1;
+                    if deliver(token, &piece) {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let model = Arc::clone(&lock(&s).model);
+        if let Some(t) = model.model.tokenizer.as_ref() {
+            let rest = text.flush(t)?;
+            if !rest.is_empty() {
+                deliver(LIGER_TOKEN_NONE, &rest);
+            }
+        }
+        if !out_n_generated.is_null() {
+            write_out(out_n_generated, n, "out_n_generated")?;
+        }
+        result
+    })
+}
+
+/// Bytes of a saved state (fixed for a model).
+#[no_mangle]
+pub extern "C" fn liger_state_size(
+    session: *const LigerSession,
+    out_size: *mut usize,
+) -> LigerStatus {
+    ffi(|| {
+        with_session(session, |s| {
+            write_out(out_size, s.session.state_size(), "out_size")
+        })
+    })
+}
+
+/// Saves the state (versioned, checksummed, bound to the model and decode mode) into `out`
+/// (capacity `capacity` bytes); `*out_len` = its size.
+#[no_mangle]
+pub extern "C" fn liger_state_save(
+    session: *const LigerSession,
+    out: *mut u8,
+    capacity: usize,
+    out_len: *mut usize,
+) -> LigerStatus {
+    ffi(|| {
+        with_session(session, |s| {
+            copy_out(&s.session.save_state(), out, capacity, out_len, "state")
+        })
+    })
+}
+
+/// Restores a state saved by `liger_state_save` on the same model file and decode mode; on
+/// error the session is unchanged.
+#[no_mangle]
+pub extern "C" fn liger_state_load(
+    session: *mut LigerSession,
+    data: *const u8,
+    len: usize,
+) -> LigerStatus {
+    ffi(|| {
+        let bytes = slice_arg(data, len, "state data")?;
+        with_session(session, |s| {
+            s.session
+                .load_state(bytes)
+                .map_err(|e| CError::new(LIGER_ERROR_STATE, e.to_string()))?;
+            s.sampler = None;
+            Ok(())
+        })
+    })
+}
+
+/// A new, independent session starting from this one's state (free it separately).
+#[no_mangle]
+pub extern "C" fn liger_session_fork(
+    session: *const LigerSession,
+    out_session: *mut *mut LigerSession,
+) -> LigerStatus {
+    ffi(|| {
+        if out_session.is_null() {
+            return Err(CError::new(LIGER_ERROR_NULL, "out_session is NULL"));
+        }
+        let fork = with_session(session, |s| {
+            Ok(LigerSession {
+                session: s.session.fork(),
+                model: Arc::clone(&s.model),
+                sampler: s.sampler.clone(),
+                recent: s.recent.clone(),
+            })
+        })?;
+        hand_out(out_session, register_session(fork), true)
+    })
+}
