@@ -30,4 +30,14 @@ elif [[ -n ${LIGER_REQUIRE_NEON_TESTS:-} ]]; then
 else
   echo "NEON kernel tests skipped: qemu-user-static, gcc-aarch64-linux-gnu or the aarch64 target missing (.ci/run installs them)" >&2
 fi
+# Android: the runtime and the JNI bridge type-check for the phone target (no NDK needed; the
+# bridge itself is tested on the host JVM by `cargo test` above).
+if rustup target list --installed 2>/dev/null | grep -q aarch64-linux-android; then
+  cargo check --locked --target aarch64-linux-android -p liger-runtime -p liger-android --features liger-runtime/capi
+elif [[ -n ${LIGER_REQUIRE_ANDROID_CHECK:-} ]]; then
+  echo "the Android check needs the aarch64-linux-android target (rustup target add)" >&2
+  exit 1
+else
+  echo "Android check skipped: rustup target add aarch64-linux-android (.ci/run does)" >&2
+fi
 cargo bench --workspace --locked --no-run

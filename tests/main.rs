@@ -5,6 +5,7 @@ mod convert;
 mod gguf_reader;
 #[cfg(feature = "wgpu")]
 mod gpu;
+mod jni;
 mod model;
 mod quant;
 mod real_model;

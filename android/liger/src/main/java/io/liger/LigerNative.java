@@ -1,0 +1,49 @@
+package io.liger;
+
+/**
+ * The native methods of libliger_jni (android/src/lib.rs), a thin layer over the liger C API.
+ * Handles are opaque longs that the library validates: 0, a freed or a foreign handle throws
+ * {@link LigerException}, it never crashes. Use {@link LigerModel} / {@link LigerSession}
+ * rather than this class.
+ */
+public final class LigerNative {
+    static {
+        System.loadLibrary("liger_jni");
+    }
+
+    private LigerNative() {}
+
+    /** Decode semantics (DESIGN §1): a rolling window, or the reference HF generate(). */
+    public static final int DECODE_WINDOW = 0;
+    public static final int DECODE_HF_COMPAT = 1;
+
+    public static native String version();
+
+    /** Memory-maps a liger file; threads 0 = one per core. */
+    public static native long modelLoad(String path, int threads, int decodeMode);
+    public static native void modelFree(long model);
+    public static native int vocabSize(long model);
+    public static native int[] tokenize(long model, String text, boolean addSpecial);
+    public static native String detokenize(long model, int[] ids);
+
+    public static native long sessionNew(long model);
+    public static native void sessionFree(long session);
+    public static native long sessionFork(long session);
+    public static native void sessionReset(long session);
+    public static native long sessionPosition(long session);
+    public static native void sessionFeed(long session, int[] ids);
+    public static native void sessionFeedText(long session, String text, boolean addSpecial);
+    public static native float[] sessionLogits(long session);
+
+    /**
+     * Generates up to maxTokens tokens (temperature <= 0: greedy), calling the listener with
+     * each; stops at the model's stop token or when the listener returns false. Returns the
+     * number of tokens generated.
+     */
+    public static native int generate(long session, float temperature, int topK, float topP,
+            float minP, float repeatPenalty, int repeatLastN, long seed, int maxTokens,
+            TokenListener listener);
+
+    public static native byte[] stateSave(long session);
+    public static native void stateLoad(long session, byte[] state);
+}

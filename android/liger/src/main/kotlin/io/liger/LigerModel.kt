@@ -1,0 +1,51 @@
+package io.liger
+
+import java.io.Closeable
+
+/** What the sliding-window branch sees (DESIGN §1). */
+enum class DecodeMode(internal val code: Int) {
+    /** A rolling window of the last 64 keys: token-by-token decoding equals a full forward. */
+    WINDOW(LigerNative.DECODE_WINDOW),
+
+    /** The reference HF generate(): the window holds only the tokens of the current call. */
+    HF_COMPAT(LigerNative.DECODE_HF_COMPAT),
+}
+
+/**
+ * A liger model file, memory-mapped: pages are read when the model touches them, nothing is
+ * loaded up front. Runs on the CPU (NEON on arm64). Thread-safe: any number of sessions on any
+ * threads; closing the model while sessions live is allowed (they keep it).
+ */
+class LigerModel(
+    path: String,
+    threads: Int = 0,
+    val mode: DecodeMode = DecodeMode.WINDOW,
+) : Closeable {
+    private var handle: Long = LigerNative.modelLoad(path, threads, mode.code)
+
+    private fun live(): Long = handle.also { check(it != 0L) { "LigerModel is closed" } }
+
+    /** Logits per token. */
+    val vocabSize: Int get() = LigerNative.vocabSize(live())
+
+    fun tokenize(text: String, addSpecial: Boolean = true): IntArray =
+        LigerNative.tokenize(live(), text, addSpecial)
+
+    fun detokenize(ids: IntArray): String = LigerNative.detokenize(live(), ids)
+
+    /** A new session (empty state); close it when done. */
+    fun newSession(): LigerSession = LigerSession(LigerNative.sessionNew(live()))
+
+    @Synchronized
+    override fun close() {
+        if (handle != 0L) {
+            LigerNative.modelFree(handle)
+            handle = 0L
+        }
+    }
+
+    companion object {
+        /** The native library's version. */
+        val version: String get() = LigerNative.version()
+    }
+}

@@ -1,0 +1,88 @@
+package io.liger
+
+import java.io.Closeable
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.channels.Channel
+import kotlinx.coroutines.flow.Flow
+import kotlinx.coroutines.flow.buffer
+import kotlinx.coroutines.flow.channelFlow
+import kotlinx.coroutines.flow.flowOn
+import kotlinx.coroutines.flow.map
+import kotlinx.coroutines.isActive
+
+/** Sampling settings; temperature <= 0 is greedy. */
+data class SamplerOptions(
+    val temperature: Float = 0.8f,
+    val topK: Int = 40,
+    val topP: Float = 0.95f,
+    val minP: Float = 0.05f,
+    val repeatPenalty: Float = 1.0f,
+    val repeatLastN: Int = 64,
+    val seed: Long = 0x5eed,
+) {
+    companion object {
+        val GREEDY = SamplerOptions(temperature = 0f)
+    }
+}
+
+/** A generated token and the text it completes (empty while a character is incomplete). */
+data class Token(val id: Int, val text: String)
+
+/**
+ * One sequence on a model: its state has a fixed size whatever the number of tokens fed.
+ * Calls on one session are serialized by the library; use one session per conversation.
+ */
+class LigerSession internal constructor(private var handle: Long) : Closeable {
+    private fun live(): Long = handle.also { check(it != 0L) { "LigerSession is closed" } }
+
+    /** Tokens fed so far. */
+    val position: Long get() = LigerNative.sessionPosition(live())
+
+    /** Feeds token ids as one call. */
+    fun feed(ids: IntArray) = LigerNative.sessionFeed(live(), ids)
+
+    /** Tokenizes and feeds text as one call. */
+    fun feed(text: String, addSpecial: Boolean = false) =
+        LigerNative.sessionFeedText(live(), text, addSpecial)
+
+    /** Logits after the last token fed. */
+    fun logits(): FloatArray = LigerNative.sessionLogits(live())
+
+    fun reset() = LigerNative.sessionReset(live())
+
+    /** The state as bytes (versioned, checksummed, bound to this model file). */
+    fun saveState(): ByteArray = LigerNative.stateSave(live())
+
+    /** Restores saved bytes; on error (another model, corrupt) the session is unchanged. */
+    fun loadState(state: ByteArray) = LigerNative.stateLoad(live(), state)
+
+    /** An independent session starting from this one's state. */
+    fun fork(): LigerSession = LigerSession(LigerNative.sessionFork(live()))
+
+    /**
+     * Generation as a cold Flow: collecting it samples and feeds up to [maxTokens] tokens on
+     * [Dispatchers.Default] until the model's stop token; cancelling the collector stops
+     * generation after the current token.
+     */
+    fun generate(maxTokens: Int, options: SamplerOptions = SamplerOptions()): Flow<Token> {
+        val session = live()
+        return channelFlow {
+            LigerNative.generate(
+                session, options.temperature, options.topK, options.topP, options.minP,
+                options.repeatPenalty, options.repeatLastN, options.seed, maxTokens,
+            ) { id, text -> isActive && trySend(Token(id, text)).isSuccess }
+        }.buffer(Channel.UNLIMITED).flowOn(Dispatchers.Default)
+    }
+
+    /** [generate] as text pieces. */
+    fun generateText(maxTokens: Int, options: SamplerOptions = SamplerOptions()): Flow<String> =
+        generate(maxTokens, options).map { it.text }
+
+    @Synchronized
+    override fun close() {
+        if (handle != 0L) {
+            LigerNative.sessionFree(handle)
+            handle = 0L
+        }
+    }
+}
