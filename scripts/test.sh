@@ -33,7 +33,8 @@ fi
 # Android: the runtime and the JNI bridge type-check for the phone target (no NDK needed; the
 # bridge itself is tested on the host JVM by `cargo test` above).
 if rustup target list --installed 2>/dev/null | grep -q aarch64-linux-android; then
-  cargo check --locked --target aarch64-linux-android -p liger-runtime -p liger-android --features liger-runtime/capi
+  cargo check --locked --target aarch64-linux-android -p liger-runtime -p liger-android \
+    --features liger-runtime/capi,liger-android/wgpu
 elif [[ -n ${LIGER_REQUIRE_ANDROID_CHECK:-} ]]; then
   echo "the Android check needs the aarch64-linux-android target (rustup target add)" >&2
   exit 1

@@ -6,6 +6,7 @@
 use liger::gpu::{GpuContext, GpuModel, GpuSequence};
 use liger::{Model, ModelOptions};
 use liger_tests::*;
+use std::sync::Arc;
 
 /// Max |Δlogit| against the fp32 reference: the CPU's (DESIGN §5); the GPU computes in f32
 /// with f32 weights here, only the summation order differs.
@@ -33,12 +34,12 @@ fn gpu_decode_matches_the_reference_logits() {
     for case in liger_cases() {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
         let path = convert_case(&case, "f32", dir.path());
-        let model = Model::load(path, &ModelOptions::default()).unwrap();
+        let model = Arc::new(Model::load(path, &ModelOptions::default()).unwrap());
         let Some(ctx) = GpuContext::for_tests() else {
             return;
         };
         let adapter = ctx.describe();
-        let gpu = GpuModel::new(ctx, &model).unwrap();
+        let gpu = Arc::new(GpuModel::new(ctx, Arc::clone(&model)).unwrap());
         let reference = read_bytes(&case.join("reference.safetensors"));
         let (ids, _) = tensor_f32(&reference, "input_ids");
         let prompt_len = meta(&case)["prompt_len"].as_u64().unwrap() as usize;
@@ -82,15 +83,17 @@ fn gpu_prefill_batches_match_the_reference_logits() {
     let dir = tempfile::tempdir().unwrap();
     for case in liger_cases() {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
-        let model = Model::load(
-            convert_case(&case, "f32", dir.path()),
-            &ModelOptions::default(),
-        )
-        .unwrap();
+        let model = Arc::new(
+            Model::load(
+                convert_case(&case, "f32", dir.path()),
+                &ModelOptions::default(),
+            )
+            .unwrap(),
+        );
         let Some(ctx) = GpuContext::for_tests() else {
             return;
         };
-        let gpu = GpuModel::new(ctx, &model).unwrap();
+        let gpu = Arc::new(GpuModel::new(ctx, Arc::clone(&model)).unwrap());
         let reference = read_bytes(&case.join("reference.safetensors"));
         let (ids, _) = tensor_f32(&reference, "input_ids");
         let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
@@ -130,16 +133,18 @@ fn matrices_over_the_binding_limit_are_split_and_agree() {
     // matrix) is uploaded in parts, as a Llama-3 embedding is on a 128 MiB adapter.
     let case = fixtures().join("liger").join("liger_gla_tied");
     let dir = tempfile::tempdir().unwrap();
-    let model = Model::load(
-        convert_case(&case, "f32", dir.path()),
-        &ModelOptions::default(),
-    )
-    .unwrap();
+    let model = Arc::new(
+        Model::load(
+            convert_case(&case, "f32", dir.path()),
+            &ModelOptions::default(),
+        )
+        .unwrap(),
+    );
     let Some(mut ctx) = GpuContext::for_tests() else {
         return;
     };
     ctx.max_binding_bytes = 2048;
-    let gpu = GpuModel::new(ctx, &model).unwrap();
+    let gpu = Arc::new(GpuModel::new(ctx, Arc::clone(&model)).unwrap());
     let reference = read_bytes(&case.join("reference.safetensors"));
     let (ids, _) = tensor_f32(&reference, "input_ids");
     let (want, _) = tensor_f32(&reference, "logits_full");
@@ -158,4 +163,67 @@ fn matrices_over_the_binding_limit_are_split_and_agree() {
         let what = format!("split bindings, token {t}");
         check_row(got, &want[t * vocab..(t + 1) * vocab], &what);
     }
+}
+
+#[test]
+fn c_api_runs_sessions_on_the_gpu_after_its_self_test() {
+    use liger::capi::*;
+    if GpuContext::for_tests().is_none() {
+        return;
+    }
+    let case = fixtures().join("liger").join("liger_gla");
+    let dir = tempfile::tempdir().unwrap();
+    let path = convert_case(&case, "f32", dir.path());
+    let path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let reference = read_bytes(&case.join("reference.safetensors"));
+    let prompt_len = meta(&case)["prompt_len"].as_u64().unwrap() as usize;
+    let (ids, _) = tensor_f32(&reference, "input_ids");
+    let prompt: Vec<u32> = ids[..prompt_len].iter().map(|&v| v as u32).collect();
+    let (greedy, _) = tensor_f32(&reference, "greedy_tokens");
+    let greedy: Vec<u32> = greedy.iter().map(|&v| v as u32).collect();
+    let last_error = || {
+        // SAFETY: liger_last_error returns a valid NUL-terminated string.
+        unsafe { std::ffi::CStr::from_ptr(liger_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    };
+
+    let options = LigerModelOptions {
+        backend: LIGER_BACKEND_WGPU,
+        threads: 1,
+        decode_mode: LIGER_DECODE_HF_COMPAT,
+    };
+    let mut model = std::ptr::null_mut();
+    assert_eq!(
+        liger_model_load(path.as_ptr(), &options, &mut model),
+        LIGER_OK,
+        "{}",
+        last_error()
+    );
+    let mut session = std::ptr::null_mut();
+    assert_eq!(liger_session_new(model, &mut session), LIGER_OK);
+    assert_eq!(
+        liger_session_feed(session, prompt.as_ptr(), prompt.len()),
+        LIGER_OK
+    );
+    // Greedy generation, one token at a time through sample + feed.
+    let mut got = Vec::new();
+    for _ in 0..greedy.len() {
+        let mut token = 0;
+        assert_eq!(
+            liger_session_sample(session, std::ptr::null(), &mut token),
+            LIGER_OK
+        );
+        assert_eq!(liger_session_feed(session, &token, 1), LIGER_OK);
+        got.push(token);
+    }
+    assert_eq!(got, greedy, "greedy tokens on the GPU through the C API");
+    let mut size = 0;
+    assert_eq!(
+        liger_state_size(session, &mut size),
+        LIGER_ERROR_UNSUPPORTED
+    );
+    assert!(last_error().contains("wgpu"), "{}", last_error());
+    assert_eq!(liger_session_free(session), LIGER_OK);
+    assert_eq!(liger_model_free(model), LIGER_OK);
 }

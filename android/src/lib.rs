@@ -114,6 +114,7 @@ pub extern "system" fn Java_io_liger_LigerNative_modelLoad(
     path: JString,
     threads: jint,
     decode_mode: jint,
+    backend: jint,
 ) -> jlong {
     bridge(&mut env, 0, |env| {
         let path = string(env, &path)?;
@@ -123,6 +124,7 @@ pub extern "system" fn Java_io_liger_LigerNative_modelLoad(
         let mut options = unsafe { options.assume_init() };
         options.threads = threads.max(0) as u32;
         options.decode_mode = decode_mode;
+        options.backend = backend;
         let mut out = std::ptr::null_mut();
         check(liger_model_load(path.as_ptr(), &options, &mut out))?;
         Ok(out as usize as jlong)

@@ -7,13 +7,14 @@ use crate::bench::{peak_resident, report, tokens, Backend, BenchArgs, TestResult
 use anyhow::Result;
 use liger::gpu::{GpuContext, GpuModel, GpuSequence};
 use liger::{Model, ModelOptions};
+use std::sync::Arc;
 use std::time::Instant;
 
 pub fn bench(args: &BenchArgs, depths: &[u32]) -> Result<()> {
-    let model = Model::load(&args.model, &ModelOptions::default())?;
+    let model = Arc::new(Model::load(&args.model, &ModelOptions::default())?);
     let ctx = GpuContext::new()?;
     let adapter = ctx.describe();
-    let gpu = GpuModel::new(ctx, &model)?;
+    let gpu = Arc::new(GpuModel::new(ctx, Arc::clone(&model))?);
     let vocab = model.config.vocab_size;
     // Warm-up: pipelines and first submissions before anything is timed.
     let mut warm = GpuSequence::new(&gpu)?;

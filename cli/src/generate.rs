@@ -144,13 +144,13 @@ impl Decoder for Session {
 }
 
 #[cfg(feature = "wgpu")]
-pub struct GpuDecoder<'g, 'm> {
-    pub seq: liger::gpu::GpuSequence<'g, 'm>,
+pub struct GpuDecoder {
+    pub seq: liger::gpu::GpuSequence,
     pub hf_compat: bool,
 }
 
 #[cfg(feature = "wgpu")]
-impl Decoder for GpuDecoder<'_, '_> {
+impl Decoder for GpuDecoder {
     fn last_logits(&self) -> &[f32] {
         self.seq.logits()
     }
@@ -239,7 +239,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         "wgpu" => {
             let ctx = liger::gpu::GpuContext::new()?;
             eprintln!("wgpu adapter: {}", ctx.describe());
-            let gpu = liger::gpu::GpuModel::new(ctx, &model)?;
+            let gpu = Arc::new(liger::gpu::GpuModel::new(ctx, model.clone())?);
             let mut decoder = GpuDecoder {
                 seq: liger::gpu::GpuSequence::new(&gpu)?,
                 hf_compat: mode == DecodeMode::HfCompat,

@@ -17,6 +17,7 @@
 // what it can (null, alignment, live handles) and documents the rest as the caller's contract.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+mod backend;
 mod session;
 
 pub use session::*;
@@ -82,6 +83,7 @@ pub struct LigerModelOptions {
 pub struct LigerModel {
     model: Arc<Model>,
     mode: DecodeMode,
+    backend: backend::Backend,
 }
 
 /// An error on its way to C: a status code and a message.
@@ -328,7 +330,10 @@ fn default_options() -> LigerModelOptions {
 }
 
 /// Loads (memory-maps) a liger GGUF file. `options` may be NULL (defaults). On success
-/// `*out_model` is a handle to free with `liger_model_free`.
+/// `*out_model` is a handle to free with `liger_model_free`. `LIGER_BACKEND_WGPU` (a build
+/// with the `wgpu` feature) first compares the GPU's logits with the CPU's on a short probe
+/// and fails with `LIGER_ERROR_UNSUPPORTED` if they disagree; wgpu sessions cannot save,
+/// load or fork state yet.
 #[no_mangle]
 pub extern "C" fn liger_model_load(
     path: *const c_char,
@@ -354,20 +359,14 @@ pub extern "C" fn liger_model_load(
                 ))
             }
         };
-        match o.backend {
-            LIGER_BACKEND_CPU => {}
-            LIGER_BACKEND_WGPU => {
-                return Err(CError::new(
-                    LIGER_ERROR_UNSUPPORTED,
-                    "the C API runs the CPU backend only so far (LIGER_BACKEND_CPU)",
-                ))
-            }
-            b => {
-                return Err(CError::new(
-                    LIGER_ERROR_INVALID_ARGUMENT,
-                    format!("backend {b} (LIGER_BACKEND_CPU or LIGER_BACKEND_WGPU)"),
-                ))
-            }
+        if !matches!(o.backend, LIGER_BACKEND_CPU | LIGER_BACKEND_WGPU) {
+            return Err(CError::new(
+                LIGER_ERROR_INVALID_ARGUMENT,
+                format!(
+                    "backend {} (LIGER_BACKEND_CPU or LIGER_BACKEND_WGPU)",
+                    o.backend
+                ),
+            ));
         }
         if out_model.is_null() {
             return Err(CError::new(LIGER_ERROR_NULL, "out_model is NULL"));
@@ -377,7 +376,24 @@ pub extern "C" fn liger_model_load(
             ..Default::default()
         };
         let model = Arc::new(Model::load(path, &options)?);
-        hand_out(out_model, register_model(LigerModel { model, mode }), false)
+        let backend = match o.backend {
+            #[cfg(feature = "wgpu")]
+            LIGER_BACKEND_WGPU => backend::gpu_backend(&model, mode)?,
+            #[cfg(not(feature = "wgpu"))]
+            LIGER_BACKEND_WGPU => {
+                return Err(CError::new(
+                    LIGER_ERROR_UNSUPPORTED,
+                    "this library was built without the wgpu backend (cargo feature wgpu)",
+                ))
+            }
+            _ => backend::Backend::Cpu,
+        };
+        let handle = register_model(LigerModel {
+            model,
+            mode,
+            backend,
+        });
+        hand_out(out_model, handle, false)
     })
 }
 

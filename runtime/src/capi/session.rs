@@ -1,8 +1,8 @@
 //! Sessions through the C ABI: feed, logits, sampling, streaming generation, state bytes.
 
+use super::backend::Sequence;
 use super::*;
 use crate::sampler::{Sampler, SamplerOptions};
-use crate::session::Session;
 use crate::tokenizer::StreamDecoder;
 use std::ffi::c_void;
 
@@ -57,7 +57,7 @@ pub const LIGER_TOKEN_NONE: u32 = u32::MAX;
 
 /// One sequence on a model (opaque).
 pub struct LigerSession {
-    session: Session,
+    session: Sequence,
     model: Arc<LigerModel>,
     /// The sampler and the options it was made with (remade when they change).
     sampler: Option<(LigerSamplerOptions, Sampler)>,
@@ -160,7 +160,7 @@ pub extern "C" fn liger_session_new(
             return Err(CError::new(LIGER_ERROR_NULL, "out_session is NULL"));
         }
         let session = LigerSession {
-            session: Session::new(Arc::clone(&m.model), m.mode),
+            session: Sequence::new(&m.model, m.mode, &m.backend)?,
             model: m,
             sampler: None,
             recent: Default::default(),
@@ -188,7 +188,7 @@ pub extern "C" fn liger_session_free(session: *mut LigerSession) -> LigerStatus 
 pub extern "C" fn liger_session_reset(session: *mut LigerSession) -> LigerStatus {
     ffi(|| {
         with_session(session, |s| {
-            s.session.reset();
+            s.session.reset()?;
             s.recent.clear();
             s.sampler = None;
             Ok(())
@@ -353,7 +353,7 @@ pub extern "C" fn liger_state_size(
 ) -> LigerStatus {
     ffi(|| {
         with_session(session, |s| {
-            write_out(out_size, s.session.state_size(), "out_size")
+            write_out(out_size, s.session.state_size()?, "out_size")
         })
     })
 }
@@ -369,7 +369,7 @@ pub extern "C" fn liger_state_save(
 ) -> LigerStatus {
     ffi(|| {
         with_session(session, |s| {
-            copy_out(&s.session.save_state(), out, capacity, out_len, "state")
+            copy_out(&s.session.save_state()?, out, capacity, out_len, "state")
         })
     })
 }
@@ -385,9 +385,7 @@ pub extern "C" fn liger_state_load(
     ffi(|| {
         let bytes = slice_arg(data, len, "state data")?;
         with_session(session, |s| {
-            s.session
-                .load_state(bytes)
-                .map_err(|e| CError::new(LIGER_ERROR_STATE, e.to_string()))?;
+            s.session.load_state(bytes)?;
             s.sampler = None;
             Ok(())
         })
@@ -406,7 +404,7 @@ pub extern "C" fn liger_session_fork(
         }
         let fork = with_session(session, |s| {
             Ok(LigerSession {
-                session: s.session.fork(),
+                session: s.session.fork()?,
                 model: Arc::clone(&s.model),
                 sampler: s.sampler.clone(),
                 recent: s.recent.clone(),

@@ -15,6 +15,7 @@ use super::{GpuContext, GpuMatrix, MatvecPipelines};
 use crate::config::Variant;
 use crate::error::{Error, Result};
 use crate::model::{rope, Model};
+use std::sync::Arc;
 
 const SHADER: &str = include_str!("../../../shaders/step.wgsl");
 /// Threads per workgroup of `step.wgsl` (the largest head dim and window it handles).
@@ -85,8 +86,8 @@ struct GpuLayer {
 
 /// A model's weights on the GPU (the token embedding stays in the mapped file: one row is
 /// uploaded per step).
-pub struct GpuModel<'m> {
-    pub model: &'m Model,
+pub struct GpuModel {
+    pub model: Arc<Model>,
     pub ctx: GpuContext,
     matvec: MatvecPipelines,
     ops: OpPipelines,
@@ -99,9 +100,9 @@ fn floats(ctx: &GpuContext, label: &str, v: &[f32]) -> wgpu::Buffer {
     ctx.upload(label, bytemuck::cast_slice(v), wgpu::BufferUsages::STORAGE)
 }
 
-impl<'m> GpuModel<'m> {
+impl GpuModel {
     /// Uploads `model` to the device of `ctx`.
-    pub fn new(ctx: GpuContext, model: &'m Model) -> Result<GpuModel<'m>> {
+    pub fn new(ctx: GpuContext, model: Arc<Model>) -> Result<GpuModel> {
         let c = &model.config;
         if c.head_dim as u32 > WG || c.window >= WG || c.gsa_slots as u32 > WG {
             return Err(Error::Unsupported(format!(
@@ -143,7 +144,7 @@ impl<'m> GpuModel<'m> {
     }
 }
 
-impl GpuModel<'_> {
+impl GpuModel {
     /// Bytes of weight matrices one decode step reads (every layer's and the LM head).
     pub fn weight_bytes_per_token(&self) -> u64 {
         let m = |m: &GpuMatrix| m.bytes();
@@ -208,8 +209,8 @@ struct Activations {
 }
 
 /// One sequence on the GPU (window semantics).
-pub struct GpuSequence<'g, 'm> {
-    g: &'g GpuModel<'m>,
+pub struct GpuSequence {
+    g: Arc<GpuModel>,
     a: Activations,
     step_params: wgpu::Buffer,
     /// Host-mappable copy of the logits.
@@ -254,15 +255,15 @@ impl OpParams {
     }
 }
 
-impl<'g, 'm> GpuSequence<'g, 'm> {
+impl GpuSequence {
     /// A sequence whose prompts run in batches of [`DEFAULT_BATCH`] tokens.
-    pub fn new(g: &'g GpuModel<'m>) -> Result<GpuSequence<'g, 'm>> {
+    pub fn new(g: &Arc<GpuModel>) -> Result<GpuSequence> {
         Self::with_batch(g, DEFAULT_BATCH)
     }
 
     /// A sequence whose prompts run in batches of up to `batch` tokens (lowered where a
     /// dispatch would exceed the adapter's grid).
-    pub fn with_batch(g: &'g GpuModel<'m>, batch: usize) -> Result<GpuSequence<'g, 'm>> {
+    pub fn with_batch(g: &Arc<GpuModel>, batch: usize) -> Result<GpuSequence> {
         let ctx = &g.ctx;
         let c = &g.model.config;
         let (hd, kv, d) = (
@@ -478,7 +479,7 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
             staging: ctx.staging((c.vocab_size * 4) as u64),
             _states: states,
             _rings: rings,
-            g,
+            g: Arc::clone(g),
             a,
             step_params,
             dispatches: list,
@@ -492,6 +493,11 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
             cos: vec![0.0; d / 2],
             sin: vec![0.0; d / 2],
         })
+    }
+
+    /// The model this sequence runs.
+    pub fn model(&self) -> &Arc<GpuModel> {
+        &self.g
     }
 
     /// Tokens per prefill step.
@@ -542,7 +548,8 @@ impl<'g, 'm> GpuSequence<'g, 'm> {
     /// One submission for a batch of `tokens` (1 ..= batch, in the vocabulary): its dispatches
     /// and, with `want_logits`, the final norm, LM head and the copy of the last token's logits.
     fn run(&mut self, tokens: &[u32], want_logits: bool) -> Result<()> {
-        let model = self.g.model;
+        let g = Arc::clone(&self.g);
+        let model = &g.model;
         let c = &model.config;
         let (t_len, hidden, d) = (tokens.len(), c.hidden, c.head_dim);
         let ctx = &self.g.ctx;

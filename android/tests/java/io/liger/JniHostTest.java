@@ -48,7 +48,8 @@ public final class JniHostTest {
         int[] greedy = parse(args[2]);
         check(!LigerNative.version().isEmpty(), "version");
 
-        long model = LigerNative.modelLoad(path, 1, LigerNative.DECODE_HF_COMPAT);
+        long model = LigerNative.modelLoad(path, 1, LigerNative.DECODE_HF_COMPAT,
+                LigerNative.BACKEND_CPU);
         check(LigerNative.vocabSize(model) > 0, "vocab size");
         long session = LigerNative.sessionNew(model);
         LigerNative.sessionFeed(session, prompt);
@@ -85,7 +86,9 @@ public final class JniHostTest {
         expectThrows(() -> LigerNative.sessionFeed(0, prompt), "1", "null session");
         expectThrows(() -> LigerNative.sessionNew(12345), "2", "foreign model handle");
         expectThrows(() -> LigerNative.stateLoad(session, new byte[] {1, 2, 3}), "10", "bad state");
-        expectThrows(() -> LigerNative.modelLoad("/nonexistent.gguf", 0, 0), "5", "missing file");
+        expectThrows(() -> LigerNative.modelLoad("/nonexistent.gguf", 0, 0, 0), "5",
+                "missing file");
+        expectThrows(() -> LigerNative.modelLoad(path, 0, 0, 7), "3", "unknown backend");
         expectThrows(() -> LigerNative.tokenize(model, "hi", true), "8", "no tokenizer");
         expectThrows(() -> LigerNative.sessionFeed(session, null), "1", "null ids");
         LigerNative.sessionFree(session);

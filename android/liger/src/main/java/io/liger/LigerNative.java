@@ -19,8 +19,15 @@ public final class LigerNative {
 
     public static native String version();
 
-    /** Memory-maps a liger file; threads 0 = one per core. */
-    public static native long modelLoad(String path, int threads, int decodeMode);
+    /** Backends: the CPU (NEON), or wgpu (Vulkan) in a build with the wgpu feature. */
+    public static final int BACKEND_CPU = 0;
+    public static final int BACKEND_WGPU = 1;
+
+    /**
+     * Memory-maps a liger file; threads 0 = one per core. BACKEND_WGPU first checks the GPU's
+     * logits against the CPU's and throws if they disagree (broken mobile drivers).
+     */
+    public static native long modelLoad(String path, int threads, int decodeMode, int backend);
     public static native void modelFree(long model);
     public static native int vocabSize(long model);
     public static native int[] tokenize(long model, String text, boolean addSpecial);

@@ -11,17 +11,30 @@ enum class DecodeMode(internal val code: Int) {
     HF_COMPAT(LigerNative.DECODE_HF_COMPAT),
 }
 
+/** Where sessions run. */
+enum class Backend(internal val code: Int) {
+    /** The CPU: NEON, with the dot-product instructions where the CPU has them. */
+    CPU(LigerNative.BACKEND_CPU),
+
+    /**
+     * The GPU through Vulkan (a libliger_jni built with the `wgpu` feature), accepted only if
+     * its logits match the CPU's on a probe at load; sessions cannot save or fork state yet.
+     */
+    WGPU(LigerNative.BACKEND_WGPU),
+}
+
 /**
  * A liger model file, memory-mapped: pages are read when the model touches them, nothing is
- * loaded up front. Runs on the CPU (NEON on arm64). Thread-safe: any number of sessions on any
+ * loaded up front. Runs on the CPU unless asked otherwise. Thread-safe: any number of sessions on any
  * threads; closing the model while sessions live is allowed (they keep it).
  */
 class LigerModel(
     path: String,
     threads: Int = 0,
     val mode: DecodeMode = DecodeMode.WINDOW,
+    backend: Backend = Backend.CPU,
 ) : Closeable {
-    private var handle: Long = LigerNative.modelLoad(path, threads, mode.code)
+    private var handle: Long = LigerNative.modelLoad(path, threads, mode.code, backend.code)
 
     private fun live(): Long = handle.also { check(it != 0L) { "LigerModel is closed" } }
 
