@@ -6,8 +6,10 @@ use liger::chat::{ChatTemplate, Conversation, CHATML};
 use liger::{
     DecodeMode, Model, ModelOptions, Sampler, SamplerOptions, Session, StreamDecoder, Tokenizer,
 };
+use std::collections::VecDeque;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -159,9 +161,12 @@ impl Decoder for GpuDecoder {
     }
 }
 
+/// Set by Ctrl-C in `chat`: stops the answer being generated, not the program.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
 /// Generates up to `n` tokens after the session's last logits, feeding each one; calls `emit`
-/// with each token. Returns the tokens (stop token excluded), the decode time and the stop
-/// token if one ended generation.
+/// with each token; stops early when [`INTERRUPTED`] is set. Returns the tokens (stop token
+/// excluded), the decode time and the stop token if one ended generation.
 fn generate(
     session: &mut dyn Decoder,
     sampler: &mut Sampler,
@@ -173,6 +178,9 @@ fn generate(
     let started = Instant::now();
     let mut out = Vec::new();
     for _ in 0..n {
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            break;
+        }
         let next = sampler.sample(session.last_logits());
         if !ignore_eos && stops.contains(&next) {
             return Ok((out, started.elapsed().as_secs_f64(), Some(next)));
@@ -381,6 +389,10 @@ pub struct ChatArgs {
     pub sampling: SamplingArgs,
 }
 
+const COMMANDS: &str = "/undo, /save PATH, /load PATH, /reset, /quit";
+/// Memory for /undo snapshots of the state.
+const UNDO_BYTES: usize = 256 << 20;
+
 /// A saved chat: `u64 length` + conversation JSON + session state bytes.
 fn save_chat(path: &Path, conversation: &Conversation, session: &Session) -> Result<()> {
     let json = serde_json::to_vec(conversation)?;
@@ -430,7 +442,14 @@ pub fn chat(args: ChatArgs) -> Result<()> {
         c
     };
     let mut conversation = fresh();
-    eprintln!("chat: type a message; /save PATH, /load PATH, /reset, /quit");
+    // Ctrl-C stops an answer; at the prompt it only reminds how to leave.
+    ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed))
+        .context("installing the Ctrl-C handler")?;
+    // Snapshots before each turn for /undo: (state, conversation, sampler), at most
+    // UNDO_BYTES of states.
+    let undo_depth = (UNDO_BYTES / session.state_size().max(1)).clamp(1, 32);
+    let mut undo: VecDeque<(Session, Conversation, Sampler)> = VecDeque::new();
+    eprintln!("chat: type a message; {COMMANDS}; Ctrl-C stops an answer");
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     loop {
@@ -449,7 +468,22 @@ pub fn chat(args: ChatArgs) -> Result<()> {
             "/reset" => {
                 session.reset();
                 conversation = fresh();
+                undo.clear();
                 eprintln!("(conversation reset)");
+                continue;
+            }
+            "/undo" => {
+                match undo.pop_back() {
+                    Some((s, c, smp)) => {
+                        (session, conversation, sampler) = (s, c, smp);
+                        eprintln!(
+                            "(last turn undone: {} messages, context {} tokens)",
+                            conversation.messages.len(),
+                            session.position()
+                        );
+                    }
+                    None => eprintln!("(nothing to undo)"),
+                }
                 continue;
             }
             "/save" if !arg.is_empty() => {
@@ -467,6 +501,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
                 match load_chat(Path::new(arg), &mut session) {
                     Ok(c) => {
                         conversation = c;
+                        undo.clear();
                         eprintln!(
                             "(loaded {} messages, {} tokens of state)",
                             conversation.messages.len(),
@@ -478,14 +513,21 @@ pub fn chat(args: ChatArgs) -> Result<()> {
                 continue;
             }
             c if c.starts_with('/') && c.len() > 1 => {
-                eprintln!("commands: /save PATH, /load PATH, /reset, /quit");
+                eprintln!("commands: {COMMANDS}");
                 continue;
             }
             _ => {}
         }
+        if INTERRUPTED.swap(false, Ordering::Relaxed) {
+            eprintln!("(Ctrl-C stops an answer; /quit or Ctrl-D leaves)");
+        }
         if line.trim().is_empty() {
             continue;
         }
+        if undo.len() == undo_depth {
+            undo.pop_front();
+        }
+        undo.push_back((session.fork(), conversation.clone(), sampler.clone()));
         let delta = conversation.user_turn(&template, line)?;
         let ids = tok.encode(&delta, false)?;
         ids.iter().for_each(|&t| sampler.observe(t));
@@ -512,6 +554,9 @@ pub fn chat(args: ChatArgs) -> Result<()> {
         let rest = decoder.flush(tok)?;
         answer.push_str(&rest);
         writeln!(stdout, "{rest}")?;
+        if INTERRUPTED.swap(false, Ordering::Relaxed) {
+            eprintln!("(stopped)");
+        }
         conversation.assistant_answer(&answer);
         eprintln!(
             "({} new prompt tokens in {:.2}s, {} answer tokens at {:.1} tok/s, context {} tokens)",

@@ -6,6 +6,7 @@ mod bench_gpu;
 mod generate;
 mod info;
 mod npy;
+mod perplexity;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -48,6 +49,8 @@ enum Command {
     Run(generate::RunArgs),
     /// Write the logits of every position of a token sequence as a float32 .npy [T, vocab].
     Score(generate::ScoreArgs),
+    /// Perplexity on a text file, and KL divergence to a reference run (quantization quality).
+    Perplexity(perplexity::PerplexityArgs),
     /// Chat with the file's chat template; earlier turns are never fed again.
     Chat(generate::ChatArgs),
     /// Measure prompt processing and generation speed (llama-bench's table or JSON).
@@ -170,5 +173,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => bench::bench(args),
         Command::Score(args) => generate::score(args),
         Command::Chat(args) => generate::chat(args),
+        Command::Perplexity(args) => perplexity::perplexity(args),
     }
 }

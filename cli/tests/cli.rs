@@ -191,7 +191,7 @@ fn bad_arguments_fail_with_a_message() {
 }
 
 #[test]
-fn chat_keeps_state_and_saves_loads_resets() {
+fn chat_keeps_state_and_saves_loads_resets_undoes() {
     let Some(gguf) = test_data("SmolLM2-135M-Instruct.Q4_1.gguf") else {
         return;
     };
@@ -209,7 +209,8 @@ fn chat_keeps_state_and_saves_loads_resets() {
     assert!(ok, "{err}");
     let saved = dir.path().join("chat.state");
     let script = format!(
-        "What is the capital of France?\n/save {0}\n/reset\n/load {0}\nAnd of Italy?\n/quit\n",
+        "What is the capital of France?\n/save {0}\n/reset\n/load {0}\nAnd of Italy?\n/undo\n\
+         And of Italy?\n/quit\n",
         saved.display()
     );
     let mut child = Command::new(env!("CARGO_BIN_EXE_liger"))
@@ -240,7 +241,8 @@ fn chat_keeps_state_and_saves_loads_resets() {
     assert!(
         err.contains("(saved 2 messages")
             && err.contains("(conversation reset)")
-            && err.contains("(loaded 2 messages"),
+            && err.contains("(loaded 2 messages")
+            && err.contains("(last turn undone: 2 messages"),
         "{err}"
     );
     // Each turn reports the new prompt tokens it fed; the second turn feeds only its own text.
@@ -254,19 +256,31 @@ fn chat_keeps_state_and_saves_loads_resets() {
                 .ok()
         })
         .collect();
-    assert_eq!(fed.len(), 2, "{err}");
+    assert_eq!(fed.len(), 3, "{err}");
     assert!(
         fed[1] < fed[0],
         "the second turn re-fed the history: {fed:?}\n{err}"
     );
     let contexts: Vec<usize> = err
         .lines()
+        .filter(|l| l.contains("new prompt tokens"))
         .filter_map(|l| l.split("context ").nth(1)?.split(' ').next()?.parse().ok())
         .collect();
     assert!(
         contexts[1] > contexts[0],
         "the loaded state carried the first turn: {contexts:?}"
     );
+    // /undo restored the state before the second turn exactly: the same turn again feeds the
+    // same tokens and (greedy) answers as long, ending at the same context.
+    let undone = err.lines().find_map(|l| {
+        l.strip_prefix("(last turn undone: 2 messages, context ")?
+            .split(' ')
+            .next()?
+            .parse::<usize>()
+            .ok()
+    });
+    assert_eq!(undone, Some(contexts[0]), "{err}");
+    assert_eq!((fed[2], contexts[2]), (fed[1], contexts[1]), "{err}");
 }
 
 #[test]
@@ -333,5 +347,87 @@ fn synth_and_bench_json_report_llama_bench_fields() {
     assert!(
         ok && out.contains("| pp8 |") && out.contains("| tg2 |"),
         "{out}"
+    );
+}
+
+/// The first number after `key` in `text`.
+fn number_after(text: &str, key: &str) -> f64 {
+    text.split(key)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no '{key}' number in: {text}"))
+}
+
+#[test]
+fn perplexity_and_kl_divergence_measure_quantization() {
+    let Some(gguf) = test_data("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let text = fixtures().join("text/gettysburg.txt");
+    let text = text.to_str().unwrap();
+    let reference = dir.path().join("f16.logprobs");
+    let mut files = vec![];
+    for ty in ["f16", "q4_0"] {
+        let model = dir.path().join(format!("smol.{ty}.gguf"));
+        let (ok, _, err) = liger(&[
+            "convert",
+            gguf.to_str().unwrap(),
+            "-o",
+            model.to_str().unwrap(),
+            "--type",
+            ty,
+            "-q",
+        ]);
+        assert!(ok, "{err}");
+        files.push(model.to_str().unwrap().to_owned());
+    }
+    let perplexity = |model: &str, extra: &[&str]| {
+        let mut args = vec![
+            "perplexity",
+            "-m",
+            model,
+            "--text",
+            text,
+            "--max-tokens",
+            "96",
+        ];
+        args.extend(extra);
+        let (ok, out, err) = liger(&args);
+        assert!(ok, "{err}");
+        out
+    };
+    let f16 = perplexity(&files[0], &["--save-logprobs", reference.to_str().unwrap()]);
+    let ppl_f16 = number_after(&f16, "perplexity");
+    assert!(ppl_f16 > 1.0 && ppl_f16.is_finite(), "{f16}");
+    // The same model against its own log-probabilities: KL ≈ 0 (f16 storage), same tokens.
+    let same = perplexity(&files[0], &["--kl", reference.to_str().unwrap()]);
+    assert_eq!(number_after(&same, "perplexity"), ppl_f16, "{same}");
+    assert!(number_after(&same, "mean") < 1e-3, "{same}");
+    assert_eq!(number_after(&same, "same top token"), 100.0, "{same}");
+    // Q4_0 against f16: a positive divergence, a worse perplexity.
+    let q4 = perplexity(&files[1], &["--kl", reference.to_str().unwrap()]);
+    let kl = number_after(&q4, "mean");
+    assert!(kl > 1e-3 && kl < 2.0, "{q4}");
+    assert!(
+        number_after(&q4, "perplexity") > ppl_f16 * 0.98,
+        "{q4}\n{f16}"
+    );
+    // A reference of another text is refused.
+    let (ok, _, err) = liger(&[
+        "perplexity",
+        "-m",
+        &files[1],
+        "--text",
+        text,
+        "--max-tokens",
+        "50",
+        "--kl",
+        reference.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("not a log-probability file of this text"),
+        "{err}"
     );
 }
