@@ -3,8 +3,10 @@
 //! Norm weights and biases are always F32. An untied `token_embd` is only gathered (one row
 //! per token), never streamed through a matmul, so its precision costs disk space but no
 //! speed: it is kept one step above the file's type (F16 for `q8_0`, Q8_0 for `q4_0` and
-//! `q4_k_m`). A tied one is also the output head and follows the head's rule. For `q4_k_m` (in the spirit of llama.cpp's
-//! Q4_K_M): the output head (or the tied embedding, which is also the head) is Q6_K;
+//! `q4_k_m`). A tied one is also the output head and follows the head's rule: for `q4_0` and
+//! `q4_k_m` the output head (or the tied embedding) is Q6_K, as llama.cpp makes it — at 4 bits
+//! it costs SmolLM2 a KL divergence of several nats per token. For `q4_k_m` (in the spirit of
+//! llama.cpp's Q4_K_M):
 //! `attn_v` and `ffn_down` are Q6_K in the first and last eighth of the layers and every
 //! third layer between, Q4_K elsewhere; everything else is Q4_K. A matrix whose rows are not
 //! a whole number of the chosen type's blocks falls back to a type of at least the same
@@ -83,6 +85,7 @@ pub fn choose(
         return (GgmlType::F32, None);
     }
     let gathered_only = t.name == "token_embd.weight" && !tied;
+    let is_head = t.name == "output.weight" || (tied && t.name == "token_embd.weight");
     let wanted = match out {
         OutType::Q8_0 if gathered_only => GgmlType::F16,
         OutType::Q4_0 | OutType::Q4KM if gathered_only => GgmlType::Q8_0,
@@ -90,9 +93,9 @@ pub fn choose(
         OutType::F16 => GgmlType::F16,
         OutType::BF16 => GgmlType::BF16,
         OutType::Q8_0 => GgmlType::Q8_0,
+        OutType::Q4_0 if is_head => GgmlType::Q6_K,
         OutType::Q4_0 => GgmlType::Q4_0,
         OutType::Q4KM => {
-            let is_head = t.name == "output.weight" || (tied && t.name == "token_embd.weight");
             let sensitive =
                 t.name.ends_with(".attn_v.weight") || t.name.ends_with(".ffn_down.weight");
             if is_head || (sensitive && t.layer.is_some_and(|l| use_more_bits(l, n_layers))) {
@@ -191,5 +194,11 @@ mod tests {
             layer: Some(0),
         };
         assert_eq!(choose(OutType::Q4_0, &norm, n, false).0, GgmlType::F32);
+        // q4_0: the head (or the tied embedding) is Q6_K, other matrices Q4_0.
+        let q4_0 = |name: &str, tied| choose(OutType::Q4_0, &matrix(name, None, 512), n, tied).0;
+        assert_eq!(q4_0("output.weight", false), GgmlType::Q6_K);
+        assert_eq!(q4_0("token_embd.weight", true), GgmlType::Q6_K);
+        assert_eq!(q4_0("token_embd.weight", false), GgmlType::Q8_0);
+        assert_eq!(q4_0("blk.1.attn_q.weight", false), GgmlType::Q4_0);
     }
 }
