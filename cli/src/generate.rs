@@ -114,14 +114,14 @@ fn tokenizer(model: &Model) -> Result<&Tokenizer> {
         .context("this file has no tokenizer: use --prompt-ids / --ids")
 }
 
-fn chat_template(tok: &Tokenizer) -> Result<ChatTemplate> {
+pub(crate) fn chat_template(tok: &Tokenizer) -> Result<ChatTemplate> {
     let name = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or_default();
     let source = tok.chat_template.as_deref().unwrap_or(CHATML);
     Ok(ChatTemplate::new(source, &name(tok.bos), &name(tok.eos))?)
 }
 
 /// Stop ids of the file (with or without a tokenizer).
-fn stop_ids(model: &Model) -> Result<Vec<u32>> {
+pub(crate) fn stop_ids(model: &Model) -> Result<Vec<u32>> {
     Ok(liger::tokenizer::stop_ids(
         model.file(),
         model.config.vocab_size,

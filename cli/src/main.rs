@@ -7,6 +7,7 @@ mod generate;
 mod info;
 mod npy;
 mod perplexity;
+mod serve;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -49,6 +50,8 @@ enum Command {
     Run(generate::RunArgs),
     /// Write the logits of every position of a token sequence as a float32 .npy [T, vocab].
     Score(generate::ScoreArgs),
+    /// An OpenAI-compatible HTTP server (chat, completions, streaming) on loopback.
+    Serve(serve::ServeArgs),
     /// Perplexity on a text file, and KL divergence to a reference run (quantization quality).
     Perplexity(perplexity::PerplexityArgs),
     /// Chat with the file's chat template; earlier turns are never fed again.
@@ -174,5 +177,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Score(args) => generate::score(args),
         Command::Chat(args) => generate::chat(args),
         Command::Perplexity(args) => perplexity::perplexity(args),
+        Command::Serve(args) => serve::serve(args),
     }
 }

@@ -1,0 +1,271 @@
+//! `liger serve` through real HTTP clients (ureq here; the official `openai` Python client in
+//! `python/openai_client.py`): the routes, the prefix cache (a follow-up feeds only its new
+//! tokens), streaming, concurrent clients, a client leaving mid-stream, and 4xx JSON errors.
+
+use liger_tests::*;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+
+/// A running `liger serve`, killed on drop.
+struct Served {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(model: &str) -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_liger"))
+        .args(["serve", "-m", model, "--port", "0", "--parallel", "4"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = loop {
+        let line = lines
+            .next()
+            .expect("the server exited before listening")
+            .unwrap();
+        if let Some(rest) = line.split(" on http://").nth(1) {
+            break format!("http://{}", rest.split(' ').next().unwrap());
+        }
+    };
+    // Keep draining stderr so the server never blocks on it.
+    std::thread::spawn(move || lines.for_each(drop));
+    Served { child, base }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// POSTs `body` (JSON) to `path`: (status, JSON answer).
+fn post(base: &str, path: &str, body: &Value) -> (u16, Value) {
+    let mut r = agent()
+        .post(format!("{base}{path}"))
+        .send_json(body)
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.body_mut().read_json().unwrap())
+}
+
+fn get(base: &str, path: &str) -> (u16, Value) {
+    let mut r = agent().get(format!("{base}{path}")).call().unwrap();
+    let status = r.status().as_u16();
+    (status, r.body_mut().read_json().unwrap())
+}
+
+fn usage(v: &Value, key: &str) -> u64 {
+    v["usage"][key]
+        .as_u64()
+        .or_else(|| v["usage"]["prompt_tokens_details"][key].as_u64())
+        .unwrap_or_else(|| panic!("no usage.{key} in {v}"))
+}
+
+fn chat_model() -> Option<(tempfile::TempDir, String)> {
+    let gguf = test_data("SmolLM2-135M-Instruct.Q4_1.gguf")?;
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("smol.gguf");
+    let out = Command::new(env!("CARGO_BIN_EXE_liger"))
+        .args(["convert", gguf.to_str().unwrap(), "-o"])
+        .arg(&model)
+        .args(["--type", "q8_0", "-q"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let model = model.to_str().unwrap().to_owned();
+    Some((dir, model))
+}
+
+#[test]
+fn serve_answers_openai_requests_and_feeds_only_new_tokens() {
+    let Some((_dir, model)) = chat_model() else {
+        return;
+    };
+    let s = serve(&model);
+    let base = s.base.as_str();
+
+    assert_eq!(get(base, "/health"), (200, json!({"status": "ok"})));
+    let (status, models) = get(base, "/v1/models");
+    assert_eq!(status, 200);
+    let name = models["data"][0]["id"].as_str().unwrap().to_owned();
+
+    // A conversation, then its follow-up: the follow-up's cached tokens are the whole
+    // first exchange, so only its new turn is fed.
+    let question = json!({"role": "user", "content": "What is the capital of France?"});
+    let (status, first) = post(
+        base,
+        "/v1/chat/completions",
+        &json!({"model": name, "messages": [question], "max_tokens": 8, "temperature": 0}),
+    );
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(usage(&first, "cached_tokens"), 0);
+    let answer = first["choices"][0]["message"]["content"].clone();
+    let history = json!([question, {"role": "assistant", "content": answer},
+                         {"role": "user", "content": "And of Italy?"}]);
+    let (status, follow) = post(
+        base,
+        "/v1/chat/completions",
+        &json!({"messages": history, "max_tokens": 8, "temperature": 0}),
+    );
+    assert_eq!(status, 200, "{follow}");
+    let earlier = usage(&first, "prompt_tokens") + usage(&first, "completion_tokens");
+    assert_eq!(
+        usage(&follow, "cached_tokens"),
+        earlier,
+        "the follow-up re-fed the conversation: {follow}"
+    );
+    assert!(usage(&follow, "prompt_tokens") > earlier);
+
+    // Streaming: the role first, text deltas, a finish reason, the usage, [DONE].
+    let mut r = agent()
+        .post(format!("{base}/v1/chat/completions"))
+        .send_json(
+            json!({"messages": [{"role": "user", "content": "Count to five."}],
+                          "max_tokens": 6, "temperature": 1.0, "seed": 7, "stream": true,
+                          "stream_options": {"include_usage": true}}),
+        )
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut body = String::new();
+    r.body_mut().as_reader().read_to_string(&mut body).unwrap();
+    let events: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"), "{body}");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let finish = chunks
+        .iter()
+        .find_map(|c| c["choices"][0]["finish_reason"].as_str());
+    assert!(matches!(finish, Some("stop" | "length")), "{body}");
+    let streamed = chunks.last().unwrap();
+    assert!(usage(streamed, "completion_tokens") <= 6, "{body}");
+
+    // Plain completions.
+    let (status, text) = post(
+        base,
+        "/v1/completions",
+        &json!({"prompt": "Once upon a time", "max_tokens": 5, "temperature": 0}),
+    );
+    assert_eq!(status, 200, "{text}");
+    assert!(text["choices"][0]["text"].is_string());
+    assert!(usage(&text, "completion_tokens") <= 5);
+
+    // Bad requests: a 4xx with a JSON error, and the server goes on.
+    let bad = |path: &str, body: &str| -> (u16, Value) {
+        let mut r = agent()
+            .post(format!("{base}{path}"))
+            .header("Content-Type", "application/json")
+            .send(body)
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.body_mut().read_json().unwrap())
+    };
+    for (path, body, status) in [
+        ("/v1/chat/completions", "{not json", 400),
+        ("/v1/chat/completions", "[]", 400),
+        ("/v1/chat/completions", r#"{"messages": []}"#, 400),
+        (
+            "/v1/chat/completions",
+            r#"{"messages": [{"role": "robot", "content": "x"}]}"#,
+            400,
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"messages": [{"role": "user", "content": "x"}], "n": 2}"#,
+            400,
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}"#,
+            400,
+        ),
+        ("/v1/completions", r#"{"prompt": 3}"#, 400),
+        ("/v1/nothing", "{}", 404),
+    ] {
+        let (got, error) = bad(path, body);
+        assert_eq!(got, status, "{path} {body}: {error}");
+        assert!(error["error"]["message"].is_string(), "{error}");
+    }
+    let big = format!(r#"{{"prompt": "{}"}}"#, "a".repeat(2 << 20));
+    assert_eq!(bad("/v1/completions", &big).0, 413);
+    let mut r = agent().delete(format!("{base}/health")).call().unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert!(r.body_mut().read_json::<Value>().unwrap()["error"].is_object());
+
+    // A client that leaves mid-stream, and 8 concurrent clients: all answered, still healthy.
+    {
+        let mut r = agent()
+            .post(format!("{base}/v1/completions"))
+            .send_json(
+                json!({"prompt": "The", "max_tokens": 400, "temperature": 1.5,
+                              "seed": 1, "stream": true}),
+            )
+            .unwrap();
+        let mut first = [0u8; 16];
+        r.body_mut().as_reader().read_exact(&mut first).unwrap();
+    }
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let base = base.to_owned();
+            std::thread::spawn(move || {
+                post(
+                    &base,
+                    "/v1/chat/completions",
+                    &json!({"messages": [{"role": "user", "content": format!("Hello {i}")}],
+                            "max_tokens": 4, "temperature": 0.8, "seed": i}),
+                )
+            })
+        })
+        .collect();
+    for c in clients {
+        let (status, answer) = c.join().unwrap();
+        assert_eq!(status, 200, "{answer}");
+    }
+    assert_eq!(get(base, "/health").0, 200);
+
+    // The official openai Python client (CI installs it).
+    let has_openai = Command::new("python3")
+        .args(["-c", "import openai"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_openai {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the openai Python package is required in CI"
+        );
+        eprintln!("SKIPPED: the openai Python client (pip install openai)");
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/openai_client.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(format!("{base}/v1"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openai client: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
