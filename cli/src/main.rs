@@ -4,6 +4,7 @@ mod bench;
 #[cfg(feature = "wgpu")]
 mod bench_gpu;
 mod generate;
+mod hub;
 mod info;
 mod npy;
 mod perplexity;
@@ -28,7 +29,9 @@ struct Cli {
 enum Command {
     /// Convert an HF Liger checkpoint directory (or a llama.cpp Llama GGUF) into a liger GGUF.
     Convert {
-        /// HF checkpoint directory (config.json + safetensors) or a Llama GGUF file.
+        /// HF checkpoint directory (config.json + safetensors), a Llama GGUF file, or a Hub
+        /// model id ORG/NAME[@REVISION] (downloaded into the Hugging Face cache; HF_HOME,
+        /// HF_TOKEN and HF_HUB_OFFLINE=1 are honoured).
         src: PathBuf,
         /// Output file.
         #[arg(short, long)]
@@ -36,7 +39,7 @@ enum Command {
         /// Weight type: f32, f16, bf16, q8_0, q4_0 or q4_k_m.
         #[arg(short = 't', long = "type", default_value = "q8_0")]
         out_type: String,
-        /// A PEFT LoRA adapter directory to merge before quantizing.
+        /// A PEFT LoRA adapter directory (or Hub id) to merge before quantizing.
         #[arg(long)]
         lora: Option<PathBuf>,
         /// general.name of the output (default: the source's).
@@ -100,6 +103,15 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let out_type: liger_convert::OutType = out_type.parse()?;
             let started = std::time::Instant::now();
+            let src = if hub::is_repo_id(&src) {
+                hub::fetch(&src.to_string_lossy())?
+            } else {
+                src
+            };
+            let lora = match lora {
+                Some(l) if hub::is_repo_id(&l) => Some(hub::fetch(&l.to_string_lossy())?),
+                other => other,
+            };
             let opts = liger_convert::ConvertOptions {
                 src: src.clone(),
                 out: out.clone(),

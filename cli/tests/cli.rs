@@ -431,3 +431,74 @@ fn perplexity_and_kl_divergence_measure_quantization() {
         "{err}"
     );
 }
+
+#[test]
+fn convert_reads_a_hub_id_from_the_hugging_face_cache_offline() {
+    // A cache laid out as huggingface_hub lays it out: models--ORG--NAME/refs/main names the
+    // snapshot; the snapshot holds the files.
+    let case = fixtures().join("liger/liger_gla");
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("hub/models--liger-tests--tiny-gla");
+    let rev = "0123456789abcdef0123456789abcdef01234567";
+    let snapshot = repo.join("snapshots").join(rev);
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), rev).unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(case.join(file), snapshot.join(file)).unwrap();
+    }
+    let from_hub = dir.path().join("hub.gguf");
+    let from_dir = dir.path().join("dir.gguf");
+    let convert = |src: &str, out: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_liger"))
+            .args([
+                "convert",
+                src,
+                "-o",
+                out.to_str().unwrap(),
+                "-t",
+                "f32",
+                "--name",
+                "t",
+                "-q",
+            ])
+            .env("HF_HOME", dir.path())
+            .env("HF_HUB_OFFLINE", "1")
+            .env_remove("HF_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let out = convert("liger-tests/tiny-gla", &from_hub);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = convert(case.to_str().unwrap(), &from_dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The same tensors (the data after the header; only `liger.convert.source`, the snapshot's
+    // directory name, differs in the metadata).
+    let (hub, direct) = (
+        std::fs::read(&from_hub).unwrap(),
+        std::fs::read(&from_dir).unwrap(),
+    );
+    let data = direct.len() - 16_384;
+    assert!(
+        hub.len() >= data && hub[hub.len() - data..] == direct[direct.len() - data..],
+        "the cached checkpoint converted differently from the directory"
+    );
+    // Not in the cache: a clear error naming it, and no output file.
+    let missing = dir.path().join("missing.gguf");
+    let out = convert("liger-tests/absent", &missing);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("liger-tests/absent"),
+        "{err}"
+    );
+    assert!(err.contains("not in the Hugging Face cache"), "{err}");
+    assert!(!missing.exists());
+}

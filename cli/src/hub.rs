@@ -1,0 +1,132 @@
+//! `liger convert ORG/NAME`: a checkpoint from the Hugging Face Hub, through the `hf-hub`
+//! crate and its cache (the layout `huggingface_hub` uses: `$HF_HOME/hub/models--ORG--NAME/
+//! snapshots/REV/...`, default `~/.cache/huggingface`). `HF_TOKEN` (or the token file of
+//! `huggingface-cli login`) authenticates gated repos; `HF_HUB_OFFLINE=1` reads the cache only.
+
+use anyhow::{bail, Context, Result};
+use hf_hub::api::sync::ApiBuilder;
+use hf_hub::{Cache, Repo, RepoType};
+use std::path::{Path, PathBuf};
+
+/// Files of a checkpoint the converter reads, besides the weights.
+const CONFIG_FILES: [&str; 6] = [
+    "config.json",
+    "adapter_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+];
+const SINGLE_WEIGHTS: [&str; 2] = ["model.safetensors", "adapter_model.safetensors"];
+const WEIGHT_INDEX: &str = "model.safetensors.index.json";
+
+/// `ORG/NAME` or `ORG/NAME@REVISION` that is not an existing path.
+pub fn is_repo_id(src: &Path) -> bool {
+    let s = src.to_string_lossy();
+    !src.exists()
+        && s.split('/').count() == 2
+        && !s.starts_with('.')
+        && s.split('/').all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+        })
+}
+
+fn repo(id: &str) -> Repo {
+    match id.split_once('@') {
+        Some((name, revision)) => {
+            Repo::with_revision(name.into(), RepoType::Model, revision.into())
+        }
+        None => Repo::model(id.into()),
+    }
+}
+
+/// The shard files a safetensors index names.
+fn shards(index: &Path) -> Result<Vec<String>> {
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(index)?)
+        .with_context(|| format!("{} is not JSON", index.display()))?;
+    let map = json["weight_map"]
+        .as_object()
+        .with_context(|| format!("{} has no weight_map", index.display()))?;
+    let mut files: Vec<String> = map
+        .values()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+/// The local snapshot directory of `id` with the files a conversion needs, downloaded (or,
+/// offline, found in the cache).
+pub fn fetch(id: &str) -> Result<PathBuf> {
+    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v == "true");
+    let cache = Cache::from_env();
+    let mut found: Vec<PathBuf> = Vec::new();
+    if offline {
+        let cached = cache.repo(repo(id));
+        found.extend(
+            CONFIG_FILES
+                .iter()
+                .chain(&SINGLE_WEIGHTS)
+                .chain([&WEIGHT_INDEX])
+                .filter_map(|f| cached.get(f)),
+        );
+        if let Some(index) = found.iter().find(|p| p.ends_with(WEIGHT_INDEX)).cloned() {
+            for shard in shards(&index)? {
+                found.push(cached.get(&shard).with_context(|| {
+                    format!(
+                        "{id}: {shard} is not in the cache {}",
+                        cache.path().display()
+                    )
+                })?);
+            }
+        }
+        if found.is_empty() {
+            bail!(
+                "{id} is not in the Hugging Face cache {} (HF_HUB_OFFLINE is set)",
+                cache.path().display()
+            );
+        }
+    } else {
+        let token = std::env::var("HF_TOKEN").ok().or_else(|| cache.token());
+        let api = ApiBuilder::from_env()
+            .with_token(token)
+            .build()
+            .context("the Hugging Face Hub client")?;
+        let remote = api.repo(repo(id));
+        let info = remote
+            .info()
+            .with_context(|| format!("{id}: no such model on the Hub, or no access (HF_TOKEN)"))?;
+        let listed: Vec<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
+        let mut files: Vec<String> = CONFIG_FILES
+            .iter()
+            .chain(&SINGLE_WEIGHTS)
+            .chain([&WEIGHT_INDEX])
+            .filter(|f| listed.contains(f))
+            .map(|f| f.to_string())
+            .collect();
+        if let Some(i) = files.iter().position(|f| f == WEIGHT_INDEX) {
+            let index = remote
+                .get(WEIGHT_INDEX)
+                .context("downloading the weight index")?;
+            files.remove(i);
+            files.extend(shards(&index)?);
+            found.push(index);
+        }
+        for file in &files {
+            eprintln!("fetching {id}/{file}");
+            found.push(
+                remote
+                    .get(file)
+                    .with_context(|| format!("downloading {id}/{file}"))?,
+            );
+        }
+    }
+    let dir = found[0]
+        .parent()
+        .context("a cached file without a directory")?
+        .to_owned();
+    Ok(dir)
+}
