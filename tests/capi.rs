@@ -4,15 +4,8 @@
 //! which CI requires.
 
 use liger_tests::*;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
 
 fn in_ci() -> bool {
     std::env::var_os("CI").is_some() || std::env::var_os("LIGER_REQUIRE_VALGRIND").is_some()
@@ -20,12 +13,12 @@ fn in_ci() -> bool {
 
 /// What cbindgen generates from `runtime/src/capi` with `runtime/cbindgen.toml`.
 fn generated_header() -> String {
-    let runtime = repo().join("runtime");
+    let runtime = repo_root().join("runtime");
     let config = cbindgen::Config::from_file(runtime.join("cbindgen.toml")).unwrap();
     let bindings = cbindgen::Builder::new()
         .with_config(config)
+        // mod.rs; cbindgen follows its `mod` declarations.
         .with_src(runtime.join("src/capi/mod.rs"))
-        .with_src(runtime.join("src/capi/session.rs"))
         .generate()
         .expect("cbindgen");
     let mut out = Vec::new();
@@ -35,7 +28,7 @@ fn generated_header() -> String {
 
 #[test]
 fn header_is_current() {
-    let path = repo().join("runtime/include/liger.h");
+    let path = repo_root().join("runtime/include/liger.h");
     let want = generated_header();
     if std::env::var_os("LIGER_BLESS").is_some() {
         std::fs::write(&path, &want).unwrap();
@@ -62,14 +55,6 @@ fn library_dir() -> PathBuf {
     exe.parent().unwrap().to_owned()
 }
 
-fn ids_arg(values: &[f32]) -> String {
-    values
-        .iter()
-        .map(|v| (*v as u32).to_string())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 #[test]
 fn c_test_program_passes() {
     let lib = library_dir();
@@ -84,9 +69,9 @@ fn c_test_program_passes() {
     let status = Command::new(&cc)
         .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-o"])
         .arg(&exe)
-        .arg(repo().join("tests/c/capi_test.c"))
+        .arg(repo_root().join("tests/c/capi_test.c"))
         .arg("-I")
-        .arg(repo().join("runtime/include"))
+        .arg(repo_root().join("runtime/include"))
         .arg("-L")
         .arg(&lib)
         .arg(format!("-Wl,-rpath,{}", lib.display()))
@@ -97,15 +82,8 @@ fn c_test_program_passes() {
 
     let case = fixtures().join("liger/liger_gla");
     let model = convert_case(&case, "f32", dir.path());
-    let reference = read_bytes(&case.join("reference.safetensors"));
-    let prompt_len = meta(&case)["prompt_len"].as_u64().unwrap() as usize;
-    let (ids, _) = tensor_f32(&reference, "input_ids");
-    let (greedy, _) = tensor_f32(&reference, "greedy_tokens");
-    let mut args = vec![
-        model.display().to_string(),
-        ids_arg(&ids[..prompt_len]),
-        ids_arg(&greedy),
-    ];
+    let (prompt, greedy) = greedy_args(&case);
+    let mut args = vec![model.display().to_string(), prompt, greedy];
     if let Some(real) = test_data("smollm2-liger.Q8_0.gguf") {
         args.push(real.display().to_string());
     }

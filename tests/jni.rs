@@ -8,21 +8,6 @@ use liger_tests::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-fn ids_arg(values: &[f32]) -> String {
-    values
-        .iter()
-        .map(|v| (*v as u32).to_string())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 fn java_sources(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -56,8 +41,10 @@ fn jni_bridge_passes_the_host_jvm_test() {
     );
     let dir = tempfile::tempdir().unwrap();
     let classes = dir.path().join("classes");
-    let mut sources = java_sources(&repo().join("android/liger/src/main/java/io/liger"));
-    sources.extend(java_sources(&repo().join("android/tests/java/io/liger")));
+    let mut sources = java_sources(&repo_root().join("android/liger/src/main/java/io/liger"));
+    sources.extend(java_sources(
+        &repo_root().join("android/tests/java/io/liger"),
+    ));
     let status = Command::new("javac")
         .args(["-Xlint:all", "-Werror", "-d"])
         .arg(&classes)
@@ -68,10 +55,7 @@ fn jni_bridge_passes_the_host_jvm_test() {
 
     let case = fixtures().join("liger/liger_gla");
     let model = convert_case(&case, "f32", dir.path());
-    let reference = read_bytes(&case.join("reference.safetensors"));
-    let prompt_len = meta(&case)["prompt_len"].as_u64().unwrap() as usize;
-    let (ids, _) = tensor_f32(&reference, "input_ids");
-    let (greedy, _) = tensor_f32(&reference, "greedy_tokens");
+    let (prompt, greedy) = greedy_args(&case);
     let out = Command::new("java")
         .arg("-Xcheck:jni")
         .arg(format!("-Djava.library.path={}", lib_dir.display()))
@@ -79,8 +63,8 @@ fn jni_bridge_passes_the_host_jvm_test() {
         .arg(&classes)
         .arg("io.liger.JniHostTest")
         .arg(&model)
-        .arg(ids_arg(&ids[..prompt_len]))
-        .arg(ids_arg(&greedy))
+        .arg(prompt)
+        .arg(greedy)
         .env_remove("LD_LIBRARY_PATH")
         .output()
         .unwrap();

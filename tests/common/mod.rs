@@ -128,6 +128,31 @@ pub fn assert_bytes_eq(what: &str, got: &[u8], want: &[u8]) {
 }
 
 /// The fixture's `meta.json`.
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the repository")
+        .to_owned()
+}
+
+/// A fixture's prompt ids and its reference greedy continuation (hf-compat semantics), each
+/// comma-separated: the arguments of the C and Java test programs.
+pub fn greedy_args(case: &Path) -> (String, String) {
+    let reference = read_bytes(&case.join("reference.safetensors"));
+    let prompt_len = meta(case)["prompt_len"].as_u64().expect("prompt_len") as usize;
+    let csv = |values: &[f32]| {
+        values
+            .iter()
+            .map(|v| (*v as u32).to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let (ids, _) = tensor_f32(&reference, "input_ids");
+    let (greedy, _) = tensor_f32(&reference, "greedy_tokens");
+    (csv(&ids[..prompt_len]), csv(&greedy))
+}
+
 pub fn meta(case: &Path) -> serde_json::Value {
     serde_json::from_slice(&read_bytes(&case.join("meta.json"))).expect("meta.json")
 }
