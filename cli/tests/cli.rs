@@ -502,3 +502,52 @@ fn convert_reads_a_hub_id_from_the_hugging_face_cache_offline() {
     assert!(err.contains("not in the Hugging Face cache"), "{err}");
     assert!(!missing.exists());
 }
+
+#[test]
+fn ctrl_c_in_chat_does_not_end_the_program() {
+    use std::io::{BufRead, Read};
+    let Some(gguf) = test_data("smollm2-liger.Q8_0.gguf") else {
+        return;
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_liger"))
+        .args([
+            "chat",
+            "-m",
+            gguf.to_str().unwrap(),
+            "--temp",
+            "0",
+            "-n",
+            "4",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("chat: type a message") {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "chat exited: {seen}");
+        seen.push_str(&line);
+    }
+    // SIGINT while chat waits for input: the handler notes it, the program goes on.
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"Hello\n/quit\n").unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{seen}{rest}");
+    assert!(rest.contains("(Ctrl-C stops an answer"), "{seen}{rest}");
+    assert!(
+        rest.contains("new prompt tokens"),
+        "the turn after Ctrl-C ran: {rest}"
+    );
+}
