@@ -220,7 +220,14 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             let (http, server) = (Arc::clone(&http), Arc::clone(&server));
             std::thread::spawn(move || {
                 while let Ok(request) = http.recv() {
-                    api::handle(&server, request);
+                    // A bug in one request must not take a worker with it (the request's
+                    // connection is dropped unanswered).
+                    let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        api::handle(&server, request)
+                    }));
+                    if handled.is_err() {
+                        eprintln!("serve: a request handler panicked; the worker goes on");
+                    }
                 }
             })
         })
