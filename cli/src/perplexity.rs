@@ -7,6 +7,7 @@ use crate::generate::{load, Loaded, ModelArgs};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use half::f16;
+use liger::sampler::argmax;
 use liger::Session;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
@@ -57,15 +58,6 @@ fn kl_divergence(log_p: &[f32], q_logits: &[f32]) -> (f64, bool) {
             lp.exp() * (lp - (q as f64 - lse))
         })
         .sum::<f64>();
-    let argmax = |v: &[f32]| {
-        v.iter()
-            .enumerate()
-            .fold(
-                (0, f32::NEG_INFINITY),
-                |b, (i, &x)| if x > b.1 { (i, x) } else { b },
-            )
-            .0
-    };
     (kl.max(0.0), argmax(log_p) == argmax(q_logits))
 }
 

@@ -41,6 +41,18 @@ impl SamplerOptions {
     }
 }
 
+/// Index of the first maximum of `values` (0 when empty); NaN never wins.
+pub fn argmax(values: &[f32]) -> usize {
+    values
+        .iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+        )
+        .0
+}
+
 /// SplitMix64: small, fast, and the same sequence on every platform and version.
 #[derive(Clone, Debug)]
 struct Rng(u64);
@@ -173,6 +185,13 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn argmax_is_the_first_maximum_and_skips_nan() {
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
+        assert_eq!(argmax(&[f32::NAN, -1.0]), 1);
+        assert_eq!(argmax(&[]), 0);
+    }
 
     #[test]
     fn greedy_takes_the_first_maximum() {

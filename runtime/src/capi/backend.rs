@@ -3,6 +3,8 @@
 
 use super::{CError, CResult};
 use crate::model::Model;
+#[cfg(feature = "wgpu")]
+use crate::sampler::argmax;
 use crate::session::{DecodeMode, Session};
 use std::sync::Arc;
 
@@ -134,15 +136,6 @@ pub(crate) fn gpu_backend(model: &Arc<Model>, mode: DecodeMode) -> CResult<Backe
             0f32,
             |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
         );
-    let argmax = |v: &[f32]| {
-        v.iter()
-            .enumerate()
-            .fold(
-                (0, f32::NEG_INFINITY),
-                |b, (i, &x)| if x > b.1 { (i, x) } else { b },
-            )
-            .0
-    };
     if got.len() != want.len() || worst > 0.05 * range || argmax(got) != argmax(&want) {
         return Err(CError::new(
             super::LIGER_ERROR_UNSUPPORTED,
