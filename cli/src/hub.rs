@@ -124,7 +124,10 @@ pub fn fetch(id: &str) -> Result<PathBuf> {
             );
         }
     }
-    let dir = found[0]
+    let Some(first) = found.first() else {
+        bail!("{id} has none of the files a conversion reads (config.json, *.safetensors)");
+    };
+    let dir = first
         .parent()
         .context("a cached file without a directory")?
         .to_owned();

@@ -288,9 +288,11 @@ pub extern "C" fn liger_session_generate(
         let s = session_of(session)?;
         let mut text = StreamDecoder::new();
         let mut n = 0;
-        let deliver = |token: u32, piece: &str| -> bool {
+        // The NUL-terminated copy of each piece, one buffer for the whole generation.
+        let mut bytes = Vec::new();
+        let mut deliver = |token: u32, piece: &str| -> bool {
             let Some(cb) = callback else { return false };
-            let mut bytes = Vec::with_capacity(piece.len() + 1);
+            bytes.clear();
             bytes.extend_from_slice(piece.as_bytes());
             bytes.push(0);
             // SAFETY: a callback the caller provided with this signature; `bytes` outlives
