@@ -102,7 +102,6 @@ impl From<Error> for CError {
             Error::Format(_) | Error::Config(_) | Error::Tensor(_) => LIGER_ERROR_MODEL,
             Error::Unsupported(_) => LIGER_ERROR_UNSUPPORTED,
             Error::Tokenizer(_) => LIGER_ERROR_TOKENIZER,
-            Error::InvalidArgument(m) if m.starts_with("state") => LIGER_ERROR_STATE,
             _ => LIGER_ERROR_INVALID_ARGUMENT,
         };
         CError(code, e.to_string())
