@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Seeds fuzz/corpus/gguf_reader with small liger files converted from the test fixtures.
+# Seeds fuzz/corpus/<target> for every fuzz target from the test fixtures: small liger files,
+# shrunken HF checkpoints, tokenizer vocabularies, server request bodies, state edits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mkdir -p fuzz/corpus/gguf_reader
+corpus=fuzz/corpus
+mkdir -p $corpus/{gguf_reader,hf_checkpoint,state_restore,tokenizer_gguf,server_request}
+
 cargo build -q -p liger-cli
-for case in tests/fixtures/liger/liger_gla tests/fixtures/liger/liger_gsa tests/fixtures/liger/liger_qwen2_gla; do
+for case in liger_gla liger_gsa liger_qwen2_gla; do
   for t in q4_0 q4_k_m f16; do
-    target/debug/liger convert -q "$case" -o "fuzz/corpus/gguf_reader/$(basename "$case").$t.gguf" --type "$t" 2>/dev/null
+    target/debug/liger convert -q "tests/fixtures/liger/$case" -o "$corpus/gguf_reader/$case.$t.gguf" --type "$t" 2>/dev/null
   done
 done
-ls fuzz/corpus/gguf_reader | wc -l
+
+python3 scripts/fuzz-seeds.py "$corpus"
+for d in $corpus/*; do echo "$(basename "$d"): $(ls "$d" | wc -l) seeds"; done

@@ -7,14 +7,15 @@
 
 mod api;
 mod cache;
+mod request;
 
 use crate::generate::{chat_template, load, stop_ids, Loaded, ModelArgs};
 use anyhow::{Context, Result};
-use api::{ApiError, Request};
 use cache::PrefixCache;
 use clap::Args;
 use liger::chat::ChatTemplate;
-use liger::{DecodeMode, Model, Sampler, SamplerOptions, Session, StreamDecoder, Tokenizer};
+use liger::{DecodeMode, Model, Sampler, Session, StreamDecoder, Tokenizer};
+use request::{ApiError, Request};
 use std::sync::{Arc, Mutex};
 
 #[derive(Args)]
@@ -236,28 +237,4 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         let _ = w.join();
     }
     Ok(())
-}
-
-/// The sampling of a request (OpenAI's defaults: temperature 1, top-p 1).
-pub(crate) fn sampling(
-    temperature: Option<f64>,
-    top_p: Option<f64>,
-    top_k: Option<u64>,
-    min_p: Option<f64>,
-    seed: Option<u64>,
-) -> SamplerOptions {
-    SamplerOptions {
-        temperature: temperature.unwrap_or(1.0) as f32,
-        top_p: top_p.unwrap_or(1.0) as f32,
-        top_k: top_k.unwrap_or(0) as usize,
-        min_p: min_p.unwrap_or(0.0) as f32,
-        repeat_penalty: 1.0,
-        repeat_last_n: 64,
-        seed: seed.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0)
-        }),
-    }
 }

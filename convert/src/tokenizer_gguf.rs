@@ -21,7 +21,6 @@ use std::collections::HashMap;
 const TOKEN_NORMAL: i64 = 1;
 const TOKEN_CONTROL: i64 = 3;
 const TOKEN_USER_DEFINED: i64 = 4;
-const TOKEN_BYTE: i64 = 6;
 
 const GPT2_REGEX: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
 const LLAMA3_REGEX: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -239,6 +238,11 @@ pub fn rebuild_tokenizer(file: &GgufFile) -> Result<TokenizerInfo> {
     Ok(info)
 }
 
+/// Longest piece (bytes) whose splits are searched for merges: SentencePiece's pieces are at
+/// most 16 characters (`max_sentencepiece_length`), so 64 four-byte characters is generous, and
+/// the search (quadratic in a piece's length) stays bounded for a hostile vocabulary.
+const MAX_MERGED_PIECE: usize = 256;
+
 /// BPE merges for a SentencePiece vocabulary: every split of a normal token into two normal
 /// tokens, ranked by the merged token's score (highest first), then by the parts' ids.
 fn spm_merges(tokens: &[&str], types: &[i64], scores: &[f64]) -> Vec<Json> {
@@ -250,7 +254,7 @@ fn spm_merges(tokens: &[&str], types: &[i64], scores: &[f64]) -> Vec<Json> {
         .collect();
     let mut merges: Vec<(f64, usize, usize, &str, &str)> = Vec::new();
     for (id, tok) in tokens.iter().enumerate() {
-        if types[id] != TOKEN_NORMAL || types[id] == TOKEN_BYTE {
+        if types[id] != TOKEN_NORMAL || tok.len() > MAX_MERGED_PIECE {
             continue;
         }
         for (split, _) in tok.char_indices().skip(1) {

@@ -120,22 +120,23 @@ const MAX_WINDOW: u32 = 1 << 16;
 impl LigerConfig {
     /// Recurrent state bytes per sequence (f32): `L·Hkv·d·d` (GLA/HGRN2) or `L·Hkv·2·d·M` (GSA).
     pub fn recurrent_state_bytes(&self) -> u64 {
+        let (d, m) = (self.head_dim as u64, self.gsa_slots as u64);
         let per_head = match self.variant {
-            Variant::Gla | Variant::Hgrn2 => self.head_dim * self.head_dim,
-            Variant::Gsa => 2 * self.head_dim * self.gsa_slots,
+            Variant::Gla | Variant::Hgrn2 => d * d,
+            Variant::Gsa => 2 * d * m,
         };
-        (self.n_layers * self.n_kv_heads * per_head * 4) as u64
+        self.n_layers as u64 * self.n_kv_heads as u64 * per_head * 4
     }
 
     /// Sliding-window cache bytes per sequence at `bytes_per_value` (4 for f32, 2 for f16):
-    /// `L·Hkv·window·2·d` values.
+    /// `L·Hkv·window·2·d` values. (u64 throughout: the validated maxima overflow 32 bits.)
     pub fn window_cache_bytes(&self, bytes_per_value: usize) -> u64 {
-        (self.n_layers
-            * self.n_kv_heads
-            * self.window as usize
+        self.n_layers as u64
+            * self.n_kv_heads as u64
+            * u64::from(self.window)
             * 2
-            * self.head_dim
-            * bytes_per_value) as u64
+            * self.head_dim as u64
+            * bytes_per_value as u64
     }
 
     /// Checks the relations every later computation relies on.

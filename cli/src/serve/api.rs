@@ -1,59 +1,12 @@
 //! The HTTP surface of `liger serve`: routing, request parsing (bounded), OpenAI-shaped
 //! responses, server-sent events, JSON errors.
 
-use super::{sampling, Completion, Server};
-use liger::chat::ChatMessage;
-use liger::SamplerOptions;
+use super::request::{parse_body, ApiError, Request, MAX_BODY};
+use super::{Completion, Server};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tiny_http::{Header, Method, Response, StatusCode};
-
-/// Largest request body accepted (413 beyond).
-const MAX_BODY: usize = 1 << 20;
-
-/// An error answered as OpenAI's `{"error": {...}}` with an HTTP status.
-#[derive(Debug)]
-pub(crate) struct ApiError {
-    status: u16,
-    message: String,
-}
-
-impl ApiError {
-    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: 400,
-            message: message.into(),
-        }
-    }
-
-    pub(crate) fn internal(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: 500,
-            message: message.into(),
-        }
-    }
-
-    fn body(&self) -> Value {
-        let kind = if self.status >= 500 {
-            "server_error"
-        } else {
-            "invalid_request_error"
-        };
-        json!({"error": {"message": self.message, "type": kind, "code": self.status}})
-    }
-}
-
-/// A completion request, chat or plain.
-pub(crate) struct Request {
-    /// Chat messages (`/v1/chat/completions`), or None for a plain `prompt`.
-    pub messages: Option<Vec<ChatMessage>>,
-    pub prompt: Option<String>,
-    pub max_tokens: Option<usize>,
-    pub sampling: SamplerOptions,
-    pub stream: bool,
-    pub include_usage: bool,
-}
 
 fn json_response(status: u16, body: &Value) -> Response<std::io::Cursor<Vec<u8>>> {
     Response::from_data(body.to_string().into_bytes())
@@ -84,7 +37,7 @@ pub(crate) fn handle(server: &Server, mut request: tiny_http::Request) {
         })),
         (Method::Post, "/v1/chat/completions" | "/v1/completions") => {
             let chat = path == "/v1/chat/completions";
-            match read_body(&mut request).and_then(|body| parse(&body, chat)) {
+            match read_body(&mut request).and_then(|body| parse_body(&body, chat)) {
                 Ok(req) if req.stream => return stream(server, request, &req, chat),
                 Ok(req) => complete(server, &req, chat),
                 Err(e) => Err(e),
@@ -108,12 +61,10 @@ pub(crate) fn handle(server: &Server, mut request: tiny_http::Request) {
     let _ = request.respond(response);
 }
 
-fn read_body(request: &mut tiny_http::Request) -> Result<Value, ApiError> {
+/// The body, at most [`MAX_BODY`] bytes (413 beyond).
+fn read_body(request: &mut tiny_http::Request) -> Result<Vec<u8>, ApiError> {
     if request.body_length().is_some_and(|n| n > MAX_BODY) {
-        return Err(ApiError {
-            status: 413,
-            message: format!("the body is larger than {MAX_BODY} bytes"),
-        });
+        return Err(ApiError::too_large());
     }
     let mut body = Vec::new();
     let n = request
@@ -122,131 +73,9 @@ fn read_body(request: &mut tiny_http::Request) -> Result<Value, ApiError> {
         .read_to_end(&mut body)
         .map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
     if n > MAX_BODY {
-        return Err(ApiError {
-            status: 413,
-            message: format!("the body is larger than {MAX_BODY} bytes"),
-        });
+        return Err(ApiError::too_large());
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))
-}
-
-/// A request's fields, checked.
-fn parse(body: &Value, chat: bool) -> Result<Request, ApiError> {
-    let bad = |m: String| Err(ApiError::bad_request(m));
-    if !body.is_object() {
-        return bad("the body must be a JSON object".into());
-    }
-    let number = |key: &str| -> Result<Option<f64>, ApiError> {
-        match body.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .filter(|x| x.is_finite())
-                .map(Some)
-                .ok_or_else(|| ApiError::bad_request(format!("'{key}' must be a number"))),
-        }
-    };
-    let count = |key: &str| -> Result<Option<u64>, ApiError> {
-        match body.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-                ApiError::bad_request(format!("'{key}' must be a non-negative integer"))
-            }),
-        }
-    };
-    if count("n")?.is_some_and(|n| n != 1) {
-        return bad("only n = 1 is supported".into());
-    }
-    let temperature = number("temperature")?;
-    if temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
-        return bad("'temperature' must be in [0, 2]".into());
-    }
-    let top_p = number("top_p")?;
-    if top_p.is_some_and(|p| !(0.0..=1.0).contains(&p) || p == 0.0) {
-        return bad("'top_p' must be in (0, 1]".into());
-    }
-    let max_tokens = count("max_completion_tokens")?
-        .or(count("max_tokens")?)
-        .map(|n| n as usize);
-    let stream = match body.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return bad("'stream' must be a boolean".into()),
-    };
-    let include_usage = body
-        .pointer("/stream_options/include_usage")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let (messages, prompt) = if chat {
-        (Some(messages(body)?), None)
-    } else {
-        match body.get("prompt") {
-            Some(Value::String(s)) => (None, Some(s.clone())),
-            Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
-                (None, a[0].as_str().map(str::to_owned))
-            }
-            _ => return bad("'prompt' must be a string".into()),
-        }
-    };
-    Ok(Request {
-        messages,
-        prompt,
-        max_tokens,
-        sampling: sampling(
-            temperature,
-            top_p,
-            count("top_k")?,
-            number("min_p")?,
-            count("seed")?,
-        ),
-        stream,
-        include_usage,
-    })
-}
-
-/// `messages`: roles system / user / assistant (/ developer, as system), content a string or
-/// an array of text parts.
-fn messages(body: &Value) -> Result<Vec<ChatMessage>, ApiError> {
-    let Some(list) = body.get("messages").and_then(Value::as_array) else {
-        return Err(ApiError::bad_request("'messages' must be an array"));
-    };
-    if list.is_empty() {
-        return Err(ApiError::bad_request("'messages' is empty"));
-    }
-    list.iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let role = match m.get("role").and_then(Value::as_str) {
-                Some("developer") => "system",
-                Some(r @ ("system" | "user" | "assistant")) => r,
-                _ => {
-                    return Err(ApiError::bad_request(format!(
-                        "messages[{i}].role must be system, user or assistant"
-                    )))
-                }
-            };
-            let content = match m.get("content") {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Array(parts)) => parts
-                    .iter()
-                    .map(|p| match (p.get("type"), p.get("text")) {
-                        (Some(t), Some(Value::String(text))) if t == "text" => Ok(text.as_str()),
-                        _ => Err(ApiError::bad_request(format!(
-                            "messages[{i}]: only text content parts are supported"
-                        ))),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?
-                    .concat(),
-                _ => {
-                    return Err(ApiError::bad_request(format!(
-                        "messages[{i}].content must be a string or text parts"
-                    )))
-                }
-            };
-            Ok(ChatMessage::new(role, &content))
-        })
-        .collect()
+    Ok(body)
 }
 
 fn usage(c: &Completion) -> Value {

@@ -56,6 +56,10 @@ pub(crate) struct Weights {
 }
 
 /// Options that apply to a loaded model.
+/// A sequence's state may always take this much, whatever the file's size (a real model's
+/// state is a small fraction of its weights: 4.4 MB for SmolLM2-135M, 34 MB for Llama-3-8B).
+const MIN_STATE_BOUND: u64 = 256 << 20;
+
 #[derive(Clone, Debug, Default)]
 pub struct ModelOptions {
     /// Worker threads for the CPU kernels (default: the number of cores).
@@ -88,8 +92,8 @@ impl std::fmt::Debug for Model {
     }
 }
 
-/// FNV-1a, 64 bit.
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+/// FNV-1a, 64 bit: the model fingerprint and the checksum of saved states.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     for b in bytes {
         h ^= *b as u64;
@@ -124,6 +128,17 @@ impl Model {
                     spec.name, t.ggml_type
                 )));
             }
+        }
+        // A sequence's state is allocated per session: a hostile file must not size it from
+        // dims its weights do not pay for (head_dim² per head needs no matching weight bytes).
+        let state = config.recurrent_state_bytes() + config.window_cache_bytes(4);
+        let bound = file.file_size().max(MIN_STATE_BOUND);
+        if state > bound {
+            return Err(Error::Config(format!(
+                "a sequence's state would take {state} bytes, more than the file's own size \
+                 ({} bytes): refused",
+                file.file_size()
+            )));
         }
         // Every tensor below was checked present with the right dims and type above.
         let tensor = |name: &str| -> Result<&TensorInfo> {

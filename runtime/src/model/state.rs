@@ -131,6 +131,11 @@ impl SequenceState {
         }
         let mode = bytes[16];
         let (pos, window_len) = (u64_at(24), u64_at(32));
+        if pos > MAX_POSITION {
+            return bad(format!(
+                "position {pos} is beyond any sequence (at most 2^48)"
+            ));
+        }
         if window_len > window as u64 || window_len > pos {
             return bad(format!(
                 "window length {window_len} is impossible at position {pos}"
@@ -156,3 +161,6 @@ impl SequenceState {
 }
 
 const HEADER_LEN: usize = 40;
+/// Largest position a restored state may hold: far beyond any real sequence (2^48 tokens), and
+/// far enough from `usize::MAX` that feeding more can never overflow.
+const MAX_POSITION: u64 = 1 << 48;

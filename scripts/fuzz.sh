@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every fuzz target (or those named) for SECONDS each, from the seed corpus; fails on the
+# first crash, leak, timeout (10 s per input) or out-of-memory (2 GiB), leaving the input in
+# fuzz/artifacts/<target>/. Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
+# Installs cargo-fuzz if missing; `RUSTC_BOOTSTRAP=1` lets the stable toolchain take the
+# sanitizer flags cargo-fuzz passes. Builds with debug assertions (overflow checks on).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-60}
+shift || true
+targets=("$@")
+[[ ${#targets[@]} -gt 0 ]] || targets=(gguf_reader hf_checkpoint state_restore tokenizer_gguf server_request)
+command -v cargo-fuzz >/dev/null || cargo install -q --locked cargo-fuzz@0.13.2
+[[ -n $(ls -A fuzz/corpus/server_request 2>/dev/null) ]] || scripts/fuzz-seed-corpus.sh
+export RUSTC_BOOTSTRAP=1
+(cd fuzz && cargo fuzz build -a)
+bin=fuzz/target/x86_64-unknown-linux-gnu/release
+for t in "${targets[@]}"; do
+  mkdir -p "fuzz/artifacts/$t"
+  echo "fuzzing $t for ${seconds}s"
+  log=fuzz/artifacts/$t/last-run.log
+  status=0
+  "$bin/$t" "fuzz/corpus/$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+    -artifact_prefix="fuzz/artifacts/$t/" -print_final_stats=1 >"$log" 2>&1 || status=$?
+  grep -E "^stat::(number_of_executed_units|new_units_added)|^Done" "$log" || true
+  if [[ $status -ne 0 ]]; then
+    grep -E -A30 "^==[0-9]+==|panicked|SUMMARY" "$log" | head -60 >&2 || tail -40 "$log" >&2
+    echo "fuzz target $t failed (exit $status); the input is in fuzz/artifacts/$t/" >&2
+    exit 1
+  fi
+done
