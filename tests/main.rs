@@ -6,7 +6,12 @@ mod gguf_reader;
 #[cfg(feature = "wgpu")]
 mod gpu;
 mod jni;
+mod malformed;
 mod model;
 mod quant;
 mod real_model;
 mod tokenizer;
+
+/// Counts allocations per thread, so tests can bound what refusing bad input allocates.
+#[global_allocator]
+static ALLOCATOR: liger_tests::alloc::Counting = liger_tests::alloc::Counting;

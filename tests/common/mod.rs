@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: fixture paths, safetensors reads, comparisons
 //! that print the first mismatch.
 
+pub mod alloc;
+
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
 

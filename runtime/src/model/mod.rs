@@ -58,7 +58,7 @@ pub(crate) struct Weights {
 /// Options that apply to a loaded model.
 /// A sequence's state may always take this much, whatever the file's size (a real model's
 /// state is a small fraction of its weights: 4.4 MB for SmolLM2-135M, 34 MB for Llama-3-8B).
-const MIN_STATE_BOUND: u64 = 256 << 20;
+const MIN_STATE_BOUND: u64 = 64 << 20;
 
 #[derive(Clone, Debug, Default)]
 pub struct ModelOptions {
