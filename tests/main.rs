@@ -11,6 +11,7 @@ mod malformed;
 mod model;
 mod quant;
 mod real_model;
+mod source;
 mod tokenizer;
 
 /// Counts allocations per thread, so tests can bound what refusing bad input allocates.

@@ -304,6 +304,7 @@ unsafe extern "C" fn on_token(
     if l.env.exception_check().unwrap_or(true) {
         return 1;
     }
+    // SAFETY: `text` holds `len` bytes for the duration of the call (the C ABI's contract).
     let bytes = unsafe { std::slice::from_raw_parts(text.cast::<u8>(), len) };
     let Ok(jtext) = l.env.new_string(String::from_utf8_lossy(bytes)) else {
         return 1;

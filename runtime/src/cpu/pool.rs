@@ -229,6 +229,7 @@ pub struct Disjoint<'a, T> {
 // SAFETY: `Disjoint` hands out sub-slices only through `slice`, whose contract is that
 // concurrent callers never overlap.
 unsafe impl<T: Send> Sync for Disjoint<'_, T> {}
+// SAFETY: it owns the exclusive borrow it was made from, which may move to another thread.
 unsafe impl<T: Send> Send for Disjoint<'_, T> {}
 
 impl<'a, T> Disjoint<'a, T> {

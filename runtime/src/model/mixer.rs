@@ -88,7 +88,7 @@ impl LayerMixer<'_> {
         let group = c.n_heads / c.n_kv_heads;
         let q_heads = |t: usize| t * hd + j * group * d..t * hd + (j + 1) * group * d;
         let k_head = |t: usize| t * kv + j * d..t * kv + (j + 1) * d;
-        // SAFETY (every `slice`): as in `run_kv_head_body`.
+        // SAFETY: as in `run_kv_head_body`.
         let kj = unsafe { self.k.slice(k_head(t)) };
         let vj = &self.v[k_head(t)];
         match c.variant {
@@ -110,7 +110,9 @@ impl LayerMixer<'_> {
                 );
             }
         }
+        // SAFETY: KV head j's own columns and state (see `run_kv_head_body`).
         let qs = unsafe { self.q.slice(q_heads(t)) };
+        // SAFETY: KV head j's own columns and state (see `run_kv_head_body`).
         let os = unsafe { self.o_rec.slice(q_heads(t)) };
         for (qh, oh) in qs.chunks_exact(d).zip(os.chunks_exact_mut(d)) {
             match c.variant {
@@ -144,8 +146,9 @@ impl LayerMixer<'_> {
         // SAFETY (every `slice`): as in `run_kv_head_body`.
         for t in 0..len {
             let r = (t0 + t) * kv + j * d;
-            ch.keys_mut(len, d)[t * d..(t + 1) * d]
-                .copy_from_slice(unsafe { self.k.slice(r..r + d) });
+            // SAFETY: KV head j's own columns and state (see `run_kv_head_body`).
+            let key = unsafe { self.k.slice(r..r + d) };
+            ch.keys_mut(len, d)[t * d..(t + 1) * d].copy_from_slice(key);
             ch.v[t * d..(t + 1) * d].copy_from_slice(&self.v[r..r + d]);
         }
         if !ch.prepare(c.variant, len, d, c.gate_normalizer) {
@@ -155,11 +158,13 @@ impl LayerMixer<'_> {
             let col = (j * group + h) * d;
             for t in 0..len {
                 let r = (t0 + t) * hd + col;
+                // SAFETY: KV head j's own columns and state (see `run_kv_head_body`).
                 ch.q[t * d..(t + 1) * d].copy_from_slice(unsafe { self.q.slice(r..r + d) });
             }
             ch.readout(s, d);
             for t in 0..len {
                 let r = (t0 + t) * hd + col;
+                // SAFETY: KV head j's own columns and state (see `run_kv_head_body`).
                 unsafe { self.o_rec.slice(r..r + d) }.copy_from_slice(&ch.o[t * d..(t + 1) * d]);
             }
         }
@@ -175,10 +180,11 @@ impl LayerMixer<'_> {
         let (hd, kv) = (c.n_heads * d, c.n_kv_heads * d);
         let group = c.n_heads / c.n_kv_heads;
         let per_head = super::SequenceState::per_head(c);
-        // SAFETY (every `slice` below): task j only touches KV head j's columns of k, v, the
+        // SAFETY: task j only touches KV head j's columns of k, v, the
         // ring and the state, the columns of its own query heads of q, o_rec and y, and its
         // own scratch; no two slices taken here are alive at once over the same range.
         let sc = unsafe { &mut self.scratch.slice(j..j + 1)[0] };
+        // SAFETY: KV head j's own columns and state (see `run_kv_head_body`).
         let s = unsafe { self.state.slice(j * per_head..(j + 1) * per_head) };
         let q_heads = |t: usize| t * hd + j * group * d..t * hd + (j + 1) * group * d;
         let k_head = |t: usize| t * kv + j * d..t * kv + (j + 1) * d;
@@ -206,7 +212,9 @@ impl LayerMixer<'_> {
                 &self.rope_cos[t * half..(t + 1) * half],
                 &self.rope_sin[t * half..(t + 1) * half],
             );
+            // SAFETY: KV head j's own columns and state (see `run_kv_head_body`).
             rope::apply(unsafe { self.q.slice(q_heads(t)) }, cos, sin);
+            // SAFETY: KV head j's own columns and state (see `run_kv_head_body`).
             rope::apply(unsafe { self.k.slice(k_head(t)) }, cos, sin);
         }
     }
@@ -220,7 +228,7 @@ impl LayerMixer<'_> {
         let (hd, kv) = (c.n_heads * d, c.n_kv_heads * d);
         let j = h / (c.n_heads / c.n_kv_heads);
         let k_head = |t: usize| t * kv + j * d..t * kv + (j + 1) * d;
-        // SAFETY (every `slice`): task h writes only query head h's columns of y and its own
+        // SAFETY: task h writes only query head h's columns of y and its own
         // scores; q, k and the ring are only read while these tasks run.
         let scores = unsafe { self.scores.slice(h * (w + 1)..(h + 1) * (w + 1)) };
         let scale = 1.0 / (d as f32).sqrt();
@@ -231,14 +239,18 @@ impl LayerMixer<'_> {
             let key_at = |kp: usize| -> (&[f32], &[f32]) {
                 if kp >= self.pos0 {
                     let r = k_head(kp - self.pos0);
+                    // SAFETY: head h's own columns of y; q, k and the ring are only read.
                     (unsafe { &*self.k.slice(r.clone()) }, &self.v[r])
                 } else {
                     let r = k_head(kp % w);
+                    // SAFETY: head h's own columns of y; q, k and the ring are only read.
                     unsafe { (&*self.ring_k.slice(r.clone()), &*self.ring_v.slice(r)) }
                 }
             };
             let head = t * hd + h * d..t * hd + (h + 1) * d;
+            // SAFETY: head h's own columns of y; q, k and the ring are only read.
             let qh = unsafe { &*self.q.slice(head.clone()) };
+            // SAFETY: head h's own columns of y; q, k and the ring are only read.
             let yh = unsafe { self.y.slice(head) };
             let scores = &mut scores[..p - lo + 1];
             for (i, kp) in (lo..=p).enumerate() {
@@ -262,10 +274,16 @@ impl LayerMixer<'_> {
         for t in self.n.saturating_sub(w)..self.n {
             let slot = (self.pos0 + t) % w;
             let (row, ring) = (t * kv..(t + 1) * kv, slot * kv..(slot + 1) * kv);
-            // SAFETY: no task runs now; these are the only live slices.
-            unsafe { self.ring_k.slice(ring.clone()) }
-                .copy_from_slice(unsafe { self.k.slice(row.clone()) });
-            unsafe { self.ring_v.slice(ring) }.copy_from_slice(&self.v[row]);
+            // SAFETY: no task runs now; these are the only live slices of k and the ring.
+            let (key, ring_k, ring_v) = unsafe {
+                (
+                    self.k.slice(row.clone()),
+                    self.ring_k.slice(ring.clone()),
+                    self.ring_v.slice(ring),
+                )
+            };
+            ring_k.copy_from_slice(key);
+            ring_v.copy_from_slice(&self.v[row]);
         }
     }
 }
