@@ -393,39 +393,6 @@ const COMMANDS: &str = "/undo, /save PATH, /load PATH, /reset, /quit";
 /// Memory for /undo snapshots of the state.
 const UNDO_BYTES: usize = 256 << 20;
 
-/// A saved chat: `u64 length` + conversation JSON + session state bytes.
-fn save_chat(path: &Path, conversation: &Conversation, session: &Session) -> Result<()> {
-    let json = serde_json::to_vec(conversation)?;
-    let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(&json);
-    bytes.extend_from_slice(&session.save_state());
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(&bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)?;
-    Ok(())
-}
-
-fn load_chat(path: &Path, session: &mut Session) -> Result<Conversation> {
-    let bytes = std::fs::read(path)?;
-    let len = bytes
-        .get(..8)
-        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
-        .unwrap_or(u64::MAX);
-    let json_end = 8usize
-        .checked_add(len as usize)
-        .filter(|&e| e <= bytes.len())
-        .context("not a liger chat file")?;
-    let conversation: Conversation =
-        serde_json::from_slice(&bytes[8..json_end]).context("not a liger chat file")?;
-    session.load_state(&bytes[json_end..])?;
-    Ok(conversation)
-}
-
 pub fn chat(args: ChatArgs) -> Result<()> {
     let Loaded { model, mode } = load(&args.model)?;
     let tok = tokenizer(&model)?;
@@ -487,7 +454,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
                 continue;
             }
             "/save" if !arg.is_empty() => {
-                match save_chat(Path::new(arg), &conversation, &session) {
+                match crate::chat_file::save(Path::new(arg), &conversation, &session) {
                     Ok(()) => eprintln!(
                         "(saved {} messages, {} tokens of state to {arg})",
                         conversation.messages.len(),
@@ -498,7 +465,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
                 continue;
             }
             "/load" if !arg.is_empty() => {
-                match load_chat(Path::new(arg), &mut session) {
+                match crate::chat_file::load(Path::new(arg), &mut session) {
                     Ok(c) => {
                         conversation = c;
                         undo.clear();

@@ -3,6 +3,7 @@
 mod bench;
 #[cfg(feature = "wgpu")]
 mod bench_gpu;
+mod chat_file;
 mod generate;
 mod hub;
 mod info;
