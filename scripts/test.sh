@@ -43,4 +43,11 @@ elif [[ -n ${LIGER_REQUIRE_ANDROID_CHECK:-} ]]; then
 else
   echo "Android check skipped: rustup target add aarch64-linux-android (.ci/run does)" >&2
 fi
-cargo bench --workspace --locked --no-run
+# The criterion benches compile (in the test profile, reusing the test build's dependencies;
+# `cargo bench` runs them).
+cargo test --workspace --locked --benches --no-run
+
+# Every fuzz target (GGUF reader, HF checkpoint reader, state restore, tokenizer rebuild, the
+# server's request parser) for a bounded time from the seed corpus; longer by hand
+# (fuzz/README.md). Installs cargo-fuzz if missing.
+scripts/fuzz.sh "${LIGER_FUZZ_SECONDS:-20}"
