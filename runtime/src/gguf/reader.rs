@@ -441,3 +441,67 @@ fn parse_tensor_info(c: &mut Cursor, i: usize) -> Result<TensorInfo> {
 pub(crate) fn align_up(x: u64, alignment: u64) -> u64 {
     x.div_ceil(alignment) * alignment
 }
+
+/// Small enough for Miri (`scripts/miri.sh`); the hostile-file corpus is in
+/// `tests/malformed.rs` and `tests/gguf_reader.rs`.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::{GgufWriter, TensorDecl};
+    use crate::quant::GgmlType;
+
+    #[test]
+    fn a_written_file_reads_back_and_every_cut_is_an_error() {
+        let meta = vec![
+            (
+                "general.architecture".to_string(),
+                Value::String("liger".into()),
+            ),
+            ("test.array".into(), Value::u32_array(&[1, 2, 3])),
+        ];
+        let decls = vec![
+            TensorDecl {
+                name: "a".into(),
+                dims: vec![32, 2],
+                ggml_type: GgmlType::Q8_0,
+            },
+            TensorDecl {
+                name: "b".into(),
+                dims: vec![3],
+                ggml_type: GgmlType::F32,
+            },
+        ];
+        let a = crate::quant::quantize(GgmlType::Q8_0, &[0.5; 64]).unwrap();
+        let b: Vec<u8> = [1f32, 2.0, 3.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let mut w = GgufWriter::new(Vec::new(), &meta, decls).unwrap();
+        w.write_tensor("a", &a).unwrap();
+        w.write_tensor("b", &b).unwrap();
+        let bytes = w.finish().unwrap();
+
+        let file = GgufFile::from_bytes(bytes.clone()).unwrap();
+        assert_eq!(
+            file.get("test.array")
+                .and_then(Value::as_array)
+                .map(<[_]>::len),
+            Some(3)
+        );
+        assert_eq!(file.tensor_data(file.tensor("a").unwrap()), &a[..]);
+        assert_eq!(file.tensor_data(file.tensor("b").unwrap()), &b[..]);
+        // The file may end in alignment padding after the last tensor.
+        let end = file
+            .tensors()
+            .iter()
+            .map(|t| t.offset + t.n_bytes)
+            .max()
+            .unwrap() as usize;
+        for len in (0..end).step_by(5) {
+            assert!(
+                GgufFile::from_bytes(bytes[..len].to_vec()).is_err(),
+                "cut at {len}"
+            );
+        }
+    }
+}

@@ -264,3 +264,36 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Result<Vec<f32>> {
 pub(crate) fn nearest_int(x: f32) -> i32 {
     x.round_ties_even() as i32
 }
+
+/// Small enough for Miri (`scripts/miri.sh`); the fixtures' exhaustive vectors are in
+/// `tests/quant.rs`.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_type_round_trips_within_its_step_and_refuses_bad_lengths() {
+        let x: Vec<f32> = (0..256)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        for ty in GgmlType::ALL.into_iter().filter(|t| t.can_quantize()) {
+            let q = quantize(ty, &x).unwrap();
+            assert_eq!(q.len(), ty.row_bytes(256).unwrap(), "{ty}");
+            let y = dequantize(ty, &q).unwrap();
+            // Half a quantization step of the coarsest type (4 bits over [-2, 2]) and more.
+            let worst = x
+                .iter()
+                .zip(&y)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(worst < 0.3, "{ty}: max error {worst}");
+            if ty.block_size() > 1 {
+                assert!(
+                    dequantize(ty, &q[..q.len() - 1]).is_err(),
+                    "{ty}: a cut block"
+                );
+                assert!(quantize(ty, &x[..255]).is_err(), "{ty}: a partial block");
+            }
+        }
+    }
+}
