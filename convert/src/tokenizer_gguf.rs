@@ -331,6 +331,17 @@ mod tests {
     }
 
     #[test]
+    fn merges_are_searched_only_in_pieces_of_bounded_length() {
+        // The split search is quadratic in a piece's length: a piece longer than the bound is
+        // not searched (a hostile file may hold megabyte pieces), a shorter one is.
+        let half = "x".repeat(MAX_MERGED_PIECE / 2 + 1);
+        let long = half.repeat(2);
+        let tokens = ["a", "b", "ab", half.as_str(), long.as_str()];
+        let merges = spm_merges(&tokens, &[1; 5], &[0.0; 5]);
+        assert_eq!(merges, vec![json!(["a", "b"])]);
+    }
+
+    #[test]
     fn unknown_pre_tokenizer_is_a_clear_error() {
         let meta = vec![
             (
