@@ -316,4 +316,47 @@ mod tests {
             }
         }
     }
+
+    /// Greedy tokens after a prompt, through a save, more tokens, and a restore.
+    fn script(model: &Arc<Model>, seed: u32) -> (Vec<u32>, Vec<u8>) {
+        let mut s = Session::new(model.clone(), DecodeMode::Window);
+        let prompt: Vec<u32> = (0..1 + seed * 5 % 23)
+            .map(|t| (t * 11 + seed) % 96)
+            .collect();
+        s.feed(&prompt).unwrap();
+        let saved = s.save_state();
+        let mut tokens = Vec::new();
+        for _ in 0..2 {
+            s.load_state(&saved).unwrap();
+            for _ in 0..6 {
+                let t = crate::sampler::argmax(s.logits()) as u32;
+                tokens.push(t);
+                s.feed(&[t]).unwrap();
+            }
+        }
+        (tokens, s.save_state())
+    }
+
+    /// Sessions on one shared model (and its worker pool) from several threads give exactly
+    /// what they give one at a time (also run under ThreadSanitizer, `scripts/tsan.sh`).
+    #[test]
+    fn sessions_on_many_threads_equal_serial_runs() {
+        let model = tiny_model(Variant::Gla, GgmlType::Q8_0, 2);
+        let serial: Vec<_> = (0..12).map(|i| script(&model, i)).collect();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|t| {
+                    let (model, serial) = (&model, &serial);
+                    scope.spawn(move || {
+                        for i in (t..12).step_by(4) {
+                            assert!(script(model, i as u32) == serial[i], "script {i}");
+                        }
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap();
+            }
+        });
+    }
 }
