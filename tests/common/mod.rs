@@ -177,16 +177,8 @@ pub fn convert_case(case: &Path, out_type: &str, dir: &Path) -> PathBuf {
     out
 }
 
-/// Index of the first maximum.
-pub fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .fold(
-            (0, f32::NEG_INFINITY),
-            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
-        )
-        .0
-}
+/// Index of the first maximum (NaN never wins).
+pub use liger::sampler::argmax;
 
 /// Converts `src` (HF dir or GGUF) to `out` at `out_type`, optionally merging an adapter.
 pub fn convert_to(
