@@ -288,3 +288,30 @@ fn an_emoji_split_over_byte_tokens_is_held_back_until_complete() {
         Some("🦁")
     );
 }
+
+#[test]
+fn answers_for_people_leave_out_special_tokens() {
+    let Some(tok) = llama3_runtime_tokenizer() else {
+        return;
+    };
+    // <|start_header_id|> "Hi" <|eot_id|> " there"
+    let mut ids = vec![128006];
+    ids.extend(tok.encode("Hi", false).unwrap());
+    ids.push(128009);
+    ids.extend(tok.encode(" there", false).unwrap());
+    let streamed = |mut d: liger::StreamDecoder| {
+        let mut text = String::new();
+        for &id in &ids {
+            text.extend(d.push(&tok, id).unwrap());
+        }
+        text + &d.flush(&tok).unwrap()
+    };
+    assert_eq!(
+        streamed(liger::StreamDecoder::new()),
+        "<|start_header_id|>Hi<|eot_id|> there"
+    );
+    assert_eq!(
+        streamed(liger::StreamDecoder::skipping_special()),
+        "Hi there"
+    );
+}

@@ -501,7 +501,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
         let started = Instant::now();
         session.feed(&ids)?;
         let prefill = started.elapsed().as_secs_f64();
-        let mut decoder = StreamDecoder::new();
+        let mut decoder = StreamDecoder::skipping_special();
         let mut answer = String::new();
         let (tokens, decode, _) = generate(
             &mut session,

@@ -129,7 +129,7 @@ impl Server {
             .unwrap_or(self.max_tokens)
             .min(self.max_tokens);
         let mut fed = prompt.to_vec();
-        let mut decoder = StreamDecoder::new();
+        let mut decoder = StreamDecoder::skipping_special();
         let mut text = String::new();
         let mut finish_reason = "length";
         let tok = self.tokenizer();

@@ -141,6 +141,8 @@ pub struct StreamDecoder {
     prefix: usize,
     /// End of the tokens whose text has been emitted.
     read: usize,
+    /// Special tokens (`<|im_start|>`, …) give no text: for answers shown to people.
+    skip_special: bool,
 }
 
 impl StreamDecoder {
@@ -148,11 +150,19 @@ impl StreamDecoder {
         Self::default()
     }
 
+    /// A decoder whose text leaves out special tokens (chat answers, the server's).
+    pub fn skipping_special() -> Self {
+        StreamDecoder {
+            skip_special: true,
+            ..Self::default()
+        }
+    }
+
     /// Adds a token; returns the new complete text, if any.
     pub fn push(&mut self, tokenizer: &Tokenizer, id: u32) -> Result<Option<String>> {
         self.ids.push(id);
-        let before = tokenizer.decode(&self.ids[self.prefix..self.read], false)?;
-        let now = tokenizer.decode(&self.ids[self.prefix..], false)?;
+        let before = tokenizer.decode(&self.ids[self.prefix..self.read], self.skip_special)?;
+        let now = tokenizer.decode(&self.ids[self.prefix..], self.skip_special)?;
         if now.len() > before.len()
             && !now.ends_with('\u{FFFD}')
             && now.is_char_boundary(before.len())
@@ -173,8 +183,8 @@ impl StreamDecoder {
 
     /// Text still held back (an incomplete character at the end), decoded lossily.
     pub fn flush(&mut self, tokenizer: &Tokenizer) -> Result<String> {
-        let before = tokenizer.decode(&self.ids[self.prefix..self.read], false)?;
-        let now = tokenizer.decode(&self.ids[self.prefix..], false)?;
+        let before = tokenizer.decode(&self.ids[self.prefix..self.read], self.skip_special)?;
+        let now = tokenizer.decode(&self.ids[self.prefix..], self.skip_special)?;
         self.ids.clear();
         self.prefix = 0;
         self.read = 0;
