@@ -114,6 +114,15 @@ impl GgufFile {
         self.bytes.as_slice().len() as u64
     }
 
+    /// End of the last tensor's data (the file may go on with alignment padding).
+    pub fn data_end(&self) -> u64 {
+        self.tensors
+            .iter()
+            .map(|t| t.offset + t.n_bytes)
+            .max()
+            .unwrap_or(self.data_offset)
+    }
+
     /// Metadata in file order.
     pub fn metadata(&self) -> &[(String, Value)] {
         &self.metadata
@@ -490,14 +499,7 @@ mod tests {
         );
         assert_eq!(file.tensor_data(file.tensor("a").unwrap()), &a[..]);
         assert_eq!(file.tensor_data(file.tensor("b").unwrap()), &b[..]);
-        // The file may end in alignment padding after the last tensor.
-        let end = file
-            .tensors()
-            .iter()
-            .map(|t| t.offset + t.n_bytes)
-            .max()
-            .unwrap() as usize;
-        for len in (0..end).step_by(5) {
+        for len in (0..file.data_end() as usize).step_by(5) {
             assert!(
                 GgufFile::from_bytes(bytes[..len].to_vec()).is_err(),
                 "cut at {len}"
