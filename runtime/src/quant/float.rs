@@ -1,5 +1,16 @@
 //! f16 / bf16 conversions as ggml writes them.
 
+/// f32 → f16, rounding to nearest even. Under Miri the software conversion (same bits): the
+/// `half` crate's F16C path, compiled in with `+f16c` (`scripts/miri.sh`), is an instruction
+/// Miri does not implement.
+#[inline]
+pub fn f16_from_f32(x: f32) -> half::f16 {
+    #[cfg(miri)]
+    return half::f16::from_f32_const(x);
+    #[cfg(not(miri))]
+    return half::f16::from_f32(x);
+}
+
 /// bf16 bits → f32 (exact: bf16 is the upper half of an f32).
 #[inline]
 pub fn bf16_to_f32(bits: u16) -> f32 {

@@ -3,6 +3,7 @@
 //! search for scale (and min), then the sub-block scales quantized to 6 / 8 bits, then every
 //! element requantized with the scales the file actually stores.
 
+use super::float::f16_from_f32;
 use super::k_dequant::{scale_min_k4, BlockQ4K, BlockQ6K, K_SCALE_SIZE, QK_K};
 use super::nearest_int;
 use half::f16;
@@ -131,8 +132,8 @@ pub(super) fn quantize_q4_k(src: &[f32], dst: &mut [u8]) {
                 packed[j] |= (lm >> 4) << 6;
             }
         }
-        let d = f16::from_f32(max_scale / 63.0);
-        let dmin = f16::from_f32(max_min / 63.0);
+        let d = f16_from_f32(max_scale / 63.0);
+        let dmin = f16_from_f32(max_min / 63.0);
         for j in 0..QK_K / 32 {
             let (sc, m) = scale_min_k4(j, &packed);
             let dj = d.to_f32() * sc as f32;
@@ -236,7 +237,7 @@ pub(super) fn quantize_q6_k(src: &[f32], dst: &mut [u8]) {
             continue;
         }
         let iscale = -128.0 / max_scale;
-        block.d = f16::from_f32(1.0 / iscale);
+        block.d = f16_from_f32(1.0 / iscale);
         for ib in 0..QK_K / 16 {
             block.scales[ib] = nearest_int(iscale * scales[ib]).min(127) as i8;
         }

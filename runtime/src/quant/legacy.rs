@@ -3,6 +3,7 @@
 //! Quantizers reproduce the `gguf` Python package (0.19) byte for byte, rounding quirks
 //! included; dequantizers reproduce ggml's floats exactly.
 
+use super::float::f16_from_f32;
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
@@ -86,7 +87,7 @@ pub(super) fn quantize_q8_0(src: &[f32], dst: &mut [u8]) {
         let d = amax / 127.0;
         let id = if d == 0.0 { 0.0 } else { 1.0 / d };
         let mut block = BlockQ8_0 {
-            d: f16::from_f32(d),
+            d: f16_from_f32(d),
             qs: [0; QK8_0],
         };
         for (q, v) in block.qs.iter_mut().zip(x) {
@@ -119,7 +120,7 @@ pub(super) fn quantize_q4_0(src: &[f32], dst: &mut [u8]) {
                 .clamp(0.0, 15.0) as u8
         };
         let mut block = BlockQ4_0 {
-            d: f16::from_f32(d),
+            d: f16_from_f32(d),
             qs: [0; QK4_0 / 2],
         };
         for j in 0..QK4_0 / 2 {
@@ -141,8 +142,8 @@ pub(super) fn quantize_q4_1(src: &[f32], dst: &mut [u8]) {
         let id = if d == 0.0 { 0.0 } else { 1.0 / d };
         let q = |v: f32| ((v - min) * id + 0.5).trunc().clamp(0.0, 15.0) as u8;
         let mut block = BlockQ4_1 {
-            d: f16::from_f32(d),
-            m: f16::from_f32(min),
+            d: f16_from_f32(d),
+            m: f16_from_f32(min),
             qs: [0; QK4_1 / 2],
         };
         for j in 0..QK4_1 / 2 {

@@ -220,7 +220,7 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<()> {
         }
         GgmlType::F16 => {
             for (d, s) in dst.chunks_exact_mut(2).zip(src) {
-                d.copy_from_slice(&half::f16::from_f32(*s).to_le_bytes());
+                d.copy_from_slice(&float::f16_from_f32(*s).to_le_bytes());
             }
         }
         GgmlType::BF16 => {

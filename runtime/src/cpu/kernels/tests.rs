@@ -61,6 +61,16 @@ fn every_level_matches_the_scalar_reference() {
         levels.contains(&SimdLevel::Neon),
         "NEON not detected on aarch64"
     );
+    // Compiled with these features (as `scripts/miri.sh` does), the AVX2 kernels must run.
+    #[cfg(all(
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    ))]
+    assert!(
+        levels.contains(&SimdLevel::Avx2),
+        "AVX2 compiled in but not offered"
+    );
     // Under Miri (scripts/miri.sh), which interprets every instruction: fewer, shorter rows.
     let (sizes, trials) = if cfg!(miri) { (2, 3) } else { (4, 20) };
     for ty in TYPES {
