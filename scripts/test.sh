@@ -50,4 +50,4 @@ cargo test --workspace --locked --benches --no-run
 # Every fuzz target (GGUF reader, HF checkpoint reader, state restore, tokenizer rebuild, the
 # server's request parser) for a bounded time from the seed corpus; longer by hand
 # (fuzz/README.md). Installs cargo-fuzz if missing.
-scripts/fuzz.sh "${LIGER_FUZZ_SECONDS:-20}"
+scripts/fuzz.sh "${LIGER_FUZZ_SECONDS:-15}"
