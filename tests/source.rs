@@ -33,13 +33,14 @@ fn every_unsafe_block_says_why_it_is_sound() {
         rust_files(&root.join(dir), &mut files);
     }
     let (mut blocks, mut missing) = (0, Vec::new());
-    for file in &files {
+    // This file names the patterns in strings: it is not scanned.
+    for file in files.iter().filter(|f| !f.ends_with("tests/source.rs")) {
         let text = std::fs::read_to_string(file).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         for (i, line) in lines.iter().enumerate() {
             let code = line.split("//").next().unwrap_or("");
             let is_unsafe = code.contains("unsafe {") || code.contains("unsafe impl");
-            if !is_unsafe || code.contains("\"") {
+            if !is_unsafe {
                 continue;
             }
             blocks += 1;

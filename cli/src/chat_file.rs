@@ -121,7 +121,8 @@ mod tests {
         assert_eq!(loaded.messages.len(), 1);
         assert_eq!(fresh.save_state(), session.save_state());
 
-        // Every truncation and every single-bit flip is refused, the session untouched.
+        // Every truncation, and a one-bit flip in every 7th byte, is refused; the session is
+        // untouched.
         let before = fresh.save_state();
         let mut refused = 0;
         for len in 0..good.len() {

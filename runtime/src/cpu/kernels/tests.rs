@@ -224,11 +224,12 @@ fn panel_kernels_match_the_single_token_reference() {
                 (gemm.nr, 19),
             ];
             // Under Miri: the partial panel only (the interpreter is ~10^4 times slower).
-            for (rows, t) in shapes
-                .into_iter()
-                .skip(if cfg!(miri) { 1 } else { 0 })
-                .take(if cfg!(miri) { 1 } else { 5 })
-            {
+            let shapes = if cfg!(miri) {
+                &shapes[1..2]
+            } else {
+                &shapes[..]
+            };
+            for &(rows, t) in shapes {
                 let weights: Vec<Vec<u8>> = (0..rows)
                     .map(|r| quantize(ty, &rng.vec(n, [1.0, 1e-3, 30.0][r % 3])).unwrap())
                     .collect();
