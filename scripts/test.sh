@@ -10,12 +10,15 @@ export LIGER_TEST_DATA=${LIGER_TEST_DATA:-$HOME/.cache/liger-test-data}
 scripts/fetch-test-data.sh "$LIGER_TEST_DATA" >/dev/null
 export LIGER_REQUIRE_TEST_DATA=1
 if cargo fmt --version >/dev/null 2>&1; then cargo fmt --all -- --check; fi
-cargo test --workspace --locked
-
-# The wgpu backend: each shader against the CPU reference, and the GPU decode step against the
-# fixtures' reference logits, on whatever adapter wgpu finds (lavapipe in CI; the tests fail
-# there without one, and skip elsewhere).
-cargo test --locked -p liger-runtime -p liger-tests --features liger-runtime/wgpu,liger-tests/wgpu gpu::
+# One build for every test, with the wgpu backend compiled in: its tests (each shader against
+# the CPU reference, the GPU decode step against the fixtures' reference logits) run on
+# whatever adapter wgpu finds (lavapipe in CI, where they fail without one; they skip elsewhere).
+export LIGER_TEST_FEATURES=liger-runtime/wgpu,liger-tests/wgpu
+cargo test --workspace --locked --features "$LIGER_TEST_FEATURES"
+# ... and the runtime still builds without it (the C ABI's "built without wgpu" path).
+cargo check --locked -p liger-runtime --features capi
+# CI machines have little disk: with LIGER_CI_PRUNE=1 each build is removed once it has served.
+prune() { if [[ -n ${LIGER_CI_PRUNE:-} ]]; then rm -rf "$@"; fi; }
 
 # NEON kernels: cross-compiled for aarch64 and run under qemu-user, on a CPU model with the
 # dot-product extension and on one without (so both NEON levels run).
@@ -26,6 +29,7 @@ if command -v qemu-aarch64-static >/dev/null && command -v aarch64-linux-gnu-gcc
       CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -cpu $cpu -L /usr/aarch64-linux-gnu" \
       cargo test --locked --target aarch64-unknown-linux-gnu -p liger-runtime --lib cpu::
   done
+  prune target/aarch64-unknown-linux-gnu
 elif [[ -n ${LIGER_REQUIRE_NEON_TESTS:-} ]]; then
   echo "NEON kernel tests need qemu-user-static, gcc-aarch64-linux-gnu and the aarch64-unknown-linux-gnu target" >&2
   exit 1
@@ -37,6 +41,7 @@ fi
 if rustup target list --installed 2>/dev/null | grep -q aarch64-linux-android; then
   cargo check --locked --target aarch64-linux-android -p liger-runtime -p liger-android \
     --features liger-runtime/capi,liger-android/wgpu
+  prune target/aarch64-linux-android
 elif [[ -n ${LIGER_REQUIRE_ANDROID_CHECK:-} ]]; then
   echo "the Android check needs the aarch64-linux-android target (rustup target add)" >&2
   exit 1
@@ -45,7 +50,10 @@ else
 fi
 # The criterion benches compile (in the test profile, reusing the test build's dependencies;
 # `cargo bench` runs them).
-cargo test --workspace --locked --benches --no-run
+cargo test --workspace --locked --features "$LIGER_TEST_FEATURES" --benches --no-run
+# The fuzz seeds come from the test build's converter: made before that build is pruned.
+[[ -n $(ls -A fuzz/corpus/server_request 2>/dev/null) ]] || scripts/fuzz-seed-corpus.sh
+prune target/debug
 
 # Every fuzz target (GGUF reader, HF checkpoint reader, state restore, tokenizer rebuild, the
 # server's request parser) for a bounded time from the seed corpus; longer by hand
