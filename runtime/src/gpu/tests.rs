@@ -2,26 +2,9 @@
 //! skipped with a printed reason — except in CI (`CI` or `LIGER_REQUIRE_GPU` set), where they
 //! fail: CI installs lavapipe.
 
-use super::weights::to_planes;
 use super::{GpuContext, GpuMatrix, MatvecPipelines};
 use crate::quant::{dequantize, quantize, GgmlType};
 use crate::testing::values;
-
-#[test]
-fn planes_keep_every_quant_and_scale() {
-    let w = values(1, 64, 1.0);
-    let q = quantize(GgmlType::Q4_0, &w).unwrap();
-    let (quants, scales) = to_planes(GgmlType::Q4_0, 1, 64, &q).unwrap();
-    assert_eq!(quants.len(), 8);
-    assert_eq!(scales.len(), 1);
-    assert_eq!(scales[0] & 0xffff, u16::from_le_bytes([q[0], q[1]]) as u32);
-    assert_eq!(scales[0] >> 16, u16::from_le_bytes([q[18], q[19]]) as u32);
-    assert_eq!(quants[4].to_le_bytes(), [q[20], q[21], q[22], q[23]]);
-    let err = to_planes(GgmlType::Q4_0, 2, 64, &q)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("expected"), "{err}");
-}
 
 #[test]
 fn matvec_shaders_match_the_cpu_reference() {

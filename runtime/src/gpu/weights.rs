@@ -1,9 +1,9 @@
-//! Weights on the GPU: ggml's blocks (18 / 34 bytes, not 4-byte aligned) repacked once at
-//! upload into two planes of u32 words — the quants of every block in order, and the blocks'
-//! f16 scales two per word — which the shaders read with aligned loads and `unpack2x16float`.
+//! Weights on the GPU, in the plane layout of [`crate::quant::planes`], which the shaders read
+//! with aligned loads and `unpack2x16float`.
 
 use super::GpuContext;
 use crate::error::{Error, Result};
+use crate::quant::planes::to_planes;
 use crate::quant::GgmlType;
 
 /// A `[rows, cols]` weight matrix on the GPU, in parts of whole rows that each fit one storage
@@ -24,63 +24,6 @@ pub struct MatrixPart {
     /// f16 scales, two per word, one per block in row-major block order (4 bytes of zeros for
     /// types without a scale plane).
     pub scales: wgpu::Buffer,
-}
-
-/// The two planes of a ggml tensor: (quant words, scale words). Errors name what does not fit.
-pub fn to_planes(
-    ty: GgmlType,
-    rows: usize,
-    cols: usize,
-    data: &[u8],
-) -> Result<(Vec<u32>, Vec<u32>)> {
-    let block = ty.block_size();
-    if cols % block != 0 || cols % 2 != 0 {
-        return Err(Error::Unsupported(format!(
-            "GPU matrix of {ty} with {cols} columns: not whole blocks"
-        )));
-    }
-    let want = rows * cols / block * ty.type_size();
-    if data.len() != want {
-        return Err(Error::Tensor(format!(
-            "GPU upload of a {rows}x{cols} {ty} matrix: {} bytes, expected {want}",
-            data.len()
-        )));
-    }
-    let words = |bytes: &[u8]| -> Vec<u32> {
-        bytes
-            .chunks_exact(4)
-            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-            .collect()
-    };
-    // (block bytes, offset of the quants in a block) of the block types.
-    let (bytes, quant_at) = match ty {
-        // 144-byte super-blocks are already whole words: d and dmin stay inside.
-        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q4_K => {
-            return Ok((words(data), vec![0]))
-        }
-        GgmlType::Q8_0 => (34, 2),
-        GgmlType::Q4_0 => (18, 2),
-        GgmlType::Q6_K => (210, 0),
-        _ => {
-            return Err(Error::Unsupported(format!(
-                "the wgpu backend has no {ty} kernel yet"
-            )))
-        }
-    };
-    let n_blocks = data.len() / bytes;
-    let mut quants = Vec::with_capacity(n_blocks * (bytes - quant_at) / 4);
-    let mut scales = vec![0u32; n_blocks.div_ceil(2)];
-    for (i, b) in data.chunks_exact(bytes).enumerate() {
-        // The f16 scale: first in the legacy blocks, last in Q6_K (after ql, qh, scales).
-        let (d, q) = if ty == GgmlType::Q6_K {
-            (&b[208..210], &b[..208])
-        } else {
-            (&b[..2], &b[quant_at..])
-        };
-        scales[i / 2] |= (u16::from_le_bytes([d[0], d[1]]) as u32) << (16 * (i % 2));
-        quants.extend(words(q));
-    }
-    Ok((quants, scales))
 }
 
 impl GpuMatrix {

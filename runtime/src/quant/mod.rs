@@ -10,6 +10,7 @@ mod float;
 mod k_dequant;
 mod k_quantize;
 mod legacy;
+pub mod planes;
 
 pub use float::{bf16_from_f32_ggml, bf16_to_f32};
 pub use k_dequant::{scale_min_k4, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
