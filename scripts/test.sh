@@ -5,15 +5,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check "gguf==0.19.0" "numpy<3" \
-  "openai==3.57.0"
+  "openai==3.57.0" "nvidia-cuda-nvrtc-cu12==12.9.86"
+# NVRTC from PyPI (no driver, no GPU): the CUDA backend's kernels compile to PTX in the tests
+# through the same code path the backend takes on a GPU.
+nvrtc_lib=$(python3 -c 'import nvidia.cuda_nvrtc as m, os; print(os.path.join(list(m.__path__)[0], "lib"))')
+export LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" LIGER_REQUIRE_NVRTC=1
 export LIGER_TEST_DATA=${LIGER_TEST_DATA:-$HOME/.cache/liger-test-data}
 scripts/fetch-test-data.sh "$LIGER_TEST_DATA" >/dev/null
 export LIGER_REQUIRE_TEST_DATA=1
 if cargo fmt --version >/dev/null 2>&1; then cargo fmt --all -- --check; fi
-# One build for every test, with the wgpu backend compiled in: its tests (each shader against
-# the CPU reference, the GPU decode step against the fixtures' reference logits) run on
-# whatever adapter wgpu finds (lavapipe in CI, where they fail without one; they skip elsewhere).
-export LIGER_TEST_FEATURES=liger-runtime/wgpu,liger-tests/wgpu
+# One build for every test, with both GPU backends compiled in. The wgpu tests (each shader
+# against the CPU reference, the GPU step against the fixtures' reference logits) run on
+# whatever adapter wgpu finds (lavapipe in CI, where they fail without one; they skip
+# elsewhere); the CUDA tests compile every kernel with NVRTC and skip the rest without a GPU
+# (LIGER_REQUIRE_CUDA=1 makes them fail instead, on the GPU machine).
+export LIGER_TEST_FEATURES=liger-tests/wgpu,liger-tests/cuda,liger-cli/wgpu,liger-cli/cuda
 cargo test --workspace --locked --features "$LIGER_TEST_FEATURES"
 # ... and the runtime still builds without it (the C ABI's "built without wgpu" path).
 cargo check --locked -p liger-runtime --features capi

@@ -1,130 +1,39 @@
-//! The wgpu backend end to end: every fixture, fed token by token through the GPU decode step
-//! and in prefill batches, against the reference logits of the authors' code in both semantics
-//! (window: one call; hf-compat: the prompt call, then one call per token) with the CPU's
-//! tolerance. Without an adapter: skipped with a printed reason, or failed in CI.
+//! The wgpu backend end to end: the shared device checks (`device.rs`) on the wgpu step, a
+//! model split over binding limits, and C API sessions on the GPU. Without an adapter: skipped
+//! with a printed reason, or failed in CI.
 
+use crate::device::{self, check_row, DeviceSequence, Uploaded};
 use liger::gpu::{GpuContext, GpuModel, GpuSequence};
 use liger::{Model, ModelOptions};
 use liger_tests::*;
 use std::sync::Arc;
 
-/// Max |Δlogit| against the fp32 reference: the CPU's (DESIGN §5); the GPU computes in f32
-/// with f32 weights here, only the summation order differs.
-const LOGIT_TOLERANCE: f32 = 1e-3;
-
-/// Asserts `got` is within the tolerance of the reference row; returns the largest |Δ|.
-fn check_row(got: &[f32], want: &[f32], what: &str) -> f32 {
-    assert_eq!(got.len(), want.len(), "{what}: logits length");
-    let mut worst = 0f32;
-    for (v, (g, w)) in got.iter().zip(want).enumerate() {
-        let delta = (g - w).abs();
-        assert!(
-            delta <= LOGIT_TOLERANCE,
-            "{what}: first mismatch at vocab id {v}: gpu {g}, reference {w}"
-        );
-        worst = worst.max(delta);
+impl DeviceSequence for GpuSequence {
+    fn feed(&mut self, tokens: &[u32], hf_compat: bool) -> liger::Result<&[f32]> {
+        GpuSequence::feed(self, tokens, hf_compat)
     }
-    worst
+}
+
+/// Uploads `model` to the adapter (one context per model, as an app would have).
+fn upload(model: Arc<Model>) -> Uploaded {
+    let gpu = Arc::new(GpuModel::new(GpuContext::new().unwrap(), model).unwrap());
+    Box::new(move |batch| Box::new(GpuSequence::with_batch(&gpu, batch).unwrap()))
 }
 
 #[test]
 fn gpu_decode_matches_the_reference_logits() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut ran = 0;
-    for case in liger_cases() {
-        let name = case.file_name().unwrap().to_string_lossy().to_string();
-        let path = convert_case(&case, "f32", dir.path());
-        let model = Arc::new(Model::load(path, &ModelOptions::default()).unwrap());
-        let Some(ctx) = GpuContext::for_tests() else {
-            return;
-        };
-        let adapter = ctx.describe();
-        let gpu = Arc::new(GpuModel::new(ctx, Arc::clone(&model)).unwrap());
-        let reference = read_bytes(&case.join("reference.safetensors"));
-        let (ids, _) = tensor_f32(&reference, "input_ids");
-        let prompt_len = meta(&case)["prompt_len"].as_u64().unwrap() as usize;
-        let vocab = model.config.vocab_size;
-        for (semantics, logits) in [
-            ("window", "logits_full"),
-            ("hf-compat", "logits_incremental"),
-        ] {
-            let (want, _) = tensor_f32(&reference, logits);
-            let mut seq = GpuSequence::new(&gpu).unwrap();
-            let mut worst = 0f32;
-            for (t, &id) in ids.iter().enumerate() {
-                // hf-compat: the prompt is one call, then every token its own call.
-                if semantics == "hf-compat" && (t == 0 || t >= prompt_len) {
-                    seq.clear_window();
-                }
-                let got = seq.step(id as u32).unwrap();
-                let row = &want[t * vocab..(t + 1) * vocab];
-                let what = format!("{name} ({semantics}) on {adapter}, token {t}");
-                worst = worst.max(check_row(got, row, &what));
-            }
-            eprintln!(
-                "{name} ({semantics}) on {adapter}: {} tokens, max |Δ| {worst:.2e}",
-                ids.len()
-            );
-        }
-        ran += 1;
-    }
-    assert_eq!(
-        ran,
-        liger_cases().len(),
-        "every fixture case ran on the GPU"
-    );
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
+    device::decode_matches_the_reference(&ctx.describe(), &upload);
 }
 
 #[test]
 fn gpu_prefill_batches_match_the_reference_logits() {
-    // Calls of 1..=7 tokens on a sequence whose batches hold 3: calls of one batch, of several,
-    // partial batches, and the window ring wrapping (96 tokens, a 64-token window); checked
-    // at the end of every call.
-    let dir = tempfile::tempdir().unwrap();
-    for case in liger_cases() {
-        let name = case.file_name().unwrap().to_string_lossy().to_string();
-        let model = Arc::new(
-            Model::load(
-                convert_case(&case, "f32", dir.path()),
-                &ModelOptions::default(),
-            )
-            .unwrap(),
-        );
-        let Some(ctx) = GpuContext::for_tests() else {
-            return;
-        };
-        let gpu = Arc::new(GpuModel::new(ctx, Arc::clone(&model)).unwrap());
-        let reference = read_bytes(&case.join("reference.safetensors"));
-        let (ids, _) = tensor_f32(&reference, "input_ids");
-        let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
-        let prompt_len = meta(&case)["prompt_len"].as_u64().unwrap() as usize;
-        let vocab = model.config.vocab_size;
-        let row = |want: &[f32], t: usize| want[t * vocab..(t + 1) * vocab].to_vec();
-
-        // Window semantics: the whole sequence is one call, split into feeds of 1..=7.
-        let (want, _) = tensor_f32(&reference, "logits_full");
-        let mut seq = GpuSequence::with_batch(&gpu, 3).unwrap();
-        let (mut at, mut size, mut worst) = (0, 1, 0f32);
-        while at < ids.len() {
-            let end = (at + size).min(ids.len());
-            let got = seq.feed(&ids[at..end], false).unwrap();
-            let what = format!("{name} (window) prefill of tokens {at}..{end}");
-            worst = worst.max(check_row(got, &row(&want, end - 1), &what));
-            (at, size) = (end, size % 7 + 1);
-        }
-        // hf-compat: the prompt in one call (three batches), then one call per token.
-        let (want, _) = tensor_f32(&reference, "logits_incremental");
-        let mut seq = GpuSequence::with_batch(&gpu, 3).unwrap();
-        let got = seq.feed(&ids[..prompt_len], true).unwrap();
-        let what = format!("{name} (hf-compat) prompt");
-        worst = worst.max(check_row(got, &row(&want, prompt_len - 1), &what));
-        for t in prompt_len..ids.len() {
-            let got = seq.feed(&ids[t..t + 1], true).unwrap();
-            let what = format!("{name} (hf-compat) token {t}");
-            worst = worst.max(check_row(got, &row(&want, t), &what));
-        }
-        eprintln!("{name}: batched prefill, max |Δ| {worst:.2e}");
-    }
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
+    device::prefill_batches_match_the_reference(&ctx.describe(), &upload);
 }
 
 #[test]

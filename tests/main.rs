@@ -3,6 +3,10 @@
 mod capi;
 mod concurrency;
 mod convert;
+#[cfg(feature = "cuda")]
+mod cuda;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod device;
 mod gguf_reader;
 #[cfg(feature = "wgpu")]
 mod gpu;

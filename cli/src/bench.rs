@@ -32,7 +32,7 @@ pub struct BenchArgs {
     /// Output: md or json.
     #[arg(short = 'o', long, default_value = "md")]
     pub output: String,
-    /// cpu, or wgpu (a build with `--features wgpu`; prompts run token by token there).
+    /// cpu, wgpu or cuda (builds with `--features wgpu` / `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub backend: String,
 }
@@ -140,12 +140,18 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     match args.backend.as_str() {
         "cpu" => {}
         #[cfg(feature = "wgpu")]
-        "wgpu" => return crate::bench_gpu::bench(&args, &depths),
+        "wgpu" => return crate::bench_gpu::bench_wgpu(&args, &depths),
         #[cfg(not(feature = "wgpu"))]
         "wgpu" => {
             bail!("this liger was built without the wgpu backend (cargo build --features wgpu)")
         }
-        other => bail!("--backend {other} (cpu or wgpu)"),
+        #[cfg(feature = "cuda")]
+        "cuda" => return crate::bench_gpu::bench_cuda(&args, &depths),
+        #[cfg(not(feature = "cuda"))]
+        "cuda" => {
+            bail!("this liger was built without the CUDA backend (cargo build --features cuda)")
+        }
+        other => bail!("--backend {other} (cpu, wgpu or cuda)"),
     }
     let model = Arc::new(Model::load(
         &args.model,

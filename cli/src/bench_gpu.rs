@@ -1,26 +1,81 @@
-//! `liger bench --backend wgpu`: the same tests on the GPU step (prompts and depth in prefill
-//! batches, generation token by token); tg also reports the rate at which weights are read
-//! (bytes of the matrices a token reads × tokens/s) and its fraction of the device's measured
-//! copy bandwidth.
+//! `liger bench --backend wgpu|cuda`: the same tests on a GPU step (prompts and depth in
+//! prefill batches, generation token by token); tg also reports the rate at which weights are
+//! read (bytes of the matrices a token reads × tokens/s) and its fraction of the device's
+//! measured copy bandwidth.
 
 use crate::bench::{peak_resident, report, tokens, Backend, BenchArgs, TestResult};
+use crate::generate::Decoder;
 use anyhow::Result;
-use liger::gpu::{GpuContext, GpuModel, GpuSequence};
-use liger::{Model, ModelOptions};
+use liger::Model;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub fn bench(args: &BenchArgs, depths: &[u32]) -> Result<()> {
-    let model = Arc::new(Model::load(&args.model, &ModelOptions::default())?);
+/// What the bench needs of a GPU backend.
+struct Device<'a> {
+    /// "wgpu (adapter)" / "cuda (device)".
+    name: String,
+    /// A fresh sequence (window semantics).
+    new_sequence: &'a dyn Fn() -> liger::Result<Box<dyn Decoder>>,
+    /// Bytes of weight matrices one decode step reads.
+    weight_bytes: u64,
+    /// Device-to-device copy bandwidth, bytes/s (read + write).
+    copy_bandwidth: &'a dyn Fn() -> liger::Result<f64>,
+}
+
+#[cfg(feature = "wgpu")]
+pub fn bench_wgpu(args: &BenchArgs, depths: &[u32]) -> Result<()> {
+    use crate::generate::GpuDecoder;
+    use liger::gpu::{GpuContext, GpuModel, GpuSequence};
+    let model = Arc::new(Model::load(&args.model, &Default::default())?);
     let ctx = GpuContext::new()?;
-    let adapter = ctx.describe();
+    let name = format!("wgpu ({})", ctx.describe());
     let gpu = Arc::new(GpuModel::new(ctx, Arc::clone(&model))?);
+    let new_sequence = || -> liger::Result<Box<dyn Decoder>> {
+        Ok(Box::new(GpuDecoder {
+            seq: GpuSequence::new(&gpu)?,
+            hf_compat: false,
+        }))
+    };
+    let device = Device {
+        name,
+        new_sequence: &new_sequence,
+        weight_bytes: gpu.weight_bytes_per_token(),
+        copy_bandwidth: &|| gpu.ctx.copy_bandwidth(),
+    };
+    bench_on(args, depths, &model, &device)
+}
+
+#[cfg(feature = "cuda")]
+pub fn bench_cuda(args: &BenchArgs, depths: &[u32]) -> Result<()> {
+    use crate::generate::CudaDecoder;
+    use liger::cuda::{CudaDevice, CudaModel, CudaSequence};
+    let model = Arc::new(Model::load(&args.model, &Default::default())?);
+    let dev = CudaDevice::new()?;
+    let name = format!("cuda ({})", dev.describe());
+    let gpu = Arc::new(CudaModel::new(dev, Arc::clone(&model))?);
+    let new_sequence = || -> liger::Result<Box<dyn Decoder>> {
+        Ok(Box::new(CudaDecoder {
+            seq: CudaSequence::new(&gpu)?,
+            hf_compat: false,
+        }))
+    };
+    let device = Device {
+        name,
+        new_sequence: &new_sequence,
+        weight_bytes: gpu.weight_bytes_per_token(),
+        copy_bandwidth: &|| gpu.dev.copy_bandwidth(),
+    };
+    bench_on(args, depths, &model, &device)
+}
+
+fn bench_on(args: &BenchArgs, depths: &[u32], model: &Arc<Model>, device: &Device) -> Result<()> {
     let vocab = model.config.vocab_size;
-    // Warm-up: pipelines and first submissions before anything is timed.
-    let mut warm = GpuSequence::new(&gpu)?;
-    warm.feed(&tokens(4, vocab, 2), false)?;
+    // Warm-up: kernels, pipelines and first submissions (a CUDA graph's capture) before
+    // anything is timed.
+    let mut warm = (device.new_sequence)()?;
+    warm.feed_tokens(&tokens(4, vocab, 2))?;
     for &t in &tokens(4, vocab, 2) {
-        warm.step(t)?;
+        warm.feed_tokens(&[t])?;
     }
     let mut results = Vec::new();
     for &depth in depths {
@@ -40,14 +95,14 @@ pub fn bench(args: &BenchArgs, depths: &[u32]) -> Result<()> {
             };
             peak_resident(true);
             for _ in 0..args.repetitions {
-                let mut seq = GpuSequence::new(&gpu)?;
-                seq.feed(&context, false)?;
+                let mut seq = (device.new_sequence)()?;
+                seq.feed_tokens(&context)?;
                 let start = Instant::now();
                 if n_gen == 0 {
-                    seq.feed(&run, false)?;
+                    seq.feed_tokens(&run)?;
                 } else {
                     for &t in &run {
-                        seq.step(t)?;
+                        seq.feed_tokens(&[t])?;
                     }
                 }
                 r.samples
@@ -57,12 +112,12 @@ pub fn bench(args: &BenchArgs, depths: &[u32]) -> Result<()> {
             results.push(r);
         }
     }
-    let weight_bytes = gpu.weight_bytes_per_token();
-    let copy = gpu.ctx.copy_bandwidth()?;
+    let copy = (device.copy_bandwidth)()?;
     eprintln!(
         "device-to-device copy: {:.1} GB/s (read + write)",
         copy / 1e9
     );
+    let weight_bytes = device.weight_bytes;
     for r in results.iter().filter(|r| r.n_gen > 0) {
         let rate = weight_bytes as f64 * r.mean();
         eprintln!(
@@ -74,9 +129,9 @@ pub fn bench(args: &BenchArgs, depths: &[u32]) -> Result<()> {
         );
     }
     let backend = Backend {
-        name: format!("wgpu ({adapter})"),
+        name: device.name.clone(),
         simd: String::new(),
         threads: 1,
     };
-    report(args, &model, &backend, &results)
+    report(args, model, &backend, &results)
 }

@@ -161,6 +161,22 @@ impl Decoder for GpuDecoder {
     }
 }
 
+#[cfg(feature = "cuda")]
+pub struct CudaDecoder {
+    pub seq: liger::cuda::CudaSequence,
+    pub hf_compat: bool,
+}
+
+#[cfg(feature = "cuda")]
+impl Decoder for CudaDecoder {
+    fn last_logits(&self) -> &[f32] {
+        self.seq.logits()
+    }
+    fn feed_tokens(&mut self, tokens: &[u32]) -> liger::Result<()> {
+        self.seq.feed(tokens, self.hf_compat).map(|_| ())
+    }
+}
+
 /// Set by Ctrl-C in `chat`: stops the answer being generated, not the program.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -212,7 +228,7 @@ pub struct RunArgs {
     /// Print the generated token ids (one line) instead of text.
     #[arg(long)]
     pub ids: bool,
-    /// cpu, or wgpu (a build with `--features wgpu`).
+    /// cpu, wgpu or cuda (builds with `--features wgpu` / `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub backend: String,
     #[command(flatten)]
@@ -258,7 +274,22 @@ pub fn run(args: RunArgs) -> Result<()> {
         "wgpu" => {
             bail!("this liger was built without the wgpu backend (cargo build --features wgpu)")
         }
-        other => bail!("--backend {other} (cpu or wgpu)"),
+        #[cfg(feature = "cuda")]
+        "cuda" => {
+            let dev = liger::cuda::CudaDevice::new()?;
+            eprintln!("CUDA device: {}", dev.describe());
+            let gpu = Arc::new(liger::cuda::CudaModel::new(dev, model.clone())?);
+            let mut decoder = CudaDecoder {
+                seq: liger::cuda::CudaSequence::new(&gpu)?,
+                hf_compat: mode == DecodeMode::HfCompat,
+            };
+            run_on(&args, &model, mode, &prompt, &mut decoder)
+        }
+        #[cfg(not(feature = "cuda"))]
+        "cuda" => {
+            bail!("this liger was built without the CUDA backend (cargo build --features cuda)")
+        }
+        other => bail!("--backend {other} (cpu, wgpu or cuda)"),
     }
 }
 

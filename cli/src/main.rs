@@ -1,7 +1,7 @@
 //! `liger` — convert Liger checkpoints and inspect liger files.
 
 mod bench;
-#[cfg(feature = "wgpu")]
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod bench_gpu;
 mod chat_file;
 mod generate;

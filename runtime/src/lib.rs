@@ -16,6 +16,8 @@ pub mod capi;
 pub mod chat;
 pub mod config;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod error;
 pub mod gguf;
 #[cfg(feature = "wgpu")]

@@ -1,0 +1,116 @@
+//! NVRTC compiles every kernel (CI, without a GPU: `LIGER_REQUIRE_NVRTC` makes a missing NVRTC
+//! fail), and each product kernel against the CPU reference on random data (a CUDA device:
+//! skipped with a printed reason without one, failed where `LIGER_REQUIRE_CUDA` is set).
+
+use super::{compile, nvrtc_present, CudaDevice, CudaMatrix, SOURCES, STEP_KERNELS, WEIGHT_TYPES};
+use crate::quant::{dequantize, quantize, GgmlType};
+use crate::testing::values;
+
+#[test]
+fn every_kernel_compiles_to_ptx_for_every_architecture() {
+    if !nvrtc_present() {
+        assert!(
+            std::env::var_os("LIGER_REQUIRE_NVRTC").is_none(),
+            "LIGER_REQUIRE_NVRTC is set but NVRTC cannot be loaded"
+        );
+        eprintln!("skipped: NVRTC (libnvrtc.so) not found");
+        return;
+    }
+    // Turing (the oldest laptops), Ampere, Hopper.
+    for arch in ["compute_75", "compute_80", "compute_90"] {
+        for (name, source) in SOURCES {
+            let ptx = compile(name, source, arch)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .to_src();
+            let want: Vec<String> = if name == "matvec.cu" {
+                WEIGHT_TYPES
+                    .iter()
+                    .flat_map(|(_, t)| [format!("matvec_{t}"), format!("matmul_{t}")])
+                    .collect()
+            } else {
+                STEP_KERNELS.iter().map(|s| s.to_string()).collect()
+            };
+            for entry in want {
+                assert!(
+                    ptx.contains(&format!(".entry {entry}(")),
+                    "{name} for {arch}: no entry point {entry} in the PTX"
+                );
+            }
+            // Register arrays indexed at run time spill to local memory (slow): none may.
+            assert!(
+                !ptx.contains(".local"),
+                "{name} for {arch}: the PTX uses local memory"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_kernel_that_does_not_compile_is_an_error_with_the_log() {
+    if !nvrtc_present() {
+        eprintln!("skipped: NVRTC (libnvrtc.so) not found");
+        return;
+    }
+    let err = compile(
+        "broken.cu",
+        "extern \"C\" __global__ void k() { int x = ; }",
+        "compute_80",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("broken.cu") && err.contains("error"), "{err}");
+}
+
+#[test]
+fn product_kernels_match_the_cpu_reference() {
+    let Some(dev) = CudaDevice::for_tests() else {
+        return;
+    };
+    for (rows, cols) in [(37, 256), (7, 50), (3, 2048), (70_001, 32), (5, 4096)] {
+        for (i, (ty, _)) in WEIGHT_TYPES.into_iter().enumerate() {
+            if cols % ty.block_size() != 0 {
+                continue;
+            }
+            let w = values(10 + i as u64, rows * cols, 1.0);
+            let data = quantize(ty, &w).unwrap();
+            let m = CudaMatrix::upload(&dev, ty, rows, cols, &data).unwrap();
+            let wd = dequantize(ty, &data).unwrap();
+            // One token (`matvec`) and 11 (`matmul`: a full tile of 8 and a partial one).
+            for tokens in [1, 11] {
+                let x = values(99 + tokens as u64, cols * tokens, 2.0);
+                let got = m.run(&dev, &x, tokens).unwrap();
+                for (i, g) in got.iter().enumerate() {
+                    let (t, r) = (i / rows, i % rows);
+                    let row = &wd[r * cols..(r + 1) * cols];
+                    let xt = &x[t * cols..(t + 1) * cols];
+                    let want: f64 = row.iter().zip(xt).map(|(a, b)| *a as f64 * *b as f64).sum();
+                    let magnitude: f64 = row
+                        .iter()
+                        .zip(xt)
+                        .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                        .sum();
+                    // Tolerance: f32 accumulation in another order, relative to Σ|w·x|.
+                    let tol = 1e-5 * magnitude + 1e-6;
+                    assert!(
+                        (*g as f64 - want).abs() <= tol,
+                        "{ty} {rows}x{cols}, {tokens} tokens: first mismatch at token {t}, \
+                         row {r}: cuda {g}, cpu {want} (tol {tol:e})"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn unsupported_weight_types_are_refused_by_name() {
+    let Some(dev) = CudaDevice::for_tests() else {
+        return;
+    };
+    let data = quantize(GgmlType::Q5_K, &values(1, 256, 1.0)).unwrap();
+    let err = CudaMatrix::upload(&dev, GgmlType::Q5_K, 1, 256, &data)
+        .err()
+        .expect("Q5_K has no kernel")
+        .to_string();
+    assert!(err.contains("q5_K") || err.contains("Q5_K"), "{err}");
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The checks that need an NVIDIA GPU, in two halves (the GPU machine cannot build: nothing can
+# be downloaded there).
+#
+#   scripts/device-cuda.sh prepare   # here: builds the test binaries and `liger` with the cuda
+#                                    # and wgpu backends into .device/ (git-ignored, stripped)
+#   scripts/device-cuda.sh run       # there, with .device carried: every CUDA test with
+#                                    # LIGER_REQUIRE_CUDA=1 (a missing device fails), then
+#                                    # `liger bench --backend cuda` (and wgpu where a Vulkan
+#                                    # loader is found) on an 8B-shaped Q4_0 model; logs in
+#                                    # $OUT when set
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=.device
+case ${1:-} in
+prepare)
+  mkdir -p $out
+  grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >>.git/info/exclude
+  features=liger-tests/cuda,liger-tests/wgpu,liger-cli/cuda,liger-cli/wgpu
+  # The test executables cargo reports (the runtime's unit tests, the integration tests).
+  cargo test --locked --no-run -p liger-runtime -p liger-tests --features "$features" \
+    --message-format=json 2>/dev/null |
+    python3 -c '
+import json, sys, shutil
+for line in sys.stdin:
+    m = json.loads(line)
+    exe = m.get("executable")
+    if m.get("reason") == "compiler-artifact" and exe and m["target"]["name"] in ("liger", "integration"):
+        shutil.copy(exe, ".device/" + ("runtime-tests" if m["target"]["name"] == "liger" else "integration-tests"))
+'
+  cargo build --locked --release -p liger-cli --features cuda,wgpu
+  cp target/release/liger $out/liger
+  strip $out/*
+  ls -la $out
+  du -sh $out
+  ;;
+run)
+  log=${OUT:-/tmp}
+  export LIGER_REQUIRE_CUDA=1
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$log/gpu.txt"
+  # NVRTC: the driver's machine has it in the toolkit, or next to the driver.
+  if ! ldconfig -p | grep -q libnvrtc; then
+    for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/nvidia/lib64; do
+      [[ -e $d ]] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    done
+  fi
+  status=0
+  $out/runtime-tests cuda:: --test-threads 1 2>&1 | tee "$log/runtime-tests.log" || status=1
+  $out/integration-tests cuda:: --test-threads 1 2>&1 | tee "$log/integration-tests.log" || status=1
+  # The bar: an 8B-shaped Q4_0 model, tg at depth 0 and 32768 (flat), pp4096.
+  $out/liger synth --like llama-3-8b -t q4_0 -o /tmp/s8b.gguf 2>&1 | tail -2
+  $out/liger bench -m /tmp/s8b.gguf --backend cuda -p 4096 -n 128 -d 0,32768 -r 2 2>&1 |
+    tee "$log/bench-cuda.log" || status=1
+  if ldconfig -p | grep -q libvulkan; then
+    $out/liger synth --like llama-3.2-1b -t q4_0 -o /tmp/s1b.gguf 2>&1 | tail -2
+    $out/liger bench -m /tmp/s1b.gguf --backend wgpu -p 512 -n 128 -r 2 2>&1 |
+      tee "$log/bench-wgpu.log" || status=1
+  fi
+  exit $status
+  ;;
+*)
+  echo "usage: $0 prepare|run" >&2
+  exit 2
+  ;;
+esac

@@ -1,0 +1,116 @@
+//! End-to-end checks shared by the GPU backends (wgpu, CUDA): every fixture, fed token by
+//! token through the device's decode step and in prefill batches, against the reference logits
+//! of the authors' code in both semantics (window: one call; hf-compat: the prompt call, then
+//! one call per token) with the CPU's tolerance.
+
+use liger::{Model, ModelOptions};
+use liger_tests::*;
+use std::sync::Arc;
+
+/// Max |Δlogit| against the fp32 reference: the CPU's (DESIGN §5); the GPUs compute in f32
+/// with f32 weights here, only the summation order differs.
+pub const LOGIT_TOLERANCE: f32 = 1e-3;
+
+/// A sequence on a device.
+pub trait DeviceSequence {
+    /// Feeds `tokens` as one call (`hf_compat`: the window emptied first); the last logits.
+    fn feed(&mut self, tokens: &[u32], hf_compat: bool) -> liger::Result<&[f32]>;
+}
+
+/// A model uploaded to a device: makes sequences with prefill batches of the given size.
+pub type Uploaded = Box<dyn Fn(usize) -> Box<dyn DeviceSequence>>;
+
+/// Asserts `got` is within the tolerance of the reference row; returns the largest |Δ|.
+pub fn check_row(got: &[f32], want: &[f32], what: &str) -> f32 {
+    assert_eq!(got.len(), want.len(), "{what}: logits length");
+    let mut worst = 0f32;
+    for (v, (g, w)) in got.iter().zip(want).enumerate() {
+        let delta = (g - w).abs();
+        assert!(
+            delta <= LOGIT_TOLERANCE,
+            "{what}: first mismatch at vocab id {v}: device {g}, reference {w}"
+        );
+        worst = worst.max(delta);
+    }
+    worst
+}
+
+fn f32_model(case: &std::path::Path, dir: &std::path::Path) -> Arc<Model> {
+    Arc::new(Model::load(convert_case(case, "f32", dir), &ModelOptions::default()).unwrap())
+}
+
+/// Every fixture token by token (batches of 1), in both semantics, on `device`.
+pub fn decode_matches_the_reference(device: &str, upload: &dyn Fn(Arc<Model>) -> Uploaded) {
+    let dir = tempfile::tempdir().unwrap();
+    for case in liger_cases() {
+        let name = case.file_name().unwrap().to_string_lossy().to_string();
+        let model = f32_model(&case, dir.path());
+        let new_sequence = upload(Arc::clone(&model));
+        let reference = read_bytes(&case.join("reference.safetensors"));
+        let (ids, _) = tensor_f32(&reference, "input_ids");
+        let prompt_len = meta(&case)["prompt_len"].as_u64().unwrap() as usize;
+        let vocab = model.config.vocab_size;
+        for (semantics, logits) in [
+            ("window", "logits_full"),
+            ("hf-compat", "logits_incremental"),
+        ] {
+            let (want, _) = tensor_f32(&reference, logits);
+            let mut seq = new_sequence(1);
+            let mut worst = 0f32;
+            for (t, &id) in ids.iter().enumerate() {
+                // hf-compat: the prompt is one call, then every token its own call.
+                let clear = semantics == "hf-compat" && (t == 0 || t >= prompt_len);
+                let got = seq.feed(&[id as u32], clear).unwrap();
+                let row = &want[t * vocab..(t + 1) * vocab];
+                let what = format!("{name} ({semantics}) on {device}, token {t}");
+                worst = worst.max(check_row(got, row, &what));
+            }
+            eprintln!(
+                "{name} ({semantics}) on {device}: {} tokens, max |Δ| {worst:.2e}",
+                ids.len()
+            );
+        }
+    }
+}
+
+/// Calls of 1..=7 tokens on sequences whose batches hold 3: calls of one batch, of several,
+/// partial batches, and the window ring wrapping (96 tokens, a 64-token window); checked at
+/// the end of every call.
+pub fn prefill_batches_match_the_reference(device: &str, upload: &dyn Fn(Arc<Model>) -> Uploaded) {
+    let dir = tempfile::tempdir().unwrap();
+    for case in liger_cases() {
+        let name = case.file_name().unwrap().to_string_lossy().to_string();
+        let model = f32_model(&case, dir.path());
+        let new_sequence = upload(Arc::clone(&model));
+        let reference = read_bytes(&case.join("reference.safetensors"));
+        let (ids, _) = tensor_f32(&reference, "input_ids");
+        let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+        let prompt_len = meta(&case)["prompt_len"].as_u64().unwrap() as usize;
+        let vocab = model.config.vocab_size;
+        let row = |want: &[f32], t: usize| want[t * vocab..(t + 1) * vocab].to_vec();
+
+        // Window semantics: the whole sequence is one call, split into feeds of 1..=7.
+        let (want, _) = tensor_f32(&reference, "logits_full");
+        let mut seq = new_sequence(3);
+        let (mut at, mut size, mut worst) = (0, 1, 0f32);
+        while at < ids.len() {
+            let end = (at + size).min(ids.len());
+            let got = seq.feed(&ids[at..end], false).unwrap();
+            let what = format!("{name} (window) on {device}, prefill of tokens {at}..{end}");
+            worst = worst.max(check_row(got, &row(&want, end - 1), &what));
+            (at, size) = (end, size % 7 + 1);
+        }
+        // hf-compat: the prompt in one call (three batches), then one call per token.
+        let (want, _) = tensor_f32(&reference, "logits_incremental");
+        let mut seq = new_sequence(3);
+        let got = seq.feed(&ids[..prompt_len], true).unwrap();
+        let what = format!("{name} (hf-compat) on {device}, prompt");
+        worst = worst.max(check_row(got, &row(&want, prompt_len - 1), &what));
+        for t in prompt_len..ids.len() {
+            let got = seq.feed(&ids[t..t + 1], true).unwrap();
+            let what = format!("{name} (hf-compat) on {device}, token {t}");
+            worst = worst.max(check_row(got, &row(&want, t), &what));
+        }
+        eprintln!("{name} on {device}: batched prefill, max |Δ| {worst:.2e}");
+    }
+}
