@@ -38,12 +38,11 @@ run)
   log=${OUT:-/tmp}
   export LIGER_REQUIRE_CUDA=1
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$log/gpu.txt"
-  # NVRTC: the driver's machine has it in the toolkit, or next to the driver.
-  if ! ldconfig -p | grep -q libnvrtc; then
-    for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/nvidia/lib64; do
-      [[ -e $d ]] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    done
-  fi
+  # NVRTC comes with the toolkit there (cudarc looks for libnvrtc.so, .so.12, ...: the
+  # toolkit's unversioned link finds NVRTC 13).
+  for d in /usr/local/nvidia/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda/lib64; do
+    if [[ -e $d ]]; then export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
+  done
   status=0
   $out/runtime-tests cuda:: --test-threads 1 2>&1 | tee "$log/runtime-tests.log" || status=1
   $out/integration-tests cuda:: --test-threads 1 2>&1 | tee "$log/integration-tests.log" || status=1

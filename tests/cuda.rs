@@ -124,3 +124,57 @@ fn graph_replays_equal_kernels_queued_one_by_one() {
         }
     }
 }
+
+#[test]
+fn states_move_between_cuda_and_the_cpu() {
+    // A CUDA sequence's state, saved in the CPU's format, continues on a CPU session with the
+    // same logits (within the fixtures' tolerance), and the other way round; a fork on the
+    // device continues bit-identically.
+    let Some(dev) = CudaDevice::for_tests() else {
+        return;
+    };
+    let case = fixtures().join("liger").join("liger_gla");
+    let dir = tempfile::tempdir().unwrap();
+    let model = Arc::new(
+        Model::load(
+            convert_case(&case, "f32", dir.path()),
+            &ModelOptions::default(),
+        )
+        .unwrap(),
+    );
+    let gpu = Arc::new(CudaModel::new(dev, Arc::clone(&model)).unwrap());
+    let vocab = model.config.vocab_size;
+    let prompt: Vec<u32> = (0..70).map(|i| ((i * 7919 + 5) % vocab) as u32).collect();
+    let next: Vec<u32> = (0..5).map(|i| ((i * 104_729 + 1) % vocab) as u32).collect();
+    let mode = DecodeMode::Window;
+
+    let mut seq = CudaSequence::new(&gpu).unwrap();
+    seq.feed(&prompt, false).unwrap();
+    let blob = liger::session::encode_state(&model, mode, &seq.state().unwrap());
+    let mut cpu = Session::new(Arc::clone(&model), mode);
+    cpu.load_state(&blob).unwrap();
+    let mut copy = CudaSequence::new(&gpu).unwrap();
+    copy.set_state(&seq.state().unwrap()).unwrap();
+    assert_eq!(copy.position(), prompt.len());
+    for (t, &id) in next.iter().enumerate() {
+        let want = cpu.feed(&[id]).unwrap().to_vec();
+        let got = seq.step(id).unwrap().to_vec();
+        device::check_row(&got, &want, &format!("CUDA state on the CPU, token {t}"));
+        let again = copy.step(id).unwrap();
+        assert!(
+            again
+                .iter()
+                .zip(&got)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "a restored CUDA copy differs at token {t}"
+        );
+    }
+    // The CPU's state on the device.
+    let mut from_cpu = CudaSequence::new(&gpu).unwrap();
+    let state = liger::session::decode_state(&model, mode, &cpu.save_state()).unwrap();
+    from_cpu.set_state(&state).unwrap();
+    let id = next[0];
+    let want = cpu.feed(&[id]).unwrap().to_vec();
+    let got = from_cpu.step(id).unwrap();
+    device::check_row(got, &want, "the CPU's state on CUDA");
+}

@@ -109,30 +109,110 @@ fn c_api_runs_sessions_on_the_gpu_after_its_self_test() {
         "{}",
         last_error()
     );
-    let mut session = std::ptr::null_mut();
-    assert_eq!(liger_session_new(model, &mut session), LIGER_OK);
+    let cpu_options = LigerModelOptions {
+        backend: LIGER_BACKEND_CPU,
+        ..options
+    };
+    let mut cpu_model = std::ptr::null_mut();
     assert_eq!(
-        liger_session_feed(session, prompt.as_ptr(), prompt.len()),
+        liger_model_load(path.as_ptr(), &cpu_options, &mut cpu_model),
         LIGER_OK
     );
     // Greedy generation, one token at a time through sample + feed.
-    let mut got = Vec::new();
-    for _ in 0..greedy.len() {
-        let mut token = 0;
+    let greedy_from = |session: *mut LigerSession| {
+        let mut got = Vec::new();
+        for _ in 0..greedy.len() {
+            let mut token = 0;
+            assert_eq!(
+                liger_session_sample(session, std::ptr::null(), &mut token),
+                LIGER_OK
+            );
+            assert_eq!(liger_session_feed(session, &token, 1), LIGER_OK);
+            got.push(token);
+        }
+        got
+    };
+    let new_session = |model: *mut LigerModel| {
+        let mut session = std::ptr::null_mut();
+        assert_eq!(liger_session_new(model, &mut session), LIGER_OK);
+        session
+    };
+    let save = |session: *mut LigerSession| {
+        let mut size = 0;
+        assert_eq!(liger_state_size(session, &mut size), LIGER_OK);
+        let mut state = vec![0u8; size];
+        let mut len = 0;
         assert_eq!(
-            liger_session_sample(session, std::ptr::null(), &mut token),
-            LIGER_OK
+            liger_state_save(session, state.as_mut_ptr(), size, &mut len),
+            LIGER_OK,
+            "{}",
+            last_error()
         );
-        assert_eq!(liger_session_feed(session, &token, 1), LIGER_OK);
-        got.push(token);
-    }
-    assert_eq!(got, greedy, "greedy tokens on the GPU through the C API");
-    let mut size = 0;
+        assert_eq!(len, size);
+        state
+    };
+    let load = |session: *mut LigerSession, state: &[u8]| {
+        assert_eq!(
+            liger_state_load(session, state.as_ptr(), state.len()),
+            LIGER_OK,
+            "{}",
+            last_error()
+        );
+    };
+
+    let gpu = new_session(model);
     assert_eq!(
-        liger_state_size(session, &mut size),
-        LIGER_ERROR_UNSUPPORTED
+        liger_session_feed(gpu, prompt.as_ptr(), prompt.len()),
+        LIGER_OK
     );
-    assert!(last_error().contains("wgpu"), "{}", last_error());
-    assert_eq!(liger_session_free(session), LIGER_OK);
+    let after_prompt = save(gpu);
+    let mut fork = std::ptr::null_mut();
+    assert_eq!(liger_session_fork(gpu, &mut fork), LIGER_OK);
+    assert_eq!(
+        greedy_from(gpu),
+        greedy,
+        "greedy tokens on the GPU through the C API"
+    );
+    // The fork and a fresh GPU session restored from the saved state go on the same way.
+    assert_eq!(greedy_from(fork), greedy, "greedy tokens of a GPU fork");
+    let restored = new_session(model);
+    load(restored, &after_prompt);
+    assert_eq!(
+        greedy_from(restored),
+        greedy,
+        "greedy tokens of a restored GPU state"
+    );
+    // States move between backends: the GPU's on the CPU, the CPU's on the GPU.
+    let cpu = new_session(cpu_model);
+    load(cpu, &after_prompt);
+    assert_eq!(
+        greedy_from(cpu),
+        greedy,
+        "the GPU's state continued on the CPU"
+    );
+    let cpu_prompt = new_session(cpu_model);
+    assert_eq!(
+        liger_session_feed(cpu_prompt, prompt.as_ptr(), prompt.len()),
+        LIGER_OK
+    );
+    let on_gpu = new_session(model);
+    load(on_gpu, &save(cpu_prompt));
+    assert_eq!(
+        greedy_from(on_gpu),
+        greedy,
+        "the CPU's state continued on the GPU"
+    );
+    // A corrupted state is refused and leaves the session as it was.
+    let mut bad = after_prompt.clone();
+    bad[60] ^= 1;
+    assert_eq!(
+        liger_state_load(on_gpu, bad.as_ptr(), bad.len()),
+        LIGER_ERROR_STATE
+    );
+    assert!(last_error().contains("checksum"), "{}", last_error());
+    for s in [gpu, fork, restored, cpu, cpu_prompt, on_gpu] {
+        assert_eq!(liger_session_free(s), LIGER_OK);
+    }
     assert_eq!(liger_model_free(model), LIGER_OK);
+    assert_eq!(liger_model_free(cpu_model), LIGER_OK);
 }

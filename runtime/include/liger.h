@@ -191,8 +191,8 @@ LigerStatus liger_model_options_default(struct LigerModelOptions *out);
  Loads (memory-maps) a liger GGUF file. `options` may be NULL (defaults). On success
  `*out_model` is a handle to free with `liger_model_free`. `LIGER_BACKEND_WGPU` (a build
  with the `wgpu` feature) first compares the GPU's logits with the CPU's on a short probe
- and fails with `LIGER_ERROR_UNSUPPORTED` if they disagree; wgpu sessions cannot save,
- load or fork state yet.
+ and fails with `LIGER_ERROR_UNSUPPORTED` if they disagree. States saved from a wgpu
+ session load on a CPU session of the same model and mode, and the other way round.
  */
 LigerStatus liger_model_load(const char *path,
                              const struct LigerModelOptions *options,

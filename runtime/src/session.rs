@@ -41,6 +41,26 @@ impl std::str::FromStr for DecodeMode {
     }
 }
 
+/// A sequence state as the bytes [`Session::save_state`] writes: versioned, checksummed, bound
+/// to `model` and `mode`. Every backend saves its sequences this way, so a state moves between
+/// them.
+pub fn encode_state(model: &Model, mode: DecodeMode, state: &SequenceState) -> Vec<u8> {
+    state.to_bytes(model.fingerprint, mode.code())
+}
+
+/// The state in `bytes` (from [`encode_state`]), checked against `model` and `mode`.
+pub fn decode_state(model: &Model, mode: DecodeMode, bytes: &[u8]) -> Result<SequenceState> {
+    let mut state = SequenceState::new(&model.config);
+    let saved = state.load_bytes(bytes, model.fingerprint, model.config.window as usize)?;
+    if saved != mode.code() {
+        return Err(Error::InvalidArgument(format!(
+            "state: saved in another decode mode than this session's ({})",
+            mode.name()
+        )));
+    }
+    Ok(state)
+}
+
 /// Tokens per forward chunk of a long prompt: bounds the scratch memory.
 const PREFILL_CHUNK: usize = 256;
 
@@ -156,26 +176,13 @@ impl Session {
 
     /// The state as versioned, checksummed bytes bound to this model.
     pub fn save_state(&self) -> Vec<u8> {
-        self.state
-            .to_bytes(self.model.fingerprint, self.mode.code())
+        encode_state(&self.model, self.mode, &self.state)
     }
 
-    /// Restores a state saved by [`Session::save_state`] on the same model and decode mode;
-    /// on error the session is unchanged.
+    /// Restores a state saved by [`Session::save_state`] (or a GPU sequence) on the same model
+    /// and decode mode; on error the session is unchanged.
     pub fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
-        let mut state = self.state.clone();
-        let mode = state.load_bytes(
-            bytes,
-            self.model.fingerprint,
-            self.model.config.window as usize,
-        )?;
-        if mode != self.mode.code() {
-            return Err(Error::InvalidArgument(format!(
-                "state: saved in another decode mode than this session's ({})",
-                self.mode.name()
-            )));
-        }
-        self.state = state;
+        self.state = decode_state(&self.model, self.mode, bytes)?;
         Ok(())
     }
 

@@ -1,11 +1,17 @@
 //! The backends behind a C ABI session: the CPU [`Session`], or (feature `wgpu`) a
-//! [`GpuSequence`], which a model gets only after its self-test against the CPU passed.
+//! [`GpuSequence`], which a model gets only after its self-test against the CPU passed. Both
+//! save, load and fork states in the CPU's format, so a state moves between them.
 
 use super::{CError, CResult};
 use crate::model::Model;
 #[cfg(feature = "wgpu")]
 use crate::sampler::argmax;
 use crate::session::{DecodeMode, Session};
+#[cfg(feature = "wgpu")]
+use crate::{
+    model::SequenceState,
+    session::{decode_state, encode_state},
+};
 use std::sync::Arc;
 
 #[cfg(feature = "wgpu")]
@@ -26,14 +32,6 @@ pub(crate) enum Sequence {
         seq: GpuSequence,
         hf_compat: bool,
     },
-}
-
-#[cfg(feature = "wgpu")]
-fn unsupported_on_gpu(what: &str) -> CError {
-    CError::new(
-        super::LIGER_ERROR_UNSUPPORTED,
-        format!("{what} is not available on wgpu sessions yet (use LIGER_BACKEND_CPU)"),
-    )
 }
 
 impl Sequence {
@@ -82,35 +80,61 @@ impl Sequence {
         Ok(())
     }
 
-    #[cfg_attr(not(feature = "wgpu"), allow(unused_variables))]
-    fn cpu(&self, what: &str) -> CResult<&Session> {
-        match self {
-            Sequence::Cpu(s) => Ok(s),
+    /// The state as the bytes a CPU session saves (a GPU's is read back in the same layout),
+    /// so a state moves between backends.
+    pub(crate) fn save_state(&self) -> CResult<Vec<u8>> {
+        Ok(match self {
+            Sequence::Cpu(s) => s.save_state(),
             #[cfg(feature = "wgpu")]
-            Sequence::Gpu { .. } => Err(unsupported_on_gpu(what)),
-        }
+            Sequence::Gpu { seq, hf_compat } => {
+                encode_state(&seq.model().model, mode_of(*hf_compat), &seq.state()?)
+            }
+        })
     }
 
     pub(crate) fn state_size(&self) -> CResult<usize> {
-        Ok(self.cpu("state saving")?.state_size())
-    }
-
-    pub(crate) fn save_state(&self) -> CResult<Vec<u8>> {
-        Ok(self.cpu("state saving")?.save_state())
+        Ok(match self {
+            Sequence::Cpu(s) => s.state_size(),
+            #[cfg(feature = "wgpu")]
+            Sequence::Gpu { seq, .. } => SequenceState::byte_len_for(&seq.model().model.config),
+        })
     }
 
     pub(crate) fn load_state(&mut self, bytes: &[u8]) -> CResult {
+        let state_error = |e: crate::Error| CError::new(super::LIGER_ERROR_STATE, e.to_string());
         match self {
-            Sequence::Cpu(s) => s
-                .load_state(bytes)
-                .map_err(|e| CError::new(super::LIGER_ERROR_STATE, e.to_string())),
+            Sequence::Cpu(s) => s.load_state(bytes).map_err(state_error),
             #[cfg(feature = "wgpu")]
-            Sequence::Gpu { .. } => Err(unsupported_on_gpu("state loading")),
+            Sequence::Gpu { seq, hf_compat } => {
+                let model = &seq.model().model;
+                let state = decode_state(model, mode_of(*hf_compat), bytes).map_err(state_error)?;
+                Ok(seq.set_state(&state)?)
+            }
         }
     }
 
     pub(crate) fn fork(&self) -> CResult<Sequence> {
-        Ok(Sequence::Cpu(self.cpu("fork")?.fork()))
+        Ok(match self {
+            Sequence::Cpu(s) => Sequence::Cpu(s.fork()),
+            #[cfg(feature = "wgpu")]
+            Sequence::Gpu { seq, hf_compat } => {
+                let mut copy = GpuSequence::with_batch(seq.model(), seq.batch())?;
+                copy.set_state(&seq.state()?)?;
+                Sequence::Gpu {
+                    seq: copy,
+                    hf_compat: *hf_compat,
+                }
+            }
+        })
+    }
+}
+
+#[cfg(feature = "wgpu")]
+fn mode_of(hf_compat: bool) -> DecodeMode {
+    if hf_compat {
+        DecodeMode::HfCompat
+    } else {
+        DecodeMode::Window
     }
 }
 

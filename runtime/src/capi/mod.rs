@@ -331,8 +331,8 @@ fn default_options() -> LigerModelOptions {
 /// Loads (memory-maps) a liger GGUF file. `options` may be NULL (defaults). On success
 /// `*out_model` is a handle to free with `liger_model_free`. `LIGER_BACKEND_WGPU` (a build
 /// with the `wgpu` feature) first compares the GPU's logits with the CPU's on a short probe
-/// and fails with `LIGER_ERROR_UNSUPPORTED` if they disagree; wgpu sessions cannot save,
-/// load or fork state yet.
+/// and fails with `LIGER_ERROR_UNSUPPORTED` if they disagree. States saved from a wgpu
+/// session load on a CPU session of the same model and mode, and the other way round.
 #[no_mangle]
 pub extern "C" fn liger_model_load(
     path: *const c_char,

@@ -14,7 +14,7 @@
 use super::{driver_error, CudaDevice, CudaMatrix};
 use crate::config::Variant;
 use crate::error::{Error, Result};
-use crate::model::{rope, Model};
+use crate::model::{rope, Model, SequenceState};
 use cudarc::driver::{sys, CudaGraph, CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 use std::sync::Arc;
 
@@ -290,6 +290,52 @@ impl CudaSequence {
         self.feed(&[token], false)
     }
 
+    /// The sequence's state copied back, in the CPU's layout (the same tensors in the same
+    /// order): saved with [`crate::session::encode_state`], it loads on any backend.
+    pub fn state(&self) -> Result<SequenceState> {
+        let s = &self.g.dev.stream;
+        let mut state = SequenceState::new(&self.g.model.config);
+        let layers = self.states.len().max(1);
+        let (per_layer, ring) = (
+            state.recurrent.len() / layers,
+            state.window_keys.len() / layers,
+        );
+        for (l, (st, (k, v))) in self.states.iter().zip(&self.rings).enumerate() {
+            let at = |n: usize| l * n..(l + 1) * n;
+            let copies = s
+                .memcpy_dtoh(st, &mut state.recurrent[at(per_layer)])
+                .and_then(|_| s.memcpy_dtoh(k, &mut state.window_keys[at(ring)]))
+                .and_then(|_| s.memcpy_dtoh(v, &mut state.window_values[at(ring)]));
+            copies.map_err(driver_error("state readback"))?;
+        }
+        s.synchronize().map_err(driver_error("state readback"))?;
+        state.set_position(self.pos, self.window_len, &self.logits);
+        Ok(state)
+    }
+
+    /// Replaces the sequence's state with `state` (from [`Self::state`], a CPU session or a
+    /// loaded blob of this model).
+    pub fn set_state(&mut self, state: &SequenceState) -> Result<()> {
+        let (pos, window_len, logits) = state.position_for_gpu(&self.g.model.config)?;
+        let s = Arc::clone(&self.g.dev.stream);
+        let layers = self.states.len().max(1);
+        let (per_layer, ring) = (
+            state.recurrent.len() / layers,
+            state.window_keys.len() / layers,
+        );
+        for (l, (st, (k, v))) in self.states.iter_mut().zip(&mut self.rings).enumerate() {
+            let at = |n: usize| l * n..(l + 1) * n;
+            let copies = s
+                .memcpy_htod(&state.recurrent[at(per_layer)], st)
+                .and_then(|_| s.memcpy_htod(&state.window_keys[at(ring)], k))
+                .and_then(|_| s.memcpy_htod(&state.window_values[at(ring)], v));
+            copies.map_err(driver_error("state upload"))?;
+        }
+        (self.pos, self.window_len) = (pos, window_len);
+        self.logits = logits;
+        Ok(())
+    }
+
     /// One batch of `tokens` (1 ..= batch, in the vocabulary): the host inputs, the kernels
     /// (from the graph for a decode step) and, with `want_logits`, the logits read back.
     fn run(&mut self, tokens: &[u32], want_logits: bool) -> Result<()> {
@@ -306,13 +352,10 @@ impl CudaSequence {
             angles[d / 2..].copy_from_slice(&self.sin);
         }
         let s = &g.dev.stream;
-        let upload = driver_error("step upload");
-        s.memcpy_htod(&self.rows[..t_len * hidden], &mut self.a.x)
-            .map_err(upload)?;
-        s.memcpy_htod(&self.angles[..t_len * d], &mut self.a.rope)
-            .map_err(driver_error("step upload"))?;
         let words = [self.pos as u32, self.window_len as u32, 0, t_len as u32];
-        s.memcpy_htod(&words, &mut self.st)
+        s.memcpy_htod(&self.rows[..t_len * hidden], &mut self.a.x)
+            .and_then(|_| s.memcpy_htod(&self.angles[..t_len * d], &mut self.a.rope))
+            .and_then(|_| s.memcpy_htod(&words, &mut self.st))
             .map_err(driver_error("step upload"))?;
         if t_len == 1 && want_logits && self.use_graph {
             self.run_graph()?;
@@ -325,6 +368,8 @@ impl CudaSequence {
             self.logits.resize(c.vocab_size, 0.0);
             s.memcpy_dtoh(&self.a.logits, &mut self.logits)
                 .map_err(driver_error("logits readback"))?;
+            // (A copy to pageable memory returns when done; the wait makes that explicit.)
+            s.synchronize().map_err(driver_error("step"))?;
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use super::matvec::MatvecCall;
 use super::{GpuContext, GpuMatrix, MatvecPipelines};
 use crate::config::Variant;
 use crate::error::{Error, Result};
-use crate::model::{rope, Model};
+use crate::model::{rope, Model, SequenceState};
 use std::sync::Arc;
 
 const SHADER: &str = include_str!("../../../shaders/step.wgsl");
@@ -216,8 +216,8 @@ pub struct GpuSequence {
     /// Host-mappable copy of the logits.
     staging: wgpu::Buffer,
     /// Per layer: recurrent state [Hkv, d, d]; window keys and values [W, Hkv·d].
-    _states: Vec<wgpu::Buffer>,
-    _rings: Vec<(wgpu::Buffer, wgpu::Buffer)>,
+    states: Vec<wgpu::Buffer>,
+    rings: Vec<(wgpu::Buffer, wgpu::Buffer)>,
     dispatches: Vec<Dispatch>,
     /// Dispatches from here on (final norm, LM head) run only when logits are wanted.
     head_from: usize,
@@ -477,8 +477,8 @@ impl GpuSequence {
         });
         Ok(GpuSequence {
             staging: ctx.staging((c.vocab_size * 4) as u64),
-            _states: states,
-            _rings: rings,
+            states,
+            rings,
             g: Arc::clone(g),
             a,
             step_params,
@@ -543,6 +543,50 @@ impl GpuSequence {
     /// Runs one token and returns its logits ([vocab]).
     pub fn step(&mut self, token: u32) -> Result<&[f32]> {
         self.feed(&[token], false)
+    }
+
+    /// The sequence's state read back, in the CPU's layout (the same tensors in the same
+    /// order): saved with [`crate::session::encode_state`], it loads on any backend.
+    pub fn state(&self) -> Result<SequenceState> {
+        let ctx = &self.g.ctx;
+        let mut state = SequenceState::new(&self.g.model.config);
+        let layers = self.states.len().max(1);
+        let (per_layer, ring) = (
+            state.recurrent.len() / layers,
+            state.window_keys.len() / layers,
+        );
+        for (l, (s, (k, v))) in self.states.iter().zip(&self.rings).enumerate() {
+            let at = |n: usize| l * n..(l + 1) * n;
+            state.recurrent[at(per_layer)].copy_from_slice(&ctx.read_f32(s, per_layer)?);
+            state.window_keys[at(ring)].copy_from_slice(&ctx.read_f32(k, ring)?);
+            state.window_values[at(ring)].copy_from_slice(&ctx.read_f32(v, ring)?);
+        }
+        state.set_position(self.pos, self.window_len, &self.logits);
+        Ok(state)
+    }
+
+    /// Replaces the sequence's state with `state` (from [`Self::state`], a CPU session or a
+    /// loaded blob of this model).
+    pub fn set_state(&mut self, state: &SequenceState) -> Result<()> {
+        let ctx = &self.g.ctx;
+        let (pos, window_len, logits) = state.position_for_gpu(&self.g.model.config)?;
+        let layers = self.states.len().max(1);
+        let (per_layer, ring) = (
+            state.recurrent.len() / layers,
+            state.window_keys.len() / layers,
+        );
+        for (l, (s, (k, v))) in self.states.iter().zip(&self.rings).enumerate() {
+            let at = |n: usize| l * n..(l + 1) * n;
+            let write = |b: &wgpu::Buffer, values: &[f32]| {
+                ctx.queue.write_buffer(b, 0, bytemuck::cast_slice(values))
+            };
+            write(s, &state.recurrent[at(per_layer)]);
+            write(k, &state.window_keys[at(ring)]);
+            write(v, &state.window_values[at(ring)]);
+        }
+        (self.pos, self.window_len) = (pos, window_len);
+        self.logits = logits;
+        Ok(())
     }
 
     /// One submission for a batch of `tokens` (1 ..= batch, in the vocabulary): its dispatches

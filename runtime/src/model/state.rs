@@ -29,7 +29,7 @@ pub struct SequenceState {
 
 impl SequenceState {
     pub fn new(c: &LigerConfig) -> SequenceState {
-        let window = c.n_layers * c.window as usize * c.n_kv_heads * c.head_dim;
+        let window = Self::window_values_len(c);
         SequenceState {
             recurrent: vec![0.0; Self::recurrent_len(c)],
             window_keys: vec![0.0; window],
@@ -38,6 +38,11 @@ impl SequenceState {
             pos: 0,
             logits: vec![0.0; c.vocab_size],
         }
+    }
+
+    /// f32 values of the window's keys (or values), all layers.
+    fn window_values_len(c: &LigerConfig) -> usize {
+        c.n_layers * c.window as usize * c.n_kv_heads * c.head_dim
     }
 
     pub(crate) fn recurrent_len(c: &LigerConfig) -> usize {
@@ -63,6 +68,50 @@ impl SequenceState {
         self.window_len = 0;
         self.pos = 0;
         self.logits.fill(0.0);
+    }
+
+    /// Sets the position, window fill and last logits (a GPU sequence's, whose logits are
+    /// empty before any token).
+    pub(crate) fn set_position(&mut self, pos: usize, window_len: usize, logits: &[f32]) {
+        (self.pos, self.window_len) = (pos, window_len);
+        if logits.len() == self.logits.len() {
+            self.logits.copy_from_slice(logits);
+        }
+    }
+
+    /// (position, window fill, logits) for a GPU sequence of config `c`, whose kernels take
+    /// 32-bit positions: a state of another shape or a position ≥ 2^31 is refused. The logits
+    /// are empty at position 0.
+    pub(crate) fn position_for_gpu(&self, c: &LigerConfig) -> Result<(usize, usize, Vec<f32>)> {
+        let window = Self::window_values_len(c);
+        if self.recurrent.len() != Self::recurrent_len(c)
+            || self.window_keys.len() != window
+            || self.window_values.len() != window
+            || self.logits.len() != c.vocab_size
+        {
+            return Err(Error::InvalidArgument(
+                "state: its shape is not this model's".into(),
+            ));
+        }
+        if self.pos >= 1 << 31 {
+            return Err(Error::Unsupported(format!(
+                "state: position {} is beyond the GPU backends' 2^31",
+                self.pos
+            )));
+        }
+        let logits = if self.pos == 0 {
+            Vec::new()
+        } else {
+            self.logits.clone()
+        };
+        Ok((self.pos, self.window_len, logits))
+    }
+
+    /// Size of [`SequenceState::to_bytes`]'s output for a model of config `c`.
+    pub fn byte_len_for(c: &LigerConfig) -> usize {
+        HEADER_LEN
+            + 4 * (Self::recurrent_len(c) + 2 * Self::window_values_len(c) + c.vocab_size)
+            + 8
     }
 
     /// Size of [`SequenceState::to_bytes`]'s output: fixed for a model.

@@ -18,7 +18,7 @@ enum class Backend(internal val code: Int) {
 
     /**
      * The GPU through Vulkan (a libliger_jni built with the `wgpu` feature), accepted only if
-     * its logits match the CPU's on a probe at load; sessions cannot save or fork state yet.
+     * its logits match the CPU's on a probe at load. Its saved states load on the CPU too.
      */
     WGPU(LigerNative.BACKEND_WGPU),
 }
