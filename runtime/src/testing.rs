@@ -12,3 +12,28 @@ pub fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
         })
         .collect()
 }
+
+/// Asserts a device's products `got` ([tokens, rows]) equal `W·x[t]` for the dequantized
+/// weights `w` ([rows, cols]) and `x` ([tokens, cols]), within f32 accumulation in another
+/// order (1e-5 of Σ|w·x|); names the first mismatch.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub fn assert_products(what: &str, w: &[f32], x: &[f32], rows: usize, got: &[f32]) {
+    let cols = w.len() / rows;
+    assert_eq!(got.len(), rows * (x.len() / cols), "{what}: output length");
+    for (i, g) in got.iter().enumerate() {
+        let (t, r) = (i / rows, i % rows);
+        let row = &w[r * cols..(r + 1) * cols];
+        let xt = &x[t * cols..(t + 1) * cols];
+        let want: f64 = row.iter().zip(xt).map(|(a, b)| *a as f64 * *b as f64).sum();
+        let magnitude: f64 = row
+            .iter()
+            .zip(xt)
+            .map(|(a, b)| (*a as f64 * *b as f64).abs())
+            .sum();
+        let tol = 1e-5 * magnitude + 1e-6;
+        assert!(
+            (*g as f64 - want).abs() <= tol,
+            "{what}: first mismatch at token {t}, row {r}: device {g}, cpu {want} (tol {tol:e})"
+        );
+    }
+}

@@ -14,7 +14,7 @@
 use super::{driver_error, CudaDevice, CudaMatrix};
 use crate::config::Variant;
 use crate::error::{Error, Result};
-use crate::model::{rope, Model, SequenceState};
+use crate::model::{DeviceInputs, Model, SequenceState};
 use cudarc::driver::{sys, CudaGraph, CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 use std::sync::Arc;
 
@@ -159,15 +159,7 @@ pub struct CudaSequence {
     /// The decode step (T = 1, with logits), captured on first use.
     graph: Option<CudaGraph>,
     use_graph: bool,
-    batch: usize,
-    pos: usize,
-    window_len: usize,
-    /// Host staging of the batch's embedding rows [T, hidden] and RoPE angles [T, d].
-    rows: Vec<f32>,
-    angles: Vec<f32>,
-    logits: Vec<f32>,
-    cos: Vec<f32>,
-    sin: Vec<f32>,
+    host: DeviceInputs,
 }
 
 impl CudaSequence {
@@ -224,14 +216,7 @@ impl CudaSequence {
             rings,
             graph: None,
             use_graph: std::env::var("LIGER_CUDA_GRAPH").map_or(true, |v| v != "0"),
-            batch,
-            pos: 0,
-            window_len: 0,
-            rows: vec![0.0; batch * c.hidden],
-            angles: vec![0.0; batch * d],
-            logits: Vec::new(),
-            cos: vec![0.0; d / 2],
-            sin: vec![0.0; d / 2],
+            host: DeviceInputs::new(&g.model, batch),
         })
     }
 
@@ -242,7 +227,7 @@ impl CudaSequence {
 
     /// Tokens per prefill step.
     pub fn batch(&self) -> usize {
-        self.batch
+        self.host.batch
     }
 
     /// Whether decode steps replay a captured graph (on by default) or queue their kernels.
@@ -253,36 +238,26 @@ impl CudaSequence {
     /// Empties the sliding window (hf-compat semantics: each call sees only its own tokens);
     /// the recurrent state is kept.
     pub fn clear_window(&mut self) {
-        self.window_len = 0;
+        self.host.window_len = 0;
     }
 
     /// Feeds `tokens` as one call, in batches of up to [`Self::batch`] tokens, and keeps the
     /// last token's logits; `hf_compat` empties the window first.
     pub fn feed(&mut self, tokens: &[u32], hf_compat: bool) -> Result<&[f32]> {
-        let vocab = self.g.model.config.vocab_size;
-        if let Some(t) = tokens.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::InvalidArgument(format!(
-                "token {t} is outside the vocabulary ({vocab})"
-            )));
+        for (batch, last) in self.host.begin_call(&self.g.model, tokens, hf_compat)? {
+            self.run(batch, last)?;
         }
-        if hf_compat {
-            self.clear_window();
-        }
-        let batches = tokens.len().div_ceil(self.batch);
-        for (i, chunk) in tokens.chunks(self.batch).enumerate() {
-            self.run(chunk, i + 1 == batches)?;
-        }
-        Ok(&self.logits)
+        Ok(&self.host.logits)
     }
 
     /// The logits of the last token fed (empty before any).
     pub fn logits(&self) -> &[f32] {
-        &self.logits
+        &self.host.logits
     }
 
     /// Tokens fed so far.
     pub fn position(&self) -> usize {
-        self.pos
+        self.host.pos
     }
 
     /// Runs one token and returns its logits ([vocab]).
@@ -294,67 +269,44 @@ impl CudaSequence {
     /// order): saved with [`crate::session::encode_state`], it loads on any backend.
     pub fn state(&self) -> Result<SequenceState> {
         let s = &self.g.dev.stream;
-        let mut state = SequenceState::new(&self.g.model.config);
-        let layers = self.states.len().max(1);
-        let (per_layer, ring) = (
-            state.recurrent.len() / layers,
-            state.window_keys.len() / layers,
-        );
-        for (l, (st, (k, v))) in self.states.iter().zip(&self.rings).enumerate() {
-            let at = |n: usize| l * n..(l + 1) * n;
-            let copies = s
-                .memcpy_dtoh(st, &mut state.recurrent[at(per_layer)])
-                .and_then(|_| s.memcpy_dtoh(k, &mut state.window_keys[at(ring)]))
-                .and_then(|_| s.memcpy_dtoh(v, &mut state.window_values[at(ring)]));
-            copies.map_err(driver_error("state readback"))?;
-        }
+        let state = self
+            .host
+            .read_state(&self.g.model, |l, recurrent, keys, values| {
+                let (k, v) = &self.rings[l];
+                s.memcpy_dtoh(&self.states[l], recurrent)
+                    .and_then(|_| s.memcpy_dtoh(k, keys))
+                    .and_then(|_| s.memcpy_dtoh(v, values))
+                    .map_err(driver_error("state readback"))
+            })?;
         s.synchronize().map_err(driver_error("state readback"))?;
-        state.set_position(self.pos, self.window_len, &self.logits);
         Ok(state)
     }
 
     /// Replaces the sequence's state with `state` (from [`Self::state`], a CPU session or a
     /// loaded blob of this model).
     pub fn set_state(&mut self, state: &SequenceState) -> Result<()> {
-        let (pos, window_len, logits) = state.position_for_gpu(&self.g.model.config)?;
-        let s = Arc::clone(&self.g.dev.stream);
-        let layers = self.states.len().max(1);
-        let (per_layer, ring) = (
-            state.recurrent.len() / layers,
-            state.window_keys.len() / layers,
-        );
-        for (l, (st, (k, v))) in self.states.iter_mut().zip(&mut self.rings).enumerate() {
-            let at = |n: usize| l * n..(l + 1) * n;
-            let copies = s
-                .memcpy_htod(&state.recurrent[at(per_layer)], st)
-                .and_then(|_| s.memcpy_htod(&state.window_keys[at(ring)], k))
-                .and_then(|_| s.memcpy_htod(&state.window_values[at(ring)], v));
-            copies.map_err(driver_error("state upload"))?;
-        }
-        (self.pos, self.window_len) = (pos, window_len);
-        self.logits = logits;
-        Ok(())
+        let s = &self.g.dev.stream;
+        let (states, rings) = (&mut self.states, &mut self.rings);
+        self.host
+            .write_state(&self.g.model, state, |l, recurrent, keys, values| {
+                let (k, v) = &mut rings[l];
+                s.memcpy_htod(recurrent, &mut states[l])
+                    .and_then(|_| s.memcpy_htod(keys, k))
+                    .and_then(|_| s.memcpy_htod(values, v))
+                    .map_err(driver_error("state upload"))
+            })
     }
 
     /// One batch of `tokens` (1 ..= batch, in the vocabulary): the host inputs, the kernels
     /// (from the graph for a decode step) and, with `want_logits`, the logits read back.
     fn run(&mut self, tokens: &[u32], want_logits: bool) -> Result<()> {
         let g = Arc::clone(&self.g);
-        let model = &g.model;
-        let c = &model.config;
+        let c = &g.model.config;
         let (t_len, hidden, d) = (tokens.len(), c.hidden, c.head_dim);
-        let embd = model.matrix(&model.weights.token_embd);
-        for (t, &token) in tokens.iter().enumerate() {
-            embd.dequantize_row_into(token as usize, &mut self.rows[t * hidden..(t + 1) * hidden]);
-            rope::angles(self.pos + t, &model.inv_freq, &mut self.cos, &mut self.sin);
-            let angles = &mut self.angles[t * d..(t + 1) * d];
-            angles[..d / 2].copy_from_slice(&self.cos);
-            angles[d / 2..].copy_from_slice(&self.sin);
-        }
+        let words = self.host.prepare(&g.model, tokens);
         let s = &g.dev.stream;
-        let words = [self.pos as u32, self.window_len as u32, 0, t_len as u32];
-        s.memcpy_htod(&self.rows[..t_len * hidden], &mut self.a.x)
-            .and_then(|_| s.memcpy_htod(&self.angles[..t_len * d], &mut self.a.rope))
+        s.memcpy_htod(&self.host.rows[..t_len * hidden], &mut self.a.x)
+            .and_then(|_| s.memcpy_htod(&self.host.angles[..t_len * d], &mut self.a.rope))
             .and_then(|_| s.memcpy_htod(&words, &mut self.st))
             .map_err(driver_error("step upload"))?;
         if t_len == 1 && want_logits && self.use_graph {
@@ -362,11 +314,10 @@ impl CudaSequence {
         } else {
             self.queue(t_len, want_logits)?;
         }
-        self.pos += t_len;
-        self.window_len = (self.window_len + t_len).min(c.window as usize);
+        self.host.advance(&g.model, t_len);
         if want_logits {
-            self.logits.resize(c.vocab_size, 0.0);
-            s.memcpy_dtoh(&self.a.logits, &mut self.logits)
+            self.host.logits.resize(c.vocab_size, 0.0);
+            s.memcpy_dtoh(&self.a.logits, &mut self.host.logits)
                 .map_err(driver_error("logits readback"))?;
             // (A copy to pageable memory returns when done; the wait makes that explicit.)
             s.synchronize().map_err(driver_error("step"))?;

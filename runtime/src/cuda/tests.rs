@@ -4,7 +4,7 @@
 
 use super::{compile, nvrtc_present, CudaDevice, CudaMatrix, SOURCES, STEP_KERNELS, WEIGHT_TYPES};
 use crate::quant::{dequantize, quantize, GgmlType};
-use crate::testing::values;
+use crate::testing::{assert_products, values};
 
 #[test]
 fn every_kernel_compiles_to_ptx_for_every_architecture() {
@@ -79,24 +79,8 @@ fn product_kernels_match_the_cpu_reference() {
             for tokens in [1, 11] {
                 let x = values(99 + tokens as u64, cols * tokens, 2.0);
                 let got = m.run(&dev, &x, tokens).unwrap();
-                for (i, g) in got.iter().enumerate() {
-                    let (t, r) = (i / rows, i % rows);
-                    let row = &wd[r * cols..(r + 1) * cols];
-                    let xt = &x[t * cols..(t + 1) * cols];
-                    let want: f64 = row.iter().zip(xt).map(|(a, b)| *a as f64 * *b as f64).sum();
-                    let magnitude: f64 = row
-                        .iter()
-                        .zip(xt)
-                        .map(|(a, b)| (*a as f64 * *b as f64).abs())
-                        .sum();
-                    // Tolerance: f32 accumulation in another order, relative to Σ|w·x|.
-                    let tol = 1e-5 * magnitude + 1e-6;
-                    assert!(
-                        (*g as f64 - want).abs() <= tol,
-                        "{ty} {rows}x{cols}, {tokens} tokens: first mismatch at token {t}, \
-                         row {r}: cuda {g}, cpu {want} (tol {tol:e})"
-                    );
-                }
+                let what = format!("{ty} {rows}x{cols}, {tokens} tokens");
+                assert_products(&what, &wd, &x, rows, &got);
             }
         }
     }

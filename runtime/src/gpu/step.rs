@@ -14,7 +14,7 @@ use super::matvec::MatvecCall;
 use super::{GpuContext, GpuMatrix, MatvecPipelines};
 use crate::config::Variant;
 use crate::error::{Error, Result};
-use crate::model::{rope, Model, SequenceState};
+use crate::model::{DeviceInputs, Model, SequenceState};
 use std::sync::Arc;
 
 const SHADER: &str = include_str!("../../../shaders/step.wgsl");
@@ -221,15 +221,7 @@ pub struct GpuSequence {
     dispatches: Vec<Dispatch>,
     /// Dispatches from here on (final norm, LM head) run only when logits are wanted.
     head_from: usize,
-    batch: usize,
-    pos: usize,
-    window_len: usize,
-    /// Host staging of the batch's embedding rows [T, hidden] and RoPE angles [T, d].
-    rows: Vec<f32>,
-    angles: Vec<f32>,
-    logits: Vec<f32>,
-    cos: Vec<f32>,
-    sin: Vec<f32>,
+    host: DeviceInputs,
 }
 
 /// The `Op` uniform of `step.wgsl`.
@@ -484,14 +476,7 @@ impl GpuSequence {
             step_params,
             dispatches: list,
             head_from,
-            batch,
-            pos: 0,
-            window_len: 0,
-            rows: vec![0.0; batch * c.hidden],
-            angles: vec![0.0; batch * d],
-            logits: Vec::new(),
-            cos: vec![0.0; d / 2],
-            sin: vec![0.0; d / 2],
+            host: DeviceInputs::new(&g.model, batch),
         })
     }
 
@@ -502,42 +487,32 @@ impl GpuSequence {
 
     /// Tokens per prefill step.
     pub fn batch(&self) -> usize {
-        self.batch
+        self.host.batch
     }
 
     /// Empties the sliding window (hf-compat semantics: each call sees only its own tokens);
     /// the recurrent state is kept.
     pub fn clear_window(&mut self) {
-        self.window_len = 0;
+        self.host.window_len = 0;
     }
 
     /// Feeds `tokens` as one call, in batches of up to [`Self::batch`] tokens, and keeps the
     /// last token's logits; `hf_compat` empties the window first.
     pub fn feed(&mut self, tokens: &[u32], hf_compat: bool) -> Result<&[f32]> {
-        let vocab = self.g.model.config.vocab_size;
-        if let Some(t) = tokens.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::InvalidArgument(format!(
-                "token {t} is outside the vocabulary ({vocab})"
-            )));
+        for (batch, last) in self.host.begin_call(&self.g.model, tokens, hf_compat)? {
+            self.run(batch, last)?;
         }
-        if hf_compat {
-            self.clear_window();
-        }
-        let batches = tokens.len().div_ceil(self.batch);
-        for (i, chunk) in tokens.chunks(self.batch).enumerate() {
-            self.run(chunk, i + 1 == batches)?;
-        }
-        Ok(&self.logits)
+        Ok(&self.host.logits)
     }
 
     /// The logits of the last token fed (empty before any).
     pub fn logits(&self) -> &[f32] {
-        &self.logits
+        &self.host.logits
     }
 
     /// Tokens fed so far.
     pub fn position(&self) -> usize {
-        self.pos
+        self.host.pos
     }
 
     /// Runs one token and returns its logits ([vocab]).
@@ -549,69 +524,45 @@ impl GpuSequence {
     /// order): saved with [`crate::session::encode_state`], it loads on any backend.
     pub fn state(&self) -> Result<SequenceState> {
         let ctx = &self.g.ctx;
-        let mut state = SequenceState::new(&self.g.model.config);
-        let layers = self.states.len().max(1);
-        let (per_layer, ring) = (
-            state.recurrent.len() / layers,
-            state.window_keys.len() / layers,
-        );
-        for (l, (s, (k, v))) in self.states.iter().zip(&self.rings).enumerate() {
-            let at = |n: usize| l * n..(l + 1) * n;
-            state.recurrent[at(per_layer)].copy_from_slice(&ctx.read_f32(s, per_layer)?);
-            state.window_keys[at(ring)].copy_from_slice(&ctx.read_f32(k, ring)?);
-            state.window_values[at(ring)].copy_from_slice(&ctx.read_f32(v, ring)?);
-        }
-        state.set_position(self.pos, self.window_len, &self.logits);
-        Ok(state)
+        self.host
+            .read_state(&self.g.model, |l, recurrent, keys, values| {
+                let (k, v) = &self.rings[l];
+                for (buffer, out) in [(&self.states[l], recurrent), (k, keys), (v, values)] {
+                    out.copy_from_slice(&ctx.read_f32(buffer, out.len())?);
+                }
+                Ok(())
+            })
     }
 
     /// Replaces the sequence's state with `state` (from [`Self::state`], a CPU session or a
     /// loaded blob of this model).
     pub fn set_state(&mut self, state: &SequenceState) -> Result<()> {
-        let ctx = &self.g.ctx;
-        let (pos, window_len, logits) = state.position_for_gpu(&self.g.model.config)?;
-        let layers = self.states.len().max(1);
-        let (per_layer, ring) = (
-            state.recurrent.len() / layers,
-            state.window_keys.len() / layers,
-        );
-        for (l, (s, (k, v))) in self.states.iter().zip(&self.rings).enumerate() {
-            let at = |n: usize| l * n..(l + 1) * n;
-            let write = |b: &wgpu::Buffer, values: &[f32]| {
-                ctx.queue.write_buffer(b, 0, bytemuck::cast_slice(values))
-            };
-            write(s, &state.recurrent[at(per_layer)]);
-            write(k, &state.window_keys[at(ring)]);
-            write(v, &state.window_values[at(ring)]);
-        }
-        (self.pos, self.window_len) = (pos, window_len);
-        self.logits = logits;
-        Ok(())
+        let (ctx, states, rings) = (&self.g.ctx, &self.states, &self.rings);
+        self.host
+            .write_state(&self.g.model, state, |l, recurrent, keys, values| {
+                let (k, v) = &rings[l];
+                for (buffer, values) in [(&states[l], recurrent), (k, keys), (v, values)] {
+                    ctx.queue
+                        .write_buffer(buffer, 0, bytemuck::cast_slice(values));
+                }
+                Ok(())
+            })
     }
 
     /// One submission for a batch of `tokens` (1 ..= batch, in the vocabulary): its dispatches
     /// and, with `want_logits`, the final norm, LM head and the copy of the last token's logits.
     fn run(&mut self, tokens: &[u32], want_logits: bool) -> Result<()> {
         let g = Arc::clone(&self.g);
-        let model = &g.model;
-        let c = &model.config;
+        let c = &g.model.config;
         let (t_len, hidden, d) = (tokens.len(), c.hidden, c.head_dim);
         let ctx = &self.g.ctx;
-        let embd = model.matrix(&model.weights.token_embd);
-        for (t, &token) in tokens.iter().enumerate() {
-            embd.dequantize_row_into(token as usize, &mut self.rows[t * hidden..(t + 1) * hidden]);
-            rope::angles(self.pos + t, &model.inv_freq, &mut self.cos, &mut self.sin);
-            let angles = &mut self.angles[t * d..(t + 1) * d];
-            angles[..d / 2].copy_from_slice(&self.cos);
-            angles[d / 2..].copy_from_slice(&self.sin);
-        }
+        let params = self.host.prepare(&g.model, tokens);
         let write = |buffer: &wgpu::Buffer, values: &[f32]| {
             ctx.queue
                 .write_buffer(buffer, 0, bytemuck::cast_slice(values))
         };
-        write(&self.a.x, &self.rows[..t_len * hidden]);
-        write(&self.a.rope, &self.angles[..t_len * d]);
-        let params = [self.pos as u32, self.window_len as u32, 0, t_len as u32];
+        write(&self.a.x, &self.host.rows[..t_len * hidden]);
+        write(&self.a.rope, &self.host.angles[..t_len * d]);
         ctx.queue
             .write_buffer(&self.step_params, 0, bytemuck::cast_slice(&params));
         let end = if want_logits {
@@ -644,12 +595,11 @@ impl GpuSequence {
             encoder.copy_buffer_to_buffer(&self.a.logits, 0, &self.staging, 0, bytes);
         }
         ctx.queue.submit([encoder.finish()]);
-        self.pos += t_len;
-        self.window_len = (self.window_len + t_len).min(c.window as usize);
+        self.host.advance(&g.model, t_len);
         // A batch without logits is not waited for: the host prepares the next one while it
         // runs (queue order keeps the buffers' writes after it).
         if want_logits {
-            ctx.read_staging(&self.staging, c.vocab_size, &mut self.logits)?;
+            ctx.read_staging(&self.staging, c.vocab_size, &mut self.host.logits)?;
         }
         Ok(())
     }

@@ -2,12 +2,16 @@
 //! the CPU thread pool its steps run on.
 
 mod chunkwise;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod device_inputs;
 mod mixer;
 mod recurrence;
 pub mod rope;
 mod state;
 mod step;
 
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub(crate) use device_inputs::DeviceInputs;
 pub use state::SequenceState;
 pub(crate) use step::{forward, Scratch};
 

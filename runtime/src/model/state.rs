@@ -70,8 +70,43 @@ impl SequenceState {
         self.logits.fill(0.0);
     }
 
+    /// Layer `l`'s (recurrent state, window keys, window values) for config `c`.
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    pub(crate) fn layer(&self, c: &LigerConfig, l: usize) -> (&[f32], &[f32], &[f32]) {
+        let (r, w) = Self::per_layer(c);
+        (
+            &self.recurrent[l * r..(l + 1) * r],
+            &self.window_keys[l * w..(l + 1) * w],
+            &self.window_values[l * w..(l + 1) * w],
+        )
+    }
+
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    pub(crate) fn layer_mut(
+        &mut self,
+        c: &LigerConfig,
+        l: usize,
+    ) -> (&mut [f32], &mut [f32], &mut [f32]) {
+        let (r, w) = Self::per_layer(c);
+        (
+            &mut self.recurrent[l * r..(l + 1) * r],
+            &mut self.window_keys[l * w..(l + 1) * w],
+            &mut self.window_values[l * w..(l + 1) * w],
+        )
+    }
+
+    /// f32 values per layer of (the recurrent state, the window's keys).
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    fn per_layer(c: &LigerConfig) -> (usize, usize) {
+        (
+            c.n_kv_heads * Self::per_head(c),
+            c.window as usize * c.n_kv_heads * c.head_dim,
+        )
+    }
+
     /// Sets the position, window fill and last logits (a GPU sequence's, whose logits are
     /// empty before any token).
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
     pub(crate) fn set_position(&mut self, pos: usize, window_len: usize, logits: &[f32]) {
         (self.pos, self.window_len) = (pos, window_len);
         if logits.len() == self.logits.len() {
@@ -82,6 +117,7 @@ impl SequenceState {
     /// (position, window fill, logits) for a GPU sequence of config `c`, whose kernels take
     /// 32-bit positions: a state of another shape or a position ≥ 2^31 is refused. The logits
     /// are empty at position 0.
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
     pub(crate) fn position_for_gpu(&self, c: &LigerConfig) -> Result<(usize, usize, Vec<f32>)> {
         let window = Self::window_values_len(c);
         if self.recurrent.len() != Self::recurrent_len(c)

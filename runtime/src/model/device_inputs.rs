@@ -1,0 +1,126 @@
+//! The host side of a GPU sequence, the same for every GPU backend (wgpu, CUDA): the position
+//! and window fill, the batch's embedding rows and RoPE angles prepared on the host, the last
+//! logits read back, and a sequence's state split per layer for readback and upload.
+
+use super::{rope, Model, SequenceState};
+use crate::error::{Error, Result};
+
+pub(crate) struct DeviceInputs {
+    /// Tokens per prefill step.
+    pub batch: usize,
+    /// Tokens fed so far.
+    pub pos: usize,
+    /// Valid entries of the window ring (positions pos − window_len .. pos).
+    pub window_len: usize,
+    /// The batch's embedding rows [T, hidden] and RoPE angles [T, d] ([cos d/2, sin d/2] per
+    /// token), filled by [`Self::prepare`].
+    pub rows: Vec<f32>,
+    pub angles: Vec<f32>,
+    /// The last token's logits ([vocab]; empty before any).
+    pub logits: Vec<f32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl DeviceInputs {
+    pub fn new(model: &Model, batch: usize) -> DeviceInputs {
+        let c = &model.config;
+        let d = c.head_dim;
+        DeviceInputs {
+            batch,
+            pos: 0,
+            window_len: 0,
+            rows: vec![0.0; batch * c.hidden],
+            angles: vec![0.0; batch * d],
+            logits: Vec::new(),
+            cos: vec![0.0; d / 2],
+            sin: vec![0.0; d / 2],
+        }
+    }
+
+    /// Starts a call of `tokens`: checks they are in the vocabulary; `hf_compat` empties the
+    /// window (each call sees only its own tokens). Returns the batches, each with whether it
+    /// is the last (the one whose logits are read back).
+    pub fn begin_call<'t>(
+        &mut self,
+        model: &Model,
+        tokens: &'t [u32],
+        hf_compat: bool,
+    ) -> Result<impl Iterator<Item = (&'t [u32], bool)>> {
+        let vocab = model.config.vocab_size;
+        if let Some(t) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(Error::InvalidArgument(format!(
+                "token {t} is outside the vocabulary ({vocab})"
+            )));
+        }
+        if hf_compat {
+            self.window_len = 0;
+        }
+        let batches = tokens.len().div_ceil(self.batch);
+        Ok(tokens
+            .chunks(self.batch)
+            .enumerate()
+            .map(move |(i, chunk)| (chunk, i + 1 == batches)))
+    }
+
+    /// Fills the embedding rows and RoPE angles of `tokens` (at most a batch, in the
+    /// vocabulary) at the current position; returns the step words [pos, window_len, 0, T]
+    /// the kernels read.
+    pub fn prepare(&mut self, model: &Model, tokens: &[u32]) -> [u32; 4] {
+        let (hidden, d) = (model.config.hidden, model.config.head_dim);
+        let embd = model.matrix(&model.weights.token_embd);
+        for (t, &token) in tokens.iter().enumerate() {
+            embd.dequantize_row_into(token as usize, &mut self.rows[t * hidden..(t + 1) * hidden]);
+            rope::angles(self.pos + t, &model.inv_freq, &mut self.cos, &mut self.sin);
+            let angles = &mut self.angles[t * d..(t + 1) * d];
+            angles[..d / 2].copy_from_slice(&self.cos);
+            angles[d / 2..].copy_from_slice(&self.sin);
+        }
+        [
+            self.pos as u32,
+            self.window_len as u32,
+            0,
+            tokens.len() as u32,
+        ]
+    }
+
+    /// After a batch of `tokens` ran.
+    pub fn advance(&mut self, model: &Model, tokens: usize) {
+        self.pos += tokens;
+        self.window_len = (self.window_len + tokens).min(model.config.window as usize);
+    }
+
+    /// A state of `model` with this sequence's position and logits; `read_layer(l, recurrent,
+    /// keys, values)` fills layer l's parts from the device.
+    pub fn read_state(
+        &self,
+        model: &Model,
+        mut read_layer: impl FnMut(usize, &mut [f32], &mut [f32], &mut [f32]) -> Result<()>,
+    ) -> Result<SequenceState> {
+        let mut state = SequenceState::new(&model.config);
+        for l in 0..model.config.n_layers {
+            let (recurrent, keys, values) = state.layer_mut(&model.config, l);
+            read_layer(l, recurrent, keys, values)?;
+        }
+        state.set_position(self.pos, self.window_len, &self.logits);
+        Ok(state)
+    }
+
+    /// Takes `state`'s position and logits after `write_layer(l, recurrent, keys, values)`
+    /// uploaded each layer's parts; a state of another shape or beyond the kernels' 32-bit
+    /// positions is refused first.
+    pub fn write_state(
+        &mut self,
+        model: &Model,
+        state: &SequenceState,
+        mut write_layer: impl FnMut(usize, &[f32], &[f32], &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        let (pos, window_len, logits) = state.position_for_gpu(&model.config)?;
+        for l in 0..model.config.n_layers {
+            let (recurrent, keys, values) = state.layer(&model.config, l);
+            write_layer(l, recurrent, keys, values)?;
+        }
+        (self.pos, self.window_len, self.logits) = (pos, window_len, logits);
+        Ok(())
+    }
+}
