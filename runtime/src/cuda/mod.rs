@@ -15,6 +15,7 @@ pub use matrix::CudaMatrix;
 pub use step::{CudaModel, CudaSequence};
 
 use crate::error::{Error, Result};
+use crate::quant::planes::PLANE_TYPES;
 use crate::quant::GgmlType;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
@@ -25,17 +26,6 @@ use std::sync::Arc;
 pub const SOURCES: [(&str, &str); 2] = [
     ("matvec.cu", include_str!("../../../kernels/matvec.cu")),
     ("step.cu", include_str!("../../../kernels/step.cu")),
-];
-
-/// The weight types with a matvec kernel, as `matvec_<name>` / `matmul_<name>` call them.
-pub const WEIGHT_TYPES: [(GgmlType, &str); 7] = [
-    (GgmlType::Q8_0, "q8_0"),
-    (GgmlType::Q4_0, "q4_0"),
-    (GgmlType::Q4_K, "q4_k"),
-    (GgmlType::Q6_K, "q6_k"),
-    (GgmlType::F32, "f32"),
-    (GgmlType::F16, "f16"),
-    (GgmlType::BF16, "bf16"),
 ];
 
 /// The entry points of `step.cu`.
@@ -130,7 +120,7 @@ impl Kernels {
                 .map_err(|e| Error::Unsupported(format!("CUDA kernel {name}: {e}")))
         };
         let mut products = Vec::new();
-        for (ty, name) in WEIGHT_TYPES {
+        for (ty, name) in PLANE_TYPES {
             products.push((
                 ty,
                 function(&modules[0], &format!("matvec_{name}"))?,

@@ -2,7 +2,8 @@
 //! fail), and each product kernel against the CPU reference on random data (a CUDA device:
 //! skipped with a printed reason without one, failed where `LIGER_REQUIRE_CUDA` is set).
 
-use super::{compile, nvrtc_present, CudaDevice, CudaMatrix, SOURCES, STEP_KERNELS, WEIGHT_TYPES};
+use super::{compile, nvrtc_present, CudaDevice, CudaMatrix, SOURCES, STEP_KERNELS};
+use crate::quant::planes::PLANE_TYPES;
 use crate::quant::{dequantize, quantize, GgmlType};
 use crate::testing::{assert_products, values};
 
@@ -23,7 +24,7 @@ fn every_kernel_compiles_to_ptx_for_every_architecture() {
                 .unwrap_or_else(|e| panic!("{e}"))
                 .to_src();
             let want: Vec<String> = if name == "matvec.cu" {
-                WEIGHT_TYPES
+                PLANE_TYPES
                     .iter()
                     .flat_map(|(_, t)| [format!("matvec_{t}"), format!("matmul_{t}")])
                     .collect()
@@ -67,7 +68,7 @@ fn product_kernels_match_the_cpu_reference() {
         return;
     };
     for (rows, cols) in [(37, 256), (7, 50), (3, 2048), (70_001, 32), (5, 4096)] {
-        for (i, (ty, _)) in WEIGHT_TYPES.into_iter().enumerate() {
+        for (i, (ty, _)) in PLANE_TYPES.into_iter().enumerate() {
             if cols % ty.block_size() != 0 {
                 continue;
             }

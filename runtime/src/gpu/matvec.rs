@@ -5,22 +5,12 @@
 
 use super::{GpuContext, GpuMatrix};
 use crate::error::{Error, Result};
+use crate::quant::planes::PLANE_TYPES;
 use crate::quant::GgmlType;
 
 const SHADER: &str = include_str!("../../../shaders/matvec.wgsl");
 /// Workgroups per grid row (WebGPU's minimum limit per dimension).
 const GRID_X: u32 = 65_535;
-
-/// The weight types with a shader, as `load32_<name>` calls them.
-const TYPES: [(GgmlType, &str); 7] = [
-    (GgmlType::Q8_0, "q8_0"),
-    (GgmlType::Q4_0, "q4_0"),
-    (GgmlType::Q4_K, "q4_k"),
-    (GgmlType::Q6_K, "q6_k"),
-    (GgmlType::F32, "f32"),
-    (GgmlType::F16, "f16"),
-    (GgmlType::BF16, "bf16"),
-];
 
 /// The `matvec` and `matmul` pipelines of one weight type.
 #[derive(Clone)]
@@ -72,7 +62,7 @@ impl MatvecPipelines {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let types = TYPES
+        let types = PLANE_TYPES
             .iter()
             .map(|&(ty, name)| {
                 let source = format!(

@@ -7,6 +7,18 @@
 use super::GgmlType;
 use crate::error::{Error, Result};
 
+/// The weight types the plane layout takes (and both GPU backends have a product kernel
+/// for), with the name their kernels carry (`load32_<name>` in WGSL, `matvec_<name>` in CUDA).
+pub const PLANE_TYPES: [(GgmlType, &str); 7] = [
+    (GgmlType::Q8_0, "q8_0"),
+    (GgmlType::Q4_0, "q4_0"),
+    (GgmlType::Q4_K, "q4_k"),
+    (GgmlType::Q6_K, "q6_k"),
+    (GgmlType::F32, "f32"),
+    (GgmlType::F16, "f16"),
+    (GgmlType::BF16, "bf16"),
+];
+
 /// The two planes of a ggml tensor: (quant words, scale words). Errors name what does not fit.
 pub fn to_planes(
     ty: GgmlType,
