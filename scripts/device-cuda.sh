@@ -18,8 +18,7 @@ prepare)
   grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >>.git/info/exclude
   features=liger-tests/cuda,liger-tests/wgpu,liger-cli/cuda,liger-cli/wgpu
   # The test executables cargo reports (the runtime's unit tests, the integration tests).
-  cargo test --locked --no-run -p liger-runtime -p liger-tests --features "$features" \
-    --message-format=json 2>/dev/null |
+  cargo test --locked --no-run --workspace --features "$features" --message-format=json |
     python3 -c '
 import json, sys, shutil
 for line in sys.stdin:
@@ -36,8 +35,9 @@ for line in sys.stdin:
   ;;
 run)
   log=${OUT:-/tmp}
-  export LIGER_REQUIRE_CUDA=1
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$log/gpu.txt"
+  # The test binaries were built elsewhere: the fixtures are in this checkout.
+  export LIGER_REQUIRE_CUDA=1 LIGER_REPO_ROOT=$PWD
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$log/gpu.txt" || true
   # NVRTC comes with the toolkit there (cudarc looks for libnvrtc.so, .so.12, ...: the
   # toolkit's unversioned link finds NVRTC 13).
   for d in /usr/local/nvidia/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda/lib64; do

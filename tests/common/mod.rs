@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// `tests/fixtures` of this repository (copied from `../shared/fixtures`, see its README).
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+    repo_root().join("tests").join("fixtures")
 }
 
 /// Every `tests/fixtures/liger/<case>` directory, sorted.
@@ -129,13 +129,16 @@ pub fn assert_bytes_eq(what: &str, got: &[u8], want: &[u8]) {
     }
 }
 
-/// The fixture's `meta.json`.
-/// The repository root.
+/// The repository root: where the tests were built, or `LIGER_REPO_ROOT` (test binaries
+/// carried to another machine, such as the GPU machine of `scripts/device-cuda.sh`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is in the repository")
-        .to_owned()
+    match std::env::var_os("LIGER_REPO_ROOT") {
+        Some(root) => PathBuf::from(root),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("tests/ is in the repository")
+            .to_owned(),
+    }
 }
 
 /// A fixture's prompt ids and its reference greedy continuation (hf-compat semantics), each
@@ -155,6 +158,7 @@ pub fn greedy_args(case: &Path) -> (String, String) {
     (csv(&ids[..prompt_len]), csv(&greedy))
 }
 
+/// The fixture's `meta.json`.
 pub fn meta(case: &Path) -> serde_json::Value {
     serde_json::from_slice(&read_bytes(&case.join("meta.json"))).expect("meta.json")
 }
