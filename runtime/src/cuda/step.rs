@@ -146,6 +146,15 @@ struct Activations {
     rope: CudaSlice<f32>,
 }
 
+/// A captured decode step. cudarc's graph holds raw driver handles and is not `Send`; an
+/// instantiated graph is not tied to the thread that captured it.
+struct DecodeGraph(CudaGraph);
+
+// SAFETY: a CUgraphExec may be launched from any thread of its context (the launch binds the
+// context first); the graph is owned by one sequence, whose `&mut self` methods keep launches
+// from overlapping.
+unsafe impl Send for DecodeGraph {}
+
 /// One sequence on the device (window semantics unless cleared per call).
 pub struct CudaSequence {
     g: Arc<CudaModel>,
@@ -157,7 +166,7 @@ pub struct CudaSequence {
     states: Vec<CudaSlice<f32>>,
     rings: Vec<(CudaSlice<f32>, CudaSlice<f32>)>,
     /// The decode step (T = 1, with logits), captured on first use.
-    graph: Option<CudaGraph>,
+    graph: Option<DecodeGraph>,
     use_graph: bool,
     host: DeviceInputs,
 }
@@ -335,7 +344,7 @@ impl CudaSequence {
             let queued = self.queue(1, true);
             let graph = s.end_capture(sys::CUgraphInstantiate_flags(0));
             match (queued, graph) {
-                (Ok(()), Ok(Some(graph))) => self.graph = Some(graph),
+                (Ok(()), Ok(Some(graph))) => self.graph = Some(DecodeGraph(graph)),
                 (Err(e), _) => return Err(e),
                 (Ok(()), other) => {
                     eprintln!(
@@ -348,7 +357,7 @@ impl CudaSequence {
             }
         }
         let graph = self.graph.as_ref().expect("captured above");
-        graph.launch().map_err(driver_error("graph launch"))
+        graph.0.launch().map_err(driver_error("graph launch"))
     }
 
     /// Queues the step's kernels for a batch of `t_len` tokens on the stream.

@@ -99,3 +99,11 @@ fn unsupported_weight_types_are_refused_by_name() {
         .to_string();
     assert!(err.contains("q5_K") || err.contains("Q5_K"), "{err}");
 }
+
+#[test]
+fn models_and_sequences_move_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<super::CudaModel>();
+    send::<super::CudaSequence>();
+}
