@@ -8,8 +8,11 @@
 // aligned (Q4_0: one uint4 per block; Q8_0: two) and read with vector loads. Q4_K super-blocks
 // (144 bytes) and float types stay as they are in the file.
 //
-// One warp per row (ROWS_PER_BLOCK rows per block); each lane strides over the row's 32-weight
-// units and the warp reduces with shuffles. The grid is 1-D (2^31 − 1 blocks).
+// Four warps per block. In `matvec` each warp owns ROWS_PER_WARP consecutive rows: each lane
+// strides over the rows' 32-weight units, loads a unit of x into registers once and dots it with
+// every row's unit (x is read once per ROWS_PER_WARP rows), and the warp reduces with shuffles.
+// `matmul` has one warp per row. The grid is 1-D (2^31 − 1 blocks). ROWS_PER_WARP is a tuning
+// knob the host passes as -D (LIGER_CUDA_ROWS_PER_WARP), 1 unless set.
 //
 // Compiled at run time by NVRTC (no headers: f16 goes through PTX's cvt).
 
@@ -18,7 +21,10 @@ typedef unsigned short u16;
 typedef unsigned char u8;
 
 #define WARP 32
-#define ROWS_PER_BLOCK 4
+#define WARPS_PER_BLOCK 4
+#ifndef ROWS_PER_WARP
+#define ROWS_PER_WARP 1
+#endif
 // Tokens per pass of `matmul` over the weights.
 #define TILE 8
 
@@ -170,19 +176,28 @@ struct BF16 {
     }
 };
 
-// w · x[0 .. n] for the first n ≤ 32 weights of a unit (x 16-byte aligned when n = 32).
-__device__ __forceinline__ float dot32(const float* w, const float* __restrict__ x, u32 n) {
-    float s = 0.0f;
+// x[0 .. n] for n ≤ 32 into registers (zeros past n); 16-byte loads when whole and aligned.
+__device__ __forceinline__ void load_x32(const float* __restrict__ x, u32 n, float* xs) {
     if (n == 32 && (reinterpret_cast<size_t>(x) & 15) == 0) {
         const float4* x4 = reinterpret_cast<const float4*>(x);
 #pragma unroll
         for (int i = 0; i < 8; i++) {
             const float4 v = x4[i];
-            s += w[4 * i] * v.x + w[4 * i + 1] * v.y + w[4 * i + 2] * v.z + w[4 * i + 3] * v.w;
+            xs[4 * i] = v.x;
+            xs[4 * i + 1] = v.y;
+            xs[4 * i + 2] = v.z;
+            xs[4 * i + 3] = v.w;
         }
     } else {
-        for (u32 l = 0; l < n; l++) s += w[l] * x[l];
+#pragma unroll
+        for (u32 l = 0; l < 32; l++) xs[l] = l < n ? x[l] : 0.0f;
     }
+}
+
+__device__ __forceinline__ float dot32(const float* w, const float* xs) {
+    float s = 0.0f;
+#pragma unroll
+    for (int l = 0; l < 32; l++) s += w[l] * xs[l];
     return s;
 }
 
@@ -190,18 +205,30 @@ __device__ __forceinline__ float dot32(const float* w, const float* __restrict__
 template <typename T>
 __device__ void matvec(const u32* __restrict__ q, const u32* __restrict__ s, const float* __restrict__ x,
                        float* __restrict__ y, u32 rows, u32 cols) {
-    const u32 row = blockIdx.x * ROWS_PER_BLOCK + threadIdx.x / WARP;
+    const u32 row0 = (blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / WARP) * ROWS_PER_WARP;
     const u32 lane = threadIdx.x % WARP;
-    if (row >= rows) return;
+    if (row0 >= rows) return;
     const u32 units = (cols + 31) / 32;
-    float acc = 0.0f;
+    float acc[ROWS_PER_WARP];
+#pragma unroll
+    for (int r = 0; r < ROWS_PER_WARP; r++) acc[r] = 0.0f;
     for (u32 u = lane; u < units; u += WARP) {
-        float w[32];
-        T::load32(q, s, row, u, cols, w);
-        acc += dot32(w, x + u * 32, min(32u, cols - u * 32));
+        float xs[32];
+        load_x32(x + u * 32, min(32u, cols - u * 32), xs);
+#pragma unroll
+        for (u32 r = 0; r < ROWS_PER_WARP; r++) {
+            if (row0 + r < rows) {
+                float w[32];
+                T::load32(q, s, row0 + r, u, cols, w);
+                acc[r] += dot32(w, xs);
+            }
+        }
     }
-    acc = warp_sum(acc);
-    if (lane == 0) y[row] = acc;
+#pragma unroll
+    for (u32 r = 0; r < ROWS_PER_WARP; r++) {
+        const float v = warp_sum(acc[r]);
+        if (lane == 0 && row0 + r < rows) y[row0 + r] = v;
+    }
 }
 
 // y[t, row] = W[row] · x[t] for t < tokens; x: [tokens, cols], y: [tokens, rows]. Each unit of
@@ -209,7 +236,7 @@ __device__ void matvec(const u32* __restrict__ q, const u32* __restrict__ s, con
 template <typename T>
 __device__ void matmul(const u32* __restrict__ q, const u32* __restrict__ s, const float* __restrict__ x,
                        float* __restrict__ y, u32 rows, u32 cols, u32 tokens) {
-    const u32 row = blockIdx.x * ROWS_PER_BLOCK + threadIdx.x / WARP;
+    const u32 row = blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / WARP;
     const u32 lane = threadIdx.x % WARP;
     if (row >= rows) return;
     const u32 units = (cols + 31) / 32;
@@ -223,8 +250,13 @@ __device__ void matmul(const u32* __restrict__ q, const u32* __restrict__ s, con
             T::load32(q, s, row, u, cols, w);
             const u32 n = min(32u, cols - u * 32);
 #pragma unroll
-            for (u32 t = 0; t < TILE; t++)
-                if (t < n_t) acc[t] += dot32(w, x + (size_t)(t0 + t) * cols + u * 32, n);
+            for (u32 t = 0; t < TILE; t++) {
+                if (t < n_t) {
+                    float xs[32];
+                    load_x32(x + (size_t)(t0 + t) * cols + u * 32, n, xs);
+                    acc[t] += dot32(w, xs);
+                }
+            }
         }
 #pragma unroll
         for (u32 t = 0; t < TILE; t++) {

@@ -46,8 +46,14 @@ run)
   status=0
   $out/runtime-tests cuda:: --test-threads 1 2>&1 | tee "$log/runtime-tests.log" || status=1
   $out/integration-tests cuda:: --test-threads 1 2>&1 | tee "$log/integration-tests.log" || status=1
-  # The bar: an 8B-shaped Q4_0 model, tg at depth 0 and 32768 (flat), pp4096.
+  # The bar: an 8B-shaped Q4_0 model, tg at depth 0 and 32768 (flat), pp4096; first the
+  # matvec tuning knob (rows per warp) on tg alone.
   $out/liger synth --like llama-3-8b -t q4_0 -o /tmp/s8b.gguf 2>&1 | tail -2
+  for rows in 1 2 4; do
+    echo "LIGER_CUDA_ROWS_PER_WARP=$rows" | tee -a "$log/bench-rows.log"
+    LIGER_CUDA_ROWS_PER_WARP=$rows $out/liger bench -m /tmp/s8b.gguf --backend cuda -p 0 -n 64 \
+      -r 2 2>&1 | tee -a "$log/bench-rows.log" || status=1
+  done
   $out/liger bench -m /tmp/s8b.gguf --backend cuda -p 4096 -n 128 -d 0,32768 -r 2 2>&1 |
     tee "$log/bench-cuda.log" || status=1
   if ldconfig -p | grep -q libvulkan; then

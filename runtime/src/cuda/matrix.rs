@@ -7,8 +7,8 @@ use crate::quant::planes::to_planes;
 use crate::quant::GgmlType;
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
-/// Rows per block of `matvec.cu` (one warp each).
-const ROWS_PER_BLOCK: usize = 4;
+/// Warps per block of `matvec.cu`.
+const WARPS_PER_BLOCK: usize = 4;
 
 /// A `[rows, cols]` weight matrix on the device.
 pub struct CudaMatrix {
@@ -76,9 +76,16 @@ impl CudaMatrix {
             )));
         }
         let (matvec, matmul) = dev.kernels.product(self.ty)?;
+        // matvec: `rows_per_warp` rows per warp; matmul: one.
+        let rows_per_block = WARPS_PER_BLOCK
+            * if tokens == 1 {
+                dev.kernels.rows_per_warp as usize
+            } else {
+                1
+            };
         let cfg = LaunchConfig {
-            grid_dim: (self.rows.div_ceil(ROWS_PER_BLOCK) as u32, 1, 1),
-            block_dim: (32 * ROWS_PER_BLOCK as u32, 1, 1),
+            grid_dim: (self.rows.div_ceil(rows_per_block) as u32, 1, 1),
+            block_dim: (32 * WARPS_PER_BLOCK as u32, 1, 1),
             shared_mem_bytes: 0,
         };
         let (rows, cols) = (self.rows as u32, self.cols as u32);

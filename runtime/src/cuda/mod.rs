@@ -72,6 +72,11 @@ fn driver_error(what: &str) -> impl FnOnce(cudarc::driver::DriverError) -> Error
 /// Compiles one kernel source (`name` in messages) to PTX for a virtual architecture such as
 /// `compute_90` — the path both the backend and CI's compile check take.
 pub fn compile(name: &str, source: &str, arch: &str) -> Result<Ptx> {
+    compile_with(name, source, arch, &[])
+}
+
+/// [`compile`] with preprocessor definitions (`NAME=VALUE`), the kernels' tuning knobs.
+pub fn compile_with(name: &str, source: &str, arch: &str, defines: &[String]) -> Result<Ptx> {
     if !nvrtc_present() {
         return Err(Error::Unsupported(
             "NVRTC (libnvrtc.so) not found: install the CUDA toolkit's NVRTC, or `pip install \
@@ -80,8 +85,10 @@ pub fn compile(name: &str, source: &str, arch: &str) -> Result<Ptx> {
                 .into(),
         ));
     }
+    let mut options = vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()];
+    options.extend(defines.iter().map(|d| format!("-D{d}")));
     let options = CompileOptions {
-        options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()],
+        options,
         name: Some(name.into()),
         ..Default::default()
     };
@@ -96,8 +103,24 @@ pub fn compile(name: &str, source: &str, arch: &str) -> Result<Ptx> {
     })
 }
 
+/// Rows each warp of `matvec_<type>` computes (`LIGER_CUDA_ROWS_PER_WARP`, 1 ..= 8; 1 unless
+/// set): more rows read each unit of x once for all of them, fewer put more warps in flight.
+fn rows_per_warp() -> Result<u32> {
+    match std::env::var("LIGER_CUDA_ROWS_PER_WARP") {
+        Err(_) => Ok(1),
+        Ok(v) => match v.parse::<u32>() {
+            Ok(r @ 1..=8) => Ok(r),
+            _ => Err(Error::InvalidArgument(format!(
+                "LIGER_CUDA_ROWS_PER_WARP={v}: expected 1 to 8"
+            ))),
+        },
+    }
+}
+
 /// The compiled kernels of one device.
 pub(crate) struct Kernels {
+    /// Rows per warp of the `matvec_<type>` kernels.
+    pub(crate) rows_per_warp: u32,
     /// Per weight type: (`matvec_<type>`, `matmul_<type>`).
     products: Vec<(GgmlType, CudaFunction, CudaFunction)>,
     step: Vec<(&'static str, CudaFunction)>,
@@ -106,9 +129,11 @@ pub(crate) struct Kernels {
 
 impl Kernels {
     fn load(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels> {
+        let rows_per_warp = rows_per_warp()?;
+        let defines = [format!("ROWS_PER_WARP={rows_per_warp}")];
         let mut modules = Vec::new();
         for (name, source) in SOURCES {
-            let ptx = compile(name, source, arch)?;
+            let ptx = compile_with(name, source, arch, &defines)?;
             modules.push(
                 ctx.load_module(ptx)
                     .map_err(driver_error("loading the kernels"))?,
@@ -132,6 +157,7 @@ impl Kernels {
             step.push((name, function(&modules[1], name)?));
         }
         Ok(Kernels {
+            rows_per_warp,
             products,
             step,
             _modules: modules,

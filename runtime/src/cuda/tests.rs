@@ -2,7 +2,7 @@
 //! fail), and each product kernel against the CPU reference on random data (a CUDA device:
 //! skipped with a printed reason without one, failed where `LIGER_REQUIRE_CUDA` is set).
 
-use super::{compile, nvrtc_present, CudaDevice, CudaMatrix, SOURCES, STEP_KERNELS};
+use super::{compile, compile_with, nvrtc_present, CudaDevice, CudaMatrix, SOURCES, STEP_KERNELS};
 use crate::quant::planes::PLANE_TYPES;
 use crate::quant::{dequantize, quantize, GgmlType};
 use crate::testing::{assert_products, values};
@@ -18,6 +18,21 @@ fn every_kernel_compiles_to_ptx_for_every_architecture() {
         return;
     }
     // Turing (the oldest laptops), Ampere, Hopper.
+    // Every matvec variant the tuning knob offers compiles (on Hopper).
+    for rows in [2, 4, 8] {
+        let ptx = compile_with(
+            "matvec.cu",
+            SOURCES[0].1,
+            "compute_90",
+            &[format!("ROWS_PER_WARP={rows}")],
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_src();
+        assert!(
+            !ptx.contains(".local"),
+            "ROWS_PER_WARP={rows}: the PTX uses local memory"
+        );
+    }
     for arch in ["compute_75", "compute_80", "compute_90"] {
         for (name, source) in SOURCES {
             let ptx = compile(name, source, arch)
