@@ -35,39 +35,66 @@ pub fn check_row(got: &[f32], want: &[f32], what: &str) -> f32 {
     worst
 }
 
-fn f32_model(case: &std::path::Path, dir: &std::path::Path) -> Arc<Model> {
-    Arc::new(Model::load(convert_case(case, "f32", dir), &ModelOptions::default()).unwrap())
+/// A fixture case converted to f32 and uploaded, with its reference logits.
+struct Case {
+    name: String,
+    vocab: usize,
+    new_sequence: Uploaded,
+    ids: Vec<u32>,
+    prompt_len: usize,
+    /// [T, vocab] of one full forward (window semantics) and of HF's cached generate().
+    logits_full: Vec<f32>,
+    logits_incremental: Vec<f32>,
+}
+
+impl Case {
+    fn load(
+        case: &std::path::Path,
+        dir: &std::path::Path,
+        upload: &dyn Fn(Arc<Model>) -> Uploaded,
+    ) -> Case {
+        let model = Model::load(convert_case(case, "f32", dir), &ModelOptions::default()).unwrap();
+        let reference = read_bytes(&case.join("reference.safetensors"));
+        let (ids, _) = tensor_f32(&reference, "input_ids");
+        Case {
+            name: case.file_name().unwrap().to_string_lossy().to_string(),
+            vocab: model.config.vocab_size,
+            new_sequence: upload(Arc::new(model)),
+            ids: ids.iter().map(|&i| i as u32).collect(),
+            prompt_len: meta(case)["prompt_len"].as_u64().unwrap() as usize,
+            logits_full: tensor_f32(&reference, "logits_full").0,
+            logits_incremental: tensor_f32(&reference, "logits_incremental").0,
+        }
+    }
+
+    /// Token t's row of reference logits.
+    fn row<'a>(&self, logits: &'a [f32], t: usize) -> &'a [f32] {
+        &logits[t * self.vocab..(t + 1) * self.vocab]
+    }
 }
 
 /// Every fixture token by token (batches of 1), in both semantics, on `device`.
 pub fn decode_matches_the_reference(device: &str, upload: &dyn Fn(Arc<Model>) -> Uploaded) {
     let dir = tempfile::tempdir().unwrap();
     for case in liger_cases() {
-        let name = case.file_name().unwrap().to_string_lossy().to_string();
-        let model = f32_model(&case, dir.path());
-        let new_sequence = upload(Arc::clone(&model));
-        let reference = read_bytes(&case.join("reference.safetensors"));
-        let (ids, _) = tensor_f32(&reference, "input_ids");
-        let prompt_len = meta(&case)["prompt_len"].as_u64().unwrap() as usize;
-        let vocab = model.config.vocab_size;
-        for (semantics, logits) in [
-            ("window", "logits_full"),
-            ("hf-compat", "logits_incremental"),
+        let c = Case::load(&case, dir.path(), upload);
+        for (semantics, want) in [
+            ("window", &c.logits_full),
+            ("hf-compat", &c.logits_incremental),
         ] {
-            let (want, _) = tensor_f32(&reference, logits);
-            let mut seq = new_sequence(1);
+            let mut seq = (c.new_sequence)(1);
             let mut worst = 0f32;
-            for (t, &id) in ids.iter().enumerate() {
+            for (t, &id) in c.ids.iter().enumerate() {
                 // hf-compat: the prompt is one call, then every token its own call.
-                let clear = semantics == "hf-compat" && (t == 0 || t >= prompt_len);
-                let got = seq.feed(&[id as u32], clear).unwrap();
-                let row = &want[t * vocab..(t + 1) * vocab];
-                let what = format!("{name} ({semantics}) on {device}, token {t}");
-                worst = worst.max(check_row(got, row, &what));
+                let clear = semantics == "hf-compat" && (t == 0 || t >= c.prompt_len);
+                let got = seq.feed(&[id], clear).unwrap();
+                let what = format!("{} ({semantics}) on {device}, token {t}", c.name);
+                worst = worst.max(check_row(got, c.row(want, t), &what));
             }
             eprintln!(
-                "{name} ({semantics}) on {device}: {} tokens, max |Δ| {worst:.2e}",
-                ids.len()
+                "{} ({semantics}) on {device}: {} tokens, max |Δ| {worst:.2e}",
+                c.name,
+                c.ids.len()
             );
         }
     }
@@ -79,37 +106,29 @@ pub fn decode_matches_the_reference(device: &str, upload: &dyn Fn(Arc<Model>) ->
 pub fn prefill_batches_match_the_reference(device: &str, upload: &dyn Fn(Arc<Model>) -> Uploaded) {
     let dir = tempfile::tempdir().unwrap();
     for case in liger_cases() {
-        let name = case.file_name().unwrap().to_string_lossy().to_string();
-        let model = f32_model(&case, dir.path());
-        let new_sequence = upload(Arc::clone(&model));
-        let reference = read_bytes(&case.join("reference.safetensors"));
-        let (ids, _) = tensor_f32(&reference, "input_ids");
-        let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
-        let prompt_len = meta(&case)["prompt_len"].as_u64().unwrap() as usize;
-        let vocab = model.config.vocab_size;
-        let row = |want: &[f32], t: usize| want[t * vocab..(t + 1) * vocab].to_vec();
+        let c = Case::load(&case, dir.path(), upload);
+        let (name, ids, prompt_len) = (&c.name, &c.ids, c.prompt_len);
 
         // Window semantics: the whole sequence is one call, split into feeds of 1..=7.
-        let (want, _) = tensor_f32(&reference, "logits_full");
-        let mut seq = new_sequence(3);
+        let mut seq = (c.new_sequence)(3);
         let (mut at, mut size, mut worst) = (0, 1, 0f32);
         while at < ids.len() {
             let end = (at + size).min(ids.len());
             let got = seq.feed(&ids[at..end], false).unwrap();
             let what = format!("{name} (window) on {device}, prefill of tokens {at}..{end}");
-            worst = worst.max(check_row(got, &row(&want, end - 1), &what));
+            worst = worst.max(check_row(got, c.row(&c.logits_full, end - 1), &what));
             (at, size) = (end, size % 7 + 1);
         }
         // hf-compat: the prompt in one call (three batches), then one call per token.
-        let (want, _) = tensor_f32(&reference, "logits_incremental");
-        let mut seq = new_sequence(3);
+        let want = &c.logits_incremental;
+        let mut seq = (c.new_sequence)(3);
         let got = seq.feed(&ids[..prompt_len], true).unwrap();
         let what = format!("{name} (hf-compat) on {device}, prompt");
-        worst = worst.max(check_row(got, &row(&want, prompt_len - 1), &what));
+        worst = worst.max(check_row(got, c.row(want, prompt_len - 1), &what));
         for t in prompt_len..ids.len() {
             let got = seq.feed(&ids[t..t + 1], true).unwrap();
             let what = format!("{name} (hf-compat) on {device}, token {t}");
-            worst = worst.max(check_row(got, &row(&want, t), &what));
+            worst = worst.max(check_row(got, c.row(want, t), &what));
         }
         eprintln!("{name} on {device}: batched prefill, max |Δ| {worst:.2e}");
     }

@@ -338,26 +338,37 @@ impl CudaSequence {
     /// refuses turns graphs off for this sequence (the kernels are then queued one by one).
     fn run_graph(&mut self) -> Result<()> {
         if self.graph.is_none() {
-            let s = Arc::clone(&self.g.dev.stream);
-            s.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-                .map_err(driver_error("graph capture"))?;
-            let queued = self.queue(1, true);
-            let graph = s.end_capture(sys::CUgraphInstantiate_flags(0));
-            match (queued, graph) {
-                (Ok(()), Ok(Some(graph))) => self.graph = Some(DecodeGraph(graph)),
-                (Err(e), _) => return Err(e),
-                (Ok(()), other) => {
-                    eprintln!(
-                        "liger: CUDA graph capture failed ({}); launching kernels one by one",
-                        other.err().map_or("no graph".into(), |e| e.to_string())
-                    );
+            match self.capture()? {
+                Some(graph) => self.graph = Some(DecodeGraph(graph)),
+                None => {
                     self.use_graph = false;
                     return self.queue(1, true);
                 }
             }
         }
-        let graph = self.graph.as_ref().expect("captured above");
-        graph.0.launch().map_err(driver_error("graph launch"))
+        match &self.graph {
+            Some(graph) => graph.0.launch().map_err(driver_error("graph launch")),
+            None => self.queue(1, true),
+        }
+    }
+
+    /// Captures the decode step; `None` (said on stderr) where the driver will not capture or
+    /// instantiate it. A kernel that fails to queue is an error.
+    fn capture(&self) -> Result<Option<CudaGraph>> {
+        let s = &self.g.dev.stream;
+        let refused = |e: cudarc::driver::DriverError| {
+            eprintln!("liger: CUDA graph capture failed ({e}); launching kernels one by one");
+            None
+        };
+        if let Err(e) =
+            s.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        {
+            return Ok(refused(e));
+        }
+        let queued = self.queue(1, true);
+        let graph = s.end_capture(sys::CUgraphInstantiate_flags(0));
+        queued?;
+        Ok(graph.unwrap_or_else(refused))
     }
 
     /// Queues the step's kernels for a batch of `t_len` tokens on the stream.
