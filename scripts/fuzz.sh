@@ -2,7 +2,7 @@
 # Runs every fuzz target (or those named) for SECONDS each, from the seed corpus; fails on the
 # first crash, leak, timeout (10 s per input) or out-of-memory (2 GiB), leaving the input in
 # fuzz/artifacts/<target>/. Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
-# Installs cargo-fuzz if missing; `RUSTC_BOOTSTRAP=1` lets the stable toolchain take the
+# Installs cargo-fuzz 0.13.2 if missing; `RUSTC_BOOTSTRAP=1` lets the stable toolchain take the
 # sanitizer flags cargo-fuzz passes. Builds with debug assertions (overflow checks on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +10,8 @@ seconds=${1:-60}
 shift || true
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=(gguf_reader hf_checkpoint state_restore tokenizer_gguf server_request)
-command -v cargo-fuzz >/dev/null || cargo install -q --locked cargo-fuzz@0.13.2
+# The pinned version: one installed by hand at another version is replaced.
+cargo fuzz --version 2>/dev/null | grep -q '0\.13\.2' || cargo install -q --locked --force cargo-fuzz@0.13.2
 [[ -n $(ls -A fuzz/corpus/server_request 2>/dev/null) ]] || scripts/fuzz-seed-corpus.sh
 export RUSTC_BOOTSTRAP=1
 (cd fuzz && cargo fuzz build -a)

@@ -84,7 +84,7 @@ fn c_test_program_passes() {
     let model = convert_case(&case, "f32", dir.path());
     let (prompt, greedy) = greedy_args(&case);
     let mut args = vec![model.display().to_string(), prompt, greedy];
-    if let Some(real) = test_data("smollm2-liger.Q8_0.gguf") {
+    if let Some(real) = smollm2_liger_q8_0() {
         args.push(real.display().to_string());
     }
     let valgrind = Command::new("valgrind").arg("--version").output().is_ok();

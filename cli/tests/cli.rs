@@ -506,7 +506,7 @@ fn convert_reads_a_hub_id_from_the_hugging_face_cache_offline() {
 #[test]
 fn ctrl_c_in_chat_does_not_end_the_program() {
     use std::io::{BufRead, Read};
-    let Some(gguf) = test_data("smollm2-liger.Q8_0.gguf") else {
+    let Some(gguf) = smollm2_liger_q8_0() else {
         return;
     };
     let mut child = Command::new(env!("CARGO_BIN_EXE_liger"))

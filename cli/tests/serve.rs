@@ -72,28 +72,14 @@ fn usage(v: &Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no usage.{key} in {v}"))
 }
 
-fn chat_model() -> Option<(tempfile::TempDir, String)> {
-    let gguf = test_data("SmolLM2-135M-Instruct.Q4_1.gguf")?;
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("smol.gguf");
-    let out = Command::new(env!("CARGO_BIN_EXE_liger"))
-        .args(["convert", gguf.to_str().unwrap(), "-o"])
-        .arg(&model)
-        .args(["--type", "q8_0", "-q"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let model = model.to_str().unwrap().to_owned();
-    Some((dir, model))
+/// SmolLM2 as a liger Q8_0 file, converted once per test-data cache.
+fn chat_model() -> Option<String> {
+    Some(smollm2_liger_q8_0()?.to_str().unwrap().to_owned())
 }
 
 #[test]
 fn serve_answers_openai_requests_and_feeds_only_new_tokens() {
-    let Some((_dir, model)) = chat_model() else {
+    let Some(model) = chat_model() else {
         return;
     };
     let s = serve(&model);
@@ -341,7 +327,7 @@ fn streamed_text(base: &str, body: &Value) -> String {
 /// broken JSON — in two waves. The server keeps answering and its memory stays bounded.
 #[test]
 fn serve_under_load_keeps_serving_within_bounded_memory() {
-    let Some((_dir, model)) = chat_model() else {
+    let Some(model) = chat_model() else {
         return;
     };
     let model_bytes = std::fs::metadata(&model).unwrap().len();

@@ -26,15 +26,7 @@ pub fn liger_cases() -> Vec<PathBuf> {
 /// Returns `None` (and prints why) when `name` is absent, unless `LIGER_REQUIRE_TEST_DATA`
 /// is set, as CI sets it: then a missing file fails the test.
 pub fn test_data(name: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("LIGER_TEST_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("."));
-            home.join(".cache/liger-test-data")
-        });
-    let path = dir.join(name);
+    let path = test_data_dir().join(name);
     if path.exists() {
         return Some(path);
     }
@@ -49,6 +41,54 @@ pub fn test_data(name: &str) -> Option<PathBuf> {
         path.display()
     );
     None
+}
+
+/// SmolLM2-135M-Instruct converted to a liger Q8_0 file (Liger-GLA, no recovery), made from
+/// the downloaded GGUF on first use: see [`derived_test_data`]. `None` when the download is
+/// absent (and not required).
+pub fn smollm2_liger_q8_0() -> Option<PathBuf> {
+    let source = test_data("SmolLM2-135M-Instruct.Q4_1.gguf")?;
+    Some(derived_test_data("smollm2-liger.Q8_0.gguf", |out| {
+        if let Err(e) = convert_to(&source, out, "q8_0", None) {
+            panic!("converting {}: {e}", source.display());
+        }
+    }))
+}
+
+/// A file made by the tests from the downloaded test data: `derived/<name>` in the cache,
+/// made once by `make(path)` (which must write `path` atomically, as the converter does)
+/// under an exclusive lock on `derived/<name>.lock`, so test binaries running in parallel
+/// neither make it twice nor read it half-written. A file left by an older build that no
+/// longer opens is made again.
+pub fn derived_test_data(name: &str, make: impl FnOnce(&Path)) -> PathBuf {
+    let dir = test_data_dir().join("derived");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let lock_path = dir.join(format!("{name}.lock"));
+    let lock = std::fs::File::create(&lock_path)
+        .unwrap_or_else(|e| panic!("{}: {e}", lock_path.display()));
+    lock.lock()
+        .unwrap_or_else(|e| panic!("locking {}: {e}", lock_path.display()));
+    let path = dir.join(name);
+    let usable = path.exists() && liger::GgufFile::open(&path).is_ok();
+    if !usable {
+        eprintln!("making {} (once per test-data cache)", path.display());
+        make(&path);
+        assert!(path.exists(), "{} was not made", path.display());
+    }
+    drop(lock);
+    path
+}
+
+/// The cache of downloaded test inputs: `LIGER_TEST_DATA`, else `~/.cache/liger-test-data`.
+fn test_data_dir() -> PathBuf {
+    std::env::var_os("LIGER_TEST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."));
+            home.join(".cache/liger-test-data")
+        })
 }
 
 pub fn read_bytes(path: &Path) -> Vec<u8> {
