@@ -1,23 +1,35 @@
 // The element-wise and per-head operations of one model step over a batch of T tokens
 // (T = st[3]: 1 in decode, up to the sequence's batch size in prefill), on f32 buffers of T
-// rows — the CUDA twin of shaders/step.wgsl, with the same entry points and arguments. Sizes
-// come in `op` (fixed per call site); the position, window fill and T in `st`, a device buffer
-// written once per step, so that a captured CUDA graph replays with new values. Buffers are
-// b2..b7; each kernel documents what it expects in them; "n per token" means rows of n values.
+// rows — the CUDA twin of shaders/step.wgsl, with the same entry points and arguments, run in
+// the order of `model::device_plan` (the plan both GPU backends run). Sizes come in `op` (fixed
+// per call site); the position, window fill and T in `st`, a device buffer written once per
+// step, so that a captured CUDA graph replays with new values. Buffers are b2..b7; each kernel
+// documents what it expects in them, with shapes (D hidden, H heads, Hkv KV heads, d head dim,
+// W window, M GSA slots, T tokens; "n per token" means [T, n] with n = op.elements).
 //
 // Compiled at run time by NVRTC (no headers).
 
 typedef unsigned int u32;
 
+// The parameters of every kernel (`model::device_plan::OpParams` on the host, step.wgsl's
+// `Op`): each field means one thing wherever it is read.
 struct Op {
-    u32 n;      // elements per token, or heads
-    u32 d;      // head dim
-    u32 group;  // query heads per KV head
-    u32 flag;   // recurrence: 0 = GLA, 1 = HGRN2; add: 1 = broadcast b3; rms_norm: 1 = last row
-    float f0;   // eps / gate normalizer / mix / scale
-    float f1;
-    u32 window; // W
-    u32 slots;  // GSA slots M
+    u32 elements;          // values per token row (rms_norm, add, swiglu, mix, ring_write)
+    u32 heads;             // heads rotated (rope: H for q, Hkv for k)
+    u32 kv_heads;          // Hkv (recurrence, recurrence_gsa, swa)
+    u32 head_dim;          // d
+    u32 group;             // query heads per KV head, H / Hkv
+    u32 hgrn2;             // recurrence: 1 = HGRN2 gates, 0 = GLA
+    u32 broadcast;         // add: 1 = b3 is one row added to every token's (a bias)
+    u32 last_row;          // rms_norm: 1 = only the last token's row, into b4's first
+    float eps;             // rms_norm
+    float gate_normalizer; // recurrence (GLA), recurrence_gsa: 16
+    float mix_swa;         // mix: the SWA branch's weight, 0.5
+    float scale;           // swa: 1/sqrt(d)
+    u32 window;            // W (swa, ring_write)
+    u32 slots;             // M, GSA slots
+    u32 pad0;
+    u32 pad1;
 };
 
 // st: [pos of the batch's first token, valid window entries before the batch, 0, T].
@@ -72,78 +84,77 @@ __device__ __forceinline__ float log_sigmoid(float x) {
 
 __device__ __forceinline__ u32 global_id() { return blockIdx.x * blockDim.x + threadIdx.x; }
 
-// b4[r] = b2[r] / rms(b2[r]) · b3 for row r = block id (n per token; f0 = eps); with flag 1,
-// one block normalizes the last row into b4's first.
+// b4[r] = b2[r] / rms(b2[r]) · b3 for row r = block id: b2 x [T, D], b3 weight [D], b4 out
+// [T, D]; with last_row, one block normalizes the last row into b4's first.
 extern "C" __global__ void rms_norm(Op op, const u32* st, const float* b2, const float* b3, float* b4) {
-    u32 row = blockIdx.x, out = blockIdx.x * op.n;
-    if (op.flag == 1) {
+    u32 row = blockIdx.x, out = blockIdx.x * op.elements;
+    if (op.last_row == 1) {
         row = TOKENS(st) - 1;
         out = 0;
     }
-    const float* x = b2 + (size_t)row * op.n;
+    const float* x = b2 + (size_t)row * op.elements;
     float ss = 0.0f;
-    for (u32 i = threadIdx.x; i < op.n; i += WG) ss += x[i] * x[i];
-    const float inv = rsqrtf(block_sum(ss) / (float)op.n + op.f0);
-    for (u32 i = threadIdx.x; i < op.n; i += WG) b4[out + i] = x[i] * inv * b3[i];
+    for (u32 i = threadIdx.x; i < op.elements; i += WG) ss += x[i] * x[i];
+    const float inv = rsqrtf(block_sum(ss) / (float)op.elements + op.eps);
+    for (u32 i = threadIdx.x; i < op.elements; i += WG) b4[out + i] = x[i] * inv * b3[i];
 }
 
-// b2 += b3 (n per token); with flag 1, b3 is one row added to every token's (a bias).
+// b2 += b3 (n per token); with broadcast, b3 is one row [n] added to every token's (a bias).
 extern "C" __global__ void add(Op op, const u32* st, float* b2, const float* b3) {
     const u32 i = global_id();
-    if (i < op.n * TOKENS(st)) b2[i] += b3[op.flag == 1 ? i % op.n : i];
+    if (i < op.elements * TOKENS(st)) b2[i] += b3[op.broadcast == 1 ? i % op.elements : i];
 }
 
 // b2 = silu(b2) · b3 (n per token).
 extern "C" __global__ void swiglu(Op op, const u32* st, float* b2, const float* b3) {
     const u32 i = global_id();
-    if (i < op.n * TOKENS(st)) {
+    if (i < op.elements * TOKENS(st)) {
         const float g = b2[i];
         b2[i] = g / (1.0f + expf(-g)) * b3[i];
     }
 }
 
-// b2 = f0 · b2 + (1 − f0) · b3 (the SWA / recurrent mix; n per token).
+// b2 = mix_swa · b2 + (1 − mix_swa) · b3: y [T, H·d] and o_rec [T, H·d].
 extern "C" __global__ void mix(Op op, const u32* st, float* b2, const float* b3) {
     const u32 i = global_id();
-    if (i < op.n * TOKENS(st)) b2[i] = op.f0 * b2[i] + (1.0f - op.f0) * b3[i];
+    if (i < op.elements * TOKENS(st)) b2[i] = op.mix_swa * b2[i] + (1.0f - op.mix_swa) * b3[i];
 }
 
-// Rotate-half RoPE of n heads per token of b2 in place; b3 = per token [cos (d/2), sin (d/2)]
-// of its position.
+// Rotate-half RoPE of `heads` heads per token of b2 [T, heads·d] in place; b3 [T, d] = per token
+// [cos (d/2), sin (d/2)] of its position.
 extern "C" __global__ void rope(Op op, const u32* st, float* b2, const float* b3) {
-    const u32 half = op.d / 2, per_token = op.n * half, gid = global_id();
+    const u32 half = op.head_dim / 2, per_token = op.heads * half, gid = global_id();
     if (gid >= per_token * TOKENS(st)) return;
     const u32 t = gid / per_token, head = (gid % per_token) / half, i = gid % half;
-    const size_t lo = (size_t)t * op.n * op.d + head * op.d + i;
+    const size_t lo = (size_t)t * op.heads * op.head_dim + head * op.head_dim + i;
     const float a = b2[lo], b = b2[lo + half];
-    const float c = b3[t * op.d + i], s = b3[t * op.d + half + i];
+    const float c = b3[t * op.head_dim + i], s = b3[t * op.head_dim + half + i];
     b2[lo] = a * c - b * s;
     b2[lo + half] = b * c + a * s;
 }
 
 // GLA / HGRN2 for KV head j = block id, the batch's tokens in order: state b2 [Hkv, d, d]
 // updated with k = b3, v = b4 (Hkv·d per token), then the readout of each query head of the
-// group, q = b5, into b6 = o_rec (H·d per token). Thread c owns value column c. f0 = gate
-// normalizer (GLA).
+// group, q = b5 [T, H·d], into b6 = o_rec [T, H·d]. Thread c owns value column c.
 extern "C" __global__ void recurrence(Op op, const u32* st, float* b2, const float* b3, const float* b4,
                                       const float* b5, float* b6) {
     __shared__ float feat[WG], gate[WG];
-    const u32 j = blockIdx.x, c = threadIdx.x, d = op.d;
+    const u32 j = blockIdx.x, c = threadIdx.x, d = op.head_dim;
     const bool on = c < d;
-    const u32 kv_row = op.n * d, q_row = kv_row * op.group;
+    const u32 kv_row = op.kv_heads * d, q_row = kv_row * op.group;
     float* state = b2 + (size_t)j * d * d;
     const u32 tokens = TOKENS(st);
     for (u32 t = 0; t < tokens; t++) {
         __syncthreads();
         // Features and gates of the key, per key feature i = c.
         const float kc = on ? b3[(size_t)t * kv_row + j * d + c] : NEG_BIG;
-        if (op.flag == 0) {
+        if (op.hgrn2 == 0) {
             const float m = block_max(kc);
             const float e = on ? expf(kc - m) : 0.0f;
             const float total = block_sum(e);
             if (on) {
                 feat[c] = e / total;
-                gate[c] = expf(log_sigmoid(kc) / op.f0);
+                gate[c] = expf(log_sigmoid(kc) / op.gate_normalizer);
             }
         } else if (on) {
             const float a = 1.0f / (1.0f + expf(-kc));
@@ -178,14 +189,14 @@ extern "C" __global__ void recurrence(Op op, const u32* st, float* b2, const flo
 
 // GSA for KV head j = block id, the batch's tokens in order: state b2 = [Hkv, keys K (d × M),
 // values V (M × d)] updated with k = b3, v = b4 through M pooled gates; then per query head of
-// the group (q = b5, raw), p = softmax(Kᵀq), o = Vᵀp into b6. f0 = gate normalizer, slots = M.
+// the group (q = b5 [T, H·d], raw), p = softmax(Kᵀq), o = Vᵀp into b6 [T, H·d].
 extern "C" __global__ void recurrence_gsa(Op op, const u32* st, float* b2, const float* b3,
                                           const float* b4, const float* b5, float* b6) {
     __shared__ float feat[WG], gate[WG], probs[WG];
-    const u32 j = blockIdx.x, t = threadIdx.x, d = op.d, m = op.slots;
+    const u32 j = blockIdx.x, t = threadIdx.x, d = op.head_dim, m = op.slots;
     float* keys = b2 + (size_t)j * 2 * d * m;
     float* values = keys + d * m;
-    const u32 kv_row = op.n * d, q_row = kv_row * op.group;
+    const u32 kv_row = op.kv_heads * d, q_row = kv_row * op.group;
     const u32 tokens = TOKENS(st);
     for (u32 tok = 0; tok < tokens; tok++) {
         const float* k = b3 + (size_t)tok * kv_row + j * d;
@@ -196,7 +207,7 @@ extern "C" __global__ void recurrence_gsa(Op op, const u32* st, float* b2, const
             const u32 start = t * d / m, end = ((t + 1) * d + m - 1) / m;
             float s = 0.0f;
             for (u32 i = start; i < end; i++) s += k[i];
-            const float a = expf(log_sigmoid(s / (float)(end - start)) / op.f0);
+            const float a = expf(log_sigmoid(s / (float)(end - start)) / op.gate_normalizer);
             gate[t] = a;
             feat[t] = 1.0f - a;
         }
@@ -239,14 +250,14 @@ extern "C" __global__ void recurrence_gsa(Op op, const u32* st, float* b2, const
 // Sliding-window attention of token t, query head h (block id = t·H + h): q = b2 (RoPE'd,
 // H·d per token), the batch's k = b3 (RoPE'd) and v = b4 (Hkv·d per token), the layer's ring
 // keys b5 and values b6 [W, Hkv·d] holding the window_len positions before the batch; output
-// b7 (H·d per token). f0 = 1/√d. Token t sees the min(window_len + t, W) positions before it
+// b7 (H·d per token), scaled by op.scale = 1/√d. Token t sees the min(window_len + t, W) positions before it
 // (oldest first), then itself.
 extern "C" __global__ void swa(Op op, const u32* st, const float* b2, const float* b3, const float* b4,
                                const float* b5, const float* b6, float* b7) {
     __shared__ float probs[WG];
-    const u32 d = op.d, heads = op.n * op.group; // op.n = KV heads
+    const u32 d = op.head_dim, heads = op.kv_heads * op.group; // op.kv_heads = KV heads
     const u32 t = blockIdx.x / heads, h = blockIdx.x % heads, j = h / op.group;
-    const u32 kv = op.n * d, lid = threadIdx.x, pos = POS(st);
+    const u32 kv = op.kv_heads * d, lid = threadIdx.x, pos = POS(st);
     const float* q = b2 + (size_t)t * heads * d + h * d;
     const u32 count = min(WINDOW_LEN(st) + t, op.window) + 1;
     const u32 first = pos + t + 1 - count;
@@ -257,7 +268,7 @@ extern "C" __global__ void swa(Op op, const u32* st, const float* b2, const floa
         const float* key = p >= pos ? b3 + (size_t)(p - pos) * kv + j * d : b5 + (size_t)(p % op.window) * kv + j * d;
         float s = 0.0f;
         for (u32 i = 0; i < d; i++) s += q[i] * key[i];
-        score = s * op.f0;
+        score = s * op.scale;
     }
     const float m = block_max(score);
     const float e = lid < count ? expf(score - m) : 0.0f;
@@ -279,9 +290,9 @@ extern "C" __global__ void swa(Op op, const u32* st, const float* b2, const floa
 // of their positions in b4 / b5.
 extern "C" __global__ void ring_write(Op op, const u32* st, const float* b2, const float* b3, float* b4,
                                       float* b5) {
-    const u32 gid = global_id(), t = gid / op.n, tokens = TOKENS(st);
+    const u32 gid = global_id(), t = gid / op.elements, tokens = TOKENS(st);
     if (t >= tokens || t + op.window < tokens) return;
-    const u32 slot = (POS(st) + t) % op.window, i = gid % op.n;
-    b4[slot * op.n + i] = b2[gid];
-    b5[slot * op.n + i] = b3[gid];
+    const u32 slot = (POS(st) + t) % op.window, i = gid % op.elements;
+    b4[slot * op.elements + i] = b2[gid];
+    b5[slot * op.elements + i] = b3[gid];
 }

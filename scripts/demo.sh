@@ -19,7 +19,7 @@ done
 CACHE=${LIGER_TEST_DATA:-$HOME/.cache/liger-test-data}
 scripts/fetch-test-data.sh "$CACHE" >/dev/null
 cargo build --release -q -p liger-cli
-LIGER=target/release/liger
+LIGER=${CARGO_TARGET_DIR:-target}/release/liger
 OUT=$CACHE/smollm2-liger-gla.$TYPE.gguf
 $LIGER convert "$CACHE/SmolLM2-135M-Instruct.Q4_1.gguf" -o "$OUT" --type "$TYPE"
 $LIGER info "$OUT" | head -5

@@ -1,18 +1,30 @@
 // The element-wise and per-head operations of one model step over a batch of T tokens
 // (T = st.tokens: 1 in decode, up to the sequence's batch size in prefill), on f32 buffers of
-// T rows. Every entry point reads its sizes from `op` (fixed per call site, made at setup) and
-// the position and T from `st` (written once per step). Buffers are bound as b2..b7; each
-// entry point documents what it expects in them; "n per token" means rows of n values.
+// T rows. Every entry point reads its sizes from `op` (fixed per call site, made at setup by
+// `model::device_plan`, the plan both GPU backends run) and the position and T from `st`
+// (written once per step). Buffers are bound as b2..b7; each entry point documents what it
+// expects in them, with shapes (D hidden, F ffn, H heads, Hkv KV heads, d head dim, W window,
+// M GSA slots, T tokens; "n per token" means [T, n] with n = op.elements).
 
+// The parameters of every entry point (`model::device_plan::OpParams` on the host): each
+// field means one thing wherever it is read; an entry point reads only the fields it names.
 struct Op {
-    n: u32,      // elements per token, or heads
-    d: u32,      // head dim
-    group: u32,  // query heads per KV head
-    flag: u32,   // recurrence: 0 = GLA, 1 = HGRN2; add: 1 = broadcast b3; rms_norm: 1 = last row
-    f0: f32,     // eps / gate normalizer / mix / scale
-    f1: f32,
-    window: u32, // W
-    slots: u32,  // GSA slots M
+    elements: u32,         // values per token row (rms_norm, add, swiglu, mix, ring_write)
+    heads: u32,            // heads rotated (rope: H for q, Hkv for k)
+    kv_heads: u32,         // Hkv (recurrence, recurrence_gsa, swa)
+    head_dim: u32,         // d
+    group: u32,            // query heads per KV head, H / Hkv
+    hgrn2: u32,            // recurrence: 1 = HGRN2 gates, 0 = GLA
+    broadcast: u32,        // add: 1 = b3 is one row added to every token's (a bias)
+    last_row: u32,         // rms_norm: 1 = only the last token's row, into b4's first
+    eps: f32,              // rms_norm
+    gate_normalizer: f32,  // recurrence (GLA), recurrence_gsa: 16
+    mix_swa: f32,          // mix: the SWA branch's weight, 0.5
+    scale: f32,            // swa: 1/√d
+    window: u32,           // W (swa, ring_write)
+    slots: u32,            // M, GSA slots
+    pad0: u32,
+    pad1: u32,
 }
 
 struct Step {
@@ -72,84 +84,83 @@ fn log_sigmoid(x: f32) -> f32 {
     return min(x, 0.0) - log(1.0 + exp(-abs(x)));
 }
 
-// b4[r] = b2[r] / rms(b2[r]) · b3 for row r = workgroup id (n per token; f0 = eps); with
-// flag 1, one workgroup normalizes the last row into b4's first.
+// b4[r] = b2[r] / rms(b2[r]) · b3 for row r = workgroup id: b2 x [T, D], b3 weight [D], b4 out
+// [T, D]; with last_row, one workgroup normalizes the last row into b4's first.
 @compute @workgroup_size(128)
 fn rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     var row = wid.x;
-    var out = wid.x * op.n;
-    if (op.flag == 1u) {
+    var out = wid.x * op.elements;
+    if (op.last_row == 1u) {
         row = st.tokens - 1u;
         out = 0u;
     }
-    let at = row * op.n;
+    let at = row * op.elements;
     var ss = 0.0;
-    for (var i = lid; i < op.n; i = i + WG) {
+    for (var i = lid; i < op.elements; i = i + WG) {
         ss = ss + b2[at + i] * b2[at + i];
     }
-    let inv = 1.0 / sqrt(wg_sum(lid, ss) / f32(op.n) + op.f0);
-    for (var i = lid; i < op.n; i = i + WG) {
+    let inv = 1.0 / sqrt(wg_sum(lid, ss) / f32(op.elements) + op.eps);
+    for (var i = lid; i < op.elements; i = i + WG) {
         b4[out + i] = b2[at + i] * inv * b3[i];
     }
 }
 
-// b2 += b3 (n per token); with flag 1, b3 is one row added to every token's (a bias).
+// b2 += b3 (n per token); with broadcast, b3 is one row [n] added to every token's (a bias).
 @compute @workgroup_size(128)
 fn add(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x;
-    if (i < op.n * st.tokens) {
-        b2[i] = b2[i] + b3[select(i, i % op.n, op.flag == 1u)];
+    if (i < op.elements * st.tokens) {
+        b2[i] = b2[i] + b3[select(i, i % op.elements, op.broadcast == 1u)];
     }
 }
 
 // b2 = silu(b2) · b3 (n per token).
 @compute @workgroup_size(128)
 fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
-    if (gid.x < op.n * st.tokens) {
+    if (gid.x < op.elements * st.tokens) {
         let g = b2[gid.x];
         b2[gid.x] = g / (1.0 + exp(-g)) * b3[gid.x];
     }
 }
 
-// b2 = f0 · b2 + (1 − f0) · b3 (the SWA / recurrent mix; n per token).
+// b2 = mix_swa · b2 + (1 − mix_swa) · b3: y [T, H·d] and o_rec [T, H·d].
 @compute @workgroup_size(128)
 fn mix(@builtin(global_invocation_id) gid: vec3<u32>) {
-    if (gid.x < op.n * st.tokens) {
-        b2[gid.x] = op.f0 * b2[gid.x] + (1.0 - op.f0) * b3[gid.x];
+    if (gid.x < op.elements * st.tokens) {
+        b2[gid.x] = op.mix_swa * b2[gid.x] + (1.0 - op.mix_swa) * b3[gid.x];
     }
 }
 
-// Rotate-half RoPE of n heads per token of b2 in place; b3 = per token [cos (d/2), sin (d/2)]
-// of its position.
+// Rotate-half RoPE of `heads` heads per token of b2 [T, heads·d] in place; b3 [T, d] = per token
+// [cos (d/2), sin (d/2)] of its position.
 @compute @workgroup_size(128)
 fn rope(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let half = op.d / 2u;
-    let per_token = op.n * half;
+    let half = op.head_dim / 2u;
+    let per_token = op.heads * half;
     if (gid.x >= per_token * st.tokens) {
         return;
     }
     let t = gid.x / per_token;
     let head = (gid.x % per_token) / half;
     let i = gid.x % half;
-    let lo = t * op.n * op.d + head * op.d + i;
+    let lo = t * op.heads * op.head_dim + head * op.head_dim + i;
     let a = b2[lo];
     let b = b2[lo + half];
-    let c = b3[t * op.d + i];
-    let s = b3[t * op.d + half + i];
+    let c = b3[t * op.head_dim + i];
+    let s = b3[t * op.head_dim + half + i];
     b2[lo] = a * c - b * s;
     b2[lo + half] = b * c + a * s;
 }
 
 // GLA / HGRN2 for KV head j = workgroup id, the batch's tokens in order: state b2 [Hkv, d, d]
 // updated with k = b3, v = b4 (Hkv·d per token), then the readout of each query head of the
-// group, q = b5, into b6 = o_rec (H·d per token). Thread c owns value column c. f0 = gate
-// normalizer (GLA).
+// group, q = b5 [T, H·d], into b6 = o_rec [T, H·d]. Thread c owns value column c.
 @compute @workgroup_size(128)
 fn recurrence(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) c: u32) {
     let j = wid.x;
-    let d = op.d;
+    let d = op.head_dim;
     let on = c < d;
-    let kv_row = op.n * d;
+    let kv_row = op.kv_heads * d;
     let q_row = kv_row * op.group;
     let base = j * d * d;
     for (var t = 0u; t < st.tokens; t = t + 1u) {
@@ -159,7 +170,7 @@ fn recurrence(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         if (on) {
             kc = b3[t * kv_row + j * d + c];
         }
-        if (op.flag == 0u) {
+        if (op.hgrn2 == 0u) {
             let m = wg_max(c, kc);
             var e = 0.0;
             if (on) {
@@ -168,7 +179,7 @@ fn recurrence(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             let total = wg_sum(c, e);
             if (on) {
                 feat[c] = e / total;
-                gate[c] = exp(log_sigmoid(kc) / op.f0);
+                gate[c] = exp(log_sigmoid(kc) / op.gate_normalizer);
             }
         } else if (on) {
             let a = 1.0 / (1.0 + exp(-kc));
@@ -213,16 +224,15 @@ fn recurrence(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
 
 // GSA for KV head j = workgroup id, the batch's tokens in order: state b2 = [Hkv, keys K
 // (d × M), values V (M × d)] updated with k = b3, v = b4 through M pooled gates; then per
-// query head of the group (q = b5, raw), p = softmax(Kᵀq), o = Vᵀp into b6. f0 = gate
-// normalizer, slots = M.
+// query head of the group (q = b5 [T, H·d], raw), p = softmax(Kᵀq), o = Vᵀp into b6 [T, H·d].
 @compute @workgroup_size(128)
 fn recurrence_gsa(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let j = wid.x;
-    let d = op.d;
+    let d = op.head_dim;
     let m = op.slots;
     let keys = j * 2u * d * m;
     let values = keys + d * m;
-    let kv_row = op.n * d;
+    let kv_row = op.kv_heads * d;
     let q_row = kv_row * op.group;
     for (var tok = 0u; tok < st.tokens; tok = tok + 1u) {
         let k = tok * kv_row + j * d;
@@ -235,7 +245,7 @@ fn recurrence_gsa(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
             for (var i = start; i < end; i = i + 1u) {
                 s = s + b3[k + i];
             }
-            let a = exp(log_sigmoid(s / f32(end - start)) / op.f0);
+            let a = exp(log_sigmoid(s / f32(end - start)) / op.gate_normalizer);
             gate[t] = a;
             feat[t] = 1.0 - a;
         }
@@ -288,16 +298,16 @@ fn recurrence_gsa(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
 // Sliding-window attention of token t, query head h (workgroup id = t·H + h): q = b2
 // (RoPE'd, H·d per token), the batch's k = b3 (RoPE'd) and v = b4 (Hkv·d per token), the
 // layer's ring keys b5 and values b6 [W, Hkv·d] holding the window_len positions before the
-// batch; output b7 (H·d per token). f0 = 1/√d. Token t sees the min(window_len + t, W)
+// batch; output b7 (H·d per token), scaled by op.scale = 1/√d. Token t sees the min(window_len + t, W)
 // positions before it (oldest first), then itself.
 @compute @workgroup_size(128)
 fn swa(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let d = op.d;
-    let heads = op.n * op.group; // op.n = KV heads
+    let d = op.head_dim;
+    let heads = op.kv_heads * op.group; // op.kv_heads = KV heads
     let t = wid.x / heads;
     let h = wid.x % heads;
     let j = h / op.group;
-    let kv = op.n * d;
+    let kv = op.kv_heads * d;
     let q = t * heads * d + h * d;
     let count = min(st.window_len + t, op.window) + 1u;
     let first = st.pos + t + 1u - count;
@@ -317,7 +327,7 @@ fn swa(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l
                 s = s + b2[q + i] * b5[row + i];
             }
         }
-        score = s * op.f0;
+        score = s * op.scale;
     }
     let m = wg_max(lid, score);
     var e = 0.0;
@@ -345,12 +355,12 @@ fn swa(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l
 // of their positions in b4 / b5.
 @compute @workgroup_size(128)
 fn ring_write(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let t = gid.x / op.n;
+    let t = gid.x / op.elements;
     if (t >= st.tokens || t + op.window < st.tokens) {
         return;
     }
     let slot = (st.pos + t) % op.window;
-    let i = gid.x % op.n;
-    b4[slot * op.n + i] = b2[gid.x];
-    b5[slot * op.n + i] = b3[gid.x];
+    let i = gid.x % op.elements;
+    b4[slot * op.elements + i] = b2[gid.x];
+    b5[slot * op.elements + i] = b3[gid.x];
 }

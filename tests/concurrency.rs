@@ -40,14 +40,14 @@ fn sample_n(session: &mut Session, sampler: &mut Sampler, n: usize) -> Vec<u32> 
 fn run(models: &[Arc<Model>], job: &Job) -> Outcome {
     let mut s = Session::new(models[job.model].clone(), job.mode);
     s.feed(&job.prompt).unwrap();
-    let saved = s.save_state();
-    let forked_session = s.fork();
+    let saved = s.save_state().unwrap();
+    let forked_session = s.fork().unwrap();
     let options = SamplerOptions {
         seed: job.seed,
         ..Default::default()
     };
     let tokens = sample_n(&mut s, &mut Sampler::new(options.clone()), job.generate);
-    let state = s.save_state();
+    let state = s.save_state().unwrap();
     s.load_state(&saved).unwrap();
     let replay = sample_n(&mut s, &mut Sampler::new(options.clone()), job.generate);
     let mut f = forked_session;

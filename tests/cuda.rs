@@ -3,17 +3,12 @@
 //! CPU. Without a device: skipped with a printed reason, or failed where `LIGER_REQUIRE_CUDA`
 //! is set (the GPU machine).
 
-use crate::device::{self, DeviceSequence, Uploaded};
+use crate::device::{self, Uploaded};
+use liger::backend::{DeviceSequence, StepOnDevice};
 use liger::cuda::{CudaDevice, CudaModel, CudaSequence};
 use liger::{DecodeMode, Model, ModelOptions, Session};
 use liger_tests::*;
 use std::sync::Arc;
-
-impl DeviceSequence for CudaSequence {
-    fn feed(&mut self, tokens: &[u32], hf_compat: bool) -> liger::Result<&[f32]> {
-        CudaSequence::feed(self, tokens, hf_compat)
-    }
-}
 
 fn upload(model: Arc<Model>) -> Uploaded {
     let gpu = Arc::new(CudaModel::new(CudaDevice::new().unwrap(), model).unwrap());
@@ -126,6 +121,67 @@ fn graph_replays_equal_kernels_queued_one_by_one() {
 }
 
 #[test]
+fn sequences_on_two_threads_capture_their_graphs_at_once() {
+    // Two sequences on one model, each on its own thread and stream, capture their decode graphs
+    // at the same moment and decode 40 tokens side by side: each equals the same run alone. (On
+    // one shared stream, one thread's kernels would land in the other's graph.)
+    let Some(dev) = CudaDevice::for_tests() else {
+        return;
+    };
+    let case = fixtures().join("liger").join("liger_gla");
+    let dir = tempfile::tempdir().unwrap();
+    let model = Arc::new(
+        Model::load(
+            convert_case(&case, "q8_0", dir.path()),
+            &ModelOptions::default(),
+        )
+        .unwrap(),
+    );
+    let gpu = Arc::new(CudaModel::new(dev, Arc::clone(&model)).unwrap());
+    let vocab = model.config.vocab_size;
+    let run = |salt: usize, start: Option<&std::sync::Barrier>| -> Vec<Vec<f32>> {
+        let mut seq = CudaSequence::new(&gpu).unwrap();
+        seq.feed(&[1, 2, 3], false).unwrap();
+        if let Some(b) = start {
+            b.wait();
+        }
+        (0..40)
+            .map(|t| {
+                let id = ((t * 7919 + salt * 104_729) % vocab) as u32;
+                seq.step(id).unwrap().to_vec()
+            })
+            .collect()
+    };
+    let alone = [run(1, None), run(2, None)];
+    let barrier = std::sync::Barrier::new(2);
+    let together: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = [1, 2]
+            .map(|salt| {
+                let (run, barrier) = (&run, &barrier);
+                scope.spawn(move || run(salt, Some(barrier)))
+            })
+            .into_iter()
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
+        for (t, (x, y)) in a.iter().zip(b).enumerate() {
+            if let Some(v) = x
+                .iter()
+                .zip(y)
+                .position(|(p, q)| p.to_bits() != q.to_bits())
+            {
+                panic!(
+                    "sequence {i}, token {t}: first mismatch at vocab id {v}: alone {}, \
+                     beside another thread {}",
+                    x[v], y[v]
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn states_move_between_cuda_and_the_cpu() {
     // A CUDA sequence's state, saved in the CPU's format, continues on a CPU session with the
     // same logits (within the fixtures' tolerance), and the other way round; a fork on the
@@ -171,7 +227,7 @@ fn states_move_between_cuda_and_the_cpu() {
     }
     // The CPU's state on the device.
     let mut from_cpu = CudaSequence::new(&gpu).unwrap();
-    let state = liger::session::decode_state(&model, mode, &cpu.save_state()).unwrap();
+    let state = liger::session::decode_state(&model, mode, &cpu.save_state().unwrap()).unwrap();
     from_cpu.set_state(&state).unwrap();
     let id = next[0];
     let want = cpu.feed(&[id]).unwrap().to_vec();

@@ -11,14 +11,20 @@ use std::sync::Arc;
 /// with f32 weights here, only the summation order differs.
 pub const LOGIT_TOLERANCE: f32 = 1e-3;
 
-/// A sequence on a device.
-pub trait DeviceSequence {
+/// A sequence on a device, as these checks drive it (any backend's `DeviceSequence`).
+pub trait Feeds {
     /// Feeds `tokens` as one call (`hf_compat`: the window emptied first); the last logits.
-    fn feed(&mut self, tokens: &[u32], hf_compat: bool) -> liger::Result<&[f32]>;
+    fn feed_call(&mut self, tokens: &[u32], hf_compat: bool) -> liger::Result<&[f32]>;
+}
+
+impl<S: liger::backend::DeviceSequence> Feeds for S {
+    fn feed_call(&mut self, tokens: &[u32], hf_compat: bool) -> liger::Result<&[f32]> {
+        self.feed(tokens, hf_compat)
+    }
 }
 
 /// A model uploaded to a device: makes sequences with prefill batches of the given size.
-pub type Uploaded = Box<dyn Fn(usize) -> Box<dyn DeviceSequence>>;
+pub type Uploaded = Box<dyn Fn(usize) -> Box<dyn Feeds>>;
 
 /// Asserts `got` is within the tolerance of the reference row; returns the largest |Δ|.
 pub fn check_row(got: &[f32], want: &[f32], what: &str) -> f32 {
@@ -87,7 +93,7 @@ pub fn decode_matches_the_reference(device: &str, upload: &dyn Fn(Arc<Model>) ->
             for (t, &id) in c.ids.iter().enumerate() {
                 // hf-compat: the prompt is one call, then every token its own call.
                 let clear = semantics == "hf-compat" && (t == 0 || t >= c.prompt_len);
-                let got = seq.feed(&[id], clear).unwrap();
+                let got = seq.feed_call(&[id], clear).unwrap();
                 let what = format!("{} ({semantics}) on {device}, token {t}", c.name);
                 worst = worst.max(check_row(got, c.row(want, t), &what));
             }
@@ -114,7 +120,7 @@ pub fn prefill_batches_match_the_reference(device: &str, upload: &dyn Fn(Arc<Mod
         let (mut at, mut size, mut worst) = (0, 1, 0f32);
         while at < ids.len() {
             let end = (at + size).min(ids.len());
-            let got = seq.feed(&ids[at..end], false).unwrap();
+            let got = seq.feed_call(&ids[at..end], false).unwrap();
             let what = format!("{name} (window) on {device}, prefill of tokens {at}..{end}");
             worst = worst.max(check_row(got, c.row(&c.logits_full, end - 1), &what));
             (at, size) = (end, size % 7 + 1);
@@ -122,11 +128,11 @@ pub fn prefill_batches_match_the_reference(device: &str, upload: &dyn Fn(Arc<Mod
         // hf-compat: the prompt in one call (three batches), then one call per token.
         let want = &c.logits_incremental;
         let mut seq = (c.new_sequence)(3);
-        let got = seq.feed(&ids[..prompt_len], true).unwrap();
+        let got = seq.feed_call(&ids[..prompt_len], true).unwrap();
         let what = format!("{name} (hf-compat) on {device}, prompt");
         worst = worst.max(check_row(got, c.row(want, prompt_len - 1), &what));
         for t in prompt_len..ids.len() {
-            let got = seq.feed(&ids[t..t + 1], true).unwrap();
+            let got = seq.feed_call(&ids[t..t + 1], true).unwrap();
             let what = format!("{name} (hf-compat) on {device}, token {t}");
             worst = worst.max(check_row(got, c.row(want, t), &what));
         }

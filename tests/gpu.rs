@@ -2,17 +2,12 @@
 //! model split over binding limits, and C API sessions on the GPU. Without an adapter: skipped
 //! with a printed reason, or failed in CI.
 
-use crate::device::{self, check_row, DeviceSequence, Uploaded};
+use crate::device::{self, check_row, Uploaded};
+use liger::backend::{DeviceSequence, StepOnDevice};
 use liger::gpu::{GpuContext, GpuModel, GpuSequence};
 use liger::{Model, ModelOptions};
 use liger_tests::*;
 use std::sync::Arc;
-
-impl DeviceSequence for GpuSequence {
-    fn feed(&mut self, tokens: &[u32], hf_compat: bool) -> liger::Result<&[f32]> {
-        GpuSequence::feed(self, tokens, hf_compat)
-    }
-}
 
 /// Uploads `model` to the adapter (one context per model, as an app would have).
 fn upload(model: Arc<Model>) -> Uploaded {

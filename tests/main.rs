@@ -1,5 +1,6 @@
 //! Integration tests against the golden fixtures in `tests/fixtures` (see its README).
 
+mod backends;
 mod capi;
 mod concurrency;
 mod convert;

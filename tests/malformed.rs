@@ -196,7 +196,7 @@ fn hostile_state_blobs_are_refused_and_change_nothing() {
     let (gla, hgrn2) = (load("liger_gla"), load("liger_hgrn2"));
     let mut saver = Session::new(gla.clone(), DecodeMode::Window);
     saver.feed(&[5, 6, 7, 8, 9]).unwrap();
-    let good = saver.save_state();
+    let good = saver.save_state().unwrap();
     let put = |at: usize, v: &[u8]| {
         let mut b = good.clone();
         b[at..at + v.len()].copy_from_slice(v);
@@ -210,8 +210,16 @@ fn hostile_state_blobs_are_refused_and_change_nothing() {
     let mut cases: Vec<(String, Vec<u8>, &str)> = vec![
         ("empty".into(), vec![], "not a liger state"),
         ("magic only".into(), b"LGST".to_vec(), "not a liger state"),
-        ("another model".into(), other.save_state(), "another model"),
-        ("another decode mode".into(), hf.save_state(), "decode mode"),
+        (
+            "another model".into(),
+            other.save_state().unwrap(),
+            "another model",
+        ),
+        (
+            "another decode mode".into(),
+            hf.save_state().unwrap(),
+            "decode mode",
+        ),
         ("version 2".into(), put(4, &2u32.to_le_bytes()), "version 2"),
         ("version 0".into(), put(4, &0u32.to_le_bytes()), "version 0"),
         (
@@ -265,7 +273,7 @@ fn hostile_state_blobs_are_refused_and_change_nothing() {
 
     let mut session = Session::new(gla, DecodeMode::Window);
     session.feed(&[1, 2, 3]).unwrap();
-    let before = session.save_state();
+    let before = session.save_state().unwrap();
     for (what, blob, want) in &cases {
         let (result, peak) = peak_during(|| session.load_state(blob));
         let err = result
@@ -281,7 +289,7 @@ fn hostile_state_blobs_are_refused_and_change_nothing() {
             "{what}: {peak} bytes"
         );
         assert!(
-            session.save_state() == before,
+            session.save_state().unwrap() == before,
             "{what}: the session changed"
         );
     }

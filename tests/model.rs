@@ -187,9 +187,9 @@ fn save_restore_and_fork_are_exact() {
         let tokens = ids(&fixtures().join("liger").join(case));
         let mut s = Session::new(model.clone(), mode);
         s.feed(&tokens[..30]).unwrap();
-        let saved = s.save_state();
+        let saved = s.save_state().unwrap();
         assert_eq!(saved.len(), s.state_size());
-        let fork = s.fork();
+        let fork = s.fork().unwrap();
         let next: Vec<u32> = tokens[30..80].to_vec();
         let first: Vec<Vec<f32>> = next
             .iter()
@@ -229,7 +229,7 @@ fn states_from_elsewhere_are_rejected() {
     ));
     let mut a = Session::new(gla.clone(), DecodeMode::Window);
     a.feed(&[1, 2, 3]).unwrap();
-    let saved = a.save_state();
+    let saved = a.save_state().unwrap();
     let mut b = Session::new(hgrn2, DecodeMode::Window);
     let err = b.load_state(&saved).unwrap_err().to_string();
     assert!(err.contains("another model"), "{err}");
@@ -387,7 +387,7 @@ fn state_and_memory_stay_fixed_over_100k_tokens() {
     let after = resident_bytes();
     assert_eq!(s.position(), 100_000);
     assert_eq!(s.state_size(), size, "state size changed");
-    assert_eq!(s.save_state().len(), size);
+    assert_eq!(s.save_state().unwrap().len(), size);
     assert!(
         s.logits().iter().all(|v| v.is_finite()),
         "logits stay finite at 100k tokens"

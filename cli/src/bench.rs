@@ -32,8 +32,8 @@ pub struct BenchArgs {
     /// Output: md or json.
     #[arg(short = 'o', long, default_value = "md")]
     pub output: String,
-    /// cpu, wgpu or cuda (builds with `--features wgpu` / `--features cuda`).
-    #[arg(long, default_value = "cpu")]
+    /// auto (CUDA when a device passes the self-test, else the CPU), cpu, wgpu or cuda.
+    #[arg(long, default_value = "auto")]
     pub backend: String,
 }
 
@@ -92,10 +92,10 @@ pub(crate) fn tokens(n: usize, vocab: usize, salt: usize) -> Vec<u32> {
         .collect()
 }
 
-fn session_at_depth(model: &Arc<Model>, depth: usize) -> Result<Session> {
-    let mut s = Session::new(model.clone(), DecodeMode::Window);
+fn session_at_depth(backend: &Arc<dyn liger::Backend>, depth: usize) -> Result<Session> {
+    let mut s = Session::on(backend, DecodeMode::Window)?;
     if depth > 0 {
-        s.feed(&tokens(depth, model.config.vocab_size, 1))?;
+        s.feed(&tokens(depth, backend.model().config.vocab_size, 1))?;
     }
     Ok(s)
 }
@@ -119,7 +119,7 @@ fn measure(
     };
     peak_resident(true);
     for _ in 0..repetitions {
-        let mut s = at_depth.fork();
+        let mut s = at_depth.fork()?;
         if !untimed.is_empty() {
             s.feed(untimed)?;
         }
@@ -137,22 +137,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         bail!("-o {} (md or json)", args.output);
     }
     let depths = crate::generate::parse_ids(&args.depth)?;
-    match args.backend.as_str() {
-        "cpu" => {}
-        #[cfg(feature = "wgpu")]
-        "wgpu" => return crate::bench_gpu::bench_wgpu(&args, &depths),
-        #[cfg(not(feature = "wgpu"))]
-        "wgpu" => {
-            bail!("this liger was built without the wgpu backend (cargo build --features wgpu)")
-        }
-        #[cfg(feature = "cuda")]
-        "cuda" => return crate::bench_gpu::bench_cuda(&args, &depths),
-        #[cfg(not(feature = "cuda"))]
-        "cuda" => {
-            bail!("this liger was built without the CUDA backend (cargo build --features cuda)")
-        }
-        other => bail!("--backend {other} (cpu, wgpu or cuda)"),
-    }
+    let kind: liger::BackendKind = args.backend.parse()?;
     let model = Arc::new(Model::load(
         &args.model,
         &ModelOptions {
@@ -160,14 +145,21 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             simd: None,
         },
     )?);
+    let opened = liger::backend::open(kind, &model)?;
+    eprintln!("{}", opened.reason);
+    let backend = opened.backend;
     let vocab = model.config.vocab_size;
     let mut results = Vec::new();
-    // Warm-up: pages the weights in before anything is timed.
-    session_at_depth(&model, 0)?.feed(&tokens(16, vocab, 2))?;
+    // Warm-up: pages the weights in, compiles pipelines and kernels, before anything is timed.
+    let mut warm = session_at_depth(&backend, 0)?;
+    warm.feed(&tokens(16, vocab, 2))?;
+    for &t in &tokens(4, vocab, 2) {
+        warm.feed(&[t])?;
+    }
     for &depth in &depths {
         let depth = depth as usize;
         // The context is fed once per depth; each repetition starts from a fork of it.
-        let at_depth = session_at_depth(&model, depth)?;
+        let at_depth = session_at_depth(&backend, depth)?;
         if args.n_prompt > 0 {
             let prompt = tokens(args.n_prompt, vocab, 2);
             let r = measure(
@@ -181,7 +173,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         }
         if args.n_gen > 0 {
             let gen = tokens(args.n_gen, vocab, 3);
-            // The first single-token step (untimed) sizes the decode buffers.
+            // The first single-token step (untimed) sizes the decode buffers (on CUDA: captures
+            // the decode graph).
             let r = measure(
                 &at_depth,
                 &gen[..1],
@@ -192,16 +185,38 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             results.push(r);
         }
     }
-    let backend = Backend {
-        name: format!("CPU ({})", model.simd.name()),
-        simd: model.simd.name().to_string(),
-        threads: model.threads(),
+    if let Some(copy) = backend.copy_bandwidth()? {
+        eprintln!(
+            "device-to-device copy: {:.1} GB/s (read + write)",
+            copy / 1e9
+        );
+        let weight_bytes = backend.weight_bytes_per_token();
+        for r in results.iter().filter(|r| r.n_gen > 0) {
+            let rate = weight_bytes as f64 * r.mean();
+            eprintln!(
+                "{}: weights read at {:.1} GB/s ({:.1} MB per token), {:.0} % of the copy bandwidth",
+                r.name(),
+                rate / 1e9,
+                weight_bytes as f64 / 1e6,
+                100.0 * rate / copy
+            );
+        }
+    }
+    let on_cpu = backend.kind() == liger::BackendKind::Cpu;
+    let ran_on = Ran {
+        name: backend.describe(),
+        simd: if on_cpu {
+            model.simd.name().to_string()
+        } else {
+            String::new()
+        },
+        threads: if on_cpu { model.threads() } else { 1 },
     };
-    report(&args, &model, &backend, &results)
+    report(&args, &model, &ran_on, &results)
 }
 
 /// Where a benchmark ran, for the table and the JSON.
-pub(crate) struct Backend {
+pub(crate) struct Ran {
     pub name: String,
     pub simd: String,
     pub threads: usize,
@@ -211,7 +226,7 @@ pub(crate) struct Backend {
 pub(crate) fn report(
     args: &BenchArgs,
     model: &Model,
-    backend: &Backend,
+    backend: &Ran,
     results: &[TestResult],
 ) -> Result<()> {
     let size = std::fs::metadata(&args.model)?.len();

@@ -21,7 +21,7 @@ pub fn save(path: &Path, conversation: &Conversation, session: &Session) -> Resu
     bytes.extend_from_slice(&VERSION.to_le_bytes());
     bytes.extend_from_slice(&(json.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&json);
-    bytes.extend_from_slice(&session.save_state());
+    bytes.extend_from_slice(&session.save_state()?);
     let sum = liger::model::fnv1a(&bytes);
     bytes.extend_from_slice(&sum.to_le_bytes());
     let dir = path
@@ -119,11 +119,11 @@ mod tests {
         let mut fresh = tiny_session(dir.path());
         let loaded = from_bytes(&good, &mut fresh).unwrap();
         assert_eq!(loaded.messages.len(), 1);
-        assert_eq!(fresh.save_state(), session.save_state());
+        assert_eq!(fresh.save_state().unwrap(), session.save_state().unwrap());
 
         // Every truncation, and a one-bit flip in every 7th byte, is refused; the session is
         // untouched.
-        let before = fresh.save_state();
+        let before = fresh.save_state().unwrap();
         let mut refused = 0;
         for len in 0..good.len() {
             assert!(
@@ -142,7 +142,7 @@ mod tests {
             );
             refused += 1;
         }
-        assert_eq!(fresh.save_state(), before);
+        assert_eq!(fresh.save_state().unwrap(), before);
         assert!(refused > 1000);
         // A newer version is named as such.
         let mut newer = good.clone();

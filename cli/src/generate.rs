@@ -3,8 +3,10 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use liger::chat::{ChatTemplate, Conversation, CHATML};
+use liger::generate::{GenerateOptions, Generator, StopReason};
 use liger::{
-    DecodeMode, Model, ModelOptions, Sampler, SamplerOptions, Session, StreamDecoder, Tokenizer,
+    Backend, BackendKind, DecodeMode, Model, ModelOptions, Sampler, SamplerOptions, Session,
+    Tokenizer,
 };
 use std::collections::VecDeque;
 use std::io::{BufRead, Write};
@@ -25,6 +27,10 @@ pub struct ModelArgs {
     /// CPU threads (default: all cores).
     #[arg(short, long)]
     pub threads: Option<usize>,
+    /// Where the model runs: auto (CUDA when a device passes the self-test, else the CPU),
+    /// cpu, wgpu (Vulkan / Metal / DX12) or cuda.
+    #[arg(long, default_value = "auto")]
+    pub backend: String,
 }
 
 #[derive(Args, Clone)]
@@ -66,10 +72,20 @@ impl SamplingArgs {
 pub struct Loaded {
     pub model: Arc<Model>,
     pub mode: DecodeMode,
+    /// Where sessions run (`--backend`).
+    pub backend: Arc<dyn Backend>,
+}
+
+impl Loaded {
+    /// A new session on the chosen backend.
+    pub fn session(&self) -> Result<Session> {
+        Ok(Session::on(&self.backend, self.mode)?)
+    }
 }
 
 pub fn load(args: &ModelArgs) -> Result<Loaded> {
     let mode: DecodeMode = args.decode.parse()?;
+    let kind: BackendKind = args.backend.parse()?;
     let started = Instant::now();
     let model = Model::load(
         &args.model,
@@ -91,9 +107,13 @@ pub fn load(args: &ModelArgs) -> Result<Loaded> {
         model.threads(),
         model.state_bytes() as f64 / (1 << 20) as f64
     );
+    let model = Arc::new(model);
+    let opened = liger::backend::open(kind, &model)?;
+    eprintln!("{}", opened.reason);
     Ok(Loaded {
-        model: Arc::new(model),
+        model,
         mode,
+        backend: opened.backend,
     })
 }
 
@@ -120,94 +140,13 @@ pub(crate) fn chat_template(tok: &Tokenizer) -> Result<ChatTemplate> {
     Ok(ChatTemplate::new(source, &name(tok.bos), &name(tok.eos))?)
 }
 
-/// Stop ids of the file (with or without a tokenizer).
-pub(crate) fn stop_ids(model: &Model) -> Result<Vec<u32>> {
-    Ok(liger::tokenizer::stop_ids(
-        model.file(),
-        model.config.vocab_size,
-    )?)
-}
-
-/// What generation needs of a sequence on any backend.
-pub trait Decoder {
-    /// Logits of the last token fed.
-    fn last_logits(&self) -> &[f32];
-    /// Feeds tokens as one call.
-    fn feed_tokens(&mut self, tokens: &[u32]) -> liger::Result<()>;
-}
-
-impl Decoder for Session {
-    fn last_logits(&self) -> &[f32] {
-        self.logits()
-    }
-    fn feed_tokens(&mut self, tokens: &[u32]) -> liger::Result<()> {
-        self.feed(tokens).map(|_| ())
-    }
-}
-
-#[cfg(feature = "wgpu")]
-pub struct GpuDecoder {
-    pub seq: liger::gpu::GpuSequence,
-    pub hf_compat: bool,
-}
-
-#[cfg(feature = "wgpu")]
-impl Decoder for GpuDecoder {
-    fn last_logits(&self) -> &[f32] {
-        self.seq.logits()
-    }
-    fn feed_tokens(&mut self, tokens: &[u32]) -> liger::Result<()> {
-        self.seq.feed(tokens, self.hf_compat).map(|_| ())
-    }
-}
-
-#[cfg(feature = "cuda")]
-pub struct CudaDecoder {
-    pub seq: liger::cuda::CudaSequence,
-    pub hf_compat: bool,
-}
-
-#[cfg(feature = "cuda")]
-impl Decoder for CudaDecoder {
-    fn last_logits(&self) -> &[f32] {
-        self.seq.logits()
-    }
-    fn feed_tokens(&mut self, tokens: &[u32]) -> liger::Result<()> {
-        self.seq.feed(tokens, self.hf_compat).map(|_| ())
-    }
+/// A failed write of generated text (a closed pipe, a full disk).
+fn to_stdout(e: std::io::Error) -> liger::Error {
+    liger::Error::io("standard output", e)
 }
 
 /// Set by Ctrl-C in `chat`: stops the answer being generated, not the program.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// Generates up to `n` tokens after the session's last logits, feeding each one; calls `emit`
-/// with each token; stops early when [`INTERRUPTED`] is set. Returns the tokens (stop token
-/// excluded), the decode time and the stop token if one ended generation.
-fn generate(
-    session: &mut dyn Decoder,
-    sampler: &mut Sampler,
-    n: usize,
-    stops: &[u32],
-    ignore_eos: bool,
-    mut emit: impl FnMut(u32) -> Result<()>,
-) -> Result<(Vec<u32>, f64, Option<u32>)> {
-    let started = Instant::now();
-    let mut out = Vec::new();
-    for _ in 0..n {
-        if INTERRUPTED.load(Ordering::Relaxed) {
-            break;
-        }
-        let next = sampler.sample(session.last_logits());
-        if !ignore_eos && stops.contains(&next) {
-            return Ok((out, started.elapsed().as_secs_f64(), Some(next)));
-        }
-        emit(next)?;
-        out.push(next);
-        sampler.observe(next);
-        session.feed_tokens(&[next])?;
-    }
-    Ok((out, started.elapsed().as_secs_f64(), None))
-}
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -228,15 +167,13 @@ pub struct RunArgs {
     /// Print the generated token ids (one line) instead of text.
     #[arg(long)]
     pub ids: bool,
-    /// cpu, wgpu or cuda (builds with `--features wgpu` / `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    pub backend: String,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
-    let Loaded { model, mode } = load(&args.model)?;
+    let loaded = load(&args.model)?;
+    let model = &loaded.model;
     let prompt: Vec<u32> = match (&args.prompt, &args.prompt_ids) {
         (_, Some(ids)) => parse_ids(ids)?,
         (Some(text), None) => {
@@ -254,81 +191,44 @@ pub fn run(args: RunArgs) -> Result<()> {
     if prompt.is_empty() {
         bail!("the prompt is empty");
     }
-    match args.backend.as_str() {
-        "cpu" => {
-            let mut session = Session::new(model.clone(), mode);
-            run_on(&args, &model, mode, &prompt, &mut session)
-        }
-        #[cfg(feature = "wgpu")]
-        "wgpu" => {
-            let ctx = liger::gpu::GpuContext::new()?;
-            eprintln!("wgpu adapter: {}", ctx.describe());
-            let gpu = Arc::new(liger::gpu::GpuModel::new(ctx, model.clone())?);
-            let mut decoder = GpuDecoder {
-                seq: liger::gpu::GpuSequence::new(&gpu)?,
-                hf_compat: mode == DecodeMode::HfCompat,
-            };
-            run_on(&args, &model, mode, &prompt, &mut decoder)
-        }
-        #[cfg(not(feature = "wgpu"))]
-        "wgpu" => {
-            bail!("this liger was built without the wgpu backend (cargo build --features wgpu)")
-        }
-        #[cfg(feature = "cuda")]
-        "cuda" => {
-            let dev = liger::cuda::CudaDevice::new()?;
-            eprintln!("CUDA device: {}", dev.describe());
-            let gpu = Arc::new(liger::cuda::CudaModel::new(dev, model.clone())?);
-            let mut decoder = CudaDecoder {
-                seq: liger::cuda::CudaSequence::new(&gpu)?,
-                hf_compat: mode == DecodeMode::HfCompat,
-            };
-            run_on(&args, &model, mode, &prompt, &mut decoder)
-        }
-        #[cfg(not(feature = "cuda"))]
-        "cuda" => {
-            bail!("this liger was built without the CUDA backend (cargo build --features cuda)")
-        }
-        other => bail!("--backend {other} (cpu, wgpu or cuda)"),
-    }
+    let mut session = loaded.session()?;
+    run_on(&args, &loaded.model, loaded.mode, &prompt, &mut session)
 }
 
-/// `run` on one backend's decoder.
+/// `run` on a session of the chosen backend.
 fn run_on(
     args: &RunArgs,
     model: &Arc<Model>,
     mode: DecodeMode,
     prompt: &[u32],
-    session: &mut dyn Decoder,
+    session: &mut Session,
 ) -> Result<()> {
-    let model = model.clone();
     let mut sampler = Sampler::new(args.sampling.options());
     prompt.iter().for_each(|&t| sampler.observe(t));
     let started = Instant::now();
-    session.feed_tokens(prompt)?;
+    session.feed(prompt)?;
     let prefill = started.elapsed().as_secs_f64();
-    let stops = stop_ids(&model)?;
     let stdout = std::io::stdout();
-    let mut decoder = StreamDecoder::new();
     let text_out = !args.ids;
-    let (tokens, decode, stopped) = generate(
-        session,
-        &mut sampler,
-        args.n_predict,
-        &stops,
-        args.sampling.ignore_eos,
-        |id| {
-            if text_out {
-                if let Some(piece) = decoder.push(tokenizer(&model)?, id)? {
-                    let mut out = stdout.lock();
-                    out.write_all(piece.as_bytes())?;
-                    out.flush()?;
-                }
-            }
-            Ok(())
+    let mut generator = Generator::new(
+        model,
+        GenerateOptions {
+            max_tokens: args.n_predict,
+            ignore_eos: args.sampling.ignore_eos,
+            ..Default::default()
         },
     )?;
-    if let Some(stop) = stopped {
+    let outcome = generator.run(session, &mut sampler, |_, piece| {
+        if text_out && !piece.is_empty() {
+            let mut out = stdout.lock();
+            out.write_all(piece.as_bytes())
+                .and_then(|_| out.flush())
+                .map_err(to_stdout)?;
+        }
+        Ok(true)
+    })?;
+    let (tokens, decode) = (&outcome.tokens, outcome.seconds);
+    if let StopReason::StopToken(stop) = outcome.stop {
         let name = model
             .tokenizer
             .as_ref()
@@ -341,9 +241,6 @@ fn run_on(
         let line: Vec<String> = tokens.iter().map(|t| t.to_string()).collect();
         writeln!(out, "{}", line.join(" "))?;
     } else {
-        if let Ok(tok) = tokenizer(&model) {
-            write!(out, "{}", decoder.flush(tok)?)?;
-        }
         writeln!(out)?;
     }
     eprintln!(
@@ -375,7 +272,8 @@ pub struct ScoreArgs {
 }
 
 pub fn score(args: ScoreArgs) -> Result<()> {
-    let Loaded { model, mode } = load(&args.model)?;
+    let loaded = load(&args.model)?;
+    let (model, mode) = (&loaded.model, loaded.mode);
     let ids = parse_ids(&args.ids)?;
     if ids.is_empty() {
         bail!("--ids is empty");
@@ -384,7 +282,7 @@ pub fn score(args: ScoreArgs) -> Result<()> {
     if prompt_len == 0 || prompt_len > ids.len() {
         bail!("--prompt-len {prompt_len} must be in 1..={}", ids.len());
     }
-    let mut session = Session::new(model.clone(), mode);
+    let mut session = loaded.session()?;
     let logits = match mode {
         DecodeMode::Window => session.feed_all_logits(&ids)?,
         DecodeMode::HfCompat => {
@@ -425,11 +323,11 @@ const COMMANDS: &str = "/undo, /save PATH, /load PATH, /reset, /quit";
 const UNDO_BYTES: usize = 256 << 20;
 
 pub fn chat(args: ChatArgs) -> Result<()> {
-    let Loaded { model, mode } = load(&args.model)?;
-    let tok = tokenizer(&model)?;
+    let loaded = load(&args.model)?;
+    let model = &loaded.model;
+    let tok = tokenizer(model)?;
     let template = chat_template(tok)?;
-    let stops = stop_ids(&model)?;
-    let mut session = Session::new(model.clone(), mode);
+    let mut session = loaded.session()?;
     let mut sampler = Sampler::new(args.sampling.options());
     let fresh = || {
         let mut c = Conversation::default();
@@ -464,7 +362,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
         match command {
             "/quit" | "/exit" => break,
             "/reset" => {
-                session.reset();
+                session.reset()?;
                 conversation = fresh();
                 undo.clear();
                 eprintln!("(conversation reset)");
@@ -525,33 +423,31 @@ pub fn chat(args: ChatArgs) -> Result<()> {
         if undo.len() == undo_depth {
             undo.pop_front();
         }
-        undo.push_back((session.fork(), conversation.clone(), sampler.clone()));
+        undo.push_back((session.fork()?, conversation.clone(), sampler.clone()));
         let delta = conversation.user_turn(&template, line)?;
         let ids = tok.encode(&delta, false)?;
         ids.iter().for_each(|&t| sampler.observe(t));
         let started = Instant::now();
         session.feed(&ids)?;
         let prefill = started.elapsed().as_secs_f64();
-        let mut decoder = StreamDecoder::skipping_special();
         let mut answer = String::new();
-        let (tokens, decode, _) = generate(
-            &mut session,
-            &mut sampler,
-            args.n_predict,
-            &stops,
-            false,
-            |id| {
-                if let Some(piece) = decoder.push(tok, id)? {
-                    answer.push_str(&piece);
-                    write!(stdout, "{piece}")?;
-                    stdout.flush()?;
-                }
-                Ok(())
+        let mut generator = Generator::new(
+            model,
+            GenerateOptions {
+                max_tokens: args.n_predict,
+                skip_special: true,
+                ..Default::default()
             },
         )?;
-        let rest = decoder.flush(tok)?;
-        answer.push_str(&rest);
-        writeln!(stdout, "{rest}")?;
+        let outcome = generator.run(&mut session, &mut sampler, |_, piece| {
+            answer.push_str(piece);
+            write!(stdout, "{piece}")
+                .and_then(|_| stdout.flush())
+                .map_err(to_stdout)?;
+            Ok(!INTERRUPTED.load(Ordering::Relaxed))
+        })?;
+        writeln!(stdout)?;
+        let (tokens, decode) = (outcome.tokens, outcome.seconds);
         if INTERRUPTED.swap(false, Ordering::Relaxed) {
             eprintln!("(stopped)");
         }

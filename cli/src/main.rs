@@ -1,8 +1,6 @@
 //! `liger` — convert Liger checkpoints and inspect liger files.
 
 mod bench;
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
-mod bench_gpu;
 mod chat_file;
 mod generate;
 mod hub;

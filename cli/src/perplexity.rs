@@ -3,12 +3,11 @@
 //! independent windows), and the KL divergence to a reference run's log-probabilities — say
 //! the f16 file's — to measure what quantization costs.
 
-use crate::generate::{load, Loaded, ModelArgs};
+use crate::generate::{load, ModelArgs};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use half::f16;
 use liger::sampler::argmax;
-use liger::Session;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -71,7 +70,8 @@ fn ids_hash(ids: &[u32]) -> u64 {
 }
 
 pub fn perplexity(args: PerplexityArgs) -> Result<()> {
-    let Loaded { model, mode } = load(&args.model)?;
+    let loaded = load(&args.model)?;
+    let model = &loaded.model;
     let tok = model
         .tokenizer
         .as_ref()
@@ -123,7 +123,7 @@ pub fn perplexity(args: PerplexityArgs) -> Result<()> {
         None => None,
     };
 
-    let mut session = Session::new(model.clone(), mode);
+    let mut session = loaded.session()?;
     let started = Instant::now();
     let (mut nll, mut kl_sum, mut agree) = (0f64, 0f64, 0usize);
     let mut ref_row = vec![0f32; vocab];

@@ -9,12 +9,14 @@ mod api;
 mod cache;
 mod request;
 
-use crate::generate::{chat_template, load, stop_ids, Loaded, ModelArgs};
+use crate::generate::{chat_template, load, Loaded, ModelArgs};
 use anyhow::{Context, Result};
 use cache::PrefixCache;
 use clap::Args;
 use liger::chat::ChatTemplate;
-use liger::{DecodeMode, Model, Sampler, Session, StreamDecoder, Tokenizer};
+use liger::generate::{GenerateOptions, Generator};
+use liger::model::SequenceState;
+use liger::{Backend, DecodeMode, Model, Sampler, Session, Tokenizer};
 use request::{ApiError, Request};
 use std::sync::{Arc, Mutex};
 
@@ -44,10 +46,12 @@ pub struct ServeArgs {
 /// What every worker shares.
 pub(crate) struct Server {
     model: Arc<Model>,
+    /// Where the sessions run (`--backend`).
+    backend: Arc<dyn Backend>,
     name: String,
     template: ChatTemplate,
-    stops: Vec<u32>,
-    cache: Mutex<PrefixCache<Session>>,
+    /// Host copies of recent sequences' states (a GPU sequence's read back).
+    cache: Mutex<PrefixCache<SequenceState>>,
     max_tokens: usize,
     max_prompt_tokens: usize,
 }
@@ -108,19 +112,24 @@ impl Server {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .longest_prefix(prompt);
-        let (mut session, cached_tokens) = match cached {
-            Some((session, n)) => (session, n),
-            None => (Session::new(self.model.clone(), DecodeMode::Window), 0),
-        };
         let internal = |e: liger::Error| ApiError::internal(e.to_string());
+        let mut session = Session::on(&self.backend, DecodeMode::Window).map_err(internal)?;
+        let cached_tokens = match cached {
+            Some((state, n)) => {
+                session.set_state(state).map_err(internal)?;
+                n
+            }
+            None => 0,
+        };
         session.feed(&prompt[cached_tokens..]).map_err(internal)?;
         // The prompt's own state too: a follow-up whose history does not re-tokenize as the
         // answer was generated, or a regenerated answer, still starts from here.
         if cached_tokens < prompt.len() {
+            let copy = session.state().map_err(internal)?;
             self.cache
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(prompt.to_vec(), session.fork());
+                .insert(prompt.to_vec(), copy);
         }
         let mut sampler = Sampler::new(req.sampling.clone());
         prompt.iter().for_each(|&t| sampler.observe(t));
@@ -128,38 +137,34 @@ impl Server {
             .max_tokens
             .unwrap_or(self.max_tokens)
             .min(self.max_tokens);
-        let mut fed = prompt.to_vec();
-        let mut decoder = StreamDecoder::skipping_special();
+        let mut generator = Generator::new(
+            &self.model,
+            GenerateOptions {
+                max_tokens,
+                skip_special: true,
+                ..Default::default()
+            },
+        )
+        .map_err(internal)?;
         let mut text = String::new();
-        let mut finish_reason = "length";
-        let tok = self.tokenizer();
-        for _ in 0..max_tokens {
-            let next = sampler.sample(session.logits());
-            if self.stops.contains(&next) {
-                finish_reason = "stop";
-                break;
-            }
-            session.feed(&[next]).map_err(internal)?;
-            sampler.observe(next);
-            fed.push(next);
-            if let Some(piece) = decoder.push(tok, next).map_err(internal)? {
-                text.push_str(&piece);
-                if !on_text(&piece) {
-                    finish_reason = "cancelled";
-                    break;
+        let mut cancelled = false;
+        let outcome = generator
+            .run(&mut session, &mut sampler, |_, piece| {
+                text.push_str(piece);
+                if !piece.is_empty() && !cancelled && !on_text(piece) {
+                    cancelled = true;
                 }
-            }
-        }
-        let rest = decoder.flush(tok).map_err(internal)?;
-        if !rest.is_empty() {
-            text.push_str(&rest);
-            on_text(&rest);
-        }
-        let completion_tokens = fed.len() - prompt.len();
+                Ok(!cancelled)
+            })
+            .map_err(internal)?;
+        let finish_reason = outcome.stop.finish_reason();
+        let completion_tokens = outcome.tokens.len();
+        let mut fed = prompt.to_vec();
+        fed.extend_from_slice(&outcome.tokens);
         self.cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(fed, session);
+            .insert(fed, session.state().map_err(internal)?);
         Ok(Completion {
             text,
             prompt_tokens: prompt.len(),
@@ -171,13 +176,12 @@ impl Server {
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
-    let Loaded { model, .. } = load(&args.model)?;
+    let Loaded { model, backend, .. } = load(&args.model)?;
     let tok = model
         .tokenizer
         .as_ref()
         .context("this file has no tokenizer: the server needs one")?;
     let template = chat_template(tok)?;
-    let stops = stop_ids(&model)?;
     let name = model
         .file()
         .get("general.name")
@@ -194,9 +198,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let server = Arc::new(Server {
         cache: Mutex::new(PrefixCache::new(args.cache, state_bytes)),
         model,
+        backend,
         name,
         template,
-        stops,
         max_tokens: args.max_tokens,
         max_prompt_tokens: args.max_prompt_tokens,
     });

@@ -20,6 +20,13 @@
 
 #define LIGER_BACKEND_WGPU 1
 
+#define LIGER_BACKEND_CUDA 2
+
+/*
+ CUDA where a device passes the self-test, else the CPU.
+ */
+#define LIGER_BACKEND_AUTO 3
+
 /*
  `LigerModelOptions::decode_mode` (DESIGN §1).
  */
@@ -52,7 +59,8 @@ typedef int32_t LigerStatus;
  */
 typedef struct LigerModelOptions {
   /*
-   `LIGER_BACKEND_CPU` (default) or `LIGER_BACKEND_WGPU`.
+   `LIGER_BACKEND_CPU` (default), `LIGER_BACKEND_WGPU`, `LIGER_BACKEND_CUDA` or
+   `LIGER_BACKEND_AUTO`.
    */
   int32_t backend;
   /*
@@ -189,10 +197,11 @@ LigerStatus liger_model_options_default(struct LigerModelOptions *out);
 
 /*
  Loads (memory-maps) a liger GGUF file. `options` may be NULL (defaults). On success
- `*out_model` is a handle to free with `liger_model_free`. `LIGER_BACKEND_WGPU` (a build
- with the `wgpu` feature) first compares the GPU's logits with the CPU's on a short probe
- and fails with `LIGER_ERROR_UNSUPPORTED` if they disagree. States saved from a wgpu
- session load on a CPU session of the same model and mode, and the other way round.
+ `*out_model` is a handle to free with `liger_model_free`. A GPU backend
+ (`LIGER_BACKEND_WGPU`, `LIGER_BACKEND_CUDA`: builds with the `wgpu` / `cuda` feature) first
+ compares its logits with the CPU's on a short probe and fails with `LIGER_ERROR_UNSUPPORTED`
+ if they disagree, or if the build or the machine lacks it. A state saved from a session on
+ one backend loads on a session of the same model and mode on any other.
  */
 LigerStatus liger_model_load(const char *path,
                              const struct LigerModelOptions *options,

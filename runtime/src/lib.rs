@@ -11,6 +11,7 @@ compile_error!(
     "liger reads little-endian GGUF files in place and supports little-endian targets only"
 );
 
+pub mod backend;
 #[cfg(feature = "capi")]
 pub mod capi;
 pub mod chat;
@@ -19,6 +20,7 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod error;
+pub mod generate;
 pub mod gguf;
 #[cfg(feature = "wgpu")]
 pub mod gpu;
@@ -31,8 +33,10 @@ pub mod session;
 mod testing;
 pub mod tokenizer;
 
+pub use backend::{Backend, BackendKind};
 pub use config::{Base, LigerConfig, RopeScaling, Variant};
 pub use error::{Error, Result};
+pub use generate::{Generator, StopReason};
 pub use gguf::{GgufFile, TensorInfo, Value};
 pub use model::{Model, ModelOptions};
 pub use quant::GgmlType;

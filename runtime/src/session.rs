@@ -1,8 +1,10 @@
-//! A `Session` owns one sequence's state on a shared model: feed tokens, read logits, save /
-//! restore / fork the state. Its memory is fixed whatever the number of tokens fed.
+//! A `Session` owns one sequence on a shared model, on any backend (`crate::backend`): feed
+//! tokens, read logits, save / restore / fork the state. Its memory is fixed whatever the
+//! number of tokens fed.
 
+use crate::backend::{Backend, CpuBackend, CpuSequence, Sequence};
 use crate::error::{Error, Result};
-use crate::model::{forward, Model, Scratch, SequenceState};
+use crate::model::{Model, SequenceState};
 use std::sync::Arc;
 
 /// What the sliding-window branch sees (DESIGN §1).
@@ -61,56 +63,56 @@ pub fn decode_state(model: &Model, mode: DecodeMode, bytes: &[u8]) -> Result<Seq
     Ok(state)
 }
 
-/// Tokens per forward chunk of a long prompt: bounds the scratch memory.
-const PREFILL_CHUNK: usize = 256;
-
+/// One sequence on a shared model, on any backend: feed tokens, read logits, save / restore /
+/// fork the state. Its memory is fixed whatever the number of tokens fed.
 pub struct Session {
-    model: Arc<Model>,
-    state: SequenceState,
-    mode: DecodeMode,
-    scratch: Scratch,
-    /// Logits of the last forward chunk ([T, V] or [V]).
-    chunk_logits: Vec<f32>,
-}
-
-impl Clone for Session {
-    fn clone(&self) -> Self {
-        self.fork()
-    }
+    backend: Arc<dyn Backend>,
+    sequence: Box<dyn Sequence>,
 }
 
 impl Session {
+    /// A session on the CPU.
     pub fn new(model: Arc<Model>, mode: DecodeMode) -> Session {
-        let state = SequenceState::new(&model.config);
+        let backend: Arc<dyn Backend> = Arc::new(CpuBackend::new(Arc::clone(&model)));
         Session {
-            model,
-            state,
-            mode,
-            scratch: Scratch::default(),
-            chunk_logits: Vec::new(),
+            sequence: Box::new(CpuSequence::new(model, mode)),
+            backend,
         }
     }
 
+    /// A session on `backend` (see [`crate::backend::open`]).
+    pub fn on(backend: &Arc<dyn Backend>, mode: DecodeMode) -> Result<Session> {
+        Ok(Session {
+            sequence: backend.new_sequence(mode)?,
+            backend: Arc::clone(backend),
+        })
+    }
+
     pub fn model(&self) -> &Arc<Model> {
-        &self.model
+        self.backend.model()
+    }
+
+    /// Where this session runs.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
     }
 
     pub fn mode(&self) -> DecodeMode {
-        self.mode
+        self.sequence.mode()
     }
 
     /// Tokens fed so far.
     pub fn position(&self) -> usize {
-        self.state.position()
+        self.sequence.position()
     }
 
-    /// Logits after the last token fed ([V]; zeros before the first).
+    /// Logits after the last token fed ([V]; zeros or empty before the first).
     pub fn logits(&self) -> &[f32] {
-        &self.state.logits
+        self.sequence.logits()
     }
 
     fn check(&self, tokens: &[u32]) -> Result<()> {
-        let vocab = self.model.config.vocab_size;
+        let vocab = self.model().config.vocab_size;
         match tokens.iter().position(|&t| t as usize >= vocab) {
             Some(i) => Err(Error::InvalidArgument(format!(
                 "token #{i} (id {}) is outside the vocabulary of {vocab}",
@@ -120,81 +122,80 @@ impl Session {
         }
     }
 
-    fn run(&mut self, tokens: &[u32], mut all: Option<&mut Vec<f32>>) -> Result<()> {
-        self.check(tokens)?;
-        let model = Arc::clone(&self.model);
-        let fresh = self.mode == DecodeMode::HfCompat;
-        for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
-            let want_all = all.is_some();
-            forward(
-                &model,
-                &mut self.state,
-                chunk,
-                fresh && i == 0,
-                want_all,
-                &mut self.scratch,
-                &mut self.chunk_logits,
-            );
-            if let Some(out) = all.as_deref_mut() {
-                out.extend_from_slice(&self.chunk_logits);
-            }
-        }
-        let v = model.config.vocab_size;
-        if !tokens.is_empty() {
-            let last = &self.chunk_logits[self.chunk_logits.len() - v..];
-            self.state.logits.copy_from_slice(last);
-        }
-        if tokens.len() > 1 {
-            self.scratch.release();
-            self.chunk_logits = Vec::new();
-        }
-        Ok(())
-    }
-
     /// Feeds `tokens` as one call and returns the logits after the last one.
     pub fn feed(&mut self, tokens: &[u32]) -> Result<&[f32]> {
-        self.run(tokens, None)?;
-        Ok(&self.state.logits)
+        self.check(tokens)?;
+        self.sequence.feed(tokens, None)?;
+        Ok(self.sequence.logits())
     }
 
     /// Feeds `tokens` as one call and returns the logits after each of them, [T, V].
     pub fn feed_all_logits(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let mut out = Vec::with_capacity(tokens.len() * self.model.config.vocab_size);
-        self.run(tokens, Some(&mut out))?;
+        self.check(tokens)?;
+        let mut out = Vec::with_capacity(tokens.len() * self.model().config.vocab_size);
+        self.sequence.feed(tokens, Some(&mut out))?;
         Ok(out)
     }
 
     /// Forgets everything fed.
-    pub fn reset(&mut self) {
-        self.state.reset();
+    pub fn reset(&mut self) -> Result<()> {
+        self.sequence.reset()
     }
 
     /// Bytes of a saved state (fixed for a model).
     pub fn state_size(&self) -> usize {
-        self.state.byte_len()
+        SequenceState::byte_len_for(&self.model().config)
     }
 
-    /// The state as versioned, checksummed bytes bound to this model.
-    pub fn save_state(&self) -> Vec<u8> {
-        encode_state(&self.model, self.mode, &self.state)
+    /// The state as versioned, checksummed bytes bound to this model and decode mode; they
+    /// load on any backend.
+    pub fn save_state(&self) -> Result<Vec<u8>> {
+        let state = self.sequence.state()?;
+        Ok(encode_state(self.model(), self.mode(), &state))
     }
 
-    /// Restores a state saved by [`Session::save_state`] (or a GPU sequence) on the same model
+    /// Restores a state saved by [`Session::save_state`] (on any backend) for the same model
     /// and decode mode; on error the session is unchanged.
     pub fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
-        self.state = decode_state(&self.model, self.mode, bytes)?;
-        Ok(())
+        let state = decode_state(self.model(), self.mode(), bytes)?;
+        self.sequence.set_state(state)
     }
 
-    /// An independent session starting from this one's state.
-    pub fn fork(&self) -> Session {
-        Session {
-            model: Arc::clone(&self.model),
-            state: self.state.clone(),
-            mode: self.mode,
-            scratch: Scratch::default(),
-            chunk_logits: Vec::new(),
+    /// The state in the portable layout (a GPU's read back).
+    pub fn state(&self) -> Result<SequenceState> {
+        Ok(self.sequence.state()?.into_owned())
+    }
+
+    /// Replaces the state with one this model's sessions produced ([`Self::state`], on any
+    /// backend).
+    pub fn set_state(&mut self, state: SequenceState) -> Result<()> {
+        if state.byte_len() != self.state_size() {
+            return Err(Error::InvalidArgument(
+                "state: not one of this model's (another shape)".into(),
+            ));
         }
+        self.sequence.set_state(state)
+    }
+
+    /// An independent session on the same backend starting from this one's state.
+    pub fn fork(&self) -> Result<Session> {
+        Ok(Session {
+            backend: Arc::clone(&self.backend),
+            sequence: self.sequence.fork()?,
+        })
+    }
+
+    /// This session's state continued on `backend` (the same model), e.g. a conversation
+    /// begun on the CPU carried on on a GPU.
+    pub fn moved_to(&self, backend: &Arc<dyn Backend>) -> Result<Session> {
+        let mut moved = Session::on(backend, self.mode())?;
+        moved.load_state(&self.save_state()?)?;
+        Ok(moved)
+    }
+
+    /// The backend's sequence (for a step over several sequences, [`Backend::feed_many`]).
+    pub fn sequence_mut(&mut self) -> &mut dyn Sequence {
+        self.sequence.as_mut()
     }
 }
 
@@ -331,7 +332,7 @@ mod tests {
             .map(|t| (t * 11 + seed) % 96)
             .collect();
         s.feed(&prompt).unwrap();
-        let saved = s.save_state();
+        let saved = s.save_state().unwrap();
         let mut tokens = Vec::new();
         for _ in 0..2 {
             s.load_state(&saved).unwrap();
@@ -341,7 +342,7 @@ mod tests {
                 s.feed(&[t]).unwrap();
             }
         }
-        (tokens, s.save_state())
+        (tokens, s.save_state().unwrap())
     }
 
     /// Sessions on one shared model (and its worker pool) from several threads give exactly

@@ -5,7 +5,7 @@
 /// At most this many bytes of cached states, whatever the entry count asks for.
 const MAX_BYTES: usize = 1 << 30;
 
-/// States `S` (a `liger::Session`; cloning one forks it) by the tokens they consumed.
+/// States `S` (a `liger::model::SequenceState`) by the tokens they consumed.
 pub(crate) struct PrefixCache<S> {
     /// (tokens consumed, state after them), least recently used first.
     entries: Vec<(Vec<u32>, S)>,

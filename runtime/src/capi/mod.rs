@@ -17,11 +17,11 @@
 // what it can (null, alignment, live handles) and documents the rest as the caller's contract.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
-mod backend;
 mod session;
 
 pub use session::*;
 
+use crate::backend::{self, Backend, BackendKind};
 use crate::error::Error;
 use crate::model::{Model, ModelOptions};
 use crate::session::DecodeMode;
@@ -63,6 +63,9 @@ pub const LIGER_ERROR_PANIC: LigerStatus = 11;
 /// `LigerModelOptions::backend`.
 pub const LIGER_BACKEND_CPU: i32 = 0;
 pub const LIGER_BACKEND_WGPU: i32 = 1;
+pub const LIGER_BACKEND_CUDA: i32 = 2;
+/// CUDA where a device passes the self-test, else the CPU.
+pub const LIGER_BACKEND_AUTO: i32 = 3;
 /// `LigerModelOptions::decode_mode` (DESIGN §1).
 pub const LIGER_DECODE_WINDOW: i32 = 0;
 pub const LIGER_DECODE_HF_COMPAT: i32 = 1;
@@ -71,7 +74,8 @@ pub const LIGER_DECODE_HF_COMPAT: i32 = 1;
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct LigerModelOptions {
-    /// `LIGER_BACKEND_CPU` (default) or `LIGER_BACKEND_WGPU`.
+    /// `LIGER_BACKEND_CPU` (default), `LIGER_BACKEND_WGPU`, `LIGER_BACKEND_CUDA` or
+    /// `LIGER_BACKEND_AUTO`.
     pub backend: i32,
     /// Worker threads of the CPU backend; 0 = one per core.
     pub threads: u32,
@@ -83,7 +87,8 @@ pub struct LigerModelOptions {
 pub struct LigerModel {
     model: Arc<Model>,
     mode: DecodeMode,
-    backend: backend::Backend,
+    /// Where its sessions run.
+    backend: Arc<dyn Backend>,
 }
 
 /// An error on its way to C: a status code and a message.
@@ -329,10 +334,11 @@ fn default_options() -> LigerModelOptions {
 }
 
 /// Loads (memory-maps) a liger GGUF file. `options` may be NULL (defaults). On success
-/// `*out_model` is a handle to free with `liger_model_free`. `LIGER_BACKEND_WGPU` (a build
-/// with the `wgpu` feature) first compares the GPU's logits with the CPU's on a short probe
-/// and fails with `LIGER_ERROR_UNSUPPORTED` if they disagree. States saved from a wgpu
-/// session load on a CPU session of the same model and mode, and the other way round.
+/// `*out_model` is a handle to free with `liger_model_free`. A GPU backend
+/// (`LIGER_BACKEND_WGPU`, `LIGER_BACKEND_CUDA`: builds with the `wgpu` / `cuda` feature) first
+/// compares its logits with the CPU's on a short probe and fails with `LIGER_ERROR_UNSUPPORTED`
+/// if they disagree, or if the build or the machine lacks it. A state saved from a session on
+/// one backend loads on a session of the same model and mode on any other.
 #[no_mangle]
 pub extern "C" fn liger_model_load(
     path: *const c_char,
@@ -358,15 +364,21 @@ pub extern "C" fn liger_model_load(
                 ))
             }
         };
-        if !matches!(o.backend, LIGER_BACKEND_CPU | LIGER_BACKEND_WGPU) {
-            return Err(CError::new(
-                LIGER_ERROR_INVALID_ARGUMENT,
-                format!(
-                    "backend {} (LIGER_BACKEND_CPU or LIGER_BACKEND_WGPU)",
-                    o.backend
-                ),
-            ));
-        }
+        let kind = match o.backend {
+            LIGER_BACKEND_CPU => BackendKind::Cpu,
+            LIGER_BACKEND_WGPU => BackendKind::Wgpu,
+            LIGER_BACKEND_CUDA => BackendKind::Cuda,
+            LIGER_BACKEND_AUTO => BackendKind::Auto,
+            b => {
+                return Err(CError::new(
+                    LIGER_ERROR_INVALID_ARGUMENT,
+                    format!(
+                        "backend {b} (LIGER_BACKEND_CPU, LIGER_BACKEND_WGPU, LIGER_BACKEND_CUDA \
+                         or LIGER_BACKEND_AUTO)"
+                    ),
+                ))
+            }
+        };
         if out_model.is_null() {
             return Err(CError::new(LIGER_ERROR_NULL, "out_model is NULL"));
         }
@@ -375,18 +387,7 @@ pub extern "C" fn liger_model_load(
             ..Default::default()
         };
         let model = Arc::new(Model::load(path, &options)?);
-        let backend = match o.backend {
-            #[cfg(feature = "wgpu")]
-            LIGER_BACKEND_WGPU => backend::gpu_backend(&model, mode)?,
-            #[cfg(not(feature = "wgpu"))]
-            LIGER_BACKEND_WGPU => {
-                return Err(CError::new(
-                    LIGER_ERROR_UNSUPPORTED,
-                    "this library was built without the wgpu backend (cargo feature wgpu)",
-                ))
-            }
-            _ => backend::Backend::Cpu,
-        };
+        let backend = backend::open(kind, &model)?.backend;
         let handle = register_model(LigerModel {
             model,
             mode,

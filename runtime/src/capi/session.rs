@@ -1,9 +1,9 @@
 //! Sessions through the C ABI: feed, logits, sampling, streaming generation, state bytes.
 
-use super::backend::Sequence;
 use super::*;
+use crate::generate::{GenerateOptions, Generator, Step};
 use crate::sampler::{Sampler, SamplerOptions};
-use crate::tokenizer::StreamDecoder;
+use crate::session::Session;
 use std::ffi::c_void;
 
 /// Sampling settings; `liger_sampler_options_default` fills the defaults. `temperature <= 0`
@@ -57,7 +57,7 @@ pub const LIGER_TOKEN_NONE: u32 = u32::MAX;
 
 /// One sequence on a model (opaque).
 pub struct LigerSession {
-    session: Sequence,
+    session: Session,
     model: Arc<LigerModel>,
     /// The sampler and the options it was made with (remade when they change).
     sampler: Option<(LigerSamplerOptions, Sampler)>,
@@ -72,15 +72,19 @@ impl LigerSession {
     fn feed(&mut self, tokens: &[u32]) -> CResult {
         self.session.feed(tokens)?;
         for &t in tokens {
-            if self.recent.len() == RECENT {
-                self.recent.pop_front();
-            }
-            self.recent.push_back(t);
+            self.remember(t);
             if let Some((_, s)) = &mut self.sampler {
                 s.observe(t);
             }
         }
         Ok(())
+    }
+
+    fn remember(&mut self, token: u32) {
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(token);
     }
 
     fn sample(&mut self, options: LigerSamplerOptions) -> CResult<u32> {
@@ -90,14 +94,41 @@ impl LigerSession {
                 "nothing fed yet: feed a prompt before sampling",
             ));
         }
-        if self.sampler.as_ref().is_none_or(|(o, _)| *o != options) {
-            let mut s = Sampler::new(options.into());
-            self.recent.iter().for_each(|&t| s.observe(t));
-            self.sampler = Some((options, s));
-        }
-        let (_, sampler) = self.sampler.as_mut().expect("made above");
+        let sampler = sampler_for(&mut self.sampler, &self.recent, options);
         Ok(sampler.sample(self.session.logits()))
     }
+
+    /// One step of `generator` (the runtime's one generation loop) with this session's sampler.
+    fn generate_step(
+        &mut self,
+        generator: &mut Generator,
+        options: LigerSamplerOptions,
+    ) -> CResult<Step> {
+        let sampler = sampler_for(&mut self.sampler, &self.recent, options);
+        let step = generator.step(&mut self.session, sampler)?;
+        if let Step::Token { id, .. } = step {
+            self.remember(id);
+        }
+        Ok(step)
+    }
+}
+
+/// The session's sampler for `options`, made anew (with the tokens fed so far) when the
+/// options change.
+fn sampler_for<'s>(
+    slot: &'s mut Option<(LigerSamplerOptions, Sampler)>,
+    recent: &std::collections::VecDeque<u32>,
+    options: LigerSamplerOptions,
+) -> &'s mut Sampler {
+    if slot.as_ref().is_some_and(|(o, _)| *o != options) {
+        *slot = None;
+    }
+    let made = slot.get_or_insert_with(|| {
+        let mut sampler = Sampler::new(options.into());
+        recent.iter().for_each(|&t| sampler.observe(t));
+        (options, sampler)
+    });
+    &mut made.1
 }
 
 fn lock(s: &Mutex<LigerSession>) -> std::sync::MutexGuard<'_, LigerSession> {
@@ -160,7 +191,7 @@ pub extern "C" fn liger_session_new(
             return Err(CError::new(LIGER_ERROR_NULL, "out_session is NULL"));
         }
         let session = LigerSession {
-            session: Sequence::new(&m.model, m.mode, &m.backend)?,
+            session: Session::on(&m.backend, m.mode)?,
             model: m,
             sampler: None,
             recent: Default::default(),
@@ -286,8 +317,13 @@ pub extern "C" fn liger_session_generate(
     ffi(|| {
         let options = sampler_options(options)?;
         let s = session_of(session)?;
-        let mut text = StreamDecoder::new();
-        let mut n = 0;
+        let mut generator = Generator::new(
+            &lock(&s).model.model,
+            GenerateOptions {
+                max_tokens,
+                ..Default::default()
+            },
+        )?;
         // The NUL-terminated copy of each piece, one buffer for the whole generation.
         let mut bytes = Vec::new();
         let mut deliver = |token: u32, piece: &str| -> bool {
@@ -300,46 +336,27 @@ pub extern "C" fn liger_session_generate(
             unsafe { cb(user_data, token, bytes.as_ptr().cast(), piece.len()) != 0 }
         };
         let mut result = Ok(());
-        while n < max_tokens {
-            let step = {
-                let mut guard = lock(&s);
-                let g = &mut *guard;
-                (|| -> CResult<Option<(u32, String)>> {
-                    let token = g.sample(options)?;
-                    let model = Arc::clone(&g.model);
-                    let tokenizer = model.model.tokenizer.as_ref();
-                    if tokenizer.is_some_and(|t| t.is_stop(token)) {
-                        return Ok(None);
-                    }
-                    g.feed(&[token])?;
-                    let piece = match tokenizer {
-                        Some(t) => text.push(t, token)?.unwrap_or_default(),
-                        None => String::new(),
-                    };
-                    Ok(Some((token, piece)))
-                })()
-            };
+        loop {
+            // The session is locked for one step at a time, not while the callback runs.
+            let step = lock(&s).generate_step(&mut generator, options);
             match step {
-                Ok(Some((token, piece))) => {
-                    n += 1;
-                    if deliver(token, &piece) {
+                Ok(Step::Token { id, text }) => {
+                    if deliver(id, &text) {
                         break;
                     }
                 }
-                Ok(None) => break,
+                Ok(Step::Done(_)) => break,
                 Err(e) => {
                     result = Err(e);
                     break;
                 }
             }
         }
-        let model = Arc::clone(&lock(&s).model);
-        if let Some(t) = model.model.tokenizer.as_ref() {
-            let rest = text.flush(t)?;
-            if !rest.is_empty() {
-                deliver(LIGER_TOKEN_NONE, &rest);
-            }
+        let rest = generator.finish()?;
+        if !rest.is_empty() {
+            deliver(LIGER_TOKEN_NONE, &rest);
         }
+        let n = generator.generated();
         if !out_n_generated.is_null() {
             write_out(out_n_generated, n, "out_n_generated")?;
         }
@@ -355,7 +372,7 @@ pub extern "C" fn liger_state_size(
 ) -> LigerStatus {
     ffi(|| {
         with_session(session, |s| {
-            write_out(out_size, s.session.state_size()?, "out_size")
+            write_out(out_size, s.session.state_size(), "out_size")
         })
     })
 }
@@ -387,7 +404,9 @@ pub extern "C" fn liger_state_load(
     ffi(|| {
         let bytes = slice_arg(data, len, "state data")?;
         with_session(session, |s| {
-            s.session.load_state(bytes)?;
+            s.session
+                .load_state(bytes)
+                .map_err(|e| CError::new(LIGER_ERROR_STATE, e.to_string()))?;
             s.sampler = None;
             Ok(())
         })

@@ -5,7 +5,7 @@ use super::{driver_error, CudaDevice};
 use crate::error::{Error, Result};
 use crate::quant::planes::to_planes;
 use crate::quant::GgmlType;
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 
 /// Warps per block of `matvec.cu`.
 const WARPS_PER_BLOCK: usize = 4;
@@ -56,11 +56,13 @@ impl CudaMatrix {
         4 * (self.quants.len() + self.scales.len()) as u64
     }
 
-    /// Queues `y[t] = W·x[t]` for `tokens` rows (x: [tokens, cols], y: [tokens, rows] f32 on
-    /// the device); `st` is the step buffer whose fourth word holds `tokens` when it is > 1.
+    /// Queues `y[t] = W·x[t]` on `stream` for `tokens` rows (x: [tokens, cols], y: [tokens,
+    /// rows] f32 on the device, used on that stream only); `st` is the step buffer whose fourth
+    /// word holds `tokens` when it is > 1.
     pub fn launch(
         &self,
         dev: &CudaDevice,
+        stream: &CudaStream,
         x: &CudaSlice<f32>,
         y: &CudaSlice<f32>,
         tokens: usize,
@@ -89,9 +91,7 @@ impl CudaMatrix {
             shared_mem_bytes: 0,
         };
         let (rows, cols) = (self.rows as u32, self.cols as u32);
-        let mut call = dev
-            .stream
-            .launch_builder(if tokens == 1 { matvec } else { matmul });
+        let mut call = stream.launch_builder(if tokens == 1 { matvec } else { matmul });
         call.arg(&self.quants)
             .arg(&self.scales)
             .arg(x)
@@ -104,8 +104,9 @@ impl CudaMatrix {
         // SAFETY: the arguments match `matvec_<type>(q, s, x, y, rows, cols)` /
         // `matmul_<type>(.., st)`; the planes hold rows·cols weights of the kernel's type (made
         // by `to_planes`, which checks the byte count), x and y hold `tokens` rows (checked
-        // above) and st's fourth word is `tokens` (the caller's contract). Every buffer is used
-        // on this one stream, in order.
+        // above) and st's fourth word is `tokens` (the caller's contract). x, y and st are used
+        // on this one stream, in order; the planes were written before any stream reads them
+        // (the device stream is synchronized after a model's upload).
         unsafe { call.launch(cfg) }
             .map(|_| ())
             .map_err(driver_error("matvec launch"))
@@ -129,7 +130,7 @@ impl CudaMatrix {
         let st = s
             .clone_htod(&[0u32, 0, 0, tokens as u32])
             .map_err(driver_error("upload"))?;
-        self.launch(dev, &xd, &yd, tokens, &st)?;
+        self.launch(dev, s, &xd, &yd, tokens, &st)?;
         s.clone_dtoh(&yd).map_err(driver_error("readback"))
     }
 }

@@ -4,9 +4,9 @@
 //! panics when a library is missing: every entry point checks for it first, and what runs
 //! the driver for the first time runs under `catch_unwind`).
 //!
-//! [`CudaDevice`] holds the context, one stream and the compiled kernels; [`CudaModel`] the
-//! uploaded weights; [`CudaSequence`] one sequence's state and the step (the CUDA twin of
-//! `gpu::GpuSequence`, kernel for kernel).
+//! [`CudaDevice`] holds the context, the stream weights are uploaded on and the compiled
+//! kernels; [`CudaModel`] the uploaded weights; [`CudaSequence`] one sequence's state, its own
+//! stream and the step (the CUDA twin of `gpu::GpuSequence`, kernel for kernel).
 
 mod matrix;
 mod step;
@@ -14,7 +14,10 @@ mod step;
 pub use matrix::CudaMatrix;
 pub use step::{CudaModel, CudaSequence};
 
+use crate::backend::{Backend, OnDevice};
 use crate::error::{Error, Result};
+use crate::model::device_plan::Kernel;
+use crate::model::Model;
 use crate::quant::planes::PLANE_TYPES;
 use crate::quant::GgmlType;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
@@ -22,24 +25,22 @@ use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
+/// Opens `model` on CUDA device `LIGER_CUDA_DEVICE` (default 0): the `cuda` backend.
+pub fn open(model: &Arc<Model>) -> Result<Arc<dyn Backend>> {
+    let dev = CudaDevice::new()?;
+    Ok(OnDevice::open(CudaModel::new(dev, Arc::clone(model))?))
+}
+
 /// Every kernel source, by file name.
 pub const SOURCES: [(&str, &str); 2] = [
     ("matvec.cu", include_str!("../../../kernels/matvec.cu")),
     ("step.cu", include_str!("../../../kernels/step.cu")),
 ];
 
-/// The entry points of `step.cu`.
-const STEP_KERNELS: [&str; 9] = [
-    "rms_norm",
-    "add",
-    "swiglu",
-    "mix",
-    "rope",
-    "recurrence",
-    "recurrence_gsa",
-    "swa",
-    "ring_write",
-];
+/// The entry points of `step.cu`: the step plan's kernels.
+fn step_kernels() -> impl Iterator<Item = &'static str> {
+    Kernel::ALL.iter().map(|k| k.entry_point())
+}
 
 /// Whether NVRTC (`libnvrtc.so*`) can be loaded.
 pub fn nvrtc_present() -> bool {
@@ -153,7 +154,7 @@ impl Kernels {
             ));
         }
         let mut step = Vec::new();
-        for name in STEP_KERNELS {
+        for name in step_kernels() {
             step.push((name, function(&modules[1], name)?));
         }
         Ok(Kernels {
@@ -179,7 +180,7 @@ impl Kernels {
             .step
             .iter()
             .find(|(n, _)| *n == name)
-            .unwrap_or_else(|| panic!("{name} is not in STEP_KERNELS"))
+            .unwrap_or_else(|| panic!("{name} is not a step kernel"))
             .1
     }
 }
@@ -216,9 +217,13 @@ impl CudaDevice {
                 .compute_capability()
                 .map_err(driver_error("compute capability"))?;
             let kernels = Kernels::load(&ctx, &format!("compute_{}{}", cc.0, cc.1))?;
-            // One stream for everything (a captured graph needs a stream that is not the legacy
-            // default one), so no cross-stream event tracking is needed.
-            // SAFETY: every buffer of this context is used on this one stream only, in order.
+            // The device's stream uploads weights (synchronized when a model's upload ends); each
+            // sequence has a stream of its own for its buffers and its captured graph (a graph
+            // needs a stream that is not the legacy default one). No buffer is shared between
+            // streams while written, so no cross-stream event tracking is needed.
+            // SAFETY: weights are written on the device stream and synchronized before any
+            // sequence stream reads them; every other buffer is used on one stream only, in
+            // order (a sequence's on its own, a one-off product's on the device stream).
             unsafe { ctx.disable_event_tracking() };
             let stream = ctx.new_stream().map_err(driver_error("stream"))?;
             Ok(CudaDevice {

@@ -11,7 +11,17 @@ pub use matvec::MatvecPipelines;
 pub use step::{GpuModel, GpuSequence};
 pub use weights::GpuMatrix;
 
+use crate::backend::{Backend, OnDevice};
 use crate::error::{Error, Result};
+use crate::model::Model;
+use std::sync::Arc;
+
+/// Opens `model` on the first GPU adapter wgpu finds (see [`GpuContext::new`]): the `wgpu`
+/// backend.
+pub fn open(model: &Arc<Model>) -> Result<Arc<dyn Backend>> {
+    let ctx = GpuContext::new()?;
+    Ok(OnDevice::open(GpuModel::new(ctx, Arc::clone(model))?))
+}
 
 /// A GPU device and what it offers.
 pub struct GpuContext {

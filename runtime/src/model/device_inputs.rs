@@ -5,7 +5,8 @@
 use super::{rope, Model, SequenceState};
 use crate::error::{Error, Result};
 
-pub(crate) struct DeviceInputs {
+/// The host side of one GPU sequence (see [`crate::backend::DeviceSequence`]).
+pub struct DeviceInputs {
     /// Tokens per prefill step.
     pub batch: usize,
     /// Tokens fed so far.
@@ -39,13 +40,15 @@ impl DeviceInputs {
     }
 
     /// Starts a call of `tokens`: checks they are in the vocabulary; `hf_compat` empties the
-    /// window (each call sees only its own tokens). Returns the batches, each with whether it
-    /// is the last (the one whose logits are read back).
+    /// window (each call sees only its own tokens). Returns the batches (of one token each
+    /// with `per_token`, for every token's logits), each with whether it is the last (the one
+    /// whose logits are read back).
     pub fn begin_call<'t>(
         &mut self,
         model: &Model,
         tokens: &'t [u32],
         hf_compat: bool,
+        per_token: bool,
     ) -> Result<impl Iterator<Item = (&'t [u32], bool)>> {
         let vocab = model.config.vocab_size;
         if let Some(t) = tokens.iter().find(|&&t| t as usize >= vocab) {
@@ -56,9 +59,10 @@ impl DeviceInputs {
         if hf_compat {
             self.window_len = 0;
         }
-        let batches = tokens.len().div_ceil(self.batch);
+        let batch = if per_token { 1 } else { self.batch };
+        let batches = tokens.len().div_ceil(batch);
         Ok(tokens
-            .chunks(self.batch)
+            .chunks(batch)
             .enumerate()
             .map(move |(i, chunk)| (chunk, i + 1 == batches)))
     }
@@ -104,23 +108,5 @@ impl DeviceInputs {
         }
         state.set_position(self.pos, self.window_len, &self.logits);
         Ok(state)
-    }
-
-    /// Takes `state`'s position and logits after `write_layer(l, recurrent, keys, values)`
-    /// uploaded each layer's parts; a state of another shape or beyond the kernels' 32-bit
-    /// positions is refused first.
-    pub fn write_state(
-        &mut self,
-        model: &Model,
-        state: &SequenceState,
-        mut write_layer: impl FnMut(usize, &[f32], &[f32], &[f32]) -> Result<()>,
-    ) -> Result<()> {
-        let (pos, window_len, logits) = state.position_for_gpu(&model.config)?;
-        for l in 0..model.config.n_layers {
-            let (recurrent, keys, values) = state.layer(&model.config, l);
-            write_layer(l, recurrent, keys, values)?;
-        }
-        (self.pos, self.window_len, self.logits) = (pos, window_len, logits);
-        Ok(())
     }
 }

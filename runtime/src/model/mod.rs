@@ -2,16 +2,16 @@
 //! the CPU thread pool its steps run on.
 
 mod chunkwise;
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod device_inputs;
+#[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(dead_code))]
+pub mod device_plan;
 mod mixer;
 mod recurrence;
 pub mod rope;
 mod state;
 mod step;
 
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
-pub(crate) use device_inputs::DeviceInputs;
+pub use device_inputs::DeviceInputs;
 pub use state::SequenceState;
 pub(crate) use step::{forward, Scratch};
 
@@ -238,6 +238,23 @@ impl Model {
     /// Worker threads of the CPU kernels.
     pub fn threads(&self) -> usize {
         self.pool.threads()
+    }
+
+    /// Bytes of weight matrices one decode step reads: every layer's and the LM head (the
+    /// embedding is only gathered, a row per token).
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        let w = &self.weights;
+        let layers: usize = w
+            .layers
+            .iter()
+            .map(|l| {
+                [l.wq, l.wk, l.wv, l.wo, l.w_gate, l.w_up, l.w_down]
+                    .iter()
+                    .map(|m| m.n_bytes)
+                    .sum::<usize>()
+            })
+            .sum();
+        (layers + w.output.n_bytes) as u64
     }
 
     /// Fixed state bytes per sequence: recurrent state + window cache (f32).

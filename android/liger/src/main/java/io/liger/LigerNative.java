@@ -19,12 +19,16 @@ public final class LigerNative {
 
     public static native String version();
 
-    /** Backends: the CPU (NEON), or wgpu (Vulkan) in a build with the wgpu feature. */
+    /**
+     * Backends: the CPU (NEON), wgpu (Vulkan) in a build with the wgpu feature, CUDA in a
+     * desktop build with the cuda feature.
+     */
     public static final int BACKEND_CPU = 0;
     public static final int BACKEND_WGPU = 1;
+    public static final int BACKEND_CUDA = 2;
 
     /**
-     * Memory-maps a liger file; threads 0 = one per core. BACKEND_WGPU first checks the GPU's
+     * Memory-maps a liger file; threads 0 = one per core. A GPU backend first checks the GPU's
      * logits against the CPU's and throws if they disagree (broken mobile drivers).
      */
     public static native long modelLoad(String path, int threads, int decodeMode, int backend);

@@ -21,6 +21,12 @@ enum class Backend(internal val code: Int) {
      * its logits match the CPU's on a probe at load. Its saved states load on the CPU too.
      */
     WGPU(LigerNative.BACKEND_WGPU),
+
+    /**
+     * An NVIDIA GPU through CUDA (a desktop libliger_jni built with the `cuda` feature; the
+     * driver is loaded at run time), with the same self-test at load. Its states load anywhere.
+     */
+    CUDA(LigerNative.BACKEND_CUDA),
 }
 
 /**

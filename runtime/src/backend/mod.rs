@@ -1,0 +1,181 @@
+//! One way to run a sequence, whatever the device.
+//!
+//! A [`Backend`] is a model opened on a device — the CPU, a GPU through wgpu, or CUDA — and is
+//! shared by every sequence on it. A [`Sequence`] is one sequence's state, window and
+//! activations there. [`crate::Session`] (and through it every front end: the CLI's commands,
+//! the server, the C ABI, JNI) runs on a `Sequence`, so a feature written once works on every
+//! backend. States move between backends in one portable format ([`SequenceState`]).
+//!
+//! Adding a backend: its device code in its own module (`gpu/`, `cuda/`), an implementation of
+//! the two traits here (a GPU backend implements `DeviceModel` and `StepOnDevice` and gets
+//! the rest), its line in `open_kind` — and its tests.
+
+mod cpu;
+mod device;
+mod self_test;
+
+pub use cpu::CpuBackend;
+pub(crate) use cpu::CpuSequence;
+#[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_imports))]
+pub(crate) use device::OnDevice;
+pub use device::{DeviceModel, DeviceSequence, StepOnDevice, DEFAULT_BATCH};
+pub use self_test::self_test;
+
+use crate::error::{Error, Result};
+use crate::model::{Model, SequenceState};
+use crate::session::DecodeMode;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// Which device runs a model's sequences.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendKind {
+    /// CUDA when a driver, a device and NVRTC are found and the self-test passes, else the CPU
+    /// (wgpu only when asked for: GPU driver quality varies too much to pick it unasked).
+    #[default]
+    Auto,
+    Cpu,
+    Wgpu,
+    Cuda,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Auto => "auto",
+            BackendKind::Cpu => "cpu",
+            BackendKind::Wgpu => "wgpu",
+            BackendKind::Cuda => "cuda",
+        }
+    }
+
+    /// Whether this build has the backend (`auto` and `cpu` always).
+    pub fn compiled_in(self) -> bool {
+        match self {
+            BackendKind::Auto | BackendKind::Cpu => true,
+            BackendKind::Wgpu => cfg!(feature = "wgpu"),
+            BackendKind::Cuda => cfg!(feature = "cuda"),
+        }
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(BackendKind::Auto),
+            "cpu" => Ok(BackendKind::Cpu),
+            "wgpu" => Ok(BackendKind::Wgpu),
+            "cuda" => Ok(BackendKind::Cuda),
+            _ => Err(Error::InvalidArgument(format!(
+                "backend '{s}' (auto, cpu, wgpu or cuda)"
+            ))),
+        }
+    }
+}
+
+/// A model opened on a device; shared by all its sequences (and threads).
+pub trait Backend: Send + Sync {
+    fn kind(&self) -> BackendKind;
+    /// The device, e.g. "CPU (AVX2, 2 threads)" or "wgpu: llvmpipe (Vulkan, Cpu)".
+    fn describe(&self) -> String;
+    fn model(&self) -> &Arc<Model>;
+    /// A new sequence with an empty state.
+    fn new_sequence(&self, mode: DecodeMode) -> Result<Box<dyn Sequence>>;
+    /// Bytes of weight matrices one decode step reads (every layer's and the LM head).
+    fn weight_bytes_per_token(&self) -> u64;
+    /// The device's measured copy bandwidth in bytes/s (read + write), where it has one to
+    /// measure (GPUs).
+    fn copy_bandwidth(&self) -> Result<Option<f64>> {
+        Ok(None)
+    }
+    /// One step over several sequences of this backend, each fed its own tokens as one call
+    /// (a sequence's own state, position and decode mode). This default feeds them one after
+    /// another; a backend may run them together.
+    fn feed_many(&self, work: &mut [(&mut dyn Sequence, &[u32])]) -> Result<()> {
+        for (sequence, tokens) in work.iter_mut() {
+            sequence.feed(tokens, None)?;
+        }
+        Ok(())
+    }
+}
+
+/// One sequence on a backend. Tokens reach it checked against the vocabulary
+/// ([`crate::Session`] checks them).
+pub trait Sequence: Send {
+    fn mode(&self) -> DecodeMode;
+    /// Feeds `tokens` as one call (hf-compat: the window sees only them) and keeps the last
+    /// token's logits; with `all`, appends every token's logits to it ([T, V]).
+    fn feed(&mut self, tokens: &[u32], all: Option<&mut Vec<f32>>) -> Result<()>;
+    /// Logits after the last token fed ([V]; zeros before the first).
+    fn logits(&self) -> &[f32];
+    /// Tokens fed so far.
+    fn position(&self) -> usize;
+    /// Forgets everything fed.
+    fn reset(&mut self) -> Result<()>;
+    /// The state in the portable layout (a GPU's is read back).
+    fn state(&self) -> Result<Cow<'_, SequenceState>>;
+    /// Replaces the state (one of this model's, from any backend).
+    fn set_state(&mut self, state: SequenceState) -> Result<()>;
+    /// An independent sequence on the same backend starting from this one's state.
+    fn fork(&self) -> Result<Box<dyn Sequence>>;
+}
+
+/// A backend opened for a model, and why it was picked.
+pub struct Opened {
+    pub backend: Arc<dyn Backend>,
+    /// One line for the user: which backend runs and why.
+    pub reason: String,
+}
+
+/// Opens `model` on `kind`. A GPU backend must pass its self-test against the CPU's logits
+/// ([`self_test`]) first. `auto`: CUDA where it opens and passes, else the CPU (and says why).
+pub fn open(kind: BackendKind, model: &Arc<Model>) -> Result<Opened> {
+    if kind != BackendKind::Auto {
+        let backend = open_tested(kind, model)?;
+        let reason = format!("backend {}: {}", kind.name(), backend.describe());
+        return Ok(Opened { backend, reason });
+    }
+    match open_tested(BackendKind::Cuda, model) {
+        Ok(backend) => {
+            let reason = format!(
+                "backend cuda (auto: a CUDA device passed the self-test): {}",
+                backend.describe()
+            );
+            Ok(Opened { backend, reason })
+        }
+        Err(why) => {
+            let backend = open_kind(BackendKind::Cpu, model)?;
+            let reason = format!(
+                "backend cpu (auto: {why}; --backend wgpu asks for the portable GPU backend): {}",
+                backend.describe()
+            );
+            Ok(Opened { backend, reason })
+        }
+    }
+}
+
+fn open_tested(kind: BackendKind, model: &Arc<Model>) -> Result<Arc<dyn Backend>> {
+    let backend = open_kind(kind, model)?;
+    if kind != BackendKind::Cpu {
+        self_test(backend.as_ref())?;
+    }
+    Ok(backend)
+}
+
+/// Every backend this build has: the one place that names them.
+fn open_kind(kind: BackendKind, model: &Arc<Model>) -> Result<Arc<dyn Backend>> {
+    match kind {
+        BackendKind::Cpu => Ok(Arc::new(CpuBackend::new(Arc::clone(model)))),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => crate::gpu::open(model),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => crate::cuda::open(model),
+        BackendKind::Auto => open(kind, model).map(|o| o.backend),
+        #[allow(unreachable_patterns)]
+        other => Err(Error::Unsupported(format!(
+            "this liger was built without the {0} backend (cargo feature `{0}`)",
+            other.name()
+        ))),
+    }
+}

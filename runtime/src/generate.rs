@@ -1,0 +1,179 @@
+//! The generation loop, written once for every front end (`liger run` and `chat`, the server,
+//! the C ABI, JNI) and every backend: sample the next token from the session's logits, stop at
+//! one of the model's stop ids (or the caller's), feed it, and turn it into text.
+
+use crate::error::{Error, Result};
+use crate::sampler::Sampler;
+use crate::session::Session;
+use crate::tokenizer::StreamDecoder;
+use crate::Model;
+use std::sync::Arc;
+
+/// How a generation ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced this stop id (not fed, not shown).
+    StopToken(u32),
+    /// `max_tokens` were generated.
+    Length,
+    /// The caller said stop (a client left, Ctrl-C, a callback).
+    Cancelled,
+}
+
+impl StopReason {
+    /// OpenAI's `finish_reason`: "stop", "length" or "cancelled".
+    pub fn finish_reason(self) -> &'static str {
+        match self {
+            StopReason::StopToken(_) => "stop",
+            StopReason::Length => "length",
+            StopReason::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Go on past the model's stop ids (`extra_stops` still stop).
+    pub ignore_eos: bool,
+    /// Stop ids of the caller's, besides the model's.
+    pub extra_stops: Vec<u32>,
+    /// Leave special tokens (`<|im_end|>`, …) out of the text (chat answers).
+    pub skip_special: bool,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            max_tokens: 128,
+            ignore_eos: false,
+            extra_stops: Vec::new(),
+            skip_special: false,
+        }
+    }
+}
+
+/// One step of a generation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A token was generated and fed; `text` is the complete UTF-8 it adds (may be empty while
+    /// a character is incomplete, and is empty for a file without a tokenizer).
+    Token {
+        id: u32,
+        text: String,
+    },
+    Done(StopReason),
+}
+
+/// What [`Generator::run`] produced.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The tokens generated and fed (a stop id excluded).
+    pub tokens: Vec<u32>,
+    pub stop: StopReason,
+    /// Wall time of the loop.
+    pub seconds: f64,
+}
+
+/// The state of one generation: the stop rule, the count, the text decoder.
+pub struct Generator {
+    model: Arc<Model>,
+    stops: Vec<u32>,
+    options: GenerateOptions,
+    generated: usize,
+    decoder: StreamDecoder,
+}
+
+impl Generator {
+    pub fn new(model: &Arc<Model>, options: GenerateOptions) -> Result<Generator> {
+        let mut stops = if options.ignore_eos {
+            Vec::new()
+        } else {
+            crate::tokenizer::stop_ids(model.file(), model.config.vocab_size)?
+        };
+        stops.extend_from_slice(&options.extra_stops);
+        let decoder = if options.skip_special {
+            StreamDecoder::skipping_special()
+        } else {
+            StreamDecoder::new()
+        };
+        Ok(Generator {
+            model: Arc::clone(model),
+            stops,
+            options,
+            generated: 0,
+            decoder,
+        })
+    }
+
+    /// Tokens generated so far.
+    pub fn generated(&self) -> usize {
+        self.generated
+    }
+
+    /// Samples the next token from `session`'s logits; a stop id ends the generation (it is
+    /// not fed); any other is fed, observed by `sampler` (its repetition window) and decoded.
+    pub fn step(&mut self, session: &mut Session, sampler: &mut Sampler) -> Result<Step> {
+        if self.generated >= self.options.max_tokens {
+            return Ok(Step::Done(StopReason::Length));
+        }
+        if session.position() == 0 {
+            return Err(Error::InvalidArgument(
+                "nothing fed yet: feed a prompt before generating".into(),
+            ));
+        }
+        let id = sampler.sample(session.logits());
+        if self.stops.contains(&id) {
+            return Ok(Step::Done(StopReason::StopToken(id)));
+        }
+        session.feed(&[id])?;
+        sampler.observe(id);
+        self.generated += 1;
+        let text = match &self.model.tokenizer {
+            Some(t) => self.decoder.push(t, id)?.unwrap_or_default(),
+            None => String::new(),
+        };
+        Ok(Step::Token { id, text })
+    }
+
+    /// Text still held back at the end (an incomplete character, decoded lossily).
+    pub fn finish(&mut self) -> Result<String> {
+        match &self.model.tokenizer {
+            Some(t) => self.decoder.flush(t),
+            None => Ok(String::new()),
+        }
+    }
+
+    /// Steps until the generation ends; `on_token(id, text)` sees each token (returning
+    /// `false` cancels) and, with id `None`, the text held back at the end.
+    pub fn run(
+        &mut self,
+        session: &mut Session,
+        sampler: &mut Sampler,
+        mut on_token: impl FnMut(Option<u32>, &str) -> Result<bool>,
+    ) -> Result<Outcome> {
+        let started = std::time::Instant::now();
+        let mut tokens = Vec::new();
+        let stop = loop {
+            match self.step(session, sampler)? {
+                Step::Token { id, text } => {
+                    tokens.push(id);
+                    if !on_token(Some(id), &text)? {
+                        break StopReason::Cancelled;
+                    }
+                }
+                Step::Done(reason) => break reason,
+            }
+        };
+        let rest = self.finish()?;
+        if !rest.is_empty() {
+            on_token(None, &rest)?;
+        }
+        Ok(Outcome {
+            tokens,
+            stop,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}

@@ -1,0 +1,546 @@
+//! The GPU step written once: the ops of one model step over a batch of T tokens, in order,
+//! over named buffers, with their kernels' parameters, built from the model. Both GPU backends
+//! run this plan — wgpu records it once per sequence as bind groups, CUDA queues it (or replays
+//! it as a captured graph) — each mapping a [`Kernel`] to its pipeline or kernel of the same
+//! name (`shaders/step.wgsl`, `kernels/step.cu`) and a product to its matvec. The weights and a
+//! sequence's buffers are laid out here too ([`DeviceWeights`], [`SequenceBuffers`]), so a
+//! backend only allocates, uploads and launches.
+//!
+//! Shapes: D hidden, F ffn, H heads, Hkv KV heads, d head dim, W window, M GSA slots, V vocab,
+//! T tokens of the batch (1 when decoding).
+
+use super::{MatrixRef, Model, SequenceState};
+use crate::config::{LigerConfig, Variant};
+use crate::cpu::linear::WeightMatrix;
+use crate::error::{Error, Result};
+
+/// Threads per workgroup (wgpu) or block (CUDA) of the step kernels: the largest head dim,
+/// window and GSA slot count they take.
+pub const THREADS: usize = 128;
+
+/// The `Op` every step kernel reads (`struct Op` of `step.wgsl` and `step.cu`): each field
+/// means one thing wherever it is read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct OpParams {
+    /// Values per token row (rms_norm, add, swiglu, mix, ring_write).
+    pub elements: u32,
+    /// Heads rotated (rope: H for q, Hkv for k).
+    pub heads: u32,
+    /// Hkv (recurrence, recurrence_gsa, swa).
+    pub kv_heads: u32,
+    pub head_dim: u32,
+    /// Query heads per KV head, H / Hkv.
+    pub group: u32,
+    /// recurrence: 1 = HGRN2 gates, 0 = GLA.
+    pub hgrn2: u32,
+    /// add: 1 = the second buffer is one row added to every token's (a bias).
+    pub broadcast: u32,
+    /// rms_norm: 1 = only the last token's row, into the output's first.
+    pub last_row: u32,
+    pub eps: f32,
+    pub gate_normalizer: f32,
+    /// mix: the SWA branch's weight.
+    pub mix_swa: f32,
+    /// swa: 1/√d.
+    pub scale: f32,
+    pub window: u32,
+    pub slots: u32,
+    pub pad: [u32; 2],
+}
+const _: () = assert!(std::mem::size_of::<OpParams>() == 64);
+
+/// The step kernels, by entry point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    RmsNorm,
+    Add,
+    Swiglu,
+    Mix,
+    Rope,
+    Recurrence,
+    RecurrenceGsa,
+    Swa,
+    RingWrite,
+}
+
+impl Kernel {
+    pub const ALL: [Kernel; 9] = [
+        Kernel::RmsNorm,
+        Kernel::Add,
+        Kernel::Swiglu,
+        Kernel::Mix,
+        Kernel::Rope,
+        Kernel::Recurrence,
+        Kernel::RecurrenceGsa,
+        Kernel::Swa,
+        Kernel::RingWrite,
+    ];
+
+    /// The entry point's name in `step.wgsl` and `step.cu`.
+    pub fn entry_point(self) -> &'static str {
+        match self {
+            Kernel::RmsNorm => "rms_norm",
+            Kernel::Add => "add",
+            Kernel::Swiglu => "swiglu",
+            Kernel::Mix => "mix",
+            Kernel::Rope => "rope",
+            Kernel::Recurrence => "recurrence",
+            Kernel::RecurrenceGsa => "recurrence_gsa",
+            Kernel::Swa => "swa",
+            Kernel::RingWrite => "ring_write",
+        }
+    }
+}
+
+/// A sequence's buffers and the model's f32 weights, as a step op names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Buf {
+    /// Activations of the batch: x, the residual stream [T, D]; h, normed [T, D]; q [T, H·d];
+    /// k, v [T, Hkv·d]; o_rec (recurrent readout) and y (window attention, then the mix)
+    /// [T, H·d]; proj, a product into D [T, D]; gate, up [T, F].
+    X,
+    H,
+    Q,
+    K,
+    V,
+    ORec,
+    Y,
+    Proj,
+    Gate,
+    Up,
+    /// The last token's logits [V].
+    Logits,
+    /// Per token [cos (d/2), sin (d/2)] of its position [T, d].
+    Rope,
+    /// Layer l's recurrent state: [Hkv, d, d] (GLA, HGRN2) or [Hkv, 2·d·M] (GSA: keys K d×M,
+    /// values V M×d).
+    State(usize),
+    /// Layer l's window ring of RoPE'd keys / values [W, Hkv·d].
+    RingKeys(usize),
+    RingValues(usize),
+    /// Weights: layer l's norms [D], its q / k / v biases [H·d] / [Hkv·d], the final norm [D].
+    AttnNorm(usize),
+    FfnNorm(usize),
+    Bias(usize, Projection),
+    OutputNorm,
+}
+
+/// The front-end projections that may have a bias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Projection {
+    Q = 0,
+    K = 1,
+    V = 2,
+}
+
+/// The activation buffers, with their labels and element counts for a batch of `batch`
+/// tokens.
+pub fn activations(c: &LigerConfig, batch: usize) -> [(Buf, &'static str, usize); 12] {
+    let (hd, kv) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+    [
+        (Buf::X, "x", batch * c.hidden),
+        (Buf::H, "h", batch * c.hidden),
+        (Buf::Q, "q", batch * hd),
+        (Buf::K, "k", batch * kv),
+        (Buf::V, "v", batch * kv),
+        (Buf::ORec, "o_rec", batch * hd),
+        (Buf::Y, "y", batch * hd),
+        (Buf::Proj, "proj", batch * c.hidden),
+        (Buf::Gate, "gate", batch * c.ffn),
+        (Buf::Up, "up", batch * c.ffn),
+        (Buf::Logits, "logits", c.vocab_size),
+        (Buf::Rope, "rope", batch * c.head_dim),
+    ]
+}
+
+/// A weight matrix as a product names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Matrix {
+    /// Layer l's: 0 q, 1 k, 2 v, 3 o, 4 gate, 5 up, 6 down ([`LAYER_MATRICES`]).
+    Layer(usize, usize),
+    /// The LM head [V, D] (or the tied embedding).
+    Output,
+}
+
+/// The order of a layer's matrices in [`Matrix::Layer`].
+pub const LAYER_MATRICES: [&str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
+
+/// Blocks (workgroups) of a kernel launch, for a batch of T tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grid {
+    Fixed(usize),
+    /// n per token.
+    PerToken(usize),
+    /// One thread per element of n per token.
+    Elements(usize),
+}
+
+impl Grid {
+    pub fn blocks(self, tokens: usize) -> usize {
+        match self {
+            Grid::Fixed(n) => n,
+            Grid::PerToken(n) => n * tokens,
+            Grid::Elements(n) => (n * tokens).div_ceil(THREADS),
+        }
+        .max(1)
+    }
+}
+
+/// One op of the step.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PlanOp {
+    /// `kernel(params, st, buffers…)` over `grid` blocks of [`THREADS`].
+    Kernel {
+        kernel: Kernel,
+        params: OpParams,
+        buffers: Vec<Buf>,
+        grid: Grid,
+    },
+    /// y[t] = W·x[t] for the batch's rows; `last_row_only` (the LM head) for one row.
+    Product {
+        matrix: Matrix,
+        x: Buf,
+        y: Buf,
+        last_row_only: bool,
+    },
+}
+
+/// The ops of one step, in order.
+pub struct StepPlan {
+    pub ops: Vec<PlanOp>,
+    /// Ops from here on (the final norm and the LM head) run only when logits are wanted.
+    pub head_from: usize,
+}
+
+impl StepPlan {
+    /// The step of `model` (the kernels' limits checked first).
+    pub fn new(model: &Model) -> Result<StepPlan> {
+        let c = &model.config;
+        check_limits(c)?;
+        let (d, kv, hd) = (
+            c.head_dim,
+            c.n_kv_heads * c.head_dim,
+            c.n_heads * c.head_dim,
+        );
+        let base = OpParams {
+            kv_heads: c.n_kv_heads as u32,
+            head_dim: d as u32,
+            group: (c.n_heads / c.n_kv_heads) as u32,
+            hgrn2: u32::from(c.variant == Variant::Hgrn2),
+            eps: c.rms_eps,
+            gate_normalizer: c.gate_normalizer,
+            mix_swa: c.mix_swa,
+            scale: 1.0 / (d as f32).sqrt(),
+            window: c.window,
+            slots: c.gsa_slots as u32,
+            ..OpParams::default()
+        };
+        let mut ops = Vec::new();
+        let kernel = |kernel, params, buffers: &[Buf], grid| PlanOp::Kernel {
+            kernel,
+            params,
+            buffers: buffers.to_vec(),
+            grid,
+        };
+        let elements = |n: usize| OpParams {
+            elements: n as u32,
+            ..base
+        };
+        let product = |matrix, x, y| PlanOp::Product {
+            matrix,
+            x,
+            y,
+            last_row_only: false,
+        };
+        // b2 x [T, D], b3 weight [D] → b4 h [T, D].
+        let norm_rows = |weight| {
+            let op = Kernel::RmsNorm;
+            kernel(
+                op,
+                elements(c.hidden),
+                &[Buf::X, weight, Buf::H],
+                Grid::PerToken(1),
+            )
+        };
+        let residual = || {
+            let p = elements(c.hidden);
+            kernel(
+                Kernel::Add,
+                p,
+                &[Buf::X, Buf::Proj],
+                Grid::Elements(c.hidden),
+            )
+        };
+        for (l, lw) in model.weights.layers.iter().enumerate() {
+            ops.push(norm_rows(Buf::AttnNorm(l)));
+            let front = [
+                (Projection::Q, Buf::Q, hd, lw.bq.is_some()),
+                (Projection::K, Buf::K, kv, lw.bk.is_some()),
+                (Projection::V, Buf::V, kv, lw.bv.is_some()),
+            ];
+            for (i, (projection, out, n, has_bias)) in front.into_iter().enumerate() {
+                ops.push(product(Matrix::Layer(l, i), Buf::H, out));
+                if has_bias {
+                    let p = OpParams {
+                        broadcast: 1,
+                        ..elements(n)
+                    };
+                    let bias = Buf::Bias(l, projection);
+                    ops.push(kernel(Kernel::Add, p, &[out, bias], Grid::Elements(n)));
+                }
+            }
+            // Recurrent branch on the raw q, k (state, k, v, q → o_rec).
+            let recurrence = match c.variant {
+                Variant::Gsa => Kernel::RecurrenceGsa,
+                _ => Kernel::Recurrence,
+            };
+            let state = [Buf::State(l), Buf::K, Buf::V, Buf::Q, Buf::ORec];
+            ops.push(kernel(recurrence, base, &state, Grid::Fixed(c.n_kv_heads)));
+            // Window branch on RoPE'd q, k.
+            for (buf, heads) in [(Buf::Q, c.n_heads), (Buf::K, c.n_kv_heads)] {
+                let p = OpParams {
+                    heads: heads as u32,
+                    ..base
+                };
+                let grid = Grid::Elements(heads * d / 2);
+                ops.push(kernel(Kernel::Rope, p, &[buf, Buf::Rope], grid));
+            }
+            let (ring_k, ring_v) = (Buf::RingKeys(l), Buf::RingValues(l));
+            let window = [Buf::Q, Buf::K, Buf::V, ring_k, ring_v, Buf::Y];
+            ops.push(kernel(
+                Kernel::Swa,
+                base,
+                &window,
+                Grid::PerToken(c.n_heads),
+            ));
+            let ring = [Buf::K, Buf::V, ring_k, ring_v];
+            ops.push(kernel(
+                Kernel::RingWrite,
+                elements(kv),
+                &ring,
+                Grid::Elements(kv),
+            ));
+            let mix = [Buf::Y, Buf::ORec];
+            ops.push(kernel(Kernel::Mix, elements(hd), &mix, Grid::Elements(hd)));
+            ops.push(product(Matrix::Layer(l, 3), Buf::Y, Buf::Proj));
+            ops.push(residual());
+            // SwiGLU MLP.
+            ops.push(norm_rows(Buf::FfnNorm(l)));
+            ops.push(product(Matrix::Layer(l, 4), Buf::H, Buf::Gate));
+            ops.push(product(Matrix::Layer(l, 5), Buf::H, Buf::Up));
+            let swiglu = [Buf::Gate, Buf::Up];
+            ops.push(kernel(
+                Kernel::Swiglu,
+                elements(c.ffn),
+                &swiglu,
+                Grid::Elements(c.ffn),
+            ));
+            ops.push(product(Matrix::Layer(l, 6), Buf::Gate, Buf::Proj));
+            ops.push(residual());
+        }
+        let head_from = ops.len();
+        let last = OpParams {
+            last_row: 1,
+            ..elements(c.hidden)
+        };
+        let final_norm = [Buf::X, Buf::OutputNorm, Buf::H];
+        ops.push(kernel(Kernel::RmsNorm, last, &final_norm, Grid::Fixed(1)));
+        ops.push(PlanOp::Product {
+            matrix: Matrix::Output,
+            x: Buf::H,
+            y: Buf::Logits,
+            last_row_only: true,
+        });
+        Ok(StepPlan { ops, head_from })
+    }
+
+    /// The ops of a batch: all of them with logits, else those before the head.
+    pub fn ops(&self, want_logits: bool) -> &[PlanOp] {
+        if want_logits {
+            &self.ops
+        } else {
+            &self.ops[..self.head_from]
+        }
+    }
+}
+
+/// The step kernels handle head dims, windows and GSA slots up to their block size.
+fn check_limits(c: &LigerConfig) -> Result<()> {
+    if c.head_dim > THREADS || c.window as usize >= THREADS || c.gsa_slots > THREADS {
+        return Err(Error::Unsupported(format!(
+            "the GPU step handles head dims, windows and GSA slots < {THREADS} (model: {}, {}, {})",
+            c.head_dim, c.window, c.gsa_slots
+        )));
+    }
+    Ok(())
+}
+
+/// A model's weights on a device: matrices `M` (a backend's repacked planes) and f32
+/// vectors `F` (norms, biases). The token embedding stays in the mapped file (one row per
+/// token is uploaded).
+pub struct DeviceWeights<M, F> {
+    layers: Vec<LayerWeights<M, F>>,
+    output_norm: F,
+    output: M,
+}
+
+struct LayerWeights<M, F> {
+    attn_norm: F,
+    ffn_norm: F,
+    /// q, k, v, o, gate, up, down ([`LAYER_MATRICES`]).
+    matrices: [M; 7],
+    bias: [Option<F>; 3],
+}
+
+impl<M, F> DeviceWeights<M, F> {
+    /// Uploads `model`'s weights through `matrix` (a matrix as the file holds it) and
+    /// `floats`.
+    pub fn upload(
+        model: &Model,
+        mut matrix: impl FnMut(WeightMatrix<'_>) -> Result<M>,
+        mut floats: impl FnMut(&[f32]) -> Result<F>,
+    ) -> Result<DeviceWeights<M, F>> {
+        let mut upload = |m: &MatrixRef| matrix(model.matrix(m));
+        let w = &model.weights;
+        let mut layers = Vec::with_capacity(w.layers.len());
+        for lw in &w.layers {
+            let mut bias = [None, None, None];
+            for (slot, b) in bias.iter_mut().zip([&lw.bq, &lw.bk, &lw.bv]) {
+                if let Some(b) = b {
+                    *slot = Some(floats(b)?);
+                }
+            }
+            layers.push(LayerWeights {
+                attn_norm: floats(&lw.attn_norm)?,
+                ffn_norm: floats(&lw.ffn_norm)?,
+                matrices: [
+                    upload(&lw.wq)?,
+                    upload(&lw.wk)?,
+                    upload(&lw.wv)?,
+                    upload(&lw.wo)?,
+                    upload(&lw.w_gate)?,
+                    upload(&lw.w_up)?,
+                    upload(&lw.w_down)?,
+                ],
+                bias,
+            });
+        }
+        Ok(DeviceWeights {
+            output_norm: floats(&w.output_norm)?,
+            output: upload(&w.output)?,
+            layers,
+        })
+    }
+
+    pub fn matrix(&self, m: Matrix) -> &M {
+        match m {
+            Matrix::Layer(l, i) => &self.layers[l].matrices[i],
+            Matrix::Output => &self.output,
+        }
+    }
+
+    /// Every matrix one decode step reads (every layer's and the LM head).
+    pub fn matrices(&self) -> impl Iterator<Item = &M> {
+        self.layers
+            .iter()
+            .flat_map(|l| l.matrices.iter())
+            .chain(std::iter::once(&self.output))
+    }
+
+    /// A weight vector a kernel binds (`None` for a sequence's buffers, or a missing bias).
+    pub fn vector(&self, buf: Buf) -> Option<&F> {
+        match buf {
+            Buf::AttnNorm(l) => Some(&self.layers[l].attn_norm),
+            Buf::FfnNorm(l) => Some(&self.layers[l].ffn_norm),
+            Buf::Bias(l, p) => self.layers[l].bias[p as usize].as_ref(),
+            Buf::OutputNorm => Some(&self.output_norm),
+            _ => None,
+        }
+    }
+}
+
+/// One sequence's buffers on a device (`B`): the batch's activations, and per layer the
+/// recurrent state and the window ring.
+pub struct SequenceBuffers<B> {
+    activations: Vec<(Buf, B)>,
+    states: Vec<B>,
+    rings: Vec<(B, B)>,
+}
+
+impl<B> SequenceBuffers<B> {
+    /// Allocates every buffer (zeroed) through `alloc(label, f32 count)` for batches of up to
+    /// `batch` tokens.
+    pub fn new(
+        c: &LigerConfig,
+        batch: usize,
+        mut alloc: impl FnMut(&'static str, usize) -> Result<B>,
+    ) -> Result<SequenceBuffers<B>> {
+        let mut made = Vec::with_capacity(12);
+        for (buf, label, n) in activations(c, batch) {
+            made.push((buf, alloc(label, n)?));
+        }
+        // Per layer: [Hkv, d, d] (GSA [Hkv, 2·d·M]); the ring [W, Hkv·d] twice.
+        let state = c.n_kv_heads * SequenceState::per_head(c);
+        let ring = c.window as usize * c.n_kv_heads * c.head_dim;
+        let (mut states, mut rings) = (Vec::new(), Vec::new());
+        for _ in 0..c.n_layers {
+            states.push(alloc("state", state)?);
+            rings.push((alloc("ring_keys", ring)?, alloc("ring_values", ring)?));
+        }
+        Ok(SequenceBuffers {
+            activations: made,
+            states,
+            rings,
+        })
+    }
+
+    /// A sequence buffer (`None` for the model's weights).
+    pub fn get(&self, buf: Buf) -> Option<&B> {
+        match buf {
+            Buf::State(l) => Some(&self.states[l]),
+            Buf::RingKeys(l) => Some(&self.rings[l].0),
+            Buf::RingValues(l) => Some(&self.rings[l].1),
+            _ => self
+                .activations
+                .iter()
+                .find(|(b, _)| *b == buf)
+                .map(|(_, buffer)| buffer),
+        }
+    }
+
+    pub fn get_mut(&mut self, buf: Buf) -> Option<&mut B> {
+        match buf {
+            Buf::State(l) => Some(&mut self.states[l]),
+            Buf::RingKeys(l) => Some(&mut self.rings[l].0),
+            Buf::RingValues(l) => Some(&mut self.rings[l].1),
+            _ => self
+                .activations
+                .iter_mut()
+                .find(|(b, _)| *b == buf)
+                .map(|(_, buffer)| buffer),
+        }
+    }
+
+    /// Layer l's recurrent state, ring keys and ring values.
+    pub fn layer(&self, l: usize) -> (&B, &B, &B) {
+        (&self.states[l], &self.rings[l].0, &self.rings[l].1)
+    }
+
+    pub fn layer_mut(&mut self, l: usize) -> (&mut B, &mut B, &mut B) {
+        let (keys, values) = &mut self.rings[l];
+        (&mut self.states[l], keys, values)
+    }
+}
+
+/// The buffer a step op binds: the sequence's, or a weight vector of the model's.
+pub fn resolve<'a, M, B>(
+    weights: &'a DeviceWeights<M, B>,
+    buffers: &'a SequenceBuffers<B>,
+    buf: Buf,
+) -> Result<&'a B> {
+    buffers
+        .get(buf)
+        .or_else(|| weights.vector(buf))
+        .ok_or_else(|| Error::Unsupported(format!("the step plan names {buf:?}, which is absent")))
+}

@@ -1,0 +1,177 @@
+//! Every backend through the one interface (`liger::backend`, `Session::on`): sessions on the
+//! CPU, on wgpu (lavapipe in CI) and on CUDA (where a device is) reproduce the fixtures'
+//! reference logits in both decode semantics, and a state saved on one backend continues on
+//! another with the same next tokens.
+
+use liger::backend::{self, BackendKind};
+use liger::{Backend, DecodeMode, Model, ModelOptions, Session};
+use liger_tests::*;
+use std::sync::Arc;
+
+/// Max |Δlogit| against the fp32 reference on f32 weights (DESIGN §5), on every backend.
+const LOGIT_TOLERANCE: f32 = 1e-3;
+
+/// Whether a backend that fails to open fails the test: wgpu where CI installs lavapipe
+/// (`CI`, `LIGER_REQUIRE_GPU`), CUDA on the GPU machine (`LIGER_REQUIRE_CUDA`).
+fn required(kind: BackendKind) -> bool {
+    let set = |v: &str| std::env::var_os(v).is_some();
+    match kind {
+        BackendKind::Wgpu => set("CI") || set("LIGER_REQUIRE_GPU"),
+        BackendKind::Cuda => set("LIGER_REQUIRE_CUDA"),
+        _ => true,
+    }
+}
+
+/// `model` on every backend this build has and this machine runs (each after its self-test).
+fn every_backend(model: &Arc<Model>) -> Vec<Arc<dyn Backend>> {
+    let mut out = Vec::new();
+    for kind in [BackendKind::Cpu, BackendKind::Wgpu, BackendKind::Cuda] {
+        if !kind.compiled_in() {
+            eprintln!("{}: not compiled in", kind.name());
+            continue;
+        }
+        match backend::open(kind, model) {
+            Ok(opened) => out.push(opened.backend),
+            Err(e) if required(kind) => panic!("the {} backend must run here: {e}", kind.name()),
+            Err(e) => eprintln!("SKIPPED {}: {e}", kind.name()),
+        }
+    }
+    out
+}
+
+fn first_mismatch(got: &[f32], want: &[f32], vocab: usize, what: &str) -> f32 {
+    assert_eq!(got.len(), want.len(), "{what}: logits length");
+    let mut worst = 0f32;
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let delta = (g - w).abs();
+        assert!(
+            delta <= LOGIT_TOLERANCE,
+            "{what}: first mismatch at token {} vocab id {}: got {g}, reference {w} \
+             (|Δ| {delta:.3e}, tolerance {LOGIT_TOLERANCE})",
+            i / vocab,
+            i % vocab
+        );
+        worst = worst.max(delta);
+    }
+    worst
+}
+
+fn load_case(case: &std::path::Path, dir: &std::path::Path) -> Arc<Model> {
+    let path = convert_case(case, "f32", dir);
+    Arc::new(Model::load(path, &ModelOptions::default()).unwrap())
+}
+
+#[test]
+fn every_backend_reproduces_the_reference_logits_in_both_semantics() {
+    let dir = tempfile::tempdir().unwrap();
+    for case in liger_cases() {
+        let name = case.file_name().unwrap().to_string_lossy().to_string();
+        let model = load_case(&case, dir.path());
+        let vocab = model.config.vocab_size;
+        let reference = read_bytes(&case.join("reference.safetensors"));
+        let ids: Vec<u32> = tensor_f32(&reference, "input_ids")
+            .0
+            .iter()
+            .map(|&v| v as u32)
+            .collect();
+        let prompt_len = meta(&case)["prompt_len"].as_u64().unwrap() as usize;
+        let full = tensor_f32(&reference, "logits_full").0;
+        let incremental = tensor_f32(&reference, "logits_incremental").0;
+        for backend in every_backend(&model) {
+            let on = backend.describe();
+            // window: one full call; every token's logits.
+            let mut s = Session::on(&backend, DecodeMode::Window).unwrap();
+            let got = s.feed_all_logits(&ids).unwrap();
+            let worst = first_mismatch(&got, &full, vocab, &format!("{name} window on {on}"));
+            // hf-compat: the prompt as one call, then a call per token.
+            let mut s = Session::on(&backend, DecodeMode::HfCompat).unwrap();
+            let mut got = s.feed_all_logits(&ids[..prompt_len]).unwrap();
+            for &t in &ids[prompt_len..] {
+                got.extend_from_slice(s.feed(&[t]).unwrap());
+            }
+            let what = format!("{name} hf-compat on {on}");
+            let worst = worst.max(first_mismatch(&got, &incremental, vocab, &what));
+            assert_eq!(s.position(), ids.len());
+            eprintln!("{name} on {on}: both semantics, max |Δ| {worst:.2e}");
+        }
+    }
+}
+
+/// Greedy tokens from a session's current logits, each fed.
+fn greedy(s: &mut Session, n: usize) -> Vec<u32> {
+    (0..n)
+        .map(|_| {
+            let t = liger::sampler::argmax(s.logits()) as u32;
+            s.feed(&[t]).unwrap();
+            t
+        })
+        .collect()
+}
+
+#[test]
+fn a_state_moves_between_backends_with_the_same_next_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["liger_gla", "liger_gsa"] {
+        let model = load_case(&fixtures().join("liger").join(name), dir.path());
+        let backends = every_backend(&model);
+        let prompt: Vec<u32> = (0..70).map(|i| (i * 37 % 200) as u32 + 3).collect();
+        for mode in [DecodeMode::Window, DecodeMode::HfCompat] {
+            // The CPU alone: prompt, then 12 greedy tokens.
+            let mut cpu = Session::on(&backends[0], mode).unwrap();
+            cpu.feed(&prompt).unwrap();
+            let want = greedy(&mut cpu, 12);
+            for other in &backends[1..] {
+                // CPU → other → CPU, through saved bytes, 4 tokens on each.
+                let mut s = Session::on(&backends[0], mode).unwrap();
+                s.feed(&prompt).unwrap();
+                let mut got = greedy(&mut s, 4);
+                let mut there = Session::on(other, mode).unwrap();
+                there.load_state(&s.save_state().unwrap()).unwrap();
+                assert_eq!(there.position(), s.position());
+                got.extend(greedy(&mut there, 4));
+                let mut back = there.moved_to(&backends[0]).unwrap();
+                got.extend(greedy(&mut back, 4));
+                assert_eq!(
+                    got,
+                    want,
+                    "{name} {}: CPU → {} → CPU",
+                    mode.name(),
+                    other.describe()
+                );
+                // A fork there, and a reset, behave as on the CPU.
+                let mut fork = there.fork().unwrap();
+                assert_eq!(fork.position(), there.position());
+                assert_eq!(greedy(&mut fork, 2), greedy(&mut there, 2));
+                there.reset().unwrap();
+                assert_eq!(there.position(), 0);
+                there.feed(&prompt).unwrap();
+                assert_eq!(greedy(&mut there, 4), want[..4], "{name}: after reset");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_backend_not_compiled_in_or_absent_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = load_case(&fixtures().join("liger").join("liger_gla"), dir.path());
+    for kind in [BackendKind::Wgpu, BackendKind::Cuda] {
+        if let Err(e) = backend::open(kind, &model) {
+            let e = e.to_string();
+            assert!(
+                e.contains(kind.name()) || e.contains("CUDA") || e.contains("GPU"),
+                "{}: {e}",
+                kind.name()
+            );
+        }
+    }
+    // auto: CUDA where one runs, else the CPU, saying why.
+    let auto = backend::open(BackendKind::Auto, &model).unwrap();
+    let kind = auto.backend.kind();
+    assert!(matches!(kind, BackendKind::Cpu | BackendKind::Cuda));
+    assert!(auto.reason.contains(kind.name()), "{}", auto.reason);
+    if kind == BackendKind::Cpu {
+        assert!(auto.reason.contains("auto:"), "{}", auto.reason);
+    }
+    assert!("gpu".parse::<BackendKind>().is_err());
+}
