@@ -1,11 +1,18 @@
 //! NVRTC compiles every kernel (CI, without a GPU: `LIGER_REQUIRE_NVRTC` makes a missing NVRTC
-//! fail), and each product kernel against the CPU reference on random data (a CUDA device:
+//! fail), and each product kernel and each step kernel (`model::step_kernel_checks`) against
+//! the CPU reference on random data (a CUDA device:
 //! skipped with a printed reason without one, failed where `LIGER_REQUIRE_CUDA` is set).
 
-use super::{compile, compile_with, nvrtc_present, step_kernels, CudaDevice, CudaMatrix, SOURCES};
+use super::{
+    compile, compile_with, driver_error, nvrtc_present, step_kernels, CudaDevice, CudaMatrix,
+    SOURCES,
+};
+use crate::model::device_plan::{Kernel, OpParams, THREADS};
+use crate::model::step_kernel_checks::every_step_kernel_matches_the_cpu;
 use crate::quant::planes::PLANE_TYPES;
 use crate::quant::{dequantize, quantize, GgmlType};
 use crate::testing::{assert_products, values};
+use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 #[test]
 fn every_kernel_compiles_to_ptx_for_every_architecture() {
@@ -121,4 +128,49 @@ fn models_and_sequences_move_between_threads() {
     fn send<T: Send>() {}
     send_sync::<super::CudaModel>();
     send::<super::CudaSequence>();
+}
+
+/// One `step.cu` kernel over host buffers (the op-level checks' launcher), on the device's
+/// stream.
+fn run_step_kernel(
+    dev: &CudaDevice,
+    kernel: Kernel,
+    params: &OpParams,
+    st: [u32; 4],
+    blocks: usize,
+    buffers: &[Vec<f32>],
+) -> crate::Result<Vec<Vec<f32>>> {
+    let s = &dev.stream;
+    let st = s.clone_htod(&st).map_err(driver_error("upload"))?;
+    let mut on_device = Vec::with_capacity(buffers.len());
+    for b in buffers {
+        on_device.push(s.clone_htod(b).map_err(driver_error("upload"))?);
+    }
+    let mut call = s.launch_builder(dev.kernels.op(kernel.entry_point()));
+    call.arg(params).arg(&st);
+    for b in &on_device {
+        call.arg(b);
+    }
+    let cfg = LaunchConfig {
+        grid_dim: (blocks as u32, 1, 1),
+        block_dim: (THREADS as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: the checks pass each kernel the buffers its comment in step.cu names, sized for
+    // their shapes; all are used on this one stream.
+    unsafe { call.launch(cfg) }.map_err(driver_error(kernel.entry_point()))?;
+    on_device
+        .iter()
+        .map(|b| s.clone_dtoh(b).map_err(driver_error("readback")))
+        .collect()
+}
+
+#[test]
+fn every_step_kernel_matches_the_cpu_on_random_data() {
+    let Some(dev) = CudaDevice::for_tests() else {
+        return;
+    };
+    every_step_kernel_matches_the_cpu(&dev.describe(), &|kernel, params, st, blocks, buffers| {
+        run_step_kernel(&dev, kernel, params, st, blocks, buffers)
+    });
 }

@@ -1,8 +1,11 @@
-//! Every shader against the CPU reference on random data. Without an adapter these tests are
+//! Every shader against the CPU reference on random data (the matvec products here, the step
+//! kernels through `model::step_kernel_checks`). Without an adapter these tests are
 //! skipped with a printed reason — except in CI (`CI` or `LIGER_REQUIRE_GPU` set), where they
 //! fail: CI installs lavapipe.
 
 use super::{GpuContext, GpuMatrix, MatvecPipelines};
+use crate::model::device_plan::{Kernel, OpParams};
+use crate::model::step_kernel_checks::every_step_kernel_matches_the_cpu;
 use crate::quant::{dequantize, quantize, GgmlType};
 use crate::testing::{assert_products, values};
 
@@ -55,4 +58,76 @@ fn matvec_shaders_match_the_cpu_reference() {
             }
         }
     }
+}
+
+/// One `step.wgsl` entry point over host buffers (the op-level checks' launcher).
+fn run_step_kernel(
+    ctx: &GpuContext,
+    kernel: Kernel,
+    params: &OpParams,
+    st: [u32; 4],
+    blocks: usize,
+    buffers: &[Vec<f32>],
+) -> crate::Result<Vec<Vec<f32>>> {
+    let module = ctx
+        .device
+        .create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("step.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(include_str!("../../../shaders/step.wgsl").into()),
+        });
+    let pipeline = ctx
+        .device
+        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(kernel.entry_point()),
+            layout: None,
+            module: &module,
+            entry_point: Some(kernel.entry_point()),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+    let uniform = wgpu::BufferUsages::UNIFORM;
+    let mut bound = vec![
+        ctx.upload("op", bytemuck::bytes_of(params), uniform),
+        ctx.upload("st", bytemuck::cast_slice(&st), uniform),
+    ];
+    let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+    for b in buffers {
+        bound.push(ctx.upload("b", bytemuck::cast_slice(b), storage));
+    }
+    let entries: Vec<_> = bound
+        .iter()
+        .enumerate()
+        .map(|(i, b)| wgpu::BindGroupEntry {
+            binding: i as u32,
+            resource: b.as_entire_binding(),
+        })
+        .collect();
+    let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &entries,
+    });
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(blocks as u32, 1, 1);
+    }
+    ctx.queue.submit([encoder.finish()]);
+    buffers
+        .iter()
+        .zip(&bound[2..])
+        .map(|(b, gpu)| ctx.read_f32(gpu, b.len()))
+        .collect()
+}
+
+#[test]
+fn every_step_shader_matches_the_cpu_on_random_data() {
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
+    every_step_kernel_matches_the_cpu(&ctx.describe(), &|kernel, params, st, blocks, buffers| {
+        run_step_kernel(&ctx, kernel, params, st, blocks, buffers)
+    });
 }

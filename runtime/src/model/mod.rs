@@ -10,6 +10,8 @@ mod recurrence;
 pub mod rope;
 mod state;
 mod step;
+#[cfg(all(test, any(feature = "wgpu", feature = "cuda")))]
+pub(crate) mod step_kernel_checks;
 
 pub use device_inputs::DeviceInputs;
 pub use state::SequenceState;
