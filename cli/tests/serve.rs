@@ -22,8 +22,13 @@ impl Drop for Served {
 }
 
 fn serve(model: &str) -> Served {
+    serve_on(model, "auto")
+}
+
+fn serve_on(model: &str, backend: &str) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_liger"))
         .args(["serve", "-m", model, "--port", "0", "--parallel", "4"])
+        .args(["--backend", backend])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -448,4 +453,25 @@ fn serve_under_load_keeps_serving_within_bounded_memory() {
     );
     // And it still answers as it did alone.
     assert_eq!(streamed_text(&base, &greedy(prompts[0], true)), alone[0]);
+}
+
+#[test]
+fn serve_on_wgpu_answers_as_on_the_cpu() {
+    let Some(model) = smollm2_liger_f16() else {
+        return;
+    };
+    if !wgpu_runs(env!("CARGO_BIN_EXE_liger")) {
+        return;
+    }
+    let model = model.to_str().unwrap();
+    let body = json!({"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0});
+    let answer = |backend: &str| {
+        let s = serve_on(model, backend);
+        let (status, v) = post(&s.base, "/v1/completions", &body);
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(usage(&v, "completion_tokens"), 4, "{v}");
+        v["choices"][0]["text"].as_str().unwrap().to_owned()
+    };
+    let (cpu, gpu) = (answer("cpu"), answer("wgpu"));
+    assert_eq!(gpu, cpu, "greedy completion on wgpu vs the CPU");
 }

@@ -55,6 +55,41 @@ pub fn smollm2_liger_q8_0() -> Option<PathBuf> {
     }))
 }
 
+/// SmolLM2 as a liger F16 file, made like [`smollm2_liger_q8_0`]: for the GPU backends'
+/// comparisons with the CPU (with F16 weights the CPU's products take f32 activations, as the
+/// GPUs' do; Q8_0 and Q4 weights take 16- and 8-bit ones on the CPU).
+pub fn smollm2_liger_f16() -> Option<PathBuf> {
+    let source = test_data("SmolLM2-135M-Instruct.Q4_1.gguf")?;
+    Some(derived_test_data("smollm2-liger.F16.gguf", |out| {
+        if let Err(e) = convert_to(&source, out, "f16", None) {
+            panic!("converting {}: {e}", source.display());
+        }
+    }))
+}
+
+/// Whether the wgpu backend's tests run: required where CI installs lavapipe (`CI`,
+/// `LIGER_REQUIRE_GPU`); elsewhere when `liger_binary run --backend wgpu` works on a fixture
+/// (else `SKIPPED` is printed).
+pub fn wgpu_runs(liger_binary: &str) -> bool {
+    if std::env::var_os("CI").is_some() || std::env::var_os("LIGER_REQUIRE_GPU").is_some() {
+        return true;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = convert_case(&fixtures().join("liger/liger_gla"), "f32", dir.path());
+    let out = std::process::Command::new(liger_binary)
+        .args(["run", "-m", model.to_str().unwrap(), "--backend", "wgpu"])
+        .args(["--prompt-ids", "1,2,3", "-n", "1", "--temp", "0", "--ids"])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        eprintln!(
+            "SKIPPED: no wgpu adapter ({})",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    out.status.success()
+}
+
 /// A file made by the tests from the downloaded test data: `derived/<name>` in the cache,
 /// made once by `make(path)` (which must write `path` atomically, as the converter does)
 /// under an exclusive lock on `derived/<name>.lock`, so test binaries running in parallel
