@@ -36,22 +36,10 @@ pub trait StepOnDevice: Send + Sized + 'static {
     /// prepares and uploads its inputs, runs the plan and, with `want_logits`, reads the last
     /// token's logits into the inputs. Does not advance the position.
     fn run_batch(&mut self, tokens: &[u32], want_logits: bool) -> Result<()>;
-    /// Copies layer `l`'s recurrent state, window keys and values back to the host.
-    fn read_layer(
-        &self,
-        l: usize,
-        recurrent: &mut [f32],
-        keys: &mut [f32],
-        values: &mut [f32],
-    ) -> Result<()>;
-    /// Uploads layer `l`'s recurrent state, window keys and values.
-    fn write_layer(
-        &mut self,
-        l: usize,
-        recurrent: &[f32],
-        keys: &[f32],
-        values: &[f32],
-    ) -> Result<()>;
+    /// Copies layer `l`'s recurrent state, window keys and window values into `parts`.
+    fn read_layer(&self, l: usize, parts: [&mut [f32]; 3]) -> Result<()>;
+    /// Uploads layer `l`'s recurrent state, window keys and window values.
+    fn write_layer(&mut self, l: usize, parts: [&[f32]; 3]) -> Result<()>;
 }
 
 /// A sequence on a GPU: what every GPU backend's sequence offers, written once.
@@ -116,7 +104,7 @@ pub trait DeviceSequence: StepOnDevice {
         let model = Arc::clone(self.device().model());
         self.inputs()
             .read_state(&model, |l, recurrent, keys, values| {
-                self.read_layer(l, recurrent, keys, values)
+                self.read_layer(l, [recurrent, keys, values])
             })
     }
 
@@ -126,7 +114,7 @@ pub trait DeviceSequence: StepOnDevice {
         let (pos, window_len, logits) = state.position_for_gpu(&model.config)?;
         for l in 0..model.config.n_layers {
             let (recurrent, keys, values) = state.layer(&model.config, l);
-            self.write_layer(l, recurrent, keys, values)?;
+            self.write_layer(l, [recurrent, keys, values])?;
         }
         let inputs = self.inputs_mut();
         (inputs.pos, inputs.window_len, inputs.logits) = (pos, window_len, logits);

@@ -261,35 +261,22 @@ impl StepOnDevice for CudaSequence {
         Ok(())
     }
 
-    fn read_layer(
-        &self,
-        l: usize,
-        recurrent: &mut [f32],
-        keys: &mut [f32],
-        values: &mut [f32],
-    ) -> Result<()> {
+    fn read_layer(&self, l: usize, parts: [&mut [f32]; 3]) -> Result<()> {
         let s = &self.stream;
-        let (state, ring_k, ring_v) = self.buffers.layer(l);
-        s.memcpy_dtoh(state, recurrent)
-            .and_then(|_| s.memcpy_dtoh(ring_k, keys))
-            .and_then(|_| s.memcpy_dtoh(ring_v, values))
-            .and_then(|_| s.synchronize())
-            .map_err(driver_error("state readback"))
+        for (buffer, out) in self.buffers.layer(l).into_iter().zip(parts) {
+            s.memcpy_dtoh(buffer, out)
+                .map_err(driver_error("state readback"))?;
+        }
+        s.synchronize().map_err(driver_error("state readback"))
     }
 
-    fn write_layer(
-        &mut self,
-        l: usize,
-        recurrent: &[f32],
-        keys: &[f32],
-        values: &[f32],
-    ) -> Result<()> {
+    fn write_layer(&mut self, l: usize, parts: [&[f32]; 3]) -> Result<()> {
         let s = Arc::clone(&self.stream);
-        let (state, ring_k, ring_v) = self.buffers.layer_mut(l);
-        s.memcpy_htod(recurrent, state)
-            .and_then(|_| s.memcpy_htod(keys, ring_k))
-            .and_then(|_| s.memcpy_htod(values, ring_v))
-            .map_err(driver_error("state upload"))
+        for (buffer, values) in self.buffers.layer_mut(l).into_iter().zip(parts) {
+            s.memcpy_htod(values, buffer)
+                .map_err(driver_error("state upload"))?;
+        }
+        Ok(())
     }
 }
 

@@ -46,26 +46,7 @@ impl GpuModel {
             |w| GpuMatrix::upload(&ctx, w.ty, w.rows, w.cols, w.data),
             |v| Ok(floats(&ctx, "weights", v)),
         )?;
-        let module = ctx
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some("step.wgsl"),
-                source: wgpu::ShaderSource::Wgsl(SHADER.into()),
-            });
-        let pipelines = Kernel::ALL
-            .iter()
-            .map(|k| {
-                ctx.device
-                    .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                        label: Some(k.entry_point()),
-                        layout: None,
-                        module: &module,
-                        entry_point: Some(k.entry_point()),
-                        compilation_options: Default::default(),
-                        cache: None,
-                    })
-            })
-            .collect();
+        let pipelines = step_pipelines(&ctx);
         Ok(GpuModel {
             matvec: MatvecPipelines::new(&ctx),
             pipelines,
@@ -84,6 +65,52 @@ impl GpuModel {
     fn pipeline(&self, kernel: Kernel) -> &wgpu::ComputePipeline {
         &self.pipelines[Kernel::ALL.iter().position(|&k| k == kernel).unwrap_or(0)]
     }
+}
+
+/// The pipelines of `step.wgsl`, one per kernel in [`Kernel::ALL`]'s order (layouts derived
+/// from the shader).
+pub(crate) fn step_pipelines(ctx: &GpuContext) -> Vec<wgpu::ComputePipeline> {
+    let module = ctx
+        .device
+        .create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("step.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(SHADER.into()),
+        });
+    Kernel::ALL
+        .iter()
+        .map(|k| {
+            ctx.device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(k.entry_point()),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some(k.entry_point()),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+        })
+        .collect()
+}
+
+/// A bind group of `buffers` as bindings 0, 1, … of `pipeline`'s group 0.
+pub(crate) fn bind_all(
+    ctx: &GpuContext,
+    pipeline: &wgpu::ComputePipeline,
+    buffers: &[&wgpu::Buffer],
+) -> wgpu::BindGroup {
+    let entries: Vec<_> = buffers
+        .iter()
+        .enumerate()
+        .map(|(i, b)| wgpu::BindGroupEntry {
+            binding: i as u32,
+            resource: b.as_entire_binding(),
+        })
+        .collect();
+    ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &entries,
+    })
 }
 
 /// One op of the plan, recorded over a sequence's buffers.
@@ -155,19 +182,7 @@ impl GpuSequence {
                     for &b in bound {
                         resolved.push(buffer(b)?);
                     }
-                    let entries: Vec<_> = resolved
-                        .iter()
-                        .enumerate()
-                        .map(|(i, b)| wgpu::BindGroupEntry {
-                            binding: i as u32,
-                            resource: b.as_entire_binding(),
-                        })
-                        .collect();
-                    let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: None,
-                        layout: &pipeline.get_bind_group_layout(0),
-                        entries: &entries,
-                    });
+                    let bind_group = bind_all(ctx, pipeline, &resolved);
                     Dispatch::Op {
                         pipeline: pipeline.clone(),
                         bind_group,
@@ -281,33 +296,17 @@ impl StepOnDevice for GpuSequence {
         Ok(())
     }
 
-    fn read_layer(
-        &self,
-        l: usize,
-        recurrent: &mut [f32],
-        keys: &mut [f32],
-        values: &mut [f32],
-    ) -> Result<()> {
-        let (state, ring_k, ring_v) = self.buffers.layer(l);
-        for (buffer, out) in [(state, recurrent), (ring_k, keys), (ring_v, values)] {
+    fn read_layer(&self, l: usize, parts: [&mut [f32]; 3]) -> Result<()> {
+        for (buffer, out) in self.buffers.layer(l).into_iter().zip(parts) {
             out.copy_from_slice(&self.g.ctx.read_f32(buffer, out.len())?);
         }
         Ok(())
     }
 
-    fn write_layer(
-        &mut self,
-        l: usize,
-        recurrent: &[f32],
-        keys: &[f32],
-        values: &[f32],
-    ) -> Result<()> {
-        let (state, ring_k, ring_v) = self.buffers.layer(l);
-        for (buffer, v) in [(state, recurrent), (ring_k, keys), (ring_v, values)] {
-            self.g
-                .ctx
-                .queue
-                .write_buffer(buffer, 0, bytemuck::cast_slice(v));
+    fn write_layer(&mut self, l: usize, parts: [&[f32]; 3]) -> Result<()> {
+        let queue = &self.g.ctx.queue;
+        for (buffer, values) in self.buffers.layer(l).into_iter().zip(parts) {
+            queue.write_buffer(buffer, 0, bytemuck::cast_slice(values));
         }
         Ok(())
     }

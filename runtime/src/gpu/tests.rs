@@ -3,6 +3,7 @@
 //! skipped with a printed reason — except in CI (`CI` or `LIGER_REQUIRE_GPU` set), where they
 //! fail: CI installs lavapipe.
 
+use super::step::{bind_all, step_pipelines};
 use super::{GpuContext, GpuMatrix, MatvecPipelines};
 use crate::model::device_plan::{Kernel, OpParams};
 use crate::model::step_kernel_checks::every_step_kernel_matches_the_cpu;
@@ -69,22 +70,8 @@ fn run_step_kernel(
     blocks: usize,
     buffers: &[Vec<f32>],
 ) -> crate::Result<Vec<Vec<f32>>> {
-    let module = ctx
-        .device
-        .create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("step.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(include_str!("../../../shaders/step.wgsl").into()),
-        });
-    let pipeline = ctx
-        .device
-        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(kernel.entry_point()),
-            layout: None,
-            module: &module,
-            entry_point: Some(kernel.entry_point()),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+    let index = Kernel::ALL.iter().position(|&k| k == kernel).unwrap_or(0);
+    let pipeline = &step_pipelines(ctx)[index];
     let uniform = wgpu::BufferUsages::UNIFORM;
     let mut bound = vec![
         ctx.upload("op", bytemuck::bytes_of(params), uniform),
@@ -94,23 +81,11 @@ fn run_step_kernel(
     for b in buffers {
         bound.push(ctx.upload("b", bytemuck::cast_slice(b), storage));
     }
-    let entries: Vec<_> = bound
-        .iter()
-        .enumerate()
-        .map(|(i, b)| wgpu::BindGroupEntry {
-            binding: i as u32,
-            resource: b.as_entire_binding(),
-        })
-        .collect();
-    let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: None,
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &entries,
-    });
+    let bind_group = bind_all(ctx, pipeline, &bound.iter().collect::<Vec<_>>());
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
     {
         let mut pass = encoder.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&pipeline);
+        pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(blocks as u32, 1, 1);
     }

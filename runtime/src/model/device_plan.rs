@@ -523,13 +523,13 @@ impl<B> SequenceBuffers<B> {
     }
 
     /// Layer l's recurrent state, ring keys and ring values.
-    pub fn layer(&self, l: usize) -> (&B, &B, &B) {
-        (&self.states[l], &self.rings[l].0, &self.rings[l].1)
+    pub fn layer(&self, l: usize) -> [&B; 3] {
+        [&self.states[l], &self.rings[l].0, &self.rings[l].1]
     }
 
-    pub fn layer_mut(&mut self, l: usize) -> (&mut B, &mut B, &mut B) {
+    pub fn layer_mut(&mut self, l: usize) -> [&mut B; 3] {
         let (keys, values) = &mut self.rings[l];
-        (&mut self.states[l], keys, values)
+        [&mut self.states[l], keys, values]
     }
 }
 
