@@ -45,7 +45,7 @@ run)
   done
   status=0
   $out/runtime-tests cuda:: --test-threads 1 2>&1 | tee "$log/runtime-tests.log" || status=1
-  $out/integration-tests cuda:: --test-threads 1 2>&1 | tee "$log/integration-tests.log" || status=1
+  $out/integration-tests cuda:: backends:: --test-threads 1 2>&1 | tee "$log/integration-tests.log" || status=1
   # The bar: an 8B-shaped Q4_0 model, tg at depth 0 and 32768 (flat), pp4096; first the
   # matvec tuning knob (rows per warp) on tg alone.
   $out/liger synth --like llama-3-8b -t q4_0 -o /tmp/s8b.gguf 2>&1 | tail -2

@@ -71,7 +71,6 @@ impl SequenceState {
     }
 
     /// Layer `l`'s (recurrent state, window keys, window values) for config `c`.
-    #[cfg(any(feature = "wgpu", feature = "cuda"))]
     pub(crate) fn layer(&self, c: &LigerConfig, l: usize) -> (&[f32], &[f32], &[f32]) {
         let (r, w) = Self::per_layer(c);
         (
@@ -81,7 +80,6 @@ impl SequenceState {
         )
     }
 
-    #[cfg(any(feature = "wgpu", feature = "cuda"))]
     pub(crate) fn layer_mut(
         &mut self,
         c: &LigerConfig,
@@ -96,7 +94,6 @@ impl SequenceState {
     }
 
     /// f32 values per layer of (the recurrent state, the window's keys).
-    #[cfg(any(feature = "wgpu", feature = "cuda"))]
     fn per_layer(c: &LigerConfig) -> (usize, usize) {
         (
             c.n_kv_heads * Self::per_head(c),
@@ -106,7 +103,6 @@ impl SequenceState {
 
     /// Sets the position, window fill and last logits (a GPU sequence's, whose logits are
     /// empty before any token).
-    #[cfg(any(feature = "wgpu", feature = "cuda"))]
     pub(crate) fn set_position(&mut self, pos: usize, window_len: usize, logits: &[f32]) {
         (self.pos, self.window_len) = (pos, window_len);
         if logits.len() == self.logits.len() {
@@ -117,7 +113,6 @@ impl SequenceState {
     /// (position, window fill, logits) for a GPU sequence of config `c`, whose kernels take
     /// 32-bit positions: a state of another shape or a position ≥ 2^31 is refused. The logits
     /// are empty at position 0.
-    #[cfg(any(feature = "wgpu", feature = "cuda"))]
     pub(crate) fn position_for_gpu(&self, c: &LigerConfig) -> Result<(usize, usize, Vec<f32>)> {
         let window = Self::window_values_len(c);
         if self.recurrent.len() != Self::recurrent_len(c)
