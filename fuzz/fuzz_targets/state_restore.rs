@@ -54,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
 
     let mut saver = Session::new(model.clone(), mode(flags & 4 != 0));
     saver.feed(&tokens).unwrap();
-    let mut blob = saver.save_state();
+    let mut blob = saver.save_state().unwrap();
     if flags & 32 != 0 {
         blob = edits.to_vec();
     } else {
@@ -71,7 +71,7 @@ fuzz_target!(|data: &[u8]| {
 
     let mut restorer = Session::new(model.clone(), mode(flags & 8 != 0));
     restorer.feed(&[1, 2]).unwrap();
-    let before = restorer.save_state();
+    let before = restorer.save_state().unwrap();
     match restorer.load_state(&blob) {
         Ok(()) => {
             // Whatever was accepted must run (NaN logits are allowed, panics are not) and sample.
@@ -80,7 +80,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = sampler.sample(restorer.logits());
         }
         Err(_) => assert_eq!(
-            restorer.save_state(),
+            restorer.save_state().unwrap(),
             before,
             "a refused state changes nothing"
         ),

@@ -11,6 +11,8 @@
 //! the rest), its line in `open_kind` — and its tests.
 
 mod cpu;
+// Used by the GPU backends only (a build without them has no device to drive).
+#[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(dead_code))]
 mod device;
 mod self_test;
 

@@ -63,7 +63,7 @@ impl GpuModel {
     }
 
     fn pipeline(&self, kernel: Kernel) -> &wgpu::ComputePipeline {
-        &self.pipelines[Kernel::ALL.iter().position(|&k| k == kernel).unwrap_or(0)]
+        &self.pipelines[kernel.index()]
     }
 }
 

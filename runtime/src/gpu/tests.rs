@@ -70,7 +70,7 @@ fn run_step_kernel(
     blocks: usize,
     buffers: &[Vec<f32>],
 ) -> crate::Result<Vec<Vec<f32>>> {
-    let index = Kernel::ALL.iter().position(|&k| k == kernel).unwrap_or(0);
+    let index = kernel.index();
     let pipeline = &step_pipelines(ctx)[index];
     let uniform = wgpu::BufferUsages::UNIFORM;
     let mut bound = vec![

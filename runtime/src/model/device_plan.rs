@@ -50,7 +50,7 @@ pub struct OpParams {
 }
 const _: () = assert!(std::mem::size_of::<OpParams>() == 64);
 
-/// The step kernels, by entry point.
+/// The step kernels, by entry point (declared in [`Kernel::ALL`]'s order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
     RmsNorm,
@@ -76,6 +76,11 @@ impl Kernel {
         Kernel::Swa,
         Kernel::RingWrite,
     ];
+
+    /// Its place in [`Kernel::ALL`] (the declaration order).
+    pub fn index(self) -> usize {
+        self as usize
+    }
 
     /// The entry point's name in `step.wgsl` and `step.cu`.
     pub fn entry_point(self) -> &'static str {
@@ -543,4 +548,16 @@ pub fn resolve<'a, M, B>(
         .get(buf)
         .or_else(|| weights.vector(buf))
         .ok_or_else(|| Error::Unsupported(format!("the step plan names {buf:?}, which is absent")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Kernel;
+
+    #[test]
+    fn every_kernel_is_at_its_index() {
+        for (i, k) in Kernel::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i, "{}", k.entry_point());
+        }
+    }
 }
