@@ -79,6 +79,11 @@ fn every_backend_reproduces_the_reference_logits_in_both_semantics() {
         let incremental = tensor_f32(&reference, "logits_incremental").0;
         for backend in every_backend(&model) {
             let on = backend.describe();
+            // A sequence refuses a token outside the vocabulary itself (not only `Session`).
+            let mut raw = backend.new_sequence(DecodeMode::Window).unwrap();
+            let err = raw.feed(&[vocab as u32], None).unwrap_err().to_string();
+            assert!(err.contains("outside the vocabulary"), "{on}: {err}");
+            assert_eq!(raw.position(), 0, "{on}: a refused token was fed");
             // window: one full call; every token's logits.
             let mut s = Session::on(&backend, DecodeMode::Window).unwrap();
             let got = s.feed_all_logits(&ids).unwrap();

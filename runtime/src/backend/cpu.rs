@@ -75,6 +75,7 @@ impl Sequence for CpuSequence {
     }
 
     fn feed(&mut self, tokens: &[u32], mut all: Option<&mut Vec<f32>>) -> Result<()> {
+        super::check_vocabulary(&self.model, tokens)?;
         let model = Arc::clone(&self.model);
         let fresh = self.mode == DecodeMode::HfCompat;
         for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {

@@ -102,8 +102,21 @@ pub trait Backend: Send + Sync {
     }
 }
 
-/// One sequence on a backend. Tokens reach it checked against the vocabulary
-/// ([`crate::Session`] checks them).
+/// Refuses a token outside `model`'s vocabulary, naming the first; every sequence checks
+/// what it is fed with this (a token indexes the embedding).
+pub fn check_vocabulary(model: &Model, tokens: &[u32]) -> Result<()> {
+    let vocab = model.config.vocab_size;
+    match tokens.iter().position(|&t| t as usize >= vocab) {
+        Some(i) => Err(Error::InvalidArgument(format!(
+            "token #{i} (id {}) is outside the vocabulary of {vocab}",
+            tokens[i]
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// One sequence on a backend. It refuses tokens outside the vocabulary
+/// ([`check_vocabulary`]) before running anything.
 pub trait Sequence: Send {
     fn mode(&self) -> DecodeMode;
     /// Feeds `tokens` as one call (hf-compat: the window sees only them) and keeps the last

@@ -155,12 +155,8 @@ impl CudaSequence {
                     let name = kernel.entry_point();
                     let mut call = self.stream.launch_builder(dev.kernels.op(name));
                     call.arg(params).arg(&self.st);
-                    let mut bound = Vec::with_capacity(buffers.len());
                     for &b in buffers {
-                        bound.push(buffer(b)?);
-                    }
-                    for b in &bound {
-                        call.arg(*b);
+                        call.arg(buffer(b)?);
                     }
                     let cfg = LaunchConfig {
                         grid_dim: (grid.blocks(t_len) as u32, 1, 1),

@@ -3,7 +3,7 @@
 //! logits read back, and a sequence's state split per layer for readback and upload.
 
 use super::{rope, Model, SequenceState};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The host side of one GPU sequence (see [`crate::backend::DeviceSequence`]).
 pub struct DeviceInputs {
@@ -39,7 +39,7 @@ impl DeviceInputs {
         }
     }
 
-    /// Starts a call of `tokens`: checks they are in the vocabulary; `hf_compat` empties the
+    /// Starts a call of `tokens`: refuses any outside the vocabulary; `hf_compat` empties the
     /// window (each call sees only its own tokens). Returns the batches (of one token each
     /// with `per_token`, for every token's logits), each with whether it is the last (the one
     /// whose logits are read back).
@@ -50,12 +50,7 @@ impl DeviceInputs {
         hf_compat: bool,
         per_token: bool,
     ) -> Result<impl Iterator<Item = (&'t [u32], bool)>> {
-        let vocab = model.config.vocab_size;
-        if let Some(t) = tokens.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::InvalidArgument(format!(
-                "token {t} is outside the vocabulary ({vocab})"
-            )));
-        }
+        crate::backend::check_vocabulary(model, tokens)?;
         if hf_compat {
             self.window_len = 0;
         }
