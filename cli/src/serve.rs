@@ -3,22 +3,25 @@
 //! default. A cache of recurrent states keyed by token prefix means a request that extends an
 //! earlier conversation feeds only its new tokens: a recurrent state cannot be rewound, but it
 //! can be copied (a few MiB, fixed whatever the length) — `usage.prompt_tokens_details.
-//! cached_tokens` says how many were skipped.
+//! cached_tokens` says how many were skipped. Requests are decoded together by one scheduler
+//! (continuous batching, `batch.rs`): `--parallel` sequences per step.
 
 mod api;
+mod batch;
 mod cache;
 mod request;
 
 use crate::generate::{chat_template, load, Loaded, ModelArgs};
 use anyhow::{Context, Result};
+use batch::{Event, Job, Scheduler};
 use cache::PrefixCache;
 use clap::Args;
 use liger::chat::ChatTemplate;
-use liger::generate::{GenerateOptions, Generator};
-use liger::model::SequenceState;
-use liger::{Backend, DecodeMode, Model, Sampler, Session, Tokenizer};
+use liger::{Model, Tokenizer};
 use request::{ApiError, Request};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{channel, Sender};
+use std::sync::Arc;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -29,9 +32,13 @@ pub struct ServeArgs {
     /// Address to listen on: loopback by default (0.0.0.0 exposes the model to the network).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
-    /// Requests served at once (each more waits for a free worker).
+    /// Requests decoded at once, in one batched step per token (each more waits for a slot).
     #[arg(long, default_value_t = 4)]
     pub parallel: usize,
+    /// Most tokens of one step: a new request's prompt is fed in chunks of what is left
+    /// beside the others' decode tokens, so their next token waits for at most this many.
+    #[arg(long, default_value_t = liger::backend::STEP_ROWS)]
+    pub step_tokens: usize,
     /// Conversations whose state the prefix cache keeps.
     #[arg(long, default_value_t = 16)]
     pub cache: usize,
@@ -43,15 +50,13 @@ pub struct ServeArgs {
     pub max_prompt_tokens: usize,
 }
 
-/// What every worker shares.
+/// What every HTTP thread shares.
 pub(crate) struct Server {
     model: Arc<Model>,
-    /// Where the sessions run (`--backend`).
-    backend: Arc<dyn Backend>,
     name: String,
     template: ChatTemplate,
-    /// Host copies of recent sequences' states (a GPU sequence's read back).
-    cache: Mutex<PrefixCache<SequenceState>>,
+    /// The scheduler's queue.
+    jobs: Sender<Job>,
     max_tokens: usize,
     max_prompt_tokens: usize,
 }
@@ -99,79 +104,39 @@ impl Server {
         Ok(ids)
     }
 
-    /// Runs a completion from `prompt`, calling `on_text` with each piece of text; `on_text`
-    /// returning false (the client left) ends it. The final state goes to the prefix cache.
+    /// Runs a completion from `prompt` in the scheduler's batch, calling `on_text` with each
+    /// piece of text; `on_text` returning false (the client left) ends it at the next step.
     pub(crate) fn complete(
         &self,
         prompt: &[u32],
         req: &Request,
         mut on_text: impl FnMut(&str) -> bool,
     ) -> Result<Completion, ApiError> {
-        let cached = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .longest_prefix(prompt);
-        let internal = |e: liger::Error| ApiError::internal(e.to_string());
-        let mut session = Session::on(&self.backend, DecodeMode::Window).map_err(internal)?;
-        let cached_tokens = match cached {
-            Some((state, n)) => {
-                session.set_state(state).map_err(internal)?;
-                n
-            }
-            None => 0,
-        };
-        session.feed(&prompt[cached_tokens..]).map_err(internal)?;
-        // The prompt's own state too: a follow-up whose history does not re-tokenize as the
-        // answer was generated, or a regenerated answer, still starts from here.
-        if cached_tokens < prompt.len() {
-            let copy = session.state().map_err(internal)?;
-            self.cache
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(prompt.to_vec(), copy);
-        }
-        let mut sampler = Sampler::new(req.sampling.clone());
-        prompt.iter().for_each(|&t| sampler.observe(t));
+        let (events, received) = channel();
+        let cancelled = Arc::new(AtomicBool::new(false));
         let max_tokens = req
             .max_tokens
             .unwrap_or(self.max_tokens)
             .min(self.max_tokens);
-        let mut generator = Generator::new(
-            &self.model,
-            GenerateOptions {
-                max_tokens,
-                skip_special: true,
-                ..Default::default()
-            },
-        )
-        .map_err(internal)?;
-        let mut text = String::new();
-        let mut cancelled = false;
-        let outcome = generator
-            .run(&mut session, &mut sampler, |_, piece| {
-                text.push_str(piece);
-                if !piece.is_empty() && !cancelled && !on_text(piece) {
-                    cancelled = true;
+        let job = Job {
+            prompt: prompt.to_vec(),
+            sampling: req.sampling.clone(),
+            max_tokens,
+            cancelled: Arc::clone(&cancelled),
+            events,
+        };
+        let stopped = || ApiError::internal("the scheduler stopped");
+        self.jobs.send(job).map_err(|_| stopped())?;
+        loop {
+            match received.recv().map_err(|_| stopped())? {
+                Event::Text(piece) => {
+                    if !on_text(&piece) {
+                        cancelled.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
-                Ok(!cancelled)
-            })
-            .map_err(internal)?;
-        let finish_reason = outcome.stop.finish_reason();
-        let completion_tokens = outcome.tokens.len();
-        let mut fed = prompt.to_vec();
-        fed.extend_from_slice(&outcome.tokens);
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(fed, session.state().map_err(internal)?);
-        Ok(Completion {
-            text,
-            prompt_tokens: prompt.len(),
-            cached_tokens,
-            completion_tokens,
-            finish_reason,
-        })
+                Event::Done(outcome) => return outcome,
+            }
+        }
     }
 }
 
@@ -195,12 +160,34 @@ pub fn serve(args: ServeArgs) -> Result<()> {
                 .unwrap_or_else(|| "liger".into())
         });
     let state_bytes = model.state_bytes() as usize;
-    let server = Arc::new(Server {
-        cache: Mutex::new(PrefixCache::new(args.cache, state_bytes)),
-        model,
+    let slots = args.parallel.max(1);
+    let (jobs, queue) = channel();
+    let scheduler = Scheduler {
+        model: Arc::clone(&model),
         backend,
+        cache: PrefixCache::new(args.cache, state_bytes),
+        slots,
+        step_rows: args.step_tokens.max(1),
+    };
+    let scheduling = std::thread::Builder::new()
+        .name("liger-scheduler".into())
+        .spawn(move || scheduler.run(queue))?;
+    eprintln!(
+        "continuous batching: up to {slots} sequences per step, {} tokens per step; memory: \
+         the model once ({} MiB mapped) + {slots} states of {:.1} MiB + a prefix cache of up \
+         to {} states",
+        args.step_tokens.max(1),
+        std::fs::metadata(&args.model.model)
+            .map(|m| m.len() >> 20)
+            .unwrap_or(0),
+        state_bytes as f64 / (1 << 20) as f64,
+        args.cache
+    );
+    let server = Arc::new(Server {
+        model,
         name,
         template,
+        jobs,
         max_tokens: args.max_tokens,
         max_prompt_tokens: args.max_prompt_tokens,
     });
@@ -215,12 +202,13 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         .map(|a| a.to_string())
         .unwrap_or(address);
     eprintln!(
-        "serving {} on http://{bound} ({} workers): /v1/chat/completions, /v1/completions, \
-         /v1/models, /health",
+        "serving {} on http://{bound} ({slots} sequences at once): /v1/chat/completions, \
+         /v1/completions, /v1/models, /health",
         server.name,
-        args.parallel.max(1)
     );
-    let workers: Vec<_> = (0..args.parallel.max(1))
+    // HTTP threads: one per slot (each streams its client's answer) and two more, so that
+    // queued requests are read and /health answers while every slot is busy.
+    let workers: Vec<_> = (0..slots + 2)
         .map(|_| {
             let (http, server) = (Arc::clone(&http), Arc::clone(&server));
             std::thread::spawn(move || {
@@ -240,5 +228,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     for w in workers {
         let _ = w.join();
     }
+    drop(server);
+    let _ = scheduling.join();
     Ok(())
 }

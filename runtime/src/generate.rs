@@ -115,8 +115,24 @@ impl Generator {
     /// Samples the next token from `session`'s logits; a stop id ends the generation (it is
     /// not fed); any other is fed, observed by `sampler` (its repetition window) and decoded.
     pub fn step(&mut self, session: &mut Session, sampler: &mut Sampler) -> Result<Step> {
+        match self.next_token(session, sampler)? {
+            Err(stop) => Ok(Step::Done(stop)),
+            Ok(id) => {
+                session.feed(&[id])?;
+                self.accept(id, sampler)
+            }
+        }
+    }
+
+    /// The first half of [`Self::step`], for a caller that feeds many sessions together
+    /// ([`Session::feed_many`]): the token to feed next, or why the generation ends.
+    pub fn next_token(
+        &mut self,
+        session: &Session,
+        sampler: &mut Sampler,
+    ) -> Result<std::result::Result<u32, StopReason>> {
         if self.generated >= self.options.max_tokens {
-            return Ok(Step::Done(StopReason::Length));
+            return Ok(Err(StopReason::Length));
         }
         if session.position() == 0 {
             return Err(Error::InvalidArgument(
@@ -125,9 +141,14 @@ impl Generator {
         }
         let id = sampler.sample(session.logits());
         if self.stops.contains(&id) {
-            return Ok(Step::Done(StopReason::StopToken(id)));
+            return Ok(Err(StopReason::StopToken(id)));
         }
-        session.feed(&[id])?;
+        Ok(Ok(id))
+    }
+
+    /// The second half of [`Self::step`], once `id` (from [`Self::next_token`]) was fed:
+    /// counts it, shows it to `sampler` and decodes its text.
+    pub fn accept(&mut self, id: u32, sampler: &mut Sampler) -> Result<Step> {
         sampler.observe(id);
         self.generated += 1;
         let text = match &self.model.tokenizer {

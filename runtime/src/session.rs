@@ -180,6 +180,31 @@ impl Session {
         Ok(moved)
     }
 
+    /// Feeds several sessions of one model their own tokens, each as one call, in steps over
+    /// all of them ([`Backend::feed_many`]: the linear layers read each weight once for
+    /// every session). Each session ends as [`Session::feed`] would leave it. A token outside
+    /// the vocabulary refuses the whole step before anything runs.
+    pub fn feed_many(work: &mut [(&mut Session, &[u32])]) -> Result<()> {
+        let Some(((first, _), rest)) = work.split_first() else {
+            return Ok(());
+        };
+        if let Some(i) = rest
+            .iter()
+            .position(|(s, _)| !Arc::ptr_eq(s.model(), first.model()))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "session #{} of the step runs another model than session #0",
+                i + 1
+            )));
+        }
+        let backend = Arc::clone(&first.backend);
+        let mut sequences: Vec<(&mut dyn Sequence, &[u32])> = work
+            .iter_mut()
+            .map(|(s, tokens)| (s.sequence.as_mut(), *tokens))
+            .collect();
+        backend.feed_many(&mut sequences)
+    }
+
     /// The backend's sequence (for a step over several sequences, [`Backend::feed_many`]).
     pub fn sequence_mut(&mut self) -> &mut dyn Sequence {
         self.sequence.as_mut()
@@ -353,5 +378,101 @@ mod tests {
                 h.join().unwrap();
             }
         });
+    }
+
+    /// Greedy decoding of three staggered sessions (window, hf-compat, window; one prompt
+    /// longer than a step's row budget) fed together, each joining with its prompt while the
+    /// others decode: every session's tokens equal its tokens alone, logits within 1e-4 (the
+    /// same products; a step's rows may go through a different kernel than one token's).
+    /// Q8_0: 2e-4 — its one-token, four-token and panel kernels add the blocks' f32 partial
+    /// sums in different orders (≈1 ulp per product), which the 16-bit quantization of the next
+    /// product's activations can turn into a step of max|x|/32767 (measured: 1.1e-4).
+    #[test]
+    fn sessions_fed_together_equal_sessions_alone() {
+        const TOLERANCE: f32 = 1e-4;
+        const Q8_0_TOLERANCE: f32 = 2e-4;
+        let prompts: [Vec<u32>; 3] = [
+            (0..300).map(|t| (t * 7 + 3) % 96).collect(),
+            (0..5).map(|t| (t * 13 + 1) % 96).collect(),
+            (0..40).map(|t| (t * 5 + 2) % 96).collect(),
+        ];
+        let modes = [DecodeMode::Window, DecodeMode::HfCompat, DecodeMode::Window];
+        let (starts, steps) = ([0, 2, 3], 12);
+        for (variant, ty) in [
+            (Variant::Gla, GgmlType::Q8_0),
+            (Variant::Gsa, GgmlType::Q4_0),
+            (Variant::Hgrn2, GgmlType::F16),
+            (Variant::Gla, GgmlType::F32),
+            (Variant::Gla, GgmlType::Q4_0),
+            (Variant::Gsa, GgmlType::Q8_0),
+        ] {
+            for threads in [1, 2] {
+                let model = tiny_model(variant, ty, threads);
+                // Alone: the prompt, then greedy tokens; the logits after every call.
+                let alone: Vec<(Vec<u32>, Vec<Vec<f32>>)> = (0..3)
+                    .map(|i| {
+                        let mut s = Session::new(model.clone(), modes[i]);
+                        let mut logits = vec![s.feed(&prompts[i]).unwrap().to_vec()];
+                        let mut tokens = Vec::new();
+                        for _ in starts[i] + 1..steps {
+                            let t = crate::sampler::argmax(s.logits()) as u32;
+                            tokens.push(t);
+                            logits.push(s.feed(&[t]).unwrap().to_vec());
+                        }
+                        (tokens, logits)
+                    })
+                    .collect();
+                let mut sessions: Vec<Session> = modes
+                    .iter()
+                    .map(|&m| Session::new(model.clone(), m))
+                    .collect();
+                let mut got: Vec<(Vec<u32>, Vec<Vec<f32>>)> = vec![Default::default(); 3];
+                for step in 0..steps {
+                    let feeds: Vec<(usize, Vec<u32>)> = (0..3)
+                        .filter(|&i| step >= starts[i])
+                        .map(|i| match step == starts[i] {
+                            true => (i, prompts[i].clone()),
+                            false => (i, vec![crate::sampler::argmax(sessions[i].logits()) as u32]),
+                        })
+                        .collect();
+                    let mut work: Vec<(&mut Session, &[u32])> = sessions
+                        .iter_mut()
+                        .enumerate()
+                        .filter_map(|(i, s)| {
+                            let f = feeds.iter().find(|(j, _)| *j == i)?;
+                            Some((s, f.1.as_slice()))
+                        })
+                        .collect();
+                    Session::feed_many(&mut work).unwrap();
+                    for (i, tokens) in &feeds {
+                        if step > starts[*i] {
+                            got[*i].0.push(tokens[0]);
+                        }
+                        got[*i].1.push(sessions[*i].logits().to_vec());
+                    }
+                }
+                for i in 0..3 {
+                    let what = format!("{variant:?} {ty} {threads} threads, session {i}");
+                    assert_eq!(got[i].0, alone[i].0, "{what}: greedy tokens");
+                    for (call, (g, a)) in got[i].1.iter().zip(&alone[i].1).enumerate() {
+                        let worst = g
+                            .iter()
+                            .zip(a)
+                            .map(|(x, y)| (x - y).abs())
+                            .fold(0f32, f32::max);
+                        let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+                        let tolerance = if ty == GgmlType::Q8_0 {
+                            Q8_0_TOLERANCE
+                        } else {
+                            TOLERANCE
+                        };
+                        assert!(
+                            worst <= tolerance,
+                            "{what}: call {call}: max |Δ| {worst:e} (max |logit| {scale}, tolerance {tolerance:e})"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -1,23 +1,26 @@
 //! The CPU backend: the model step (`model::forward`) on the worker pool and SIMD kernels of
-//! the model, weights read in place from the mapped file.
+//! the model, weights read in place from the mapped file. A step over several sequences runs
+//! their rows together, so each weight is read once for all of them.
 
-use super::{Backend, BackendKind, Sequence};
-use crate::error::Result;
-use crate::model::{forward, Model, Scratch, SequenceState};
+use super::{share_rows, Backend, BackendKind, Sequence, STEP_ROWS};
+use crate::error::{Error, Result};
+use crate::model::{forward, Model, Scratch, Segment, SequenceState};
 use crate::session::DecodeMode;
 use std::borrow::Cow;
-use std::sync::Arc;
-
-/// Tokens per forward chunk of a long prompt: bounds the scratch memory.
-const PREFILL_CHUNK: usize = 256;
+use std::sync::{Arc, Mutex};
 
 pub struct CpuBackend {
     model: Arc<Model>,
+    /// The buffers of steps over several sequences (one such step at a time).
+    batch_scratch: Mutex<Scratch>,
 }
 
 impl CpuBackend {
     pub fn new(model: Arc<Model>) -> CpuBackend {
-        CpuBackend { model }
+        CpuBackend {
+            model,
+            batch_scratch: Mutex::new(Scratch::default()),
+        }
     }
 }
 
@@ -45,6 +48,61 @@ impl Backend for CpuBackend {
     fn weight_bytes_per_token(&self) -> u64 {
         self.model.weight_bytes_per_token()
     }
+
+    /// Steps of at most [`STEP_ROWS`] rows (more only when more sequences decode), each
+    /// over every sequence with tokens left ([`share_rows`]).
+    fn feed_many(&self, work: &mut [(&mut dyn Sequence, &[u32])]) -> Result<()> {
+        let mut sequences = Vec::with_capacity(work.len());
+        for (i, (sequence, tokens)) in work.iter_mut().enumerate() {
+            let sequence = sequence
+                .as_any_mut()
+                .downcast_mut::<CpuSequence>()
+                .filter(|s| Arc::ptr_eq(&s.model, &self.model))
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "sequence #{i} of the step is not one of this CPU backend's model"
+                    ))
+                })?;
+            super::check_vocabulary(&self.model, tokens)
+                .map_err(|e| Error::InvalidArgument(format!("sequence #{i}: {e}")))?;
+            sequences.push((sequence, *tokens, 0usize));
+        }
+        let mut scratch = self.batch_scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut left, mut take) = (Vec::new(), Vec::new());
+        let mut prompt_rows = false;
+        loop {
+            left.clear();
+            left.extend(sequences.iter().map(|(_, t, done)| t.len() - done));
+            if left.iter().all(|&l| l == 0) {
+                break;
+            }
+            share_rows(&left, STEP_ROWS, &mut take);
+            prompt_rows |= take.iter().any(|&t| t > 1);
+            let mut segments: Vec<Segment> = sequences
+                .iter_mut()
+                .zip(&take)
+                .map(|((seq, tokens, done), &n)| Segment {
+                    fresh_window: seq.mode == DecodeMode::HfCompat && *done == 0 && n > 0,
+                    tokens: &tokens[*done..*done + n],
+                    all_logits: false,
+                    state: &mut seq.state,
+                    logits: &mut seq.chunk_logits,
+                })
+                .collect();
+            forward(&self.model, &mut segments, &mut scratch);
+            drop(segments);
+            for ((seq, _, done), &n) in sequences.iter_mut().zip(&take) {
+                *done += n;
+                if n > 0 {
+                    seq.keep_last_logits();
+                }
+            }
+        }
+        if prompt_rows {
+            scratch.release();
+        }
+        Ok(())
+    }
 }
 
 /// One sequence on the CPU: its state, and the scratch buffers of its steps.
@@ -69,33 +127,43 @@ impl CpuSequence {
     }
 }
 
+impl CpuSequence {
+    /// The last token's logits of the last step, as the state's.
+    fn keep_last_logits(&mut self) {
+        let v = self.model.config.vocab_size;
+        let last = &self.chunk_logits[self.chunk_logits.len() - v..];
+        self.state.logits.copy_from_slice(last);
+    }
+}
+
 impl Sequence for CpuSequence {
     fn mode(&self) -> DecodeMode {
         self.mode
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
     }
 
     fn feed(&mut self, tokens: &[u32], mut all: Option<&mut Vec<f32>>) -> Result<()> {
         super::check_vocabulary(&self.model, tokens)?;
         let model = Arc::clone(&self.model);
         let fresh = self.mode == DecodeMode::HfCompat;
-        for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
-            forward(
-                &model,
-                &mut self.state,
-                chunk,
-                fresh && i == 0,
-                all.is_some(),
-                &mut self.scratch,
-                &mut self.chunk_logits,
-            );
+        for (i, chunk) in tokens.chunks(STEP_ROWS).enumerate() {
+            let mut one = [Segment {
+                state: &mut self.state,
+                tokens: chunk,
+                fresh_window: fresh && i == 0,
+                all_logits: all.is_some(),
+                logits: &mut self.chunk_logits,
+            }];
+            forward(&model, &mut one, &mut self.scratch);
             if let Some(out) = all.as_deref_mut() {
                 out.extend_from_slice(&self.chunk_logits);
             }
         }
-        let v = model.config.vocab_size;
         if !tokens.is_empty() {
-            let last = &self.chunk_logits[self.chunk_logits.len() - v..];
-            self.state.logits.copy_from_slice(last);
+            self.keep_last_logits();
         }
         if tokens.len() > 1 {
             // A prompt's buffers are large; a decode step's are kept (it allocates nothing).

@@ -176,6 +176,10 @@ impl<S: StepOnDevice + 'static> Sequence for ModeSequence<S> {
         self.mode
     }
 
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
     fn feed(&mut self, tokens: &[u32], all: Option<&mut Vec<f32>>) -> Result<()> {
         let hf_compat = self.mode == DecodeMode::HfCompat;
         self.step.feed_call(tokens, hf_compat, all)

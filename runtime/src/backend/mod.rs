@@ -91,14 +91,34 @@ pub trait Backend: Send + Sync {
     fn copy_bandwidth(&self) -> Result<Option<f64>> {
         Ok(None)
     }
-    /// One step over several sequences of this backend, each fed its own tokens as one call
-    /// (a sequence's own state, position and decode mode). This default feeds them one after
-    /// another; a backend may run them together.
+    /// Feeds several sequences of this backend their own tokens, each as one call (its own
+    /// state, position and decode mode), together: a backend runs the linear layers once over
+    /// all their rows. Leaves each sequence's logits as [`Sequence::feed`] would. This default
+    /// feeds them one after another.
     fn feed_many(&self, work: &mut [(&mut dyn Sequence, &[u32])]) -> Result<()> {
         for (sequence, tokens) in work.iter_mut() {
             sequence.feed(tokens, None)?;
         }
         Ok(())
+    }
+}
+
+/// Most rows (tokens of every sequence together) of one CPU step: a long prompt is fed in
+/// steps of this many, which bounds the scratch memory and, beside decoding sequences, the
+/// latency of their next token.
+pub const STEP_ROWS: usize = 256;
+
+/// How many of each sequence's `left` tokens the next step takes: one from every sequence
+/// with any left (a decoding sequence is never held up), then the rest of `budget` rows to
+/// the prompts, in order.
+pub fn share_rows(left: &[usize], budget: usize, take: &mut Vec<usize>) {
+    take.clear();
+    take.extend(left.iter().map(|&l| l.min(1)));
+    let mut spare = budget.saturating_sub(take.iter().sum());
+    for (t, &l) in take.iter_mut().zip(left) {
+        let more = (l - *t).min(spare);
+        *t += more;
+        spare -= more;
     }
 }
 
@@ -117,8 +137,10 @@ pub fn check_vocabulary(model: &Model, tokens: &[u32]) -> Result<()> {
 
 /// One sequence on a backend. It refuses tokens outside the vocabulary
 /// ([`check_vocabulary`]) before running anything.
-pub trait Sequence: Send {
+pub trait Sequence: Send + 'static {
     fn mode(&self) -> DecodeMode;
+    /// The concrete sequence, for its backend's [`Backend::feed_many`].
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
     /// Feeds `tokens` as one call (hf-compat: the window sees only them) and keeps the last
     /// token's logits; with `all`, appends every token's logits to it ([T, V]).
     fn feed(&mut self, tokens: &[u32], all: Option<&mut Vec<f32>>) -> Result<()>;

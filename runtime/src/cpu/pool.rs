@@ -241,6 +241,21 @@ impl<'a, T> Disjoint<'a, T> {
         }
     }
 
+    /// A view of `data[range]` handing out slices the same way (the contract of [`Self::slice`]
+    /// holds across every view of the same data).
+    pub fn sub(&self, range: std::ops::Range<usize>) -> Disjoint<'_, T> {
+        assert!(
+            range.start <= range.end && range.end <= self.len,
+            "Disjoint::sub out of bounds"
+        );
+        Disjoint {
+            // SAFETY: in bounds (checked above).
+            ptr: unsafe { self.ptr.add(range.start) },
+            len: range.end - range.start,
+            _life: std::marker::PhantomData,
+        }
+    }
+
     /// `data[range]`.
     ///
     /// # Safety

@@ -39,7 +39,8 @@ impl MixerScratch {
     }
 }
 
-/// What one layer's mixer reads and writes; each KV head's task touches only its own parts.
+/// What one layer's mixer reads and writes for one sequence; each KV head's task touches only
+/// its own parts.
 pub(crate) struct LayerMixer<'a> {
     pub c: &'a LigerConfig,
     /// [T, d/2] RoPE cos / sin of each token's position
@@ -68,6 +69,106 @@ pub(crate) struct LayerMixer<'a> {
     pub scratch: Disjoint<'a, MixerScratch>,
     /// [H, W + 1] attention scores, per query head
     pub scores: Disjoint<'a, f32>,
+}
+
+/// Where one sequence's rows sit among a step's stacked rows, and its window.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Span {
+    /// First row and row count (its tokens in this step).
+    pub row0: usize,
+    pub n: usize,
+    /// Position of its first token, oldest position in its window.
+    pub pos0: usize,
+    pub oldest: usize,
+}
+
+/// One sequence's state as the mixer tasks of a step write it: every layer's.
+pub(crate) struct StateViews<'a> {
+    /// [L, Hkv, per_head]
+    recurrent: Disjoint<'a, f32>,
+    /// [L, W, Hkv·d] each
+    keys: Disjoint<'a, f32>,
+    values: Disjoint<'a, f32>,
+}
+
+impl<'a> StateViews<'a> {
+    pub(crate) fn new(state: &'a mut super::SequenceState) -> StateViews<'a> {
+        StateViews {
+            recurrent: Disjoint::new(&mut state.recurrent),
+            keys: Disjoint::new(&mut state.window_keys),
+            values: Disjoint::new(&mut state.window_values),
+        }
+    }
+}
+
+/// One layer's mixer over a step of several sequences: their rows stacked in the activations
+/// ([R, ·], R = Σ n), each with its own state. A task is (sequence s, head): it sees sequence
+/// s's rows through [`BatchMixer::segment`].
+pub(crate) struct BatchMixer<'a> {
+    pub c: &'a LigerConfig,
+    pub layer: usize,
+    /// [S]
+    pub spans: &'a [Span],
+    pub views: &'a [StateViews<'a>],
+    /// [R, d/2]
+    pub rope_cos: &'a [f32],
+    pub rope_sin: &'a [f32],
+    /// [R, H·d], [R, Hkv·d], [R, Hkv·d], [R, H·d], [R, H·d]
+    pub q: Disjoint<'a, f32>,
+    pub k: Disjoint<'a, f32>,
+    pub v: &'a [f32],
+    pub o_rec: Disjoint<'a, f32>,
+    pub y: Disjoint<'a, f32>,
+    /// [S, Hkv]
+    pub scratch: Disjoint<'a, MixerScratch>,
+    /// [S, H, W + 1]
+    pub scores: Disjoint<'a, f32>,
+}
+
+impl BatchMixer<'_> {
+    /// Sequence `s`'s rows, state and scratch as one layer's mixer.
+    pub(crate) fn segment(&self, s: usize) -> LayerMixer<'_> {
+        let c = self.c;
+        let (d, w, l) = (c.head_dim, c.window as usize, self.layer);
+        let (hd, kv, half) = (c.n_heads * d, c.n_kv_heads * d, d / 2);
+        let layer_state = c.n_kv_heads * super::SequenceState::per_head(c);
+        let Span { row0, n, .. } = self.spans[s];
+        let rows = |width: usize| row0 * width..(row0 + n) * width;
+        let view = &self.views[s];
+        let scores = c.n_heads * (w + 1);
+        LayerMixer {
+            c,
+            rope_cos: &self.rope_cos[rows(half)],
+            rope_sin: &self.rope_sin[rows(half)],
+            n,
+            pos0: self.spans[s].pos0,
+            oldest: self.spans[s].oldest,
+            q: self.q.sub(rows(hd)),
+            k: self.k.sub(rows(kv)),
+            v: &self.v[rows(kv)],
+            o_rec: self.o_rec.sub(rows(hd)),
+            y: self.y.sub(rows(hd)),
+            state: view.recurrent.sub(l * layer_state..(l + 1) * layer_state),
+            ring_k: view.keys.sub(l * w * kv..(l + 1) * w * kv),
+            ring_v: view.values.sub(l * w * kv..(l + 1) * w * kv),
+            scratch: self.scratch.sub(s * c.n_kv_heads..(s + 1) * c.n_kv_heads),
+            scores: self.scores.sub(s * scores..(s + 1) * scores),
+        }
+    }
+
+    /// The whole layer: every sequence's recurrent branch (one task per sequence and KV
+    /// head), then every window attention (per sequence and query head), then the windows.
+    pub(crate) fn run(&self, pool: &crate::cpu::pool::WorkerPool) {
+        let (hkv, h) = (self.c.n_kv_heads, self.c.n_heads);
+        let segments = self.spans.len();
+        pool.run(segments * hkv, &|i| {
+            run_kv_head(&self.segment(i / hkv), i % hkv)
+        });
+        pool.run(segments * h, &|i| run_swa_head(&self.segment(i / h), i % h));
+        for s in 0..segments {
+            self.segment(s).update_window();
+        }
+    }
 }
 
 multiversion!(

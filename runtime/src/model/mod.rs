@@ -15,7 +15,7 @@ pub(crate) mod step_kernel_checks;
 
 pub use device_inputs::DeviceInputs;
 pub use state::SequenceState;
-pub(crate) use step::{forward, Scratch};
+pub(crate) use step::{forward, Scratch, Segment};
 
 use crate::config::LigerConfig;
 use crate::cpu::kernels::SimdLevel;

@@ -1,20 +1,28 @@
-//! The model step, written once for every variant, base and weight type: a chunk of `T`
-//! tokens (T = 1 when decoding) through every layer, updating the sequence state.
+//! The model step, written once for every variant, base and weight type: a chunk of tokens of
+//! one sequence or of several (each with its own state; one token each when decoding) through
+//! every layer. The linear layers run once over the stacked rows of every sequence — each
+//! weight is read once for all of them — and the token mixer per sequence.
 //!
-//! Letters: T tokens, D hidden, F ffn, V vocab, H heads, Hkv kv heads, d head dim,
-//! M GSA slots, W window.
+//! Letters: R rows (the tokens of every sequence of the step), S sequences, D hidden, F ffn,
+//! V vocab, H heads, Hkv kv heads, d head dim, M GSA slots, W window.
 
-use super::mixer::{run_kv_head, run_swa_head, LayerMixer, MixerScratch};
+use super::mixer::{BatchMixer, MixerScratch, Span, StateViews};
 use super::{Model, SequenceState};
 use crate::cpu::linear::{ActivationBuffers, Activations};
 use crate::cpu::ops::{multiversion, rms_norm, silu};
 use crate::cpu::pool::Disjoint;
 
-/// Buffers of one forward call, grown to the largest chunk seen and then reused, so that
-/// decoding allocates nothing.
+/// Buffers of one forward call, grown to the largest step seen and then reused, so that
+/// decoding allocates nothing. Rows are the stacked tokens of every sequence of the step.
 #[derive(Default)]
 pub(crate) struct Scratch {
+    /// Rows and sequences the buffers hold.
     capacity: usize,
+    sequences: usize,
+    /// [S] where each sequence's rows are
+    spans: Vec<Span>,
+    /// [logit rows, V] of a step over several sequences, before they are handed out
+    logits: Vec<f32>,
     /// [T, D] residual stream
     x: Vec<f32>,
     /// [T, D] normalized input of a sub-block
@@ -35,9 +43,9 @@ pub(crate) struct Scratch {
     gate: Vec<f32>,
     /// [T, F]
     up: Vec<f32>,
-    /// [Hkv] per-KV-head scratch of the token mixer
+    /// [S, Hkv] per-KV-head scratch of the token mixer
     mixers: Vec<MixerScratch>,
-    /// [H, W + 1]
+    /// [S, H, W + 1]
     scores: Vec<f32>,
     /// [T, d/2] RoPE cos / sin per position of the chunk
     rope_cos: Vec<f32>,
@@ -55,9 +63,17 @@ impl Scratch {
         }
     }
 
-    fn ensure(&mut self, model: &Model, t: usize) {
+    fn ensure(&mut self, model: &Model, t: usize, sequences: usize) {
         let c = &model.config;
         (self.acts.want_q8, self.acts.want_q16) = model.activation_forms;
+        if sequences > self.sequences {
+            self.mixers
+                .resize(sequences * c.n_kv_heads, MixerScratch::new(c));
+            self.scores
+                .resize(sequences * c.n_heads * (c.window as usize + 1), 0.0);
+            self.spans.reserve(sequences);
+            self.sequences = sequences;
+        }
         if t <= self.capacity {
             return;
         }
@@ -73,31 +89,33 @@ impl Scratch {
         grow(&mut self.proj, t * c.hidden);
         grow(&mut self.gate, t * c.ffn);
         grow(&mut self.up, t * c.ffn);
-        self.mixers.resize(c.n_kv_heads, MixerScratch::new(c));
-        grow(&mut self.scores, c.n_heads * (c.window as usize + 1));
         grow(&mut self.rope_cos, t * c.head_dim / 2);
         grow(&mut self.rope_sin, t * c.head_dim / 2);
         self.capacity = t;
     }
 }
 
+/// One sequence's part of a step.
+pub(crate) struct Segment<'a> {
+    pub state: &'a mut SequenceState,
+    /// Its tokens (ids checked against the vocabulary), in order; may be empty.
+    pub tokens: &'a [u32],
+    /// Empty the window first (hf-compat: each call sees only its own tokens).
+    pub fresh_window: bool,
+    /// The logits of every token ([T, V]) into `logits`, rather than the last one's ([V]).
+    pub all_logits: bool,
+    pub logits: &'a mut Vec<f32>,
+}
+
 multiversion!(
-/// Runs `tokens` (ids already checked against the vocabulary) through the model as one
-/// chunk. `fresh_window` empties the SWA window first (hf-compat: each call sees only its
-/// own tokens). Writes the logits of every token (`all_logits`, [T, V]) or of the last
-/// one ([V]) into `logits`.
+/// Runs every segment's tokens through the model as one step, each on its own state; writes
+/// each segment's logits (of every token, or of its last) into its `logits`. A segment
+/// without tokens is left as it is.
 ///
 /// (The element-wise loops of the step — norms, SwiGLU, residuals, activation quantization —
 /// are portable Rust, built for AVX2 as well and run in the widest build the CPU has.)
-pub(crate) fn forward(
-    model: &Model,
-    state: &mut SequenceState,
-    tokens: &[u32],
-    fresh_window: bool,
-    all_logits: bool,
-    scratch: &mut Scratch,
-    logits: &mut Vec<f32>
-) => forward_body);
+pub(crate) fn forward(model: &Model, segments: &mut [Segment<'_>], scratch: &mut Scratch)
+    => forward_body);
 
 /// `out[t] = RMSNorm(x[t]) · w` for every row of `x` ([T, dm], dm = `w.len()`).
 #[inline(always)]
@@ -108,30 +126,19 @@ fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 }
 
 #[inline(always)]
-fn forward_body(
-    model: &Model,
-    state: &mut SequenceState,
-    tokens: &[u32],
-    fresh_window: bool,
-    all_logits: bool,
-    scratch: &mut Scratch,
-    logits: &mut Vec<f32>,
-) {
+fn forward_body(model: &Model, segments: &mut [Segment<'_>], scratch: &mut Scratch) {
     let c = &model.config;
-    let n = tokens.len();
+    let n: usize = segments.iter().map(|s| s.tokens.len()).sum();
     if n == 0 {
         return;
     }
-    scratch.ensure(model, n);
-    if fresh_window {
-        state.window_len = 0;
-    }
+    scratch.ensure(model, n, segments.len());
     let (dm, d) = (c.hidden, c.head_dim);
     let (hd, kv) = (c.n_heads * d, c.n_kv_heads * d);
     let w = c.window as usize;
-    let pos0 = state.pos;
-    let per_head = SequenceState::per_head(c);
+    let half = d / 2;
     let Scratch {
+        spans,
         x,
         h,
         q,
@@ -147,6 +154,7 @@ fn forward_body(
         acts,
         rope_cos,
         rope_sin,
+        logits: batch_logits,
         ..
     } = scratch;
     let (x, h, q, k, v) = (
@@ -159,110 +167,161 @@ fn forward_body(
     let (o_rec, y, proj) = (&mut o_rec[..n * hd], &mut y[..n * hd], &mut proj[..n * dm]);
     let (gate, up) = (&mut gate[..n * c.ffn], &mut up[..n * c.ffn]);
 
+    // Each sequence's rows: its embeddings, and RoPE angles of its positions.
     let embd = model.matrix(&model.weights.token_embd);
-    for (t, &tok) in tokens.iter().enumerate() {
-        embd.dequantize_row_into(tok as usize, &mut x[t * dm..(t + 1) * dm]);
-    }
-
-    let half = d / 2;
-    for t in 0..n {
-        let r = t * half..(t + 1) * half;
-        super::rope::angles(
-            pos0 + t,
-            &model.inv_freq,
-            &mut rope_cos[r.clone()],
-            &mut rope_sin[r],
-        );
+    spans.clear();
+    for seg in segments.iter_mut() {
+        let row0 = spans.last().map_or(0, |s: &Span| s.row0 + s.n);
+        if seg.fresh_window && !seg.tokens.is_empty() {
+            seg.state.window_len = 0;
+        }
+        let (pos0, count) = (seg.state.pos, seg.tokens.len());
+        for (t, &tok) in seg.tokens.iter().enumerate() {
+            let r = row0 + t;
+            embd.dequantize_row_into(tok as usize, &mut x[r * dm..(r + 1) * dm]);
+            let a = r * half..(r + 1) * half;
+            super::rope::angles(
+                pos0 + t,
+                &model.inv_freq,
+                &mut rope_cos[a.clone()],
+                &mut rope_sin[a],
+            );
+        }
+        spans.push(Span {
+            row0,
+            n: count,
+            pos0,
+            oldest: pos0 - seg.state.window_len,
+        });
     }
     let (rope_cos, rope_sin) = (&rope_cos[..n * half], &rope_sin[..n * half]);
 
-    for (l, lw) in model.weights.layers.iter().enumerate() {
-        // Front end: q, k, v = W·RMSNorm(x) (+ b).
-        rms_norm_rows(x, &lw.attn_norm, c.rms_eps, h);
-        let input = Activations::new(h, acts, &model.pool);
-        model.matrix(&lw.wq).matmul(&model.pool, &input, n, q);
-        model.matrix(&lw.wk).matmul(&model.pool, &input, n, k);
-        model.matrix(&lw.wv).matmul(&model.pool, &input, n, v);
-        for (out, bias) in [(&mut *q, &lw.bq), (&mut *k, &lw.bk), (&mut *v, &lw.bv)] {
-            if let Some(b) = bias {
-                for row in out.chunks_exact_mut(b.len()) {
-                    row.iter_mut().zip(b).for_each(|(o, b)| *o += b);
+    {
+        // Every sequence's state, as the mixer tasks write it (one view without allocating
+        // when decoding a single sequence).
+        let single: StateViews;
+        let many: Vec<StateViews>;
+        let views: &[StateViews] = match segments {
+            [only] => {
+                single = StateViews::new(only.state);
+                std::slice::from_ref(&single)
+            }
+            _ => {
+                many = segments
+                    .iter_mut()
+                    .map(|s| StateViews::new(s.state))
+                    .collect();
+                &many
+            }
+        };
+        for (l, lw) in model.weights.layers.iter().enumerate() {
+            // Front end: q, k, v = W·RMSNorm(x) (+ b).
+            rms_norm_rows(x, &lw.attn_norm, c.rms_eps, h);
+            let input = Activations::new(h, acts, &model.pool);
+            model.matrix(&lw.wq).matmul(&model.pool, &input, n, q);
+            model.matrix(&lw.wk).matmul(&model.pool, &input, n, k);
+            model.matrix(&lw.wv).matmul(&model.pool, &input, n, v);
+            for (out, bias) in [(&mut *q, &lw.bq), (&mut *k, &lw.bk), (&mut *v, &lw.bv)] {
+                if let Some(b) = bias {
+                    for row in out.chunks_exact_mut(b.len()) {
+                        row.iter_mut().zip(b).for_each(|(o, b)| *o += b);
+                    }
                 }
             }
+
+            // Token mixer, per sequence: recurrent branch per KV head, sliding window per
+            // query head, then the window update.
+            BatchMixer {
+                c,
+                layer: l,
+                spans,
+                views,
+                rope_cos,
+                rope_sin,
+                q: Disjoint::new(q),
+                k: Disjoint::new(k),
+                v,
+                o_rec: Disjoint::new(o_rec),
+                y: Disjoint::new(y),
+                scratch: Disjoint::new(mixers),
+                scores: Disjoint::new(scores),
+            }
+            .run(&model.pool);
+
+            // Mix, output projection, residual.
+            for (yv, r) in y.iter_mut().zip(o_rec.iter()) {
+                *yv = c.mix_swa * *yv + (1.0 - c.mix_swa) * r;
+            }
+            model.matrix(&lw.wo).matmul(
+                &model.pool,
+                &Activations::new(y, acts, &model.pool),
+                n,
+                proj,
+            );
+            x.iter_mut().zip(proj.iter()).for_each(|(x, p)| *x += p);
+
+            // SwiGLU MLP.
+            rms_norm_rows(x, &lw.ffn_norm, c.rms_eps, h);
+            let input = Activations::new(h, acts, &model.pool);
+            model
+                .matrix(&lw.w_gate)
+                .matmul(&model.pool, &input, n, gate);
+            model.matrix(&lw.w_up).matmul(&model.pool, &input, n, up);
+            gate.iter_mut()
+                .zip(up.iter())
+                .for_each(|(g, u)| *g = silu(*g) * u);
+            model.matrix(&lw.w_down).matmul(
+                &model.pool,
+                &Activations::new(gate, acts, &model.pool),
+                n,
+                proj,
+            );
+            x.iter_mut().zip(proj.iter()).for_each(|(x, p)| *x += p);
         }
+    }
 
-        // Token mixer: recurrent branch per KV head, sliding window per query head.
-        let layer_state =
-            &mut state.recurrent[l * c.n_kv_heads * per_head..(l + 1) * c.n_kv_heads * per_head];
-        let ring = l * w * kv..(l + 1) * w * kv;
-        let mixer = LayerMixer {
-            c,
-            rope_cos,
-            rope_sin,
-            n,
-            pos0,
-            oldest: pos0 - state.window_len,
-            q: Disjoint::new(q),
-            k: Disjoint::new(k),
-            v,
-            o_rec: Disjoint::new(o_rec),
-            y: Disjoint::new(y),
-            state: Disjoint::new(layer_state),
-            ring_k: Disjoint::new(&mut state.window_keys[ring.clone()]),
-            ring_v: Disjoint::new(&mut state.window_values[ring]),
-            scratch: Disjoint::new(mixers),
-            scores: Disjoint::new(scores),
-        };
-        model.pool.run(c.n_kv_heads, &|j| run_kv_head(&mixer, j));
-        model.pool.run(c.n_heads, &|h| run_swa_head(&mixer, h));
-        mixer.update_window();
-
-        // Mix, output projection, residual.
-        for (yv, r) in y.iter_mut().zip(o_rec.iter()) {
-            *yv = c.mix_swa * *yv + (1.0 - c.mix_swa) * r;
+    // Final norm of the rows whose logits are wanted (every token's, or each sequence's
+    // last), packed into h.
+    let mut wanted = 0;
+    for (seg, span) in segments.iter_mut().zip(spans.iter()) {
+        if span.n == 0 {
+            continue;
         }
-        model.matrix(&lw.wo).matmul(
-            &model.pool,
-            &Activations::new(y, acts, &model.pool),
-            n,
-            proj,
-        );
-        x.iter_mut().zip(proj.iter()).for_each(|(x, p)| *x += p);
-
-        // SwiGLU MLP.
-        rms_norm_rows(x, &lw.ffn_norm, c.rms_eps, h);
-        let input = Activations::new(h, acts, &model.pool);
-        model
-            .matrix(&lw.w_gate)
-            .matmul(&model.pool, &input, n, gate);
-        model.matrix(&lw.w_up).matmul(&model.pool, &input, n, up);
-        gate.iter_mut()
-            .zip(up.iter())
-            .for_each(|(g, u)| *g = silu(*g) * u);
-        model.matrix(&lw.w_down).matmul(
-            &model.pool,
-            &Activations::new(gate, acts, &model.pool),
-            n,
-            proj,
-        );
-        x.iter_mut().zip(proj.iter()).for_each(|(x, p)| *x += p);
+        seg.state.window_len = (seg.state.window_len + span.n).min(w);
+        seg.state.pos += span.n;
+        let first = if seg.all_logits { 0 } else { span.n - 1 };
+        for t in first..span.n {
+            let r = span.row0 + t;
+            rms_norm(
+                &x[r * dm..(r + 1) * dm],
+                &model.weights.output_norm,
+                c.rms_eps,
+                &mut h[wanted * dm..(wanted + 1) * dm],
+            );
+            wanted += 1;
+        }
     }
-    state.window_len = (state.window_len + n).min(w);
-    state.pos += n;
 
-    // Final norm and LM head, for every token or only the last.
-    let rows = if all_logits { 0..n } else { n - 1..n };
-    for t in rows.clone() {
-        rms_norm(
-            &x[t * dm..(t + 1) * dm],
-            &model.weights.output_norm,
-            c.rms_eps,
-            &mut h[t * dm..(t + 1) * dm],
-        );
+    // The LM head over them, straight into a single sequence's logits.
+    let vocab = c.vocab_size;
+    let input = Activations::new(&h[..wanted * dm], acts, &model.pool);
+    let head = model.matrix(&model.weights.output);
+    if let [only] = segments {
+        only.logits.resize(wanted * vocab, 0.0);
+        head.matmul(&model.pool, &input, wanted, only.logits);
+        return;
     }
-    logits.resize(rows.len() * c.vocab_size, 0.0);
-    let input = Activations::new(&h[rows.start * dm..rows.end * dm], acts, &model.pool);
-    model
-        .matrix(&model.weights.output)
-        .matmul(&model.pool, &input, rows.len(), logits);
+    batch_logits.resize(wanted * vocab, 0.0);
+    head.matmul(&model.pool, &input, wanted, batch_logits);
+    let mut rest = &batch_logits[..];
+    for (seg, span) in segments.iter_mut().zip(spans.iter()) {
+        if span.n == 0 {
+            continue;
+        }
+        let rows = if seg.all_logits { span.n } else { 1 };
+        let (mine, others) = rest.split_at(rows * vocab);
+        seg.logits.clear();
+        seg.logits.extend_from_slice(mine);
+        rest = others;
+    }
 }

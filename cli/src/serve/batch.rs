@@ -1,0 +1,281 @@
+//! Continuous batching: one scheduler thread drives every active request in one step per
+//! token over all of them ([`Session::feed_many`]: each weight read once per step for every
+//! sequence). Requests join between steps — their prompts fed in chunks beside the others'
+//! decode tokens, a step holding at most `step_rows` tokens so that a long prompt does not
+//! stall the others — and leave when they stop, run out of tokens or their client leaves.
+//! The HTTP threads only parse, queue a [`Job`] and forward its [`Event`]s to their client.
+
+use super::cache::PrefixCache;
+use super::request::ApiError;
+use super::Completion;
+use liger::backend::share_rows;
+use liger::generate::{GenerateOptions, Generator, Step, StopReason};
+use liger::model::SequenceState;
+use liger::{Backend, DecodeMode, Model, Sampler, SamplerOptions, Session};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+
+/// A request for the scheduler.
+pub(crate) struct Job {
+    pub prompt: Vec<u32>,
+    pub sampling: SamplerOptions,
+    pub max_tokens: usize,
+    /// Set by the HTTP thread when its client leaves: the job ends at the next step.
+    pub cancelled: Arc<AtomicBool>,
+    pub events: Sender<Event>,
+}
+
+/// What the scheduler tells a job's HTTP thread.
+pub(crate) enum Event {
+    Text(String),
+    Done(Result<Completion, ApiError>),
+}
+
+/// What the scheduler needs of the server.
+pub(crate) struct Scheduler {
+    pub model: Arc<Model>,
+    pub backend: Arc<dyn Backend>,
+    /// Host copies of recent sequences' states (a GPU sequence's read back).
+    pub cache: PrefixCache<SequenceState>,
+    /// Most sequences in a step (`--parallel`).
+    pub slots: usize,
+    /// Most tokens in a step (`--step-tokens`).
+    pub step_rows: usize,
+}
+
+/// A job being served.
+struct Active {
+    job: Job,
+    session: Session,
+    sampler: Sampler,
+    generator: Generator,
+    /// Prompt tokens fed so far (from the cached prefix on); all of them once decoding.
+    fed: usize,
+    cached_tokens: usize,
+    /// Tokens generated and fed.
+    generated: Vec<u32>,
+    text: String,
+    /// Why the job failed, if it did.
+    error: Option<String>,
+}
+
+impl Active {
+    fn prefilling(&self) -> bool {
+        self.fed < self.job.prompt.len()
+    }
+}
+
+/// What one active job puts into the next step.
+enum Feed {
+    Prompt(usize),
+    Token(u32),
+    Stop(StopReason),
+}
+
+impl Scheduler {
+    /// Serves jobs from `jobs` until every sender is gone.
+    pub(crate) fn run(mut self, jobs: Receiver<Job>) {
+        let mut active: Vec<Active> = Vec::new();
+        loop {
+            if active.is_empty() {
+                match jobs.recv() {
+                    Ok(job) => self.admit(job, &mut active),
+                    Err(_) => return,
+                }
+            }
+            while active.len() < self.slots {
+                match jobs.try_recv() {
+                    Ok(job) => self.admit(job, &mut active),
+                    Err(_) => break,
+                }
+            }
+            // A bug in one step must not take the server with it: its jobs get an error.
+            let stepped =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(&mut active)));
+            if stepped.is_err() {
+                eprintln!("serve: a batched step panicked; its requests get an error");
+                for a in active.drain(..) {
+                    let _ = a.job.events.send(Event::Done(Err(ApiError::internal(
+                        "the batched step failed",
+                    ))));
+                }
+            }
+        }
+    }
+
+    /// Starts `job` from the longest cached prefix of its prompt.
+    fn admit(&mut self, job: Job, active: &mut Vec<Active>) {
+        let started = (|| -> liger::Result<(Session, usize, Sampler, Generator)> {
+            let mut session = Session::on(&self.backend, DecodeMode::Window)?;
+            let cached_tokens = match self.cache.longest_prefix(&job.prompt) {
+                Some((state, n)) => {
+                    session.set_state(state)?;
+                    n
+                }
+                None => 0,
+            };
+            let mut sampler = Sampler::new(job.sampling.clone());
+            job.prompt.iter().for_each(|&t| sampler.observe(t));
+            let options = GenerateOptions {
+                max_tokens: job.max_tokens,
+                skip_special: true,
+                ..Default::default()
+            };
+            let generator = Generator::new(&self.model, options)?;
+            Ok((session, cached_tokens, sampler, generator))
+        })();
+        match started {
+            Ok((session, cached_tokens, sampler, generator)) => active.push(Active {
+                session,
+                sampler,
+                generator,
+                fed: cached_tokens,
+                cached_tokens,
+                generated: Vec::new(),
+                text: String::new(),
+                error: None,
+                job,
+            }),
+            Err(e) => {
+                let _ = job
+                    .events
+                    .send(Event::Done(Err(ApiError::internal(e.to_string()))));
+            }
+        }
+    }
+
+    /// One step over every active job: prompt chunks and decode tokens fed together, then
+    /// each job's text sent, and finished jobs retired.
+    fn step(&mut self, active: &mut Vec<Active>) {
+        // What each job feeds: a decoding job its next token (or its end), a prefilling one a
+        // share of the rows left.
+        let mut feeds: Vec<Feed> = Vec::with_capacity(active.len());
+        for a in active.iter_mut() {
+            let feed = if a.job.cancelled.load(Ordering::Relaxed) {
+                Feed::Stop(StopReason::Cancelled)
+            } else if a.prefilling() {
+                Feed::Prompt(0)
+            } else {
+                match a.generator.next_token(&a.session, &mut a.sampler) {
+                    Ok(Ok(id)) => Feed::Token(id),
+                    Ok(Err(stop)) => Feed::Stop(stop),
+                    Err(e) => {
+                        a.error = Some(e.to_string());
+                        Feed::Stop(StopReason::Cancelled)
+                    }
+                }
+            };
+            feeds.push(feed);
+        }
+        let left: Vec<usize> = active
+            .iter()
+            .zip(&feeds)
+            .map(|(a, f)| match f {
+                Feed::Prompt(_) => a.job.prompt.len() - a.fed,
+                Feed::Token(_) => 1,
+                Feed::Stop(_) => 0,
+            })
+            .collect();
+        let mut take = Vec::new();
+        share_rows(&left, self.step_rows, &mut take);
+        for (f, &n) in feeds.iter_mut().zip(&take) {
+            if let Feed::Prompt(rows) = f {
+                *rows = n;
+            }
+        }
+
+        let tokens: Vec<Vec<u32>> = active
+            .iter()
+            .zip(&feeds)
+            .map(|(a, f)| match *f {
+                Feed::Prompt(n) => a.job.prompt[a.fed..a.fed + n].to_vec(),
+                Feed::Token(id) => vec![id],
+                Feed::Stop(_) => Vec::new(),
+            })
+            .collect();
+        let mut work: Vec<(&mut Session, &[u32])> = active
+            .iter_mut()
+            .zip(&tokens)
+            .filter(|(_, t)| !t.is_empty())
+            .map(|(a, t)| (&mut a.session, t.as_slice()))
+            .collect();
+        if let Err(e) = Session::feed_many(&mut work) {
+            drop(work);
+            for a in active.drain(..) {
+                let _ = a
+                    .job
+                    .events
+                    .send(Event::Done(Err(ApiError::internal(e.to_string()))));
+            }
+            return;
+        }
+        drop(work);
+
+        let mut finished = Vec::new();
+        for (i, (a, feed)) in active.iter_mut().zip(&feeds).enumerate() {
+            match *feed {
+                Feed::Prompt(n) => {
+                    a.fed += n;
+                    // The prompt's own state too: a follow-up whose history does not
+                    // re-tokenize as the answer was generated, or a regenerated answer, still
+                    // starts from here.
+                    if !a.prefilling() && a.cached_tokens < a.fed {
+                        if let Ok(state) = a.session.state() {
+                            self.cache.insert(a.job.prompt.clone(), state);
+                        }
+                    }
+                }
+                Feed::Token(id) => match a.generator.accept(id, &mut a.sampler) {
+                    Ok(Step::Token { id, text }) => {
+                        a.generated.push(id);
+                        if !text.is_empty() {
+                            a.text.push_str(&text);
+                            let _ = a.job.events.send(Event::Text(text));
+                        }
+                    }
+                    Ok(Step::Done(stop)) => finished.push((i, stop)),
+                    Err(e) => {
+                        a.error = Some(e.to_string());
+                        finished.push((i, StopReason::Cancelled));
+                    }
+                },
+                Feed::Stop(stop) => finished.push((i, stop)),
+            }
+        }
+        for (i, stop) in finished.into_iter().rev() {
+            let a = active.swap_remove(i);
+            self.finish(a, stop);
+        }
+    }
+
+    /// Sends a job's last text and its completion; its final state goes to the prefix cache.
+    fn finish(&mut self, mut a: Active, stop: StopReason) {
+        if let Some(e) = a.error {
+            let _ = a.job.events.send(Event::Done(Err(ApiError::internal(e))));
+            return;
+        }
+        let prompt_tokens = a.job.prompt.len();
+        if let Ok(rest) = a.generator.finish() {
+            if !rest.is_empty() {
+                a.text.push_str(&rest);
+                let _ = a.job.events.send(Event::Text(rest));
+            }
+        }
+        if !a.prefilling() {
+            let mut fed = std::mem::take(&mut a.job.prompt);
+            fed.extend_from_slice(&a.generated);
+            if let Ok(state) = a.session.state() {
+                self.cache.insert(fed, state);
+            }
+        }
+        let completion = Completion {
+            text: a.text,
+            prompt_tokens,
+            cached_tokens: a.cached_tokens,
+            completion_tokens: a.generated.len(),
+            finish_reason: stop.finish_reason(),
+        };
+        let _ = a.job.events.send(Event::Done(Ok(completion)));
+    }
+}
