@@ -1,6 +1,7 @@
 //! Integration tests against the golden fixtures in `tests/fixtures` (see its README).
 
 mod backends;
+mod batch;
 mod capi;
 mod concurrency;
 mod convert;

@@ -4,7 +4,9 @@
 //! (0, freed or foreign → an exception, never a crash), every error is thrown as
 //! `io.liger.LigerException("[code] message")`, and no panic crosses into the JVM.
 
-use jni::objects::{JByteArray, JClass, JFloatArray, JIntArray, JObject, JString, JValue};
+use jni::objects::{
+    JByteArray, JClass, JFloatArray, JIntArray, JLongArray, JObject, JString, JValue,
+};
 use jni::sys::{jboolean, jbyteArray, jfloat, jfloatArray, jint, jintArray, jlong, jstring};
 use jni::JNIEnv;
 use liger::capi::*;
@@ -249,6 +251,36 @@ pub extern "system" fn Java_io_liger_LigerNative_sessionFeed(
     bridge(&mut env, (), |env| {
         let ids = ids(env, &ids_array)?;
         check(liger_session_feed(session(s), ids.as_ptr(), ids.len()))
+    })
+}
+
+/// `liger_sessions_decode`: `tokens[i]` fed to `sessions[i]`, all in one batched step.
+#[no_mangle]
+pub extern "system" fn Java_io_liger_LigerNative_sessionsDecode(
+    mut env: JNIEnv,
+    _: JClass,
+    sessions: JLongArray,
+    tokens: JIntArray,
+) {
+    bridge(&mut env, (), |env| {
+        if sessions.is_null() {
+            return Err(Thrown(LIGER_ERROR_NULL, "session array is null".into()));
+        }
+        let mut handles = vec![0i64; env.get_array_length(&sessions)? as usize];
+        env.get_long_array_region(&sessions, 0, &mut handles)?;
+        let tokens = ids(env, &tokens)?;
+        if tokens.len() != handles.len() {
+            return Err(Thrown(
+                LIGER_ERROR_INVALID_ARGUMENT,
+                format!("{} sessions but {} tokens", handles.len(), tokens.len()),
+            ));
+        }
+        let handles: Vec<*mut LigerSession> = handles.into_iter().map(session).collect();
+        check(liger_sessions_decode(
+            handles.as_ptr(),
+            tokens.as_ptr(),
+            tokens.len(),
+        ))
     })
 }
 

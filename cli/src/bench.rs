@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// auto (CUDA when a device passes the self-test, else the CPU), cpu, wgpu or cuda.
     #[arg(long, default_value = "auto")]
     pub backend: String,
+    /// Sequences run together, comma separated (llama-batched-bench's idea): each test runs
+    /// with that many sequences in one batched step per token; t/s is their aggregate.
+    #[arg(long, default_value = "1")]
+    pub parallel: String,
 }
 
 /// Linux `VmHWM` (peak resident), bytes; resets the mark first when `reset`.
@@ -55,6 +59,8 @@ pub(crate) struct TestResult {
     pub(crate) n_prompt: usize,
     pub(crate) n_gen: usize,
     pub(crate) n_depth: usize,
+    /// Sequences run together; `samples` are their aggregate tokens/s.
+    pub(crate) n_parallel: usize,
     pub(crate) samples: Vec<f64>,
     pub(crate) peak_rss: u64,
 }
@@ -77,8 +83,13 @@ impl TestResult {
         } else {
             format!("tg{}", self.n_gen)
         };
-        if self.n_depth > 0 {
+        let base = if self.n_depth > 0 {
             format!("{base} @ d{}", self.n_depth)
+        } else {
+            base
+        };
+        if self.n_parallel > 1 {
+            format!("{base} ×{}", self.n_parallel)
         } else {
             base
         }
@@ -100,36 +111,56 @@ fn session_at_depth(backend: &Arc<dyn liger::Backend>, depth: usize) -> Result<S
     Ok(s)
 }
 
-/// Times `run` on fresh forks of `at_depth` (after feeding `untimed` tokens), `repetitions`
-/// times; `(n_prompt, n_gen, depth)` describe the test, and its tokens per second count
-/// `n_prompt + n_gen` tokens per run.
+/// Times `run` on `parallel` fresh forks of `at_depth` (each fed `untimed` tokens first),
+/// `repetitions` times; `(n_prompt, n_gen, depth)` describe the test, and its tokens per
+/// second count `n_prompt + n_gen` tokens per sequence and run.
 fn measure(
     at_depth: &Session,
     untimed: &[u32],
     repetitions: usize,
+    parallel: usize,
     (n_prompt, n_gen, n_depth): (usize, usize, usize),
-    mut run: impl FnMut(&mut Session) -> liger::Result<()>,
+    mut run: impl FnMut(&mut [Session]) -> liger::Result<()>,
 ) -> Result<TestResult> {
     let mut r = TestResult {
         n_prompt,
         n_gen,
         n_depth,
+        n_parallel: parallel,
         samples: vec![],
         peak_rss: 0,
     };
     peak_resident(true);
     for _ in 0..repetitions {
-        let mut s = at_depth.fork()?;
+        let mut sessions = (0..parallel)
+            .map(|_| at_depth.fork())
+            .collect::<liger::Result<Vec<_>>>()?;
         if !untimed.is_empty() {
-            s.feed(untimed)?;
+            feed_together(&mut sessions, |_| untimed)?;
         }
         let t = Instant::now();
-        run(&mut s)?;
-        r.samples
-            .push((n_prompt + n_gen) as f64 / t.elapsed().as_secs_f64());
+        run(&mut sessions)?;
+        let tokens = (parallel * (n_prompt + n_gen)) as f64;
+        r.samples.push(tokens / t.elapsed().as_secs_f64());
     }
     r.peak_rss = peak_resident(false);
     Ok(r)
+}
+
+/// Feeds every session `tokens(i)` in one batched call ([`Session::feed_many`]).
+fn feed_together<'a>(
+    sessions: &mut [Session],
+    tokens: impl Fn(usize) -> &'a [u32],
+) -> liger::Result<()> {
+    if let [only] = sessions {
+        return only.feed(tokens(0)).map(|_| ());
+    }
+    let mut work: Vec<(&mut Session, &[u32])> = sessions
+        .iter_mut()
+        .enumerate()
+        .map(|(i, s)| (s, tokens(i)))
+        .collect();
+    Session::feed_many(&mut work)
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
@@ -137,6 +168,10 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         bail!("-o {} (md or json)", args.output);
     }
     let depths = crate::generate::parse_ids(&args.depth)?;
+    let parallel = crate::generate::parse_ids(&args.parallel)?;
+    if parallel.is_empty() || parallel.contains(&0) {
+        bail!("--parallel {}: counts of 1 or more", args.parallel);
+    }
     let kind: liger::BackendKind = args.backend.parse()?;
     let model = Arc::new(Model::load(
         &args.model,
@@ -160,29 +195,35 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         let depth = depth as usize;
         // The context is fed once per depth; each repetition starts from a fork of it.
         let at_depth = session_at_depth(&backend, depth)?;
-        if args.n_prompt > 0 {
-            let prompt = tokens(args.n_prompt, vocab, 2);
-            let r = measure(
-                &at_depth,
-                &[],
-                args.repetitions,
-                (args.n_prompt, 0, depth),
-                |s| s.feed(&prompt).map(|_| ()),
-            )?;
-            results.push(r);
-        }
-        if args.n_gen > 0 {
-            let gen = tokens(args.n_gen, vocab, 3);
-            // The first single-token step (untimed) sizes the decode buffers (on CUDA: captures
-            // the decode graph).
-            let r = measure(
-                &at_depth,
-                &gen[..1],
-                args.repetitions,
-                (0, args.n_gen, depth),
-                |s| gen.iter().try_for_each(|&tok| s.feed(&[tok]).map(|_| ())),
-            )?;
-            results.push(r);
+        for &p in &parallel {
+            let p = p as usize;
+            if args.n_prompt > 0 {
+                let prompt = tokens(args.n_prompt, vocab, 2);
+                let r = measure(
+                    &at_depth,
+                    &[],
+                    args.repetitions,
+                    p,
+                    (args.n_prompt, 0, depth),
+                    |s| feed_together(s, |_| &prompt),
+                )?;
+                results.push(r);
+            }
+            if args.n_gen > 0 {
+                let gen: Vec<Vec<u32>> = (0..p).map(|i| tokens(args.n_gen, vocab, 3 + i)).collect();
+                let firsts: Vec<u32> = gen.iter().map(|g| g[0]).collect();
+                // The first single-token step (untimed) sizes the decode buffers (on CUDA:
+                // captures the decode graph).
+                let r = measure(
+                    &at_depth,
+                    &firsts[..1],
+                    args.repetitions,
+                    p,
+                    (0, args.n_gen, depth),
+                    |s| (0..args.n_gen).try_for_each(|k| feed_together(s, |i| &gen[i][k..k + 1])),
+                )?;
+                results.push(r);
+            }
         }
     }
     if let Some(copy) = backend.copy_bandwidth()? {
@@ -253,7 +294,9 @@ pub(crate) fn report(
                     "n_prompt": r.n_prompt,
                     "n_gen": r.n_gen,
                     "n_depth": r.n_depth,
+                    "n_parallel": r.n_parallel,
                     "avg_ts": r.mean(),
+                    "avg_ts_per_sequence": r.mean() / r.n_parallel as f64,
                     "stddev_ts": r.stddev(),
                     "samples_ts": r.samples,
                     "peak_rss_bytes": r.peak_rss,
@@ -264,11 +307,19 @@ pub(crate) fn report(
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    println!("| model | size | params | backend | threads | test | t/s | peak RSS |");
-    println!("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |");
+    let batched = results.iter().any(|r| r.n_parallel > 1);
+    let per_sequence = if batched { " t/s per sequence |" } else { "" };
+    println!("| model | size | params | backend | threads | test | t/s |{per_sequence} peak RSS |");
+    let rule = if batched { " ---: |" } else { "" };
+    println!("| --- | ---: | ---: | --- | ---: | ---: | ---: |{rule} ---: |");
     for r in results {
+        let per_sequence = if batched {
+            format!(" {:.2} |", r.mean() / r.n_parallel as f64)
+        } else {
+            String::new()
+        };
         println!(
-            "| {model_type} | {:.2} MiB | {:.2} M | {} | {} | {} | {:.2} ± {:.2} | {:.1} MiB |",
+            "| {model_type} | {:.2} MiB | {:.2} M | {} | {} | {} | {:.2} ± {:.2} |{per_sequence} {:.1} MiB |",
             size as f64 / (1 << 20) as f64,
             params as f64 / 1e6,
             backend.name,

@@ -271,6 +271,16 @@ LigerStatus liger_session_position(const struct LigerSession *session, uint64_t 
 LigerStatus liger_session_feed(struct LigerSession *session, const uint32_t *ids, size_t n_ids);
 
 /*
+ Feeds `tokens[i]` to `sessions[i]` for every i < `n`, in one step over all of them: each
+ weight is read once for the `n` sessions (several conversations of an app advance together
+ at little more than the cost of one). The sessions must be distinct and of one model;
+ each ends as `liger_session_feed` of its one token leaves it. On error none is fed.
+ */
+LigerStatus liger_sessions_decode(struct LigerSession *const *sessions,
+                                  const uint32_t *tokens,
+                                  size_t n);
+
+/*
  Tokenizes `text` (with BOS etc. when `add_special`) and feeds it as one call.
  */
 LigerStatus liger_session_feed_text(struct LigerSession *session,

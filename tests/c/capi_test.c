@@ -269,6 +269,48 @@ static void test_session(LigerModel *model, LigerModel *window_model) {
     CHECK(liger_session_free(s) == LIGER_OK);
 }
 
+/* Three sessions decoded together (liger_sessions_decode): each one's greedy tokens are its
+ * reference greedy tokens, with sessions at other positions in the same steps; bad batches
+ * are refused and feed nothing. */
+static void test_sessions_decode(LigerModel *model) {
+    enum { N = 3 };
+    LigerSession *s[N] = {NULL, NULL, NULL};
+    size_t vocab = 0, n = 0;
+    CHECK(liger_model_vocab_size(model, &vocab) == LIGER_OK);
+    float *logits = malloc(vocab * sizeof(float));
+    for (int i = 0; i < N; i++) CHECK(liger_session_new(model, &s[i]) == LIGER_OK);
+    CHECK(liger_session_feed(s[0], prompt, n_prompt) == LIGER_OK);
+    CHECK(liger_session_feed(s[1], prompt, n_prompt) == LIGER_OK);
+    CHECK(liger_session_feed(s[2], prompt, 1) == LIGER_OK);
+    uint32_t got[2][64];
+    size_t steps = n_greedy < 64 ? n_greedy : 64;
+    for (size_t t = 0; t < steps; t++) {
+        uint32_t next[N];
+        for (int i = 0; i < N; i++) {
+            CHECK(liger_session_logits(s[i], logits, vocab, &n) == LIGER_OK);
+            size_t best = 0;
+            for (size_t v = 1; v < vocab; v++) if (logits[v] > logits[best]) best = v;
+            next[i] = (uint32_t)best;
+        }
+        CHECK(liger_sessions_decode(s, next, N) == LIGER_OK);
+        got[0][t] = next[0];
+        got[1][t] = next[1];
+    }
+    CHECK(same_ids(got[0], greedy, steps) && same_ids(got[1], greedy, steps));
+    uint64_t before = 0, after = 0;
+    CHECK(liger_session_position(s[0], &before) == LIGER_OK);
+    LigerSession *twice[2] = {s[0], s[0]};
+    uint32_t two[2] = {1, 2}, too_big[2] = {1, (uint32_t)vocab};
+    EXPECT_ERROR(liger_sessions_decode(twice, two, 2), LIGER_ERROR_INVALID_ARGUMENT);
+    EXPECT_ERROR(liger_sessions_decode(s, too_big, 2), LIGER_ERROR_INVALID_ARGUMENT);
+    EXPECT_ERROR(liger_sessions_decode(NULL, two, 2), LIGER_ERROR_NULL);
+    EXPECT_ERROR(liger_sessions_decode(s, NULL, 2), LIGER_ERROR_NULL);
+    CHECK(liger_session_position(s[0], &after) == LIGER_OK && after == before);
+    CHECK(liger_sessions_decode(NULL, NULL, 0) == LIGER_OK);
+    for (int i = 0; i < N; i++) CHECK(liger_session_free(s[i]) == LIGER_OK);
+    free(logits);
+}
+
 static void test_threads(LigerModel *model) {
     enum { WORKERS = 4 };
     pthread_t threads[WORKERS];
@@ -352,6 +394,7 @@ int main(int argc, char **argv) {
     if (model && window_model) {
         test_handles(model);
         test_session(model, window_model);
+        test_sessions_decode(model);
         test_threads(model);
     }
     CHECK(liger_model_free(window_model) == LIGER_OK);

@@ -253,6 +253,58 @@ pub extern "C" fn liger_session_feed(
     })
 }
 
+/// Feeds `tokens[i]` to `sessions[i]` for every i < `n`, in one step over all of them: each
+/// weight is read once for the `n` sessions (several conversations of an app advance together
+/// at little more than the cost of one). The sessions must be distinct and of one model;
+/// each ends as `liger_session_feed` of its one token leaves it. On error none is fed.
+#[no_mangle]
+pub extern "C" fn liger_sessions_decode(
+    sessions: *const *mut LigerSession,
+    tokens: *const u32,
+    n: usize,
+) -> LigerStatus {
+    ffi(|| {
+        let handles = slice_arg(sessions, n, "sessions")?;
+        let tokens = slice_arg(tokens, n, "tokens")?;
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| handles[i] as usize);
+        if let Some(w) = order.windows(2).find(|w| handles[w[0]] == handles[w[1]]) {
+            return Err(CError::new(
+                LIGER_ERROR_INVALID_ARGUMENT,
+                format!(
+                    "sessions[{}] and sessions[{}] are the same session",
+                    w[0], w[1]
+                ),
+            ));
+        }
+        let live = handles
+            .iter()
+            .map(|&h| session_of(h))
+            .collect::<CResult<Vec<_>>>()?;
+        // Locked in address order, so that concurrent calls over overlapping sets cannot
+        // deadlock.
+        let mut guards: Vec<Option<std::sync::MutexGuard<LigerSession>>> =
+            (0..n).map(|_| None).collect();
+        for &i in &order {
+            guards[i] = Some(lock(&live[i]));
+        }
+        let mut guards: Vec<_> = guards.into_iter().flatten().collect();
+        let mut work: Vec<(&mut Session, &[u32])> = guards
+            .iter_mut()
+            .zip(tokens.chunks(1))
+            .map(|(g, t)| (&mut g.session, t))
+            .collect();
+        Session::feed_many(&mut work)?;
+        for (g, &t) in guards.iter_mut().zip(tokens) {
+            g.remember(t);
+            if let Some((_, s)) = &mut g.sampler {
+                s.observe(t);
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Tokenizes `text` (with BOS etc. when `add_special`) and feeds it as one call.
 #[no_mangle]
 pub extern "C" fn liger_session_feed_text(

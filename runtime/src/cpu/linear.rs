@@ -112,7 +112,7 @@ impl<'a> Activations<'a> {
 }
 
 /// Fewest tokens for which packing panels pays off (the packing reads each row once).
-const PANEL_MIN_TOKENS: usize = 8;
+const PANEL_MIN_TOKENS: usize = 16;
 
 /// Activations at least this long are quantized in parallel.
 const PARALLEL_QUANTIZE_MIN: usize = 8192;
@@ -223,42 +223,13 @@ impl<'a> WeightMatrix<'a> {
     /// rows; each weight row is read once and dotted with every activation row.
     pub fn matmul(&self, pool: &WorkerPool, x: &Activations, t: usize, y: &mut [f32]) {
         debug_assert_eq!((x.f32.len(), y.len()), (t * self.cols, t * self.rows));
-        if t == 1 {
-            // A few contiguous stretches of rows per thread keep each thread's weight reads
-            // sequential (hardware prefetch) while still balancing the load.
-            let chunk = self
-                .rows
-                .div_ceil(pool.threads() * TASKS_PER_THREAD)
-                .max(ROWS_PER_TASK)
-                .next_multiple_of(4);
-            let blocks = self.cols / ACT_BLOCK;
-            let rows4 = self.rows4.filter(|k| match k {
-                RowsDot4::Quant(_) => x.q8.len() >= blocks,
-                RowsDot4::Quant16(_) => x.q16.len() >= blocks,
-            });
-            pool.for_each_chunk(y, chunk, &|c, ys| {
-                let r0 = c * chunk;
-                let mut i = 0;
-                if let Some(f) = rows4 {
-                    while i + 4 <= ys.len() {
-                        let r = r0 + i;
-                        let rows = [
-                            self.row(r),
-                            self.row(r + 1),
-                            self.row(r + 2),
-                            self.row(r + 3),
-                        ];
-                        ys[i..i + 4].copy_from_slice(&match f {
-                            RowsDot4::Quant(f) => f(rows, &x.q8[..blocks]),
-                            RowsDot4::Quant16(f) => f(rows, &x.q16[..blocks]),
-                        });
-                        i += 4;
-                    }
-                }
-                for (k, y) in ys[i..].iter_mut().enumerate() {
-                    *y = self.dot(r0 + i + k, x, 0);
-                }
-            });
+        let blocks = self.cols / ACT_BLOCK;
+        let rows4 = self.rows4.filter(|k| match k {
+            RowsDot4::Quant(_) => x.q8.len() >= t * blocks,
+            RowsDot4::Quant16(_) => x.q16.len() >= t * blocks,
+        });
+        if t == 1 || (t < PANEL_MIN_TOKENS && rows4.is_some()) {
+            self.matmul_by_rows(pool, x, t, rows4, y);
             return;
         }
         if t >= PANEL_MIN_TOKENS {
@@ -294,6 +265,59 @@ impl<'a> WeightMatrix<'a> {
 }
 
 impl WeightMatrix<'_> {
+    /// `Y = X·Wᵀ` for a few tokens (decode of one sequence or of several): each task owns a
+    /// stretch of weight rows — a few per thread keep each thread's weight reads sequential
+    /// (hardware prefetch) while still balancing the load — and runs every token against
+    /// four rows at a time (`rows4`; the rows are read from memory once for all the tokens),
+    /// the rest row by row. A token's result does not depend on how many are run together.
+    fn matmul_by_rows(
+        &self,
+        pool: &WorkerPool,
+        x: &Activations,
+        t: usize,
+        rows4: Option<RowsDot4>,
+        y: &mut [f32],
+    ) {
+        let rows = self.rows;
+        let chunk = rows
+            .div_ceil(pool.threads() * TASKS_PER_THREAD)
+            .max(ROWS_PER_TASK)
+            .next_multiple_of(4);
+        let blocks = self.cols / ACT_BLOCK;
+        let out = Disjoint::new(y);
+        pool.run(rows.div_ceil(chunk), &|c| {
+            let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
+            let mut r = r0;
+            if let Some(f) = rows4 {
+                let mut sums = [[0f32; 4]; PANEL_MIN_TOKENS];
+                let sums = &mut sums[..t];
+                while r + 4 <= r1 {
+                    let four = [
+                        self.row(r),
+                        self.row(r + 1),
+                        self.row(r + 2),
+                        self.row(r + 3),
+                    ];
+                    match f {
+                        RowsDot4::Quant(f) => f(four, &x.q8[..t * blocks], blocks, sums),
+                        RowsDot4::Quant16(f) => f(four, &x.q16[..t * blocks], blocks, sums),
+                    }
+                    for (j, s) in sums.iter().enumerate() {
+                        // SAFETY: rows r..r+4 of every token belong to this task only.
+                        unsafe { out.slice(j * rows + r..j * rows + r + 4) }.copy_from_slice(s);
+                    }
+                    r += 4;
+                }
+            }
+            for r in r..r1 {
+                for j in 0..t {
+                    // SAFETY: as above.
+                    unsafe { out.slice(j * rows + r..j * rows + r + 1)[0] = self.dot(r, x, j) };
+                }
+            }
+        });
+    }
+
     /// `Y = X·Wᵀ` through packed panels of `gemm.nr` rows, one panel per task; false (nothing
     /// written) if `x` lacks the activation form the kernel needs.
     fn matmul_panels(

@@ -496,84 +496,99 @@ unsafe fn reduce4(s: [__m256i; 4]) -> __m128i {
     _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
 }
 
-/// Four Q4_0 rows against one activation vector (decode): the activation load, the −8 offset
-/// and the scale conversion are shared; prefetches the next four rows (see
-/// [`prefetch_distance`]).
+/// Four Q4_0 rows against N activation vectors (decode of N sequences): the rows' nibbles are
+/// loaded once per block for every token; per token, the activation load, the −8 offset and
+/// the scale conversion are shared by the four rows. Prefetches the next four rows (see
+/// [`prefetch_distance`]). Each token's sums are the same operations in the same order
+/// whatever N is.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows4_q4_0_impl(rows: [&[u8]; 4], x: &[ActBlock]) -> [f32; 4] {
+unsafe fn rows4_q4_0_impl<const N: usize>(rows: [&[u8]; 4], x: [&[ActBlock]; N]) -> [[f32; 4]; N] {
     let n = rows
         .iter()
         .map(|r| r.len() / Q4_0_BYTES)
-        .fold(x.len(), usize::min);
+        .chain(x.iter().map(|a| a.len()))
+        .fold(usize::MAX, usize::min);
     let p = rows.map(|r| r.as_ptr());
     let ahead = prefetch_distance(&rows);
     let ones = _mm256_set1_epi16(1);
-    let mut acc = _mm_setzero_ps();
+    let mut acc = [_mm_setzero_ps(); N];
     for i in 0..n {
-        let a = &*x.as_ptr().add(i);
         let at = i * Q4_0_BYTES;
         for &row in &p {
             // Past the end of the matrix this is a hint for an address never read: harmless.
             _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(at + ahead) as *const i8);
         }
-        let q = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-        let dot = |r: usize| {
-            let w = unpack_q4_0_unsigned(p[r].add(at + 2));
-            _mm256_madd_epi16(_mm256_maddubs_epi16(w, q), ones)
-        };
-        let sums = _mm_sub_epi32(
-            reduce4([dot(0), dot(1), dot(2), dot(3)]),
-            _mm_set1_epi32(8 * (a.sums[0] + a.sums[1])),
-        );
-        acc = _mm_fmadd_ps(scales4(&p, at, a.d), _mm_cvtepi32_ps(sums), acc);
+        let w = [0, 1, 2, 3].map(|r| unpack_q4_0_unsigned(p[r].add(at + 2)));
+        for k in 0..N {
+            let a = &*x[k].as_ptr().add(i);
+            let q = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+            let dot = |r: usize| _mm256_madd_epi16(_mm256_maddubs_epi16(w[r], q), ones);
+            let sums = _mm_sub_epi32(
+                reduce4([dot(0), dot(1), dot(2), dot(3)]),
+                _mm_set1_epi32(8 * (a.sums[0] + a.sums[1])),
+            );
+            acc[k] = _mm_fmadd_ps(scales4(&p, at, a.d), _mm_cvtepi32_ps(sums), acc[k]);
+        }
     }
-    let mut out = [0f32; 4];
-    _mm_storeu_ps(out.as_mut_ptr(), acc);
-    out
+    acc.map(|a| {
+        let mut out = [0f32; 4];
+        _mm_storeu_ps(out.as_mut_ptr(), a);
+        out
+    })
 }
 
-/// Four Q8_0 rows against one 16-bit activation vector (decode); as [`rows4_q4_0_impl`].
+/// Four Q8_0 rows against N 16-bit activation vectors (decode of N sequences); as
+/// [`rows4_q4_0_impl`].
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows4_q8_0_impl(rows: [&[u8]; 4], x: &[ActBlock16]) -> [f32; 4] {
+unsafe fn rows4_q8_0_impl<const N: usize>(
+    rows: [&[u8]; 4],
+    x: [&[ActBlock16]; N],
+) -> [[f32; 4]; N] {
     let n = rows
         .iter()
         .map(|r| r.len() / Q8_0_BYTES)
-        .fold(x.len(), usize::min);
+        .chain(x.iter().map(|a| a.len()))
+        .fold(usize::MAX, usize::min);
     let p = rows.map(|r| r.as_ptr());
     let ahead = prefetch_distance(&rows);
-    let mut acc = _mm_setzero_ps();
+    let mut acc = [_mm_setzero_ps(); N];
     for i in 0..n {
-        let a = &*x.as_ptr().add(i);
         let at = i * Q8_0_BYTES;
         for &row in &p {
             // As in `rows4_q4_0_impl`.
             _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(at + ahead) as *const i8);
         }
-        let q_lo = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-        let q_hi = _mm256_loadu_si256(a.qs.as_ptr().add(16) as *const __m256i);
-        let dot = |r: usize| {
+        let w = [0, 1, 2, 3].map(|r| {
             let b = p[r].add(at);
-            let w_lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(2) as *const __m128i));
-            let w_hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(18) as *const __m128i));
-            _mm256_add_epi32(_mm256_madd_epi16(w_lo, q_lo), _mm256_madd_epi16(w_hi, q_hi))
-        };
-        let sums = reduce4([dot(0), dot(1), dot(2), dot(3)]);
-        acc = _mm_fmadd_ps(scales4(&p, at, a.d), _mm_cvtepi32_ps(sums), acc);
+            (
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(2) as *const __m128i)),
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(18) as *const __m128i)),
+            )
+        });
+        for k in 0..N {
+            let a = &*x[k].as_ptr().add(i);
+            let q_lo = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+            let q_hi = _mm256_loadu_si256(a.qs.as_ptr().add(16) as *const __m256i);
+            let dot = |r: usize| {
+                let (w_lo, w_hi) = w[r];
+                _mm256_add_epi32(_mm256_madd_epi16(w_lo, q_lo), _mm256_madd_epi16(w_hi, q_hi))
+            };
+            let sums = reduce4([dot(0), dot(1), dot(2), dot(3)]);
+            acc[k] = _mm_fmadd_ps(scales4(&p, at, a.d), _mm_cvtepi32_ps(sums), acc[k]);
+        }
     }
-    let mut out = [0f32; 4];
-    _mm_storeu_ps(out.as_mut_ptr(), acc);
-    out
+    acc.map(|a| {
+        let mut out = [0f32; 4];
+        _mm_storeu_ps(out.as_mut_ptr(), a);
+        out
+    })
 }
 
-/// Four-row Q4_0 kernel; only reachable through `rows_dot4` after detection of AVX2/FMA/F16C.
-pub fn rows4_q4_0(rows: [&[u8]; 4], x: &[ActBlock]) -> [f32; 4] {
-    // SAFETY: features detected before this kernel was handed out; every read is within the
-    // first `n` whole blocks of each row and of `x`.
-    unsafe { rows4_q4_0_impl(rows, x) }
-}
-
-/// Four-row Q8_0 kernel; only reachable through `rows_dot4` after detection of AVX2/FMA/F16C.
-pub fn rows4_q8_0(rows: [&[u8]; 4], x: &[ActBlock16]) -> [f32; 4] {
-    // SAFETY: as `rows4_q4_0`.
-    unsafe { rows4_q8_0_impl(rows, x) }
-}
+rows4_over_tokens!(
+    /// Four-row Q4_0 kernel; only reachable through `rows_dot4` after detection of
+    /// AVX2/FMA/F16C.
+    rows4_q4_0 => rows4_q4_0_impl, ActBlock);
+rows4_over_tokens!(
+    /// Four-row Q8_0 kernel; only reachable through `rows_dot4` after detection of
+    /// AVX2/FMA/F16C.
+    rows4_q8_0 => rows4_q8_0_impl, ActBlock16);

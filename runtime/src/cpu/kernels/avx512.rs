@@ -66,41 +66,27 @@ pub fn dot4_q4_0(row: &[u8], x: [&[ActBlock]; 4]) -> [f32; 4] {
     unsafe { dot4_q4_0_impl(row, x) }
 }
 
-/// `Σ_i block(i, ·)` over `n` blocks into two interleaved accumulators, as 16 lanes.
-#[inline(always)]
-unsafe fn sum_blocks(n: usize, block: impl Fn(usize, __m512) -> __m512) -> [f32; 16] {
-    let mut acc = [_mm512_setzero_ps(); 2];
-    let mut i = 0;
-    while i + 2 <= n {
-        acc[0] = block(i, acc[0]);
-        acc[1] = block(i + 1, acc[1]);
-        i += 2;
-    }
-    if i < n {
-        acc[0] = block(i, acc[0]);
-    }
-    let mut lanes = [0f32; 16];
-    _mm512_storeu_ps(lanes.as_mut_ptr(), _mm512_add_ps(acc[0], acc[1]));
-    lanes
-}
-
-/// Four Q4_0 rows against one activation vector (decode). Block i of the four rows shares one
-/// 512-bit register, a 128-bit lane per row, so the activations' broadcast, the −8 offset and
-/// the scale conversion are done once for four rows instead of once per row.
+/// Four Q4_0 rows against N activation vectors (decode of N sequences). Block i of the four
+/// rows shares one 512-bit register, a 128-bit lane per row, loaded and unpacked once for
+/// every token; per token, the activations' broadcast, the −8 offset and the scale
+/// conversion are done once for four rows. Each token's sums are the same operations in the
+/// same order whatever N is.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn rows4_q4_0_impl(rows: [&[u8]; 4], x: &[ActBlock]) -> [f32; 4] {
+unsafe fn rows4_q4_0_impl<const N: usize>(rows: [&[u8]; 4], x: [&[ActBlock]; N]) -> [[f32; 4]; N] {
     const BYTES: usize = 18;
     let n = rows
         .iter()
         .map(|r| r.len() / BYTES)
-        .fold(x.len(), usize::min);
+        .chain(x.iter().map(|a| a.len()))
+        .fold(usize::MAX, usize::min);
     let p = rows.map(|r| r.as_ptr());
     let ahead = prefetch_distance(&rows);
     let nibbles = _mm512_set1_epi8(0x0f);
     // Lane l of the result takes row l / 4's scale.
     let spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-    let block = |i: usize, acc: __m512| -> __m512 {
-        let a = &*x.as_ptr().add(i);
+    // Two interleaved accumulators per token (even and odd blocks).
+    let mut acc = [[_mm512_setzero_ps(); 2]; N];
+    for i in 0..n {
         let at = i * BYTES;
         for &row in &p {
             // Past the end of the matrix this is a hint for an address never read: harmless.
@@ -117,67 +103,83 @@ unsafe fn rows4_q4_0_impl(rows: [&[u8]; 4], x: &[ActBlock]) -> [f32; 4] {
         );
         let lo = _mm512_and_si512(w, nibbles);
         let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(w), nibbles);
-        let a_lo = _mm512_broadcast_i32x4(_mm_loadu_si128(a.qs.as_ptr() as *const __m128i));
-        let a_hi = _mm512_broadcast_i32x4(_mm_loadu_si128(a.qs.as_ptr().add(16) as *const __m128i));
-        // −8·Σq_a in one lane per row: the weights' offset, exact in integers.
-        let init = _mm512_maskz_set1_epi32(0x1111, -8 * (a.sums[0] + a.sums[1]));
-        let sums = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(init, lo, a_lo), hi, a_hi);
-        let d = scales4(&p, at, a.d);
-        let d16 = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(d));
-        _mm512_fmadd_ps(d16, _mm512_cvtepi32_ps(sums), acc)
-    };
-    let lanes = sum_blocks(n, block);
-    std::array::from_fn(|r| lanes[4 * r..4 * r + 4].iter().sum())
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let a = &*x[k].as_ptr().add(i);
+            let a_lo = _mm512_broadcast_i32x4(_mm_loadu_si128(a.qs.as_ptr() as *const __m128i));
+            let a_hi =
+                _mm512_broadcast_i32x4(_mm_loadu_si128(a.qs.as_ptr().add(16) as *const __m128i));
+            // −8·Σq_a in one lane per row: the weights' offset, exact in integers.
+            let init = _mm512_maskz_set1_epi32(0x1111, -8 * (a.sums[0] + a.sums[1]));
+            let sums = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(init, lo, a_lo), hi, a_hi);
+            let d = scales4(&p, at, a.d);
+            let d16 = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(d));
+            acc[i % 2] = _mm512_fmadd_ps(d16, _mm512_cvtepi32_ps(sums), acc[i % 2]);
+        }
+    }
+    acc.map(|acc| {
+        let mut lanes = [0f32; 16];
+        _mm512_storeu_ps(lanes.as_mut_ptr(), _mm512_add_ps(acc[0], acc[1]));
+        std::array::from_fn(|r| lanes[4 * r..4 * r + 4].iter().sum())
+    })
 }
 
-/// Four-row Q4_0 kernel; only reachable through `rows_dot4` after detection.
-pub fn rows4_q4_0(rows: [&[u8]; 4], x: &[ActBlock]) -> [f32; 4] {
-    // SAFETY: handed out only after detection of avx2, fma, f16c, avx512f/bw/vl/vnni; every
-    // read is within the first `n` blocks of each row and of `x`.
-    unsafe { rows4_q4_0_impl(rows, x) }
-}
+rows4_over_tokens!(
+    /// Four-row Q4_0 kernel; only reachable through `rows_dot4` after detection of avx2, fma,
+    /// f16c, avx512f/bw/vl/vnni.
+    rows4_q4_0 => rows4_q4_0_impl, ActBlock);
 
-/// Four Q8_0 rows against one 16-bit activation vector (decode): one `vpdpwssd` per row and
-/// block, then the four rows' sums are interleaved into one register (a 128-bit lane holds
-/// one partial sum of each row) so that scaling and accumulation are done once for four.
+/// Four Q8_0 rows against N 16-bit activation vectors (decode of N sequences): the rows'
+/// weights widened once per block for every token; per token one `vpdpwssd` per row, then the
+/// four rows' sums are interleaved into one register (a 128-bit lane holds one partial sum of
+/// each row) so that scaling and accumulation are done once for four.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn rows4_q8_0_impl(rows: [&[u8]; 4], x: &[ActBlock16]) -> [f32; 4] {
+unsafe fn rows4_q8_0_impl<const N: usize>(
+    rows: [&[u8]; 4],
+    x: [&[ActBlock16]; N],
+) -> [[f32; 4]; N] {
     const BYTES: usize = 34;
     let n = rows
         .iter()
         .map(|r| r.len() / BYTES)
-        .fold(x.len(), usize::min);
+        .chain(x.iter().map(|a| a.len()))
+        .fold(usize::MAX, usize::min);
     let p = rows.map(|r| r.as_ptr());
     let ahead = prefetch_distance(&rows);
-    let block = |i: usize, acc: __m512| -> __m512 {
-        let a = &*x.as_ptr().add(i);
+    let mut acc = [[_mm512_setzero_ps(); 2]; N];
+    for i in 0..n {
         let at = i * BYTES;
-        let act = _mm512_loadu_si512(a.qs.as_ptr() as *const _);
         for &row in &p {
             // Past the end of the matrix this is a hint for an address never read: harmless.
             _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(at + ahead) as *const i8);
         }
-        let dot = |r: usize| {
-            let w = _mm512_cvtepi8_epi16(_mm256_loadu_si256(p[r].add(at + 2) as *const __m256i));
-            _mm512_dpwssd_epi32(_mm512_setzero_si512(), w, act)
-        };
-        let (s0, s1, s2, s3) = (dot(0), dot(1), dot(2), dot(3));
-        // Per 128-bit lane: [r0, r1, r0, r1] then [r0, r1, r2, r3] partial sums.
-        let s01 = _mm512_add_epi32(_mm512_unpacklo_epi32(s0, s1), _mm512_unpackhi_epi32(s0, s1));
-        let s23 = _mm512_add_epi32(_mm512_unpacklo_epi32(s2, s3), _mm512_unpackhi_epi32(s2, s3));
-        let s = _mm512_add_epi32(
-            _mm512_unpacklo_epi64(s01, s23),
-            _mm512_unpackhi_epi64(s01, s23),
-        );
-        let d = _mm512_broadcast_f32x4(scales4(&p, at, a.d));
-        _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc)
-    };
-    let lanes = sum_blocks(n, block);
-    std::array::from_fn(|r| (0..4).map(|l| lanes[4 * l + r]).sum())
+        let w = [0, 1, 2, 3]
+            .map(|r| _mm512_cvtepi8_epi16(_mm256_loadu_si256(p[r].add(at + 2) as *const __m256i)));
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let a = &*x[k].as_ptr().add(i);
+            let act = _mm512_loadu_si512(a.qs.as_ptr() as *const _);
+            let dot = |r: usize| _mm512_dpwssd_epi32(_mm512_setzero_si512(), w[r], act);
+            let (s0, s1, s2, s3) = (dot(0), dot(1), dot(2), dot(3));
+            // Per 128-bit lane: [r0, r1, r0, r1] then [r0, r1, r2, r3] partial sums.
+            let s01 =
+                _mm512_add_epi32(_mm512_unpacklo_epi32(s0, s1), _mm512_unpackhi_epi32(s0, s1));
+            let s23 =
+                _mm512_add_epi32(_mm512_unpacklo_epi32(s2, s3), _mm512_unpackhi_epi32(s2, s3));
+            let s = _mm512_add_epi32(
+                _mm512_unpacklo_epi64(s01, s23),
+                _mm512_unpackhi_epi64(s01, s23),
+            );
+            let d = _mm512_broadcast_f32x4(scales4(&p, at, a.d));
+            acc[i % 2] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc[i % 2]);
+        }
+    }
+    acc.map(|acc| {
+        let mut lanes = [0f32; 16];
+        _mm512_storeu_ps(lanes.as_mut_ptr(), _mm512_add_ps(acc[0], acc[1]));
+        std::array::from_fn(|r| (0..4).map(|l| lanes[4 * l + r]).sum())
+    })
 }
 
-/// Four-row Q8_0 kernel; only reachable through `rows_dot4` after detection.
-pub fn rows4_q8_0(rows: [&[u8]; 4], x: &[ActBlock16]) -> [f32; 4] {
-    // SAFETY: as `rows4_q4_0`.
-    unsafe { rows4_q8_0_impl(rows, x) }
-}
+rows4_over_tokens!(
+    /// Four-row Q8_0 kernel; only reachable through `rows_dot4` after detection of avx2, fma,
+    /// f16c, avx512f/bw/vl/vnni.
+    rows4_q8_0 => rows4_q8_0_impl, ActBlock16);

@@ -5,6 +5,39 @@
 //! rows with 16-bit ones ([`ActBlock16`]: 8-bit activations on top of 8-bit weights cost
 //! measurable accuracy); float rows (F32, F16, BF16) with the f32 activations.
 
+/// The entry point of a four-row kernel `$imp::<N>(rows, [x of N tokens])` over any number
+/// of tokens: `out[t] = rows · x[t]` for the `out.len()` activation rows of `x` ([T, blocks]),
+/// in groups of up to four tokens (one accumulator each in registers).
+#[cfg(target_arch = "x86_64")]
+macro_rules! rows4_over_tokens {
+    ($(#[$meta:meta])* $name:ident => $imp:ident, $act:ty) => {
+        $(#[$meta])*
+        pub fn $name(rows: [&[u8]; 4], x: &[$act], blocks: usize, out: &mut [[f32; 4]]) {
+            let token = |t: usize| &x[t * blocks..(t + 1) * blocks];
+            let mut t = 0;
+            while t < out.len() {
+                let n = (out.len() - t).min(4);
+                // SAFETY: handed out only after detection of the kernel's features; it reads
+                // only within the whole blocks of each row and of each token's slice.
+                let group = &mut out[t..t + n];
+                unsafe {
+                    match n {
+                        1 => group.copy_from_slice(&$imp(rows, [token(t)])),
+                        2 => group.copy_from_slice(&$imp(rows, [token(t), token(t + 1)])),
+                        3 => group
+                            .copy_from_slice(&$imp(rows, [token(t), token(t + 1), token(t + 2)])),
+                        _ => group.copy_from_slice(&$imp(
+                            rows,
+                            [token(t), token(t + 1), token(t + 2), token(t + 3)],
+                        )),
+                    }
+                }
+                t += n;
+            }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -181,11 +214,12 @@ pub fn row_dot(ty: GgmlType, level: SimdLevel) -> Option<RowDot> {
 #[cfg(test)]
 mod tests;
 
-/// Four weight rows at once against one activation vector (decode).
+/// Four weight rows at once against the activations of T tokens ([T, blocks]; decode of T
+/// sequences): `(rows, x, blocks, out [T])`. A token's sums do not depend on T.
 #[derive(Clone, Copy)]
 pub enum RowsDot4 {
-    Quant(fn([&[u8]; 4], &[ActBlock]) -> [f32; 4]),
-    Quant16(fn([&[u8]; 4], &[ActBlock16]) -> [f32; 4]),
+    Quant(fn([&[u8]; 4], &[ActBlock], usize, &mut [[f32; 4]])),
+    Quant16(fn([&[u8]; 4], &[ActBlock16], usize, &mut [[f32; 4]])),
 }
 
 /// The four-row kernel for rows of `ty` at `level`, where one exists (Q4_0 and Q8_0 on AVX2

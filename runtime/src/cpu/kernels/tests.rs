@@ -280,6 +280,9 @@ fn panel_kernels_match_the_single_token_reference() {
     let _ = tested;
 }
 
+/// The four-row kernels over T = 1..=7 tokens: every token's sums equal the scalar reference
+/// (within f32 rounding) and equal, bit for bit, that token run alone (a sequence's logits do
+/// not depend on how many sequences decode with it).
 #[test]
 fn four_row_kernels_match_the_single_row_reference() {
     use super::{rows_dot4, RowsDot4};
@@ -293,29 +296,44 @@ fn four_row_kernels_match_the_single_row_reference() {
                 let weights: Vec<Vec<u8>> = (0..4)
                     .map(|r| quantize(ty, &rng.vec(n, [1.0, 1e-3, 30.0, 0.2][r])).unwrap())
                     .collect();
-                let x = rng.vec(n, 3.0);
-                let acts = acts_of(&x);
                 let rows = [&weights[0][..], &weights[1], &weights[2], &weights[3]];
-                let got = match k {
-                    RowsDot4::Quant(f) => f(rows, &acts.q8),
-                    RowsDot4::Quant16(f) => f(rows, &acts.q16),
+                let blocks = n / 32;
+                let xs: Vec<Vec<f32>> = (0..7).map(|_| rng.vec(n, 3.0)).collect();
+                let acts: Vec<Acts> = xs.iter().map(|x| acts_of(x)).collect();
+                let q8: Vec<_> = acts.iter().flat_map(|a| a.q8.iter().copied()).collect();
+                let q16: Vec<_> = acts.iter().flat_map(|a| a.q16.iter().copied()).collect();
+                let run = |from: usize, tokens: usize| {
+                    let mut out = vec![[0f32; 4]; tokens];
+                    let x = from * blocks..(from + tokens) * blocks;
+                    match k {
+                        RowsDot4::Quant(f) => f(rows, &q8[x], blocks, &mut out),
+                        RowsDot4::Quant16(f) => f(rows, &q16[x], blocks, &mut out),
+                    }
+                    out
                 };
                 let single = row_dot(ty, SimdLevel::Scalar).unwrap();
-                for r in 0..4 {
-                    let want = call(single, rows[r], &x, &acts);
-                    // Tolerance: f32 rounding of the block sums, relative to Σ|w·x|.
-                    let magnitude: f32 = dequantize(ty, rows[r])
-                        .unwrap()
-                        .iter()
-                        .zip(&x)
-                        .map(|(a, b)| (a * b).abs())
-                        .sum();
-                    assert!(
-                        (got[r] - want).abs() <= 2e-5 * magnitude,
-                        "{ty} {} n={n} row {r}: {} vs {want}",
-                        level.name(),
-                        got[r]
-                    );
+                for tokens in 1..=7 {
+                    let got = run(0, tokens);
+                    for (j, sums) in got.iter().enumerate() {
+                        let what =
+                            format!("{ty} {} n={n} {tokens} tokens, token {j}", level.name());
+                        assert_eq!(sums, &run(j, 1)[0], "{what}: differs from the token alone");
+                        for r in 0..4 {
+                            let want = call(single, rows[r], &xs[j], &acts[j]);
+                            // Tolerance: f32 rounding of the block sums, relative to Σ|w·x|.
+                            let magnitude: f32 = dequantize(ty, rows[r])
+                                .unwrap()
+                                .iter()
+                                .zip(&xs[j])
+                                .map(|(a, b)| (a * b).abs())
+                                .sum();
+                            assert!(
+                                (sums[r] - want).abs() <= 2e-5 * magnitude,
+                                "{what} row {r}: {} vs {want}",
+                                sums[r]
+                            );
+                        }
+                    }
                 }
             }
         }

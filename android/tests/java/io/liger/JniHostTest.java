@@ -91,6 +91,23 @@ public final class JniHostTest {
         expectThrows(() -> LigerNative.modelLoad(path, 0, 0, 7), "3", "unknown backend");
         expectThrows(() -> LigerNative.tokenize(model, "hi", true), "8", "no tokenizer");
         expectThrows(() -> LigerNative.sessionFeed(session, null), "1", "null ids");
+
+        // Two sessions decoded together give what each gives alone.
+        long a = LigerNative.sessionNew(model), b = LigerNative.sessionNew(model);
+        LigerNative.sessionFeed(a, prompt);
+        LigerNative.sessionFeed(b, new int[] {prompt[0]});
+        long aloneA = LigerNative.sessionFork(a), aloneB = LigerNative.sessionFork(b);
+        LigerNative.sessionsDecode(new long[] {a, b}, new int[] {greedy[0], greedy[1]});
+        LigerNative.sessionFeed(aloneA, new int[] {greedy[0]});
+        LigerNative.sessionFeed(aloneB, new int[] {greedy[1]});
+        check(Arrays.equals(LigerNative.sessionLogits(a), LigerNative.sessionLogits(aloneA))
+                && Arrays.equals(LigerNative.sessionLogits(b), LigerNative.sessionLogits(aloneB)),
+            "sessions decoded together equal sessions alone");
+        expectThrows(() -> LigerNative.sessionsDecode(new long[] {a, a}, new int[] {1, 2}), "3",
+            "the same session twice");
+        expectThrows(() -> LigerNative.sessionsDecode(new long[] {a, b}, new int[] {1}), "3",
+            "fewer tokens than sessions");
+        for (long h : new long[] {a, b, aloneA, aloneB}) LigerNative.sessionFree(h);
         LigerNative.sessionFree(session);
         expectThrows(() -> LigerNative.sessionPosition(session), "2", "freed session");
         expectThrows(() -> LigerNative.sessionFree(session), "2", "double free");

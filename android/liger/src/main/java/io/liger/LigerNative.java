@@ -43,6 +43,8 @@ public final class LigerNative {
     public static native void sessionReset(long session);
     public static native long sessionPosition(long session);
     public static native void sessionFeed(long session, int[] ids);
+    /** Feeds tokens[i] to sessions[i], all in one batched step (distinct sessions, one model). */
+    public static native void sessionsDecode(long[] sessions, int[] tokens);
     public static native void sessionFeedText(long session, String text, boolean addSpecial);
     public static native float[] sessionLogits(long session);
 

@@ -78,6 +78,16 @@ class LigerSession internal constructor(private var handle: Long) : Closeable {
     fun generateText(maxTokens: Int, options: SamplerOptions = SamplerOptions()): Flow<String> =
         generate(maxTokens, options).map { it.text }
 
+    companion object {
+        /**
+         * Feeds `tokens[i]` to `sessions[i]` in one batched step: several conversations
+         * advance together, each weight read once for all of them. The sessions must be
+         * distinct and of one model; on error none is fed.
+         */
+        fun decodeTogether(sessions: List<LigerSession>, tokens: IntArray) =
+            LigerNative.sessionsDecode(sessions.map { it.live() }.toLongArray(), tokens)
+    }
+
     @Synchronized
     override fun close() {
         if (handle != 0L) {
