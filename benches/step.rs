@@ -1,4 +1,4 @@
-//! One decode step and one prefill chunk of a SmolLM2-135M-shaped Liger-GLA model with random
+//! One decode step (of one sequence, and of four together) and one prefill chunk of a SmolLM2-135M-shaped Liger-GLA model with random
 //! weights (written to a temporary file by `liger_convert::synth`), at Q8_0 and Q4_0.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -20,6 +20,16 @@ fn bench_step(c: &mut Criterion) {
         group.throughput(Throughput::Elements(1));
         group.bench_function("decode_step", |b| {
             b.iter(|| session.feed(&[42]).expect("feed").len())
+        });
+        // Four sequences decoded together: one batched step (throughput: their 4 tokens).
+        let mut four: Vec<Session> = (0..4).map(|_| session.fork().expect("fork")).collect();
+        group.throughput(Throughput::Elements(4));
+        group.bench_function("decode_step_x4_sequences", |b| {
+            b.iter(|| {
+                let mut work: Vec<(&mut Session, &[u32])> =
+                    four.iter_mut().map(|s| (s, &[42u32][..])).collect();
+                Session::feed_many(&mut work).expect("feed_many")
+            })
         });
         let chunk: Vec<u32> = (0..128u32).map(|i| (i * 31) % 49152).collect();
         group.throughput(Throughput::Elements(chunk.len() as u64));

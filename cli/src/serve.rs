@@ -122,6 +122,7 @@ impl Server {
             prompt: prompt.to_vec(),
             sampling: req.sampling.clone(),
             max_tokens,
+            ignore_eos: req.ignore_eos,
             cancelled: Arc::clone(&cancelled),
             events,
         };

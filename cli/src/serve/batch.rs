@@ -21,6 +21,7 @@ pub(crate) struct Job {
     pub prompt: Vec<u32>,
     pub sampling: SamplerOptions,
     pub max_tokens: usize,
+    pub ignore_eos: bool,
     /// Set by the HTTP thread when its client leaves: the job ends at the next step.
     pub cancelled: Arc<AtomicBool>,
     pub events: Sender<Event>,
@@ -119,6 +120,7 @@ impl Scheduler {
             job.prompt.iter().for_each(|&t| sampler.observe(t));
             let options = GenerateOptions {
                 max_tokens: job.max_tokens,
+                ignore_eos: job.ignore_eos,
                 skip_special: true,
                 ..Default::default()
             };

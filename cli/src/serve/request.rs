@@ -57,6 +57,8 @@ pub struct Request {
     pub sampling: SamplerOptions,
     pub stream: bool,
     pub include_usage: bool,
+    /// Go on past the model's stop tokens (llama.cpp server's `ignore_eos`; benchmarks).
+    pub ignore_eos: bool,
 }
 
 /// A request from its body's bytes (at most [`MAX_BODY`], which the caller bounds).
@@ -109,6 +111,11 @@ fn parse(body: &Value, chat: bool) -> Result<Request, ApiError> {
         Some(Value::Bool(b)) => *b,
         Some(_) => return bad("'stream' must be a boolean".into()),
     };
+    let ignore_eos = match body.get("ignore_eos") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return bad("'ignore_eos' must be a boolean".into()),
+    };
     let include_usage = body
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
@@ -137,6 +144,7 @@ fn parse(body: &Value, chat: bool) -> Result<Request, ApiError> {
         ),
         stream,
         include_usage,
+        ignore_eos,
     })
 }
 

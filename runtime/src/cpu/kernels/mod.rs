@@ -17,9 +17,9 @@ macro_rules! rows4_over_tokens {
             let mut t = 0;
             while t < out.len() {
                 let n = (out.len() - t).min(4);
+                let group = &mut out[t..t + n];
                 // SAFETY: handed out only after detection of the kernel's features; it reads
                 // only within the whole blocks of each row and of each token's slice.
-                let group = &mut out[t..t + n];
                 unsafe {
                     match n {
                         1 => group.copy_from_slice(&$imp(rows, [token(t)])),
@@ -218,9 +218,12 @@ mod tests;
 /// sequences): `(rows, x, blocks, out [T])`. A token's sums do not depend on T.
 #[derive(Clone, Copy)]
 pub enum RowsDot4 {
-    Quant(fn([&[u8]; 4], &[ActBlock], usize, &mut [[f32; 4]])),
-    Quant16(fn([&[u8]; 4], &[ActBlock16], usize, &mut [[f32; 4]])),
+    Quant(Rows4Kernel<ActBlock>),
+    Quant16(Rows4Kernel<ActBlock16>),
 }
+
+/// `(four rows, activations [T, blocks], blocks, out [T])`.
+pub type Rows4Kernel<A> = fn([&[u8]; 4], &[A], usize, &mut [[f32; 4]]);
 
 /// The four-row kernel for rows of `ty` at `level`, where one exists (Q4_0 and Q8_0 on AVX2
 /// and AVX-512 VNNI); otherwise the caller uses [`row_dot`] row by row.
