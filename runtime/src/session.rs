@@ -197,6 +197,11 @@ impl Session {
                 i + 1
             )));
         }
+        // Every token checked before anything runs, whatever the backend's `feed_many` does.
+        for (i, (s, tokens)) in work.iter().enumerate() {
+            crate::backend::check_vocabulary(s.model(), tokens)
+                .map_err(|e| Error::InvalidArgument(format!("session #{i}: {e}")))?;
+        }
         let backend = Arc::clone(&first.backend);
         let mut sequences: Vec<(&mut dyn Sequence, &[u32])> = work
             .iter_mut()
