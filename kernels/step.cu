@@ -3,7 +3,10 @@
 // rows — the CUDA twin of shaders/step.wgsl, with the same entry points and arguments, run in
 // the order of `model::device_plan` (the plan both GPU backends run). Sizes come in `op` (fixed
 // per call site); the position, window fill and T in `st`, a device buffer written once per
-// step, so that a captured CUDA graph replays with new values. Buffers are b2..b7; each kernel
+// step, so that a captured CUDA graph replays with new values. In a step over several sequences
+// the row-wise kernels run once over all their rows (T = every row); the ones that read a
+// sequence's state, window or position (recurrence, recurrence_gsa, swa, ring_write, the final
+// rms_norm) once per sequence, on its T rows from FIRST_ROW(st). Buffers are b2..b7; each kernel
 // documents what it expects in them, with shapes (D hidden, H heads, Hkv KV heads, d head dim,
 // W window, M GSA slots, T tokens; "n per token" means [T, n] with n = op.elements).
 //
@@ -32,10 +35,14 @@ struct Op {
     u32 pad1;
 };
 
-// st: [pos of the batch's first token, valid window entries before the batch, 0, T].
+// st (`model::device_plan::StepWords`): [pos of the batch's first token, valid window entries
+// before the batch, the sequence's first row in the activations (0 alone), T, the final norm's
+// output row (0 alone), 0, 0, 0].
 #define POS(st) (st[0])
 #define WINDOW_LEN(st) (st[1])
+#define FIRST_ROW(st) (st[2])
 #define TOKENS(st) (st[3])
+#define LOGITS_ROW(st) (st[4])
 
 #define WG 128
 #define WARP 32
@@ -85,12 +92,12 @@ __device__ __forceinline__ float log_sigmoid(float x) {
 __device__ __forceinline__ u32 global_id() { return blockIdx.x * blockDim.x + threadIdx.x; }
 
 // b4[r] = b2[r] / rms(b2[r]) · b3 for row r = block id: b2 x [T, D], b3 weight [D], b4 out
-// [T, D]; with last_row, one block normalizes the last row into b4's first.
+// [T, D]; with last_row, one block normalizes the sequence's last row into b4's row LOGITS_ROW.
 extern "C" __global__ void rms_norm(Op op, const u32* st, const float* b2, const float* b3, float* b4) {
     u32 row = blockIdx.x, out = blockIdx.x * op.elements;
     if (op.last_row == 1) {
-        row = TOKENS(st) - 1;
-        out = 0;
+        row = FIRST_ROW(st) + TOKENS(st) - 1;
+        out = LOGITS_ROW(st) * op.elements;
     }
     const float* x = b2 + (size_t)row * op.elements;
     float ss = 0.0f;
@@ -143,7 +150,12 @@ extern "C" __global__ void recurrence(Op op, const u32* st, float* b2, const flo
     const bool on = c < d;
     const u32 kv_row = op.kv_heads * d, q_row = kv_row * op.group;
     float* state = b2 + (size_t)j * d * d;
-    const u32 tokens = TOKENS(st);
+    const u32 tokens = TOKENS(st), r0 = FIRST_ROW(st);
+    // The sequence's rows of k, v, q and o_rec.
+    b3 += (size_t)r0 * kv_row;
+    b4 += (size_t)r0 * kv_row;
+    b5 += (size_t)r0 * q_row;
+    b6 += (size_t)r0 * q_row;
     for (u32 t = 0; t < tokens; t++) {
         __syncthreads();
         // Features and gates of the key, per key feature i = c.
@@ -197,7 +209,11 @@ extern "C" __global__ void recurrence_gsa(Op op, const u32* st, float* b2, const
     float* keys = b2 + (size_t)j * 2 * d * m;
     float* values = keys + d * m;
     const u32 kv_row = op.kv_heads * d, q_row = kv_row * op.group;
-    const u32 tokens = TOKENS(st);
+    const u32 tokens = TOKENS(st), r0 = FIRST_ROW(st);
+    b3 += (size_t)r0 * kv_row;
+    b4 += (size_t)r0 * kv_row;
+    b5 += (size_t)r0 * q_row;
+    b6 += (size_t)r0 * q_row;
     for (u32 tok = 0; tok < tokens; tok++) {
         const float* k = b3 + (size_t)tok * kv_row + j * d;
         const float* v = b4 + (size_t)tok * kv_row + j * d;
@@ -257,7 +273,12 @@ extern "C" __global__ void swa(Op op, const u32* st, const float* b2, const floa
     __shared__ float probs[WG];
     const u32 d = op.head_dim, heads = op.kv_heads * op.group; // op.kv_heads = KV heads
     const u32 t = blockIdx.x / heads, h = blockIdx.x % heads, j = h / op.group;
-    const u32 kv = op.kv_heads * d, lid = threadIdx.x, pos = POS(st);
+    const u32 kv = op.kv_heads * d, lid = threadIdx.x, pos = POS(st), r0 = FIRST_ROW(st);
+    // The sequence's rows of q, k, v and y.
+    b2 += (size_t)r0 * heads * d;
+    b3 += (size_t)r0 * kv;
+    b4 += (size_t)r0 * kv;
+    b7 += (size_t)r0 * heads * d;
     const float* q = b2 + (size_t)t * heads * d + h * d;
     const u32 count = min(WINDOW_LEN(st) + t, op.window) + 1;
     const u32 first = pos + t + 1 - count;
@@ -293,6 +314,7 @@ extern "C" __global__ void ring_write(Op op, const u32* st, const float* b2, con
     const u32 gid = global_id(), t = gid / op.elements, tokens = TOKENS(st);
     if (t >= tokens || t + op.window < tokens) return;
     const u32 slot = (POS(st) + t) % op.window, i = gid % op.elements;
-    b4[slot * op.elements + i] = b2[gid];
-    b5[slot * op.elements + i] = b3[gid];
+    const size_t from = (size_t)FIRST_ROW(st) * op.elements + gid;
+    b4[slot * op.elements + i] = b2[from];
+    b5[slot * op.elements + i] = b3[from];
 }

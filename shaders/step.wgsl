@@ -2,7 +2,10 @@
 // (T = st.tokens: 1 in decode, up to the sequence's batch size in prefill), on f32 buffers of
 // T rows. Every entry point reads its sizes from `op` (fixed per call site, made at setup by
 // `model::device_plan`, the plan both GPU backends run) and the position and T from `st`
-// (written once per step). Buffers are bound as b2..b7; each entry point documents what it
+// (written once per step). In a step over several sequences the row-wise entry points run
+// once over all their rows (T = every row); the ones that read a sequence's state, window or
+// position (recurrence, recurrence_gsa, swa, ring_write, the final rms_norm) run once per
+// sequence, on its T rows from st.first_row. Buffers are bound as b2..b7; each entry point documents what it
 // expects in them, with shapes (D hidden, F ffn, H heads, Hkv KV heads, d head dim, W window,
 // M GSA slots, T tokens; "n per token" means [T, n] with n = op.elements).
 
@@ -27,11 +30,16 @@ struct Op {
     pad1: u32,
 }
 
+// `model::device_plan::StepWords`.
 struct Step {
     pos: u32,        // position of the batch's first token
     window_len: u32, // valid entries in the window ring before the batch
-    pad: u32,
+    first_row: u32,  // the sequence's first row in the activations (0 alone)
     tokens: u32,     // T
+    logits_row: u32, // rms_norm with last_row: the output row (0 alone)
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> op: Op;
@@ -85,14 +93,15 @@ fn log_sigmoid(x: f32) -> f32 {
 }
 
 // b4[r] = b2[r] / rms(b2[r]) · b3 for row r = workgroup id: b2 x [T, D], b3 weight [D], b4 out
-// [T, D]; with last_row, one workgroup normalizes the last row into b4's first.
+// [T, D]; with last_row, one workgroup normalizes the sequence's last row into b4's row
+// st.logits_row.
 @compute @workgroup_size(128)
 fn rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     var row = wid.x;
     var out = wid.x * op.elements;
     if (op.last_row == 1u) {
-        row = st.tokens - 1u;
-        out = 0u;
+        row = st.first_row + st.tokens - 1u;
+        out = st.logits_row * op.elements;
     }
     let at = row * op.elements;
     var ss = 0.0;
@@ -163,7 +172,8 @@ fn recurrence(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     let kv_row = op.kv_heads * d;
     let q_row = kv_row * op.group;
     let base = j * d * d;
-    for (var t = 0u; t < st.tokens; t = t + 1u) {
+    for (var tok = 0u; tok < st.tokens; tok = tok + 1u) {
+        let t = st.first_row + tok;
         workgroupBarrier();
         // Features and gates of the key, per key feature i = c.
         var kc = -3.4e38;
@@ -234,7 +244,8 @@ fn recurrence_gsa(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
     let values = keys + d * m;
     let kv_row = op.kv_heads * d;
     let q_row = kv_row * op.group;
-    for (var tok = 0u; tok < st.tokens; tok = tok + 1u) {
+    for (var n = 0u; n < st.tokens; n = n + 1u) {
+        let tok = st.first_row + n;
         let k = tok * kv_row + j * d;
         workgroupBarrier();
         // Gates of the slots: adaptive average pooling of the key's d features into M bins.
@@ -308,7 +319,9 @@ fn swa(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l
     let h = wid.x % heads;
     let j = h / op.group;
     let kv = op.kv_heads * d;
-    let q = t * heads * d + h * d;
+    // The sequence's rows of q, k, v, y start at st.first_row.
+    let r0 = st.first_row;
+    let q = (r0 + t) * heads * d + h * d;
     let count = min(st.window_len + t, op.window) + 1u;
     let first = st.pos + t + 1u - count;
     // Thread l scores the key at position first + l: in the ring before the batch, else in it.
@@ -317,7 +330,7 @@ fn swa(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l
         let p = first + lid;
         var s = 0.0;
         if (p >= st.pos) {
-            let row = (p - st.pos) * kv + j * d;
+            let row = (r0 + p - st.pos) * kv + j * d;
             for (var i = 0u; i < d; i = i + 1u) {
                 s = s + b2[q + i] * b3[row + i];
             }
@@ -342,7 +355,7 @@ fn swa(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l
         for (var l = 0u; l < count; l = l + 1u) {
             let p = first + l;
             if (p >= st.pos) {
-                y = y + feat[l] * b4[(p - st.pos) * kv + j * d + lid];
+                y = y + feat[l] * b4[(r0 + p - st.pos) * kv + j * d + lid];
             } else {
                 y = y + feat[l] * b6[(p % op.window) * kv + j * d + lid];
             }
@@ -361,6 +374,7 @@ fn ring_write(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let slot = (st.pos + t) % op.window;
     let i = gid.x % op.elements;
-    b4[slot * op.elements + i] = b2[gid.x];
-    b5[slot * op.elements + i] = b3[gid.x];
+    let src = st.first_row * op.elements + gid.x;
+    b4[slot * op.elements + i] = b2[src];
+    b5[slot * op.elements + i] = b3[src];
 }

@@ -11,34 +11,6 @@ use std::sync::Arc;
 /// Max |Δlogit| against the fp32 reference on f32 weights (DESIGN §5), on every backend.
 const LOGIT_TOLERANCE: f32 = 1e-3;
 
-/// Whether a backend that fails to open fails the test: wgpu where CI installs lavapipe
-/// (`CI`, `LIGER_REQUIRE_GPU`), CUDA on the GPU machine (`LIGER_REQUIRE_CUDA`).
-fn required(kind: BackendKind) -> bool {
-    let set = |v: &str| std::env::var_os(v).is_some();
-    match kind {
-        BackendKind::Wgpu => set("CI") || set("LIGER_REQUIRE_GPU"),
-        BackendKind::Cuda => set("LIGER_REQUIRE_CUDA"),
-        _ => true,
-    }
-}
-
-/// `model` on every backend this build has and this machine runs (each after its self-test).
-fn every_backend(model: &Arc<Model>) -> Vec<Arc<dyn Backend>> {
-    let mut out = Vec::new();
-    for kind in [BackendKind::Cpu, BackendKind::Wgpu, BackendKind::Cuda] {
-        if !kind.compiled_in() {
-            eprintln!("{}: not compiled in", kind.name());
-            continue;
-        }
-        match backend::open(kind, model) {
-            Ok(opened) => out.push(opened.backend),
-            Err(e) if required(kind) => panic!("the {} backend must run here: {e}", kind.name()),
-            Err(e) => eprintln!("SKIPPED {}: {e}", kind.name()),
-        }
-    }
-    out
-}
-
 fn first_mismatch(got: &[f32], want: &[f32], vocab: usize, what: &str) -> f32 {
     assert_eq!(got.len(), want.len(), "{what}: logits length");
     let mut worst = 0f32;

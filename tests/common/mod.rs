@@ -276,3 +276,38 @@ pub fn convert_to(
     };
     liger_convert::convert(&opts)
 }
+
+/// Whether a backend that fails to open fails the test: wgpu where CI installs lavapipe
+/// (`CI`, `LIGER_REQUIRE_GPU`), CUDA on the GPU machine (`LIGER_REQUIRE_CUDA`).
+pub fn backend_required(kind: liger::backend::BackendKind) -> bool {
+    use liger::backend::BackendKind;
+    let set = |v: &str| std::env::var_os(v).is_some();
+    match kind {
+        BackendKind::Wgpu => set("CI") || set("LIGER_REQUIRE_GPU"),
+        BackendKind::Cuda => set("LIGER_REQUIRE_CUDA"),
+        _ => true,
+    }
+}
+
+/// `model` on every backend this build has and this machine runs (each after its self-test),
+/// the CPU first.
+pub fn every_backend(
+    model: &std::sync::Arc<liger::Model>,
+) -> Vec<std::sync::Arc<dyn liger::Backend>> {
+    use liger::backend::{self, BackendKind};
+    let mut out = Vec::new();
+    for kind in [BackendKind::Cpu, BackendKind::Wgpu, BackendKind::Cuda] {
+        if !kind.compiled_in() {
+            eprintln!("{}: not compiled in", kind.name());
+            continue;
+        }
+        match backend::open(kind, model) {
+            Ok(opened) => out.push(opened.backend),
+            Err(e) if backend_required(kind) => {
+                panic!("the {} backend must run here: {e}", kind.name())
+            }
+            Err(e) => eprintln!("SKIPPED {}: {e}", kind.name()),
+        }
+    }
+    out
+}

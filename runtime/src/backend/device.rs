@@ -1,11 +1,12 @@
 //! A GPU backend written once over what a device provides: a model uploaded to it
 //! ([`DeviceModel`]) and one sequence's buffers there with a way to run one batch of the step
-//! plan ([`StepOnDevice`], `model::device_plan`). Calls, batches, decode modes, logits, states,
-//! resets and forks are the same for wgpu and CUDA, and live here ([`DeviceSequence`],
-//! [`OnDevice`]).
+//! plan ([`StepOnDevice`], `model::device_plan`), alone or with other sequences. Calls,
+//! batches, steps over several sequences, decode modes, logits, states, resets and forks are
+//! the same for wgpu and CUDA, and live here ([`DeviceSequence`], [`OnDevice`]).
 
-use super::{Backend, BackendKind, Sequence};
-use crate::error::Result;
+use super::{share_rows, Backend, BackendKind, Sequence};
+use crate::error::{Error, Result};
+use crate::model::device_plan::{StepWords, MAX_TOGETHER};
 use crate::model::{DeviceInputs, Model, SequenceState};
 use crate::session::DecodeMode;
 use std::borrow::Cow;
@@ -22,6 +23,16 @@ pub trait DeviceModel: Send + Sync + Sized + 'static {
     fn weight_bytes_per_token(&self) -> u64;
     /// Bytes per second of a device-to-device copy (read + write).
     fn copy_bandwidth(&self) -> Result<f64>;
+    /// Most rows (tokens of every sequence together) of one step over several sequences.
+    fn together_rows(&self) -> usize;
+}
+
+/// One sequence's part of a step over several ([`StepOnDevice::run_together`]): its tokens
+/// (at least one) at its position, and whether its last token's logits are read back.
+pub struct Part<'a, S> {
+    pub seq: &'a mut S,
+    pub tokens: &'a [u32],
+    pub want_logits: bool,
 }
 
 /// What a GPU backend implements for a sequence: its buffers and one batch of the step.
@@ -36,6 +47,12 @@ pub trait StepOnDevice: Send + Sized + 'static {
     /// prepares and uploads its inputs, runs the plan and, with `want_logits`, reads the last
     /// token's logits into the inputs. Does not advance the position.
     fn run_batch(&mut self, tokens: &[u32], want_logits: bool) -> Result<()>;
+    /// Runs one step over several sequences of `device` (at most [`MAX_TOGETHER`], their
+    /// tokens together at most [`DeviceModel::together_rows`]): their rows stacked
+    /// ([`Stacked`]) so that every product reads its weights once for all of them, each
+    /// sequence's own ops on its rows, its state and window; the logits of each part that
+    /// wants them read into its inputs. Does not advance the positions.
+    fn run_together(device: &Arc<Self::Device>, parts: &mut [Part<'_, Self>]) -> Result<()>;
     /// Copies layer `l`'s recurrent state, window keys and window values into `parts`.
     fn read_layer(&self, l: usize, parts: [&mut [f32]; 3]) -> Result<()>;
     /// Uploads layer `l`'s recurrent state, window keys and window values.
@@ -127,6 +144,65 @@ impl<S: StepOnDevice> DeviceSequence for S {}
 /// Tokens per prefill batch unless asked otherwise.
 pub const DEFAULT_BATCH: usize = 64;
 
+/// The host side of a step over several sequences: their embedding rows [R, D] and RoPE
+/// angles [R, d] stacked in the parts' order, each part's step words (its first row, its
+/// logits row among those that want logits), and the step's own words for the ops over every
+/// row (T = R) and for the LM head (T = the sequences that want logits).
+pub struct Stacked {
+    pub rows: Vec<f32>,
+    pub angles: Vec<f32>,
+    pub words: Vec<StepWords>,
+    /// R, and the parts that want logits.
+    pub total: usize,
+    pub heads: usize,
+    pub all_rows: StepWords,
+    pub head_rows: StepWords,
+}
+
+impl Stacked {
+    pub fn new<S: StepOnDevice>(model: &Model, parts: &mut [Part<'_, S>]) -> Stacked {
+        let (hidden, d) = (model.config.hidden, model.config.head_dim);
+        let total: usize = parts.iter().map(|p| p.tokens.len()).sum();
+        let (mut rows, mut angles) = (vec![0.0; total * hidden], vec![0.0; total * d]);
+        let (mut words, mut first, mut heads) = (Vec::with_capacity(parts.len()), 0, 0);
+        for part in parts.iter_mut() {
+            let n = part.tokens.len();
+            let inputs = part.seq.inputs_mut();
+            inputs.write_rows(
+                model,
+                part.tokens,
+                &mut rows[first * hidden..(first + n) * hidden],
+                &mut angles[first * d..(first + n) * d],
+            );
+            words.push(inputs.words(n, first, heads));
+            first += n;
+            heads += usize::from(part.want_logits);
+        }
+        let only = |tokens: usize| [0, 0, 0, tokens as u32, 0, 0, 0, 0];
+        Stacked {
+            rows,
+            angles,
+            words,
+            total,
+            heads,
+            all_rows: only(total),
+            head_rows: only(heads),
+        }
+    }
+
+    /// Hands each part that wants logits its row of `logits` ([heads, V]).
+    pub fn share_logits<S: StepOnDevice>(parts: &mut [Part<'_, S>], logits: &[f32], vocab: usize) {
+        let mut rows = logits.chunks_exact(vocab);
+        for part in parts.iter_mut().filter(|p| p.want_logits) {
+            if let Some(row) = rows.next() {
+                let out = &mut part.seq.inputs_mut().logits;
+                out.clear();
+                out.extend_from_slice(row);
+            }
+        }
+    }
+}
+
 /// A device model as a [`Backend`].
 pub(crate) struct OnDevice<M>(pub Arc<M>);
 
@@ -162,6 +238,70 @@ impl<M: DeviceModel> Backend for OnDevice<M> {
 
     fn copy_bandwidth(&self) -> Result<Option<f64>> {
         self.0.copy_bandwidth().map(Some)
+    }
+
+    /// Up to [`MAX_TOGETHER`] sequences at a time in steps of at most
+    /// [`DeviceModel::together_rows`] rows, shared by [`share_rows`]: a decoding sequence gets
+    /// its token in every step, prompts the rest. Every sequence is checked before any runs.
+    fn feed_many(&self, work: &mut [(&mut dyn Sequence, &[u32])]) -> Result<()> {
+        if work.len() < 2 {
+            for (sequence, tokens) in work.iter_mut() {
+                sequence.feed(tokens, None)?;
+            }
+            return Ok(());
+        }
+        let model = Arc::clone(self.0.model());
+        let mut sequences = Vec::with_capacity(work.len());
+        for (i, (sequence, tokens)) in work.iter_mut().enumerate() {
+            let seq = sequence
+                .as_any_mut()
+                .downcast_mut::<ModeSequence<M::Step>>()
+                .filter(|s| Arc::ptr_eq(s.step.device(), &self.0))
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "sequence #{i} of the step is not one of this {} backend's model",
+                        M::KIND.name()
+                    ))
+                })?;
+            super::check_vocabulary(&model, tokens)
+                .map_err(|e| Error::InvalidArgument(format!("sequence #{i}: {e}")))?;
+            sequences.push((seq, *tokens, 0usize));
+        }
+        for (seq, tokens, _) in sequences.iter_mut().filter(|s| !s.1.is_empty()) {
+            let hf_compat = seq.mode == DecodeMode::HfCompat;
+            seq.step
+                .inputs_mut()
+                .start_call(&model, tokens, hf_compat)?;
+        }
+        let budget = self.0.together_rows();
+        let (mut left, mut take) = (Vec::new(), Vec::new());
+        for group in sequences.chunks_mut(MAX_TOGETHER) {
+            loop {
+                left.clear();
+                left.extend(group.iter().map(|(_, t, done)| t.len() - done));
+                if left.iter().all(|&l| l == 0) {
+                    break;
+                }
+                share_rows(&left, budget, &mut take);
+                let mut parts: Vec<Part<'_, M::Step>> = group
+                    .iter_mut()
+                    .zip(&take)
+                    .filter(|(_, &n)| n > 0)
+                    .map(|((seq, tokens, done), &n)| Part {
+                        seq: &mut seq.step,
+                        tokens: &tokens[*done..*done + n],
+                        want_logits: *done + n == tokens.len(),
+                    })
+                    .collect();
+                M::Step::run_together(&self.0, &mut parts)?;
+                drop(parts);
+                for ((seq, _, done), &n) in group.iter_mut().zip(&take) {
+                    seq.step.inputs_mut().advance(&model, n);
+                    *done += n;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

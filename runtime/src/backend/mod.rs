@@ -20,7 +20,7 @@ pub use cpu::CpuBackend;
 pub(crate) use cpu::CpuSequence;
 #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_imports))]
 pub(crate) use device::OnDevice;
-pub use device::{DeviceModel, DeviceSequence, StepOnDevice, DEFAULT_BATCH};
+pub use device::{DeviceModel, DeviceSequence, Part, Stacked, StepOnDevice, DEFAULT_BATCH};
 pub use self_test::self_test;
 
 use crate::error::{Error, Result};

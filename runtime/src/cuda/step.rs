@@ -5,19 +5,22 @@
 //! (`kernels/step.cu` and the products of `kernels/matvec.cu`); copy the last token's logits
 //! back. Decode (T = 1) is captured once as a CUDA graph and replayed (no per-kernel launch
 //! cost; `LIGER_CUDA_GRAPH=0` turns that off); prompts run in batches of up to
-//! [`DeviceSequence::batch`](crate::backend::DeviceSequence::batch) tokens.
+//! [`DeviceSequence::batch`](crate::backend::DeviceSequence::batch) tokens. A step over several
+//! sequences ([`StepOnDevice::run_together`]) runs on a stream and activations the model keeps
+//! for it: the ops over every row once, each sequence's own ops on its rows and state.
 
 use super::{driver_error, CudaDevice, CudaMatrix};
-use crate::backend::{BackendKind, DeviceModel, StepOnDevice};
+use crate::backend::{BackendKind, DeviceModel, Part, Stacked, StepOnDevice, STEP_ROWS};
 use crate::error::{Error, Result};
 use crate::model::device_plan::{
-    resolve, Buf, DeviceWeights, OpParams, PlanOp, SequenceBuffers, StepPlan, THREADS,
+    resolve, Activations, Buf, DeviceWeights, LayerBuffers, OpParams, PlanOp, SequenceBuffers,
+    StepPlan, StepWords, MAX_TOGETHER, THREADS,
 };
 use crate::model::{DeviceInputs, Model};
 use cudarc::driver::{
     sys, CudaGraph, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
 };
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 // SAFETY: `OpParams` is `#[repr(C)]` plain data of 16 four-byte fields, laid out as `step.cu`'s
 // `struct Op` (a size assertion beside it).
@@ -30,7 +33,23 @@ pub struct CudaModel {
     pub dev: CudaDevice,
     weights: DeviceWeights<CudaMatrix, CudaSlice<f32>>,
     plan: StepPlan,
+    /// The stream and buffers of steps over several sequences, made on the first (one step at
+    /// a time).
+    together: Mutex<Option<CudaTogether>>,
 }
+
+/// What steps over several sequences share: their stream, activations of up to
+/// [`STEP_ROWS`] rows (logits of [`MAX_TOGETHER`] sequences), and the step words of the ops
+/// over every row and of the LM head.
+struct CudaTogether {
+    stream: Arc<CudaStream>,
+    rows: Activations<CudaSlice<f32>>,
+    all_rows: CudaSlice<u32>,
+    head_rows: CudaSlice<u32>,
+}
+
+/// Words per step buffer.
+const WORDS: usize = std::mem::size_of::<StepWords>() / 4;
 
 impl CudaModel {
     /// Uploads `model` to `dev`.
@@ -50,7 +69,79 @@ impl CudaModel {
             dev,
             weights,
             plan,
+            together: Mutex::new(None),
         })
+    }
+
+    fn new_together(&self) -> Result<CudaTogether> {
+        let stream = self.dev.ctx.new_stream().map_err(driver_error("stream"))?;
+        let c = &self.model.config;
+        let rows = Activations::new(c, STEP_ROWS, MAX_TOGETHER, |_, n| {
+            stream
+                .alloc_zeros::<f32>(n.max(1))
+                .map_err(driver_error("alloc"))
+        })?;
+        let words = || {
+            stream
+                .alloc_zeros::<u32>(WORDS)
+                .map_err(driver_error("alloc"))
+        };
+        Ok(CudaTogether {
+            all_rows: words()?,
+            head_rows: words()?,
+            rows,
+            stream,
+        })
+    }
+
+    /// Queues `op` on `stream` over `t_len` rows of `rows` (and a sequence's `layers`), with
+    /// the step words `st`.
+    fn launch(
+        &self,
+        stream: &Arc<CudaStream>,
+        op: &PlanOp,
+        rows: &Activations<CudaSlice<f32>>,
+        layers: Option<&LayerBuffers<CudaSlice<f32>>>,
+        st: &CudaSlice<u32>,
+        t_len: usize,
+    ) -> Result<()> {
+        let dev = &self.dev;
+        let buffer = |buf: Buf| resolve(&self.weights, rows, layers, buf);
+        match op {
+            PlanOp::Product { matrix, x, y, .. } => {
+                let (x, y) = (buffer(*x)?, buffer(*y)?);
+                self.weights
+                    .matrix(*matrix)
+                    .launch(dev, stream, x, y, t_len, st)
+            }
+            PlanOp::Kernel {
+                kernel,
+                params,
+                buffers,
+                grid,
+            } => {
+                let name = kernel.entry_point();
+                let mut call = stream.launch_builder(dev.kernels.op(name));
+                call.arg(params).arg(st);
+                for &b in buffers {
+                    call.arg(buffer(b)?);
+                }
+                let cfg = LaunchConfig {
+                    grid_dim: (grid.blocks(t_len) as u32, 1, 1),
+                    block_dim: (THREADS as u32, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                // SAFETY: the plan passes each kernel the buffers its comment in step.cu names,
+                // in order, each sized for the rows of its activations (`Activations`), a
+                // sequence's layers (`LayerBuffers`) or the model's shapes (`DeviceWeights`),
+                // and `st` holds words whose rows lie within them; the buffers are used on one
+                // stream at a time, in order, and the weights were uploaded and synchronized
+                // before any sequence existed.
+                unsafe { call.launch(cfg) }
+                    .map(|_| ())
+                    .map_err(driver_error(name))
+            }
+        }
     }
 
     /// Bytes of weight matrices one decode step reads (every layer's and the LM head).
@@ -76,7 +167,7 @@ pub struct CudaSequence {
     /// land in its graph.
     stream: Arc<CudaStream>,
     buffers: SequenceBuffers<CudaSlice<f32>>,
-    /// [pos, window_len, 0, T] of the step being run.
+    /// The step words of the step being run.
     st: CudaSlice<u32>,
     /// The decode step (T = 1, with logits), captured on first use.
     graph: Option<DecodeGraph>,
@@ -129,50 +220,17 @@ impl CudaSequence {
 
     /// Queues the plan's kernels for a batch of `t_len` tokens on the sequence's stream.
     fn queue(&self, t_len: usize, want_logits: bool) -> Result<()> {
-        let g = &self.g;
-        let dev = &g.dev;
-        let buffer = |buf: Buf| resolve(&g.weights, &self.buffers, buf);
-        for op in g.plan.ops(want_logits) {
-            match op {
+        let (rows, layers) = (&self.buffers.rows, Some(&self.buffers.layers));
+        for op in self.g.plan.ops(want_logits) {
+            let last_only = matches!(
+                op,
                 PlanOp::Product {
-                    matrix,
-                    x,
-                    y,
-                    last_row_only,
-                } => {
-                    let tokens = if *last_row_only { 1 } else { t_len };
-                    let (x, y) = (buffer(*x)?, buffer(*y)?);
-                    g.weights
-                        .matrix(*matrix)
-                        .launch(dev, &self.stream, x, y, tokens, &self.st)?;
+                    last_row_only: true,
+                    ..
                 }
-                PlanOp::Kernel {
-                    kernel,
-                    params,
-                    buffers,
-                    grid,
-                } => {
-                    let name = kernel.entry_point();
-                    let mut call = self.stream.launch_builder(dev.kernels.op(name));
-                    call.arg(params).arg(&self.st);
-                    for &b in buffers {
-                        call.arg(buffer(b)?);
-                    }
-                    let cfg = LaunchConfig {
-                        grid_dim: (grid.blocks(t_len) as u32, 1, 1),
-                        block_dim: (THREADS as u32, 1, 1),
-                        shared_mem_bytes: 0,
-                    };
-                    // SAFETY: the plan passes each kernel the buffers its comment in step.cu
-                    // names, in order, each sized for the sequence's batch (`SequenceBuffers`)
-                    // or the model's shapes (`DeviceWeights`), and `st` holds this batch's T;
-                    // the sequence's buffers are used on its one stream, in order, and the
-                    // weights were uploaded and synchronized before it existed.
-                    unsafe { call.launch(cfg) }
-                        .map(|_| ())
-                        .map_err(driver_error(name))?;
-                }
-            }
+            );
+            let n = if last_only { 1 } else { t_len };
+            self.g.launch(&self.stream, op, rows, layers, &self.st, n)?;
         }
         Ok(())
     }
@@ -197,7 +255,7 @@ impl StepOnDevice for CudaSequence {
         })?;
         Ok(CudaSequence {
             st: stream
-                .alloc_zeros::<u32>(4)
+                .alloc_zeros::<u32>(WORDS)
                 .map_err(driver_error("alloc"))?,
             stream,
             buffers,
@@ -230,7 +288,7 @@ impl StepOnDevice for CudaSequence {
         let s = Arc::clone(&self.stream);
         let (buffers, host) = (&mut self.buffers, &self.host);
         let mut upload = |buf: Buf, values: &[f32]| -> Result<()> {
-            let buffer = buffers.get_mut(buf).ok_or_else(|| missing(buf))?;
+            let buffer = buffers.rows.get_mut(buf).ok_or_else(|| missing(buf))?;
             s.memcpy_htod(values, buffer)
                 .map_err(driver_error("step upload"))
         };
@@ -246,6 +304,7 @@ impl StepOnDevice for CudaSequence {
         if want_logits {
             let logits = self
                 .buffers
+                .rows
                 .get(Buf::Logits)
                 .ok_or_else(|| missing(Buf::Logits))?;
             self.host.logits.resize(c.vocab_size, 0.0);
@@ -257,9 +316,77 @@ impl StepOnDevice for CudaSequence {
         Ok(())
     }
 
+    /// On the model's own stream for such steps (each part's stream synchronized first: a
+    /// batch without logits is not waited for), which is synchronized at the end.
+    fn run_together(g: &Arc<CudaModel>, parts: &mut [Part<'_, CudaSequence>]) -> Result<()> {
+        let vocab = g.model.config.vocab_size;
+        let mut together = g.together.lock().unwrap_or_else(|e| e.into_inner());
+        if together.is_none() {
+            *together = Some(g.new_together()?);
+        }
+        let Some(shared) = together.as_mut() else {
+            unreachable!("made above")
+        };
+        for part in parts.iter() {
+            part.seq
+                .stream
+                .synchronize()
+                .map_err(driver_error("step"))?;
+        }
+        let stacked = Stacked::new(&g.model, parts);
+        let s = Arc::clone(&shared.stream);
+        let upload = || driver_error("step upload");
+        for (buf, values) in [(Buf::X, &stacked.rows), (Buf::Rope, &stacked.angles)] {
+            let buffer = shared.rows.get_mut(buf).ok_or_else(|| missing(buf))?;
+            s.memcpy_htod(values.as_slice(), buffer).map_err(upload())?;
+        }
+        s.memcpy_htod(&stacked.all_rows, &mut shared.all_rows)
+            .map_err(upload())?;
+        s.memcpy_htod(&stacked.head_rows, &mut shared.head_rows)
+            .map_err(upload())?;
+        for (part, words) in parts.iter_mut().zip(&stacked.words) {
+            s.memcpy_htod(words, &mut part.seq.st).map_err(upload())?;
+        }
+        let want_logits = stacked.heads > 0;
+        for (i, op) in g.plan.ops(want_logits).iter().enumerate() {
+            if !op.per_sequence() {
+                let head = matches!(
+                    op,
+                    PlanOp::Product {
+                        last_row_only: true,
+                        ..
+                    }
+                );
+                let (st, n) = match head {
+                    true => (&shared.head_rows, stacked.heads),
+                    false => (&shared.all_rows, stacked.total),
+                };
+                g.launch(&s, op, &shared.rows, None, st, n)?;
+                continue;
+            }
+            let in_head = i >= g.plan.head_from;
+            for part in parts.iter().filter(|p| p.want_logits || !in_head) {
+                let (layers, n) = (Some(&part.seq.buffers.layers), part.tokens.len());
+                g.launch(&s, op, &shared.rows, layers, &part.seq.st, n)?;
+            }
+        }
+        if want_logits {
+            let logits = shared
+                .rows
+                .get(Buf::Logits)
+                .ok_or_else(|| missing(Buf::Logits))?;
+            let mut host = vec![0.0; stacked.heads * vocab];
+            s.memcpy_dtoh(&logits.slice(..host.len()), &mut host)
+                .map_err(driver_error("logits readback"))?;
+            s.synchronize().map_err(driver_error("step"))?;
+            Stacked::share_logits(parts, &host, vocab);
+        }
+        s.synchronize().map_err(driver_error("step"))
+    }
+
     fn read_layer(&self, l: usize, parts: [&mut [f32]; 3]) -> Result<()> {
         let s = &self.stream;
-        for (buffer, out) in self.buffers.layer(l).into_iter().zip(parts) {
+        for (buffer, out) in self.buffers.layers.layer(l).into_iter().zip(parts) {
             s.memcpy_dtoh(buffer, out)
                 .map_err(driver_error("state readback"))?;
         }
@@ -268,7 +395,7 @@ impl StepOnDevice for CudaSequence {
 
     fn write_layer(&mut self, l: usize, parts: [&[f32]; 3]) -> Result<()> {
         let s = Arc::clone(&self.stream);
-        for (buffer, values) in self.buffers.layer_mut(l).into_iter().zip(parts) {
+        for (buffer, values) in self.buffers.layers.layer_mut(l).into_iter().zip(parts) {
             s.memcpy_htod(values, buffer)
                 .map_err(driver_error("state upload"))?;
         }
@@ -290,5 +417,8 @@ impl DeviceModel for CudaModel {
     }
     fn copy_bandwidth(&self) -> Result<f64> {
         self.dev.copy_bandwidth()
+    }
+    fn together_rows(&self) -> usize {
+        STEP_ROWS
     }
 }

@@ -136,7 +136,7 @@ fn run_step_kernel(
     dev: &CudaDevice,
     kernel: Kernel,
     params: &OpParams,
-    st: [u32; 4],
+    st: crate::model::device_plan::StepWords,
     blocks: usize,
     buffers: &[Vec<f32>],
 ) -> crate::Result<Vec<Vec<f32>>> {

@@ -66,7 +66,7 @@ fn run_step_kernel(
     ctx: &GpuContext,
     kernel: Kernel,
     params: &OpParams,
-    st: [u32; 4],
+    st: crate::model::device_plan::StepWords,
     blocks: usize,
     buffers: &[Vec<f32>],
 ) -> crate::Result<Vec<Vec<f32>>> {

@@ -2,6 +2,7 @@
 //! and window fill, the batch's embedding rows and RoPE angles prepared on the host, the last
 //! logits read back, and a sequence's state split per layer for readback and upload.
 
+use super::device_plan::StepWords;
 use super::{rope, Model, SequenceState};
 use crate::error::Result;
 
@@ -40,9 +41,18 @@ impl DeviceInputs {
     }
 
     /// Starts a call of `tokens`: refuses any outside the vocabulary; `hf_compat` empties the
-    /// window (each call sees only its own tokens). Returns the batches (of one token each
-    /// with `per_token`, for every token's logits), each with whether it is the last (the one
-    /// whose logits are read back).
+    /// window (each call sees only its own tokens).
+    pub fn start_call(&mut self, model: &Model, tokens: &[u32], hf_compat: bool) -> Result<()> {
+        crate::backend::check_vocabulary(model, tokens)?;
+        if hf_compat {
+            self.window_len = 0;
+        }
+        Ok(())
+    }
+
+    /// [`Self::start_call`], then the call's batches (of one token each with `per_token`, for
+    /// every token's logits), each with whether it is the last (the one whose logits are read
+    /// back).
     pub fn begin_call<'t>(
         &mut self,
         model: &Model,
@@ -50,10 +60,7 @@ impl DeviceInputs {
         hf_compat: bool,
         per_token: bool,
     ) -> Result<impl Iterator<Item = (&'t [u32], bool)>> {
-        crate::backend::check_vocabulary(model, tokens)?;
-        if hf_compat {
-            self.window_len = 0;
-        }
+        self.start_call(model, tokens, hf_compat)?;
         let batch = if per_token { 1 } else { self.batch };
         let batches = tokens.len().div_ceil(batch);
         Ok(tokens
@@ -63,23 +70,50 @@ impl DeviceInputs {
     }
 
     /// Fills the embedding rows and RoPE angles of `tokens` (at most a batch, in the
-    /// vocabulary) at the current position; returns the step words [pos, window_len, 0, T]
-    /// the kernels read.
-    pub fn prepare(&mut self, model: &Model, tokens: &[u32]) -> [u32; 4] {
+    /// vocabulary) at the current position; returns the step words of the sequence alone.
+    pub fn prepare(&mut self, model: &Model, tokens: &[u32]) -> StepWords {
+        let (mut rows, mut angles) = (
+            std::mem::take(&mut self.rows),
+            std::mem::take(&mut self.angles),
+        );
+        self.write_rows(model, tokens, &mut rows, &mut angles);
+        (self.rows, self.angles) = (rows, angles);
+        self.words(tokens.len(), 0, 0)
+    }
+
+    /// Writes the embedding rows [T, hidden] and RoPE angles [T, d] of `tokens` (in the
+    /// vocabulary) at the current position into the first T rows of `rows` and `angles`.
+    pub fn write_rows(
+        &mut self,
+        model: &Model,
+        tokens: &[u32],
+        rows: &mut [f32],
+        angles: &mut [f32],
+    ) {
         let (hidden, d) = (model.config.hidden, model.config.head_dim);
         let embd = model.matrix(&model.weights.token_embd);
         for (t, &token) in tokens.iter().enumerate() {
-            embd.dequantize_row_into(token as usize, &mut self.rows[t * hidden..(t + 1) * hidden]);
+            embd.dequantize_row_into(token as usize, &mut rows[t * hidden..(t + 1) * hidden]);
             rope::angles(self.pos + t, &model.inv_freq, &mut self.cos, &mut self.sin);
-            let angles = &mut self.angles[t * d..(t + 1) * d];
+            let angles = &mut angles[t * d..(t + 1) * d];
             angles[..d / 2].copy_from_slice(&self.cos);
             angles[d / 2..].copy_from_slice(&self.sin);
         }
+    }
+
+    /// The step words of `tokens` tokens at the current position whose rows start at
+    /// `first_row` of the activations, its logits going to row `logits_row`.
+    pub fn words(&self, tokens: usize, first_row: usize, logits_row: usize) -> StepWords {
+        let w = |n: usize| n as u32;
         [
-            self.pos as u32,
-            self.window_len as u32,
+            w(self.pos),
+            w(self.window_len),
+            w(first_row),
+            w(tokens),
+            w(logits_row),
             0,
-            tokens.len() as u32,
+            0,
+            0,
         ]
     }
 

@@ -50,6 +50,17 @@ pub struct OpParams {
 }
 const _: () = assert!(std::mem::size_of::<OpParams>() == 64);
 
+/// The step words every kernel reads (`struct Step` of `step.wgsl`, `st` of `step.cu`),
+/// written per step: [position of the first token, valid window entries before it, the
+/// sequence's first row in the activations, T (its rows), the row its logits go to, 0, 0, 0].
+/// One sequence alone has first row 0 and logits row 0; in a step over several, an op over
+/// every row reads T = all the rows, and a sequence's own ops ([`PlanOp::per_sequence`])
+/// its own words.
+pub type StepWords = [u32; 8];
+
+/// Sequences one step over several takes at most (the rows of its logits buffer).
+pub const MAX_TOGETHER: usize = 16;
+
 /// The step kernels, by entry point (declared in [`Kernel::ALL`]'s order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
@@ -114,7 +125,8 @@ pub enum Buf {
     Proj,
     Gate,
     Up,
-    /// The last token's logits [V].
+    /// The last token's logits [V] (in a step over several sequences, [S, V]: each
+    /// sequence's at its logits row).
     Logits,
     /// Per token [cos (d/2), sin (d/2)] of its position [T, d].
     Rope,
@@ -140,8 +152,12 @@ pub enum Projection {
 }
 
 /// The activation buffers, with their labels and element counts for a batch of `batch`
-/// tokens.
-pub fn activations(c: &LigerConfig, batch: usize) -> [(Buf, &'static str, usize); 12] {
+/// tokens and the logits of `logit_rows` sequences.
+fn activations(
+    c: &LigerConfig,
+    batch: usize,
+    logit_rows: usize,
+) -> [(Buf, &'static str, usize); 12] {
     let (hd, kv) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
     [
         (Buf::X, "x", batch * c.hidden),
@@ -154,7 +170,7 @@ pub fn activations(c: &LigerConfig, batch: usize) -> [(Buf, &'static str, usize)
         (Buf::Proj, "proj", batch * c.hidden),
         (Buf::Gate, "gate", batch * c.ffn),
         (Buf::Up, "up", batch * c.ffn),
-        (Buf::Logits, "logits", c.vocab_size),
+        (Buf::Logits, "logits", logit_rows * c.vocab_size),
         (Buf::Rope, "rope", batch * c.head_dim),
     ]
 }
@@ -209,6 +225,24 @@ pub enum PlanOp {
         y: Buf,
         last_row_only: bool,
     },
+}
+
+impl PlanOp {
+    /// Whether the op reads a sequence's own state, window ring or position — run once per
+    /// sequence in a step over several, on its rows with its step words — rather than only
+    /// rows (once over all of them). The final norm is one: it picks the sequence's last row.
+    pub fn per_sequence(&self) -> bool {
+        match self {
+            PlanOp::Product { .. } => false,
+            PlanOp::Kernel { kernel, params, .. } => match kernel {
+                Kernel::Recurrence | Kernel::RecurrenceGsa | Kernel::Swa | Kernel::RingWrite => {
+                    true
+                }
+                Kernel::RmsNorm => params.last_row == 1,
+                Kernel::Add | Kernel::Swiglu | Kernel::Mix | Kernel::Rope => false,
+            },
+        }
+    }
 }
 
 /// The ops of one step, in order.
@@ -465,26 +499,54 @@ impl<M, F> DeviceWeights<M, F> {
     }
 }
 
-/// One sequence's buffers on a device (`B`): the batch's activations, and per layer the
-/// recurrent state and the window ring.
-pub struct SequenceBuffers<B> {
-    activations: Vec<(Buf, B)>,
+/// The activations of a step on a device (`B`): a sequence's own for batches of up to
+/// `rows` tokens, or those a step over several sequences shares.
+pub struct Activations<B>(Vec<(Buf, B)>);
+
+impl<B> Activations<B> {
+    /// Allocates every activation buffer (zeroed) through `alloc(label, f32 count)` for up to
+    /// `rows` token rows and the logits of `logit_rows` sequences.
+    pub fn new(
+        c: &LigerConfig,
+        rows: usize,
+        logit_rows: usize,
+        mut alloc: impl FnMut(&'static str, usize) -> Result<B>,
+    ) -> Result<Activations<B>> {
+        let mut made = Vec::with_capacity(12);
+        for (buf, label, n) in activations(c, rows, logit_rows) {
+            made.push((buf, alloc(label, n)?));
+        }
+        Ok(Activations(made))
+    }
+
+    /// An activation buffer (`None` for a layer's or the model's).
+    pub fn get(&self, buf: Buf) -> Option<&B> {
+        self.0
+            .iter()
+            .find(|(b, _)| *b == buf)
+            .map(|(_, buffer)| buffer)
+    }
+
+    pub fn get_mut(&mut self, buf: Buf) -> Option<&mut B> {
+        self.0
+            .iter_mut()
+            .find(|(b, _)| *b == buf)
+            .map(|(_, buffer)| buffer)
+    }
+}
+
+/// A sequence's own buffers per layer: the recurrent state and the window ring.
+pub struct LayerBuffers<B> {
     states: Vec<B>,
     rings: Vec<(B, B)>,
 }
 
-impl<B> SequenceBuffers<B> {
-    /// Allocates every buffer (zeroed) through `alloc(label, f32 count)` for batches of up to
-    /// `batch` tokens.
+impl<B> LayerBuffers<B> {
+    /// Allocates them (zeroed) through `alloc(label, f32 count)`.
     pub fn new(
         c: &LigerConfig,
-        batch: usize,
         mut alloc: impl FnMut(&'static str, usize) -> Result<B>,
-    ) -> Result<SequenceBuffers<B>> {
-        let mut made = Vec::with_capacity(12);
-        for (buf, label, n) in activations(c, batch) {
-            made.push((buf, alloc(label, n)?));
-        }
+    ) -> Result<LayerBuffers<B>> {
         // Per layer: [Hkv, d, d] (GSA [Hkv, 2·d·M]); the ring [W, Hkv·d] twice.
         let state = c.n_kv_heads * SequenceState::per_head(c);
         let ring = c.window as usize * c.n_kv_heads * c.head_dim;
@@ -493,37 +555,16 @@ impl<B> SequenceBuffers<B> {
             states.push(alloc("state", state)?);
             rings.push((alloc("ring_keys", ring)?, alloc("ring_values", ring)?));
         }
-        Ok(SequenceBuffers {
-            activations: made,
-            states,
-            rings,
-        })
+        Ok(LayerBuffers { states, rings })
     }
 
-    /// A sequence buffer (`None` for the model's weights).
+    /// A layer's buffer (`None` for activations or the model's).
     pub fn get(&self, buf: Buf) -> Option<&B> {
         match buf {
-            Buf::State(l) => Some(&self.states[l]),
-            Buf::RingKeys(l) => Some(&self.rings[l].0),
-            Buf::RingValues(l) => Some(&self.rings[l].1),
-            _ => self
-                .activations
-                .iter()
-                .find(|(b, _)| *b == buf)
-                .map(|(_, buffer)| buffer),
-        }
-    }
-
-    pub fn get_mut(&mut self, buf: Buf) -> Option<&mut B> {
-        match buf {
-            Buf::State(l) => Some(&mut self.states[l]),
-            Buf::RingKeys(l) => Some(&mut self.rings[l].0),
-            Buf::RingValues(l) => Some(&mut self.rings[l].1),
-            _ => self
-                .activations
-                .iter_mut()
-                .find(|(b, _)| *b == buf)
-                .map(|(_, buffer)| buffer),
+            Buf::State(l) => self.states.get(l),
+            Buf::RingKeys(l) => self.rings.get(l).map(|r| &r.0),
+            Buf::RingValues(l) => self.rings.get(l).map(|r| &r.1),
+            _ => None,
         }
     }
 
@@ -538,14 +579,37 @@ impl<B> SequenceBuffers<B> {
     }
 }
 
-/// The buffer a step op binds: the sequence's, or a weight vector of the model's.
+/// One sequence's buffers on a device (`B`): its activations for batches of up to `batch`
+/// tokens, and per layer the recurrent state and the window ring.
+pub struct SequenceBuffers<B> {
+    pub rows: Activations<B>,
+    pub layers: LayerBuffers<B>,
+}
+
+impl<B> SequenceBuffers<B> {
+    /// Allocates every buffer (zeroed) through `alloc(label, f32 count)`.
+    pub fn new(
+        c: &LigerConfig,
+        batch: usize,
+        mut alloc: impl FnMut(&'static str, usize) -> Result<B>,
+    ) -> Result<SequenceBuffers<B>> {
+        Ok(SequenceBuffers {
+            rows: Activations::new(c, batch, 1, &mut alloc)?,
+            layers: LayerBuffers::new(c, &mut alloc)?,
+        })
+    }
+}
+
+/// The buffer a step op binds: an activation of `rows`, a layer's of `layers` (`None` for a
+/// step's ops over every row, which name none), or a weight vector of the model's.
 pub fn resolve<'a, M, B>(
     weights: &'a DeviceWeights<M, B>,
-    buffers: &'a SequenceBuffers<B>,
+    rows: &'a Activations<B>,
+    layers: Option<&'a LayerBuffers<B>>,
     buf: Buf,
 ) -> Result<&'a B> {
-    buffers
-        .get(buf)
+    rows.get(buf)
+        .or_else(|| layers.and_then(|l| l.get(buf)))
         .or_else(|| weights.vector(buf))
         .ok_or_else(|| Error::Unsupported(format!("the step plan names {buf:?}, which is absent")))
 }

@@ -5,17 +5,17 @@
 //! `cuda::tests`), so a kernel that drifts from the CPU is named, not only an end-to-end
 //! logit.
 
-use super::device_plan::{Grid, Kernel, OpParams, THREADS};
+use super::device_plan::{Grid, Kernel, OpParams, StepWords, THREADS};
 use super::{recurrence, rope};
 use crate::cpu::ops::{adaptive_avg_pool, rms_norm, silu, softmax};
 use crate::error::Result;
 use crate::testing::values;
 
-/// Runs one kernel on a device: `buffers` uploaded as b2.., `params` as its `Op`, `st` =
-/// [pos, window_len, 0, T] as the step words, over `blocks` blocks of [`THREADS`]; returns the
-/// buffers as the kernel left them.
+/// Runs one kernel on a device: `buffers` uploaded as b2.., `params` as its `Op`, `st` as the
+/// step words, over `blocks` blocks of [`THREADS`]; returns the buffers as the kernel left
+/// them.
 pub(crate) type RunKernel<'a> =
-    &'a dyn Fn(Kernel, &OpParams, [u32; 4], usize, &[Vec<f32>]) -> Result<Vec<Vec<f32>>>;
+    &'a dyn Fn(Kernel, &OpParams, StepWords, usize, &[Vec<f32>]) -> Result<Vec<Vec<f32>>>;
 
 /// Max |Δ| allowed: f32 in another order, and the GPUs' exp / sqrt.
 fn assert_near(what: &str, got: &[f32], want: &[f32]) {
@@ -61,9 +61,11 @@ impl Shape {
         }
     }
 
-    fn st(&self) -> [u32; 4] {
+    /// The words of a sequence alone (first row 0, logits row 0).
+    fn st(&self) -> StepWords {
         let window_len = self.pos.min(self.window);
-        [self.pos as u32, window_len as u32, 0, self.tokens as u32]
+        let (pos, t) = (self.pos as u32, self.tokens as u32);
+        [pos, window_len as u32, 0, t, 0, 0, 0, 0]
     }
 }
 
@@ -102,14 +104,162 @@ pub(crate) fn every_step_kernel_matches_the_cpu(device: &str, run: RunKernel) {
         gsa_matches(s, run, &what);
         window_attention_matches(s, run, &what);
         ring_write_keeps_the_last_window(s, run, &what);
+        a_sequence_s_own_ops_read_and_write_only_its_rows(s, run, &what);
     }
+}
+
+/// In a step over several sequences, a sequence's own ops (`PlanOp::per_sequence`) run on its
+/// rows of shared activations from its first row: each, run on activations padded with other
+/// rows before and after (first row 2), leaves the padding as it was and its rows (and the
+/// state / ring) as the same op on the sequence's rows alone; the final norm writes the
+/// sequence's last row into its logits row.
+fn a_sequence_s_own_ops_read_and_write_only_its_rows(
+    s: &Shape,
+    run: RunKernel,
+    what: &dyn Fn(&str) -> String,
+) {
+    const BEFORE: usize = 2;
+    let (d, t_len, hkv, h) = (s.d, s.tokens, s.kv_heads, s.heads);
+    let (kv, hd) = (hkv * d, h * d);
+    // Each op with its buffers, and the row width of those that are activations.
+    let state = values(20, hkv * d * d, 0.5);
+    let gsa_state = values(21, hkv * 2 * d * s.slots, 0.5);
+    let ring = (
+        values(22, s.window * kv, 1.0),
+        values(23, s.window * kv, 1.0),
+    );
+    let (k, v, q) = recurrence_inputs(s);
+    let o = vec![0.0; q.len()];
+    let recurrence = OpParams {
+        hgrn2: 0,
+        ..s.params(0)
+    };
+    let ops: [(Kernel, OpParams, Grid, Vec<(Vec<f32>, Option<usize>)>); 4] = [
+        (
+            Kernel::Recurrence,
+            recurrence,
+            Grid::Fixed(hkv),
+            vec![
+                (state, None),
+                (k.clone(), Some(kv)),
+                (v.clone(), Some(kv)),
+                (q.clone(), Some(hd)),
+                (o.clone(), Some(hd)),
+            ],
+        ),
+        (
+            Kernel::RecurrenceGsa,
+            s.params(0),
+            Grid::Fixed(hkv),
+            vec![
+                (gsa_state, None),
+                (k.clone(), Some(kv)),
+                (v.clone(), Some(kv)),
+                (q.clone(), Some(hd)),
+                (o.clone(), Some(hd)),
+            ],
+        ),
+        (
+            Kernel::Swa,
+            s.params(0),
+            Grid::PerToken(h),
+            vec![
+                (q.clone(), Some(hd)),
+                (k.clone(), Some(kv)),
+                (v.clone(), Some(kv)),
+                (ring.0.clone(), None),
+                (ring.1.clone(), None),
+                (o, Some(hd)),
+            ],
+        ),
+        (
+            Kernel::RingWrite,
+            s.params(kv),
+            Grid::Elements(kv),
+            vec![(k, Some(kv)), (v, Some(kv)), (ring.0, None), (ring.1, None)],
+        ),
+    ];
+    let mut st = s.st();
+    st[2] = BEFORE as u32;
+    for (kernel, params, grid, bufs) in ops {
+        let name = kernel.entry_point();
+        let alone: Vec<Vec<f32>> = bufs.iter().map(|(b, _)| b.clone()).collect();
+        let want = launch(run, kernel, &params, s.st(), grid, &alone);
+        // Padded: BEFORE rows before the sequence's, one after, of other values.
+        let padded: Vec<Vec<f32>> = bufs
+            .iter()
+            .enumerate()
+            .map(|(i, (b, width))| match width {
+                Some(w) => {
+                    let mut p = values(30 + i as u64, BEFORE * w, 1.0);
+                    p.extend_from_slice(b);
+                    p.extend(values(40 + i as u64, *w, 1.0));
+                    p
+                }
+                None => b.clone(),
+            })
+            .collect();
+        let got = launch(run, kernel, &params, st, grid, &padded);
+        for (i, (((g, w), p), (_, width))) in
+            got.iter().zip(&want).zip(&padded).zip(&bufs).enumerate()
+        {
+            let what = what(&format!("{name} from row {BEFORE}, b{}", i + 2));
+            match width {
+                Some(rw) => {
+                    let rows = BEFORE * rw..(BEFORE + t_len) * rw;
+                    assert_near(&what, &g[rows.clone()], w);
+                    assert_eq!(
+                        &g[..rows.start],
+                        &p[..rows.start],
+                        "{what}: rows before it changed"
+                    );
+                    assert_eq!(
+                        &g[rows.end..],
+                        &p[rows.end..],
+                        "{what}: rows after it changed"
+                    );
+                }
+                None => assert_near(&what, g, w),
+            }
+        }
+    }
+    // The final norm: the sequence's last row (row BEFORE + T − 1) into logits row 1.
+    let x = values(24, (BEFORE + t_len + 1) * s.row, 2.0);
+    let weight = values(25, s.row, 1.0);
+    let out = vec![0.0; 3 * s.row];
+    let last = OpParams {
+        last_row: 1,
+        ..s.params(s.row)
+    };
+    st[4] = 1;
+    let got = launch(
+        run,
+        Kernel::RmsNorm,
+        &last,
+        st,
+        Grid::Fixed(1),
+        &[x.clone(), weight.clone(), out],
+    );
+    let at = (BEFORE + t_len - 1) * s.row;
+    let mut want = vec![0.0; 3 * s.row];
+    rms_norm(
+        &x[at..at + s.row],
+        &weight,
+        1e-5,
+        &mut want[s.row..2 * s.row],
+    );
+    assert_near(
+        &what("rms_norm (a sequence's last row into its logits row)"),
+        &got[2],
+        &want,
+    );
 }
 
 fn launch(
     run: RunKernel,
     k: Kernel,
     p: &OpParams,
-    st: [u32; 4],
+    st: StepWords,
     g: Grid,
     b: &[Vec<f32>],
 ) -> Vec<Vec<f32>> {
