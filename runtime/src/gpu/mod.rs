@@ -1,7 +1,7 @@
 //! The portable GPU backend (cargo feature `wgpu`): WGSL compute shaders (`shaders/*.wgsl`) on
-//! Vulkan, Metal or DX12 through `wgpu`. So far: the device, weights uploaded in an aligned
-//! layout, the matrix-vector shaders, and a one-token decode step for GLA / HGRN2 — each
-//! tested against the CPU.
+//! Vulkan, Metal or DX12 through `wgpu`: the device, weights uploaded in an aligned layout, the
+//! product shaders, and the model step of every variant (decode, prefill batches, steps over
+//! several sequences) — each tested against the CPU and the reference.
 
 mod matvec;
 mod step;
