@@ -4,7 +4,7 @@
 //! another with the same next tokens.
 
 use liger::backend::{self, BackendKind};
-use liger::{Backend, DecodeMode, Model, ModelOptions, Session};
+use liger::{DecodeMode, Model, ModelOptions, Session};
 use liger_tests::*;
 use std::sync::Arc;
 

@@ -14,7 +14,8 @@
 //!   `weight = scale · q`.
 //!
 //! A register lane then accumulates one row's dot product: `vpdpbusd`/`vpdpwssd` (or
-//! `pmaddubsw`/`pmaddwd` on AVX2) of the group with the token's 4 (2) activations broadcast.
+//! `pmaddubsw`/`pmaddwd` on AVX2; `sdot` by element or widening multiplies on NEON) of the
+//! group with the token's 4 (2) activations broadcast.
 
 use super::act::{ActBlock, ActBlock16};
 use super::kernels::SimdLevel;
@@ -61,8 +62,8 @@ pub struct PanelGemm {
 }
 
 impl PanelGemm {
-    /// The panel GEMM for rows of `ty` at `level`, where one exists (x86 AVX2 / AVX-512 VNNI;
-    /// Q4_0, Q4_K, Q8_0). Other types and levels use the row kernels token by token.
+    /// The panel GEMM for rows of `ty` at `level`, where one exists (AVX2, AVX-512 VNNI, NEON,
+    /// NEON dotprod; Q4_0, Q4_K, Q8_0). Other types and levels use the row kernels token by token.
     pub fn for_type(ty: GgmlType, level: SimdLevel) -> Option<PanelGemm> {
         if !SimdLevel::available().contains(&level) {
             return None;
@@ -166,6 +167,68 @@ fn unpack_q8_0(row: &[u8], b: usize, out: &mut [u32; 16]) -> (f32, f32, usize) {
         *word = lo | hi << 16;
     }
     (f16_at(block, 0), 0.0, 16)
+}
+
+/// What the microkernels read of an activation block.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+pub(crate) trait PanelAct {
+    /// The block's quantized values as bytes (i8 or little-endian i16).
+    fn qs_bytes(&self) -> *const u8;
+    fn d(&self) -> f32;
+    fn dsum(&self) -> f32;
+}
+
+impl PanelAct for ActBlock {
+    fn qs_bytes(&self) -> *const u8 {
+        self.qs.as_ptr() as *const u8
+    }
+    fn d(&self) -> f32 {
+        self.d
+    }
+    fn dsum(&self) -> f32 {
+        self.dsum
+    }
+}
+
+impl PanelAct for ActBlock16 {
+    fn qs_bytes(&self) -> *const u8 {
+        self.qs.as_ptr() as *const u8
+    }
+    fn d(&self) -> f32 {
+        self.d
+    }
+    fn dsum(&self) -> f32 {
+        0.0
+    }
+}
+
+/// Checks every length the unsafe loops rely on; returns the token count.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+pub(crate) fn check<A>(
+    p: &Panel,
+    groups: usize,
+    nr: usize,
+    acts: &[A],
+    out: &[f32],
+    min: bool,
+) -> usize {
+    assert_eq!(p.nr, nr, "panel width");
+    assert!(
+        p.w.len() >= p.blocks * groups * nr,
+        "panel weights too short"
+    );
+    assert!(p.scale.len() >= p.blocks * nr, "panel scales too short");
+    assert!(!min || p.min.len() >= p.blocks * nr, "panel mins too short");
+    assert_eq!(out.len() % nr, 0, "output tile width");
+    let t = out.len() / nr;
+    assert!(acts.len() >= t * p.blocks, "activations too short");
+    t
 }
 
 /// A thread's reusable panel and output tile.

@@ -3,60 +3,13 @@
 //! per panel (`vpdpbusd` / `vpdpwssd`); AVX2: 8 rows (`pmaddubsw`+`pmaddwd` / `pmaddwd`).
 
 use crate::cpu::act::{ActBlock, ActBlock16};
-use crate::cpu::gemm::Panel;
+use crate::cpu::gemm::{check, Panel, PanelAct};
 use std::arch::x86_64::*;
 
 /// Tokens per register tile: 8 on AVX-512 (32 registers hold 8 integer and 8 float
 /// accumulators), 4 on AVX2 (16 registers).
 const TILE_TOKENS_512: usize = 8;
 const TILE_TOKENS_256: usize = 4;
-
-/// What the microkernels read of an activation block.
-trait PanelAct {
-    /// The block's quantized values as bytes (i8 or little-endian i16).
-    fn qs_bytes(&self) -> *const u8;
-    fn d(&self) -> f32;
-    fn dsum(&self) -> f32;
-}
-
-impl PanelAct for ActBlock {
-    fn qs_bytes(&self) -> *const u8 {
-        self.qs.as_ptr() as *const u8
-    }
-    fn d(&self) -> f32 {
-        self.d
-    }
-    fn dsum(&self) -> f32 {
-        self.dsum
-    }
-}
-
-impl PanelAct for ActBlock16 {
-    fn qs_bytes(&self) -> *const u8 {
-        self.qs.as_ptr() as *const u8
-    }
-    fn d(&self) -> f32 {
-        self.d
-    }
-    fn dsum(&self) -> f32 {
-        0.0
-    }
-}
-
-/// Checks every length the unsafe loops rely on; returns the token count.
-fn check<A>(p: &Panel, groups: usize, nr: usize, acts: &[A], out: &[f32], min: bool) -> usize {
-    assert_eq!(p.nr, nr, "panel width");
-    assert!(
-        p.w.len() >= p.blocks * groups * nr,
-        "panel weights too short"
-    );
-    assert!(p.scale.len() >= p.blocks * nr, "panel scales too short");
-    assert!(!min || p.min.len() >= p.blocks * nr, "panel mins too short");
-    assert_eq!(out.len() % nr, 0, "output tile width");
-    let t = out.len() / nr;
-    assert!(acts.len() >= t * p.blocks, "activations too short");
-    t
-}
 
 /// Every token tile of a 16-row panel. `G` groups of 4 bytes per lane per block; `dp`
 /// accumulates a group into 16 i32 lanes; `MIN`: subtract `min · dsum` per block.

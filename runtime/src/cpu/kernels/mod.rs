@@ -8,7 +8,7 @@
 /// The entry point of a four-row kernel `$imp::<N>(rows, [x of N tokens])` over any number
 /// of tokens: `out[t] = rows · x[t]` for the `out.len()` activation rows of `x` ([T, blocks]),
 /// in groups of up to four tokens (one accumulator each in registers).
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! rows4_over_tokens {
     ($(#[$meta:meta])* $name:ident => $imp:ident, $act:ty) => {
         $(#[$meta])*
@@ -42,6 +42,8 @@ macro_rules! rows4_over_tokens {
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+#[cfg(target_arch = "aarch64")]
+pub mod gemm_neon;
 #[cfg(target_arch = "x86_64")]
 pub mod gemm_x86;
 #[cfg(target_arch = "aarch64")]
@@ -225,8 +227,8 @@ pub enum RowsDot4 {
 /// `(four rows, activations [T, blocks], blocks, out [T])`.
 pub type Rows4Kernel<A> = fn([&[u8]; 4], &[A], usize, &mut [[f32; 4]]);
 
-/// The four-row kernel for rows of `ty` at `level`, where one exists (Q4_0 and Q8_0 on AVX2
-/// and AVX-512 VNNI); otherwise the caller uses [`row_dot`] row by row.
+/// The four-row kernel for rows of `ty` at `level`, where one exists (Q4_0 and Q8_0 on AVX2,
+/// AVX-512 VNNI, NEON and NEON dotprod); otherwise the caller uses [`row_dot`] row by row.
 pub fn rows_dot4(ty: GgmlType, level: SimdLevel) -> Option<RowsDot4> {
     if !SimdLevel::available().contains(&level) {
         return None;
@@ -241,6 +243,17 @@ pub fn rows_dot4(ty: GgmlType, level: SimdLevel) -> Option<RowsDot4> {
         }
         (GgmlType::Q4_0, SimdLevel::Avx2) => return Some(RowsDot4::Quant(avx2::rows4_q4_0)),
         (GgmlType::Q8_0, SimdLevel::Avx2) => return Some(RowsDot4::Quant16(avx2::rows4_q8_0)),
+        _ => {}
+    }
+    #[cfg(target_arch = "aarch64")]
+    match (ty, level) {
+        (GgmlType::Q4_0, SimdLevel::NeonDotprod) => {
+            return Some(RowsDot4::Quant(neon::rows4_q4_0_dotprod))
+        }
+        (GgmlType::Q4_0, SimdLevel::Neon) => return Some(RowsDot4::Quant(neon::rows4_q4_0)),
+        (GgmlType::Q8_0, SimdLevel::Neon | SimdLevel::NeonDotprod) => {
+            return Some(RowsDot4::Quant16(neon::rows4_q8_0))
+        }
         _ => {}
     }
     let _ = (ty, level);
@@ -260,6 +273,18 @@ pub fn panel_kernel(
             (I16, SimdLevel::Avx512Vnni) => Some((16, PanelKernel::I16(gemm_x86::i16_avx512))),
             (U8, SimdLevel::Avx2) => Some((8, PanelKernel::U8(gemm_x86::u8_avx2))),
             (I16, SimdLevel::Avx2) => Some((8, PanelKernel::I16(gemm_x86::i16_avx2))),
+            _ => None,
+        };
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        use crate::cpu::gemm::{PanelForm::*, PanelKernel};
+        return match (form, level) {
+            (U8, SimdLevel::NeonDotprod) => Some((8, PanelKernel::U8(gemm_neon::u8_dotprod))),
+            (U8, SimdLevel::Neon) => Some((8, PanelKernel::U8(gemm_neon::u8_neon))),
+            (I16, SimdLevel::Neon | SimdLevel::NeonDotprod) => {
+                Some((8, PanelKernel::I16(gemm_neon::i16_neon)))
+            }
             _ => None,
         };
     }

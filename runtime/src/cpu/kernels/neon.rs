@@ -186,6 +186,158 @@ unsafe fn sdot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     acc
 }
 
+/// `acc + Σ_{j<4} w[4i+j]·a[4·lane+j]` per i32 lane i (`sdot` by element: one group of 4
+/// activations against 4 rows' groups).
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+pub(super) unsafe fn sdot_lane(
+    mut acc: int32x4_t,
+    w: int8x16_t,
+    a: int8x16_t,
+    lane: usize,
+) -> int32x4_t {
+    macro_rules! by_element {
+        ($i:literal) => {
+            std::arch::asm!(
+                concat!("sdot {acc:v}.4s, {w:v}.16b, {a:v}.4b[", $i, "]"),
+                acc = inout(vreg) acc,
+                w = in(vreg) w,
+                a = in(vreg) a,
+                options(pure, nomem, nostack, preserves_flags)
+            )
+        };
+    }
+    match lane {
+        0 => by_element!(0),
+        1 => by_element!(1),
+        2 => by_element!(2),
+        _ => by_element!(3),
+    }
+    acc
+}
+
+/// Four Q4_0 rows against N 8-bit activation rows (decode of N sequences): each row's block is
+/// unpacked once for all N; `dot32(w_lo, a_lo, w_hi, a_hi)` gives a block's 4 partial sums. A
+/// token's sums are the same operations whatever N is.
+#[inline(always)]
+unsafe fn rows4_q4_0_with<const N: usize>(
+    rows: [&[u8]; 4],
+    x: [&[ActBlock]; N],
+    dot32: impl Fn(int8x16_t, int8x16_t, int8x16_t, int8x16_t) -> int32x4_t,
+) -> [[f32; 4]; N] {
+    let n = rows
+        .iter()
+        .map(|r| r.len() / Q4_0_BYTES)
+        .chain(x.iter().map(|a| a.len()))
+        .fold(usize::MAX, usize::min);
+    let mut acc = [vdupq_n_f32(0.0); N];
+    for i in 0..n {
+        let at = i * Q4_0_BYTES;
+        let w = rows.map(|r| q4_0_signed(r.as_ptr().add(at)));
+        let d = rows.map(|r| f16_at(r, at));
+        let d = vld1q_f32(d.as_ptr());
+        for k in 0..N {
+            let a = &*x[k].as_ptr().add(i);
+            let (a0, a1) = (vld1q_s8(a.qs.as_ptr()), vld1q_s8(a.qs.as_ptr().add(16)));
+            let s = w.map(|(lo, hi)| dot32(lo, a0, hi, a1));
+            // Lane r: row r's sum.
+            let sums = vpaddq_s32(vpaddq_s32(s[0], s[1]), vpaddq_s32(s[2], s[3]));
+            acc[k] = vfmaq_f32(acc[k], vcvtq_f32_s32(sums), vmulq_n_f32(d, a.d));
+        }
+    }
+    acc.map(|a| {
+        let mut out = [0f32; 4];
+        vst1q_f32(out.as_mut_ptr(), a);
+        out
+    })
+}
+
+/// Four Q8_0 rows against N 16-bit activation rows: each row's block widened to i16 once for
+/// all N, then widening multiply-accumulates as in `dot_q8_0_impl`.
+#[target_feature(enable = "neon")]
+unsafe fn rows4_q8_0_impl<const N: usize>(
+    rows: [&[u8]; 4],
+    x: [&[ActBlock16]; N],
+) -> [[f32; 4]; N] {
+    let n = rows
+        .iter()
+        .map(|r| r.len() / Q8_0_BYTES)
+        .chain(x.iter().map(|a| a.len()))
+        .fold(usize::MAX, usize::min);
+    let mut acc = [vdupq_n_f32(0.0); N];
+    for i in 0..n {
+        let at = i * Q8_0_BYTES;
+        let w = rows.map(|r| {
+            let b = r.as_ptr().add(at);
+            let (w0, w1) = (
+                vld1q_s8(b.add(2) as *const i8),
+                vld1q_s8(b.add(18) as *const i8),
+            );
+            [
+                vmovl_s8(vget_low_s8(w0)),
+                vmovl_high_s8(w0),
+                vmovl_s8(vget_low_s8(w1)),
+                vmovl_high_s8(w1),
+            ]
+        });
+        let d = rows.map(|r| f16_at(r, at));
+        let d = vld1q_f32(d.as_ptr());
+        for k in 0..N {
+            let a = &*x[k].as_ptr().add(i);
+            let q = a.qs.as_ptr();
+            let qa = [0, 1, 2, 3].map(|j| vld1q_s16(q.add(8 * j)));
+            let s = w.map(|wr| {
+                let mut s = vdupq_n_s32(0);
+                for (wj, aj) in wr.iter().zip(&qa) {
+                    s = vmlal_s16(s, vget_low_s16(*wj), vget_low_s16(*aj));
+                    s = vmlal_high_s16(s, *wj, *aj);
+                }
+                s
+            });
+            let sums = vpaddq_s32(vpaddq_s32(s[0], s[1]), vpaddq_s32(s[2], s[3]));
+            acc[k] = vfmaq_f32(acc[k], vcvtq_f32_s32(sums), vmulq_n_f32(d, a.d));
+        }
+    }
+    acc.map(|a| {
+        let mut out = [0f32; 4];
+        vst1q_f32(out.as_mut_ptr(), a);
+        out
+    })
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn rows4_q4_0_impl<const N: usize>(rows: [&[u8]; 4], x: [&[ActBlock]; N]) -> [[f32; 4]; N] {
+    // As `dot_q4_0_impl`: four products per i16 lane stay below 4064.
+    rows4_q4_0_with(rows, x, |w0, a0, w1, a1| {
+        let mut p = vmull_s8(vget_low_s8(w0), vget_low_s8(a0));
+        p = vmlal_high_s8(p, w0, a0);
+        p = vmlal_s8(p, vget_low_s8(w1), vget_low_s8(a1));
+        p = vmlal_high_s8(p, w1, a1);
+        vpaddlq_s16(p)
+    })
+}
+
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn rows4_q4_0_dotprod_impl<const N: usize>(
+    rows: [&[u8]; 4],
+    x: [&[ActBlock]; N],
+) -> [[f32; 4]; N] {
+    rows4_q4_0_with(rows, x, |w0, a0, w1, a1| {
+        sdot(sdot(vdupq_n_s32(0), w0, a0), w1, a1)
+    })
+}
+
+rows4_over_tokens!(
+    /// Four-row Q4_0 kernel (NEON).
+    rows4_q4_0 => rows4_q4_0_impl, ActBlock);
+rows4_over_tokens!(
+    /// Four-row Q4_0 kernel (`sdot`); only reachable through `rows_dot4` after detection of
+    /// the dot-product extension.
+    rows4_q4_0_dotprod => rows4_q4_0_dotprod_impl, ActBlock);
+rows4_over_tokens!(
+    /// Four-row Q8_0 kernel (NEON).
+    rows4_q8_0 => rows4_q8_0_impl, ActBlock16);
+
 #[target_feature(enable = "neon,dotprod")]
 unsafe fn dot_q4_0_dotprod_impl(row: &[u8], x: &[ActBlock]) -> f32 {
     dot_q4_0_with(row, x, |w0, a0, w1, a1| {
