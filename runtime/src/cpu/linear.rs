@@ -219,17 +219,27 @@ impl<'a> WeightMatrix<'a> {
         sum
     }
 
+    /// The four-row kernel usable on `x` for `t` tokens, if this matrix has one.
+    fn rows4_for(&self, x: &Activations, t: usize) -> Option<RowsDot4> {
+        let blocks = self.cols / ACT_BLOCK;
+        self.rows4.filter(|k| match k {
+            RowsDot4::Quant(_) => x.q8.len() >= t * blocks,
+            RowsDot4::Quant16(_) => x.q16.len() >= t * blocks,
+        })
+    }
+
+    /// Whether `t` tokens take the row-by-row path ([`Self::matmul_by_rows`]): one token, or
+    /// a few with a four-row kernel.
+    fn by_rows(&self, x: &Activations, t: usize) -> bool {
+        t == 1 || (t < PANEL_MIN_TOKENS && self.rows4_for(x, t).is_some())
+    }
+
     /// `Y = X·Wᵀ` for `t` activation rows (`y`: [t, rows]). Parallel over blocks of weight
     /// rows; each weight row is read once and dotted with every activation row.
     pub fn matmul(&self, pool: &WorkerPool, x: &Activations, t: usize, y: &mut [f32]) {
         debug_assert_eq!((x.f32.len(), y.len()), (t * self.cols, t * self.rows));
-        let blocks = self.cols / ACT_BLOCK;
-        let rows4 = self.rows4.filter(|k| match k {
-            RowsDot4::Quant(_) => x.q8.len() >= t * blocks,
-            RowsDot4::Quant16(_) => x.q16.len() >= t * blocks,
-        });
-        if t == 1 || (t < PANEL_MIN_TOKENS && rows4.is_some()) {
-            self.matmul_by_rows(pool, x, t, rows4, y);
+        if self.by_rows(x, t) {
+            self.matmul_by_rows(pool, x, t, y);
             return;
         }
         if t >= PANEL_MIN_TOKENS {
@@ -264,58 +274,102 @@ impl<'a> WeightMatrix<'a> {
     }
 }
 
+/// The products of several matrices with the same input (q, k, v; gate, up), each `y_i =
+/// X·W_iᵀ` as [`WeightMatrix::matmul`] gives it. When every one takes the row-by-row path
+/// (decode) their row stretches are shared out in one parallel job: one fork/join instead of
+/// one per matrix.
+pub fn matmul_together<const M: usize>(
+    pool: &WorkerPool,
+    x: &Activations,
+    t: usize,
+    products: [(&WeightMatrix<'_>, &mut [f32]); M],
+) {
+    if !products.iter().all(|(m, _)| m.by_rows(x, t)) {
+        for (m, y) in products {
+            m.matmul(pool, x, t, y);
+        }
+        return;
+    }
+    let chunks = products.each_ref().map(|(m, _)| m.rows_chunk(pool));
+    let mut first = [0; M];
+    let mut total = 0;
+    for (i, (m, _)) in products.iter().enumerate() {
+        first[i] = total;
+        total += m.rows.div_ceil(chunks[i]);
+    }
+    let kernels = products.each_ref().map(|(m, _)| m.rows4_for(x, t));
+    let outs = products.map(|(m, y)| (m, Disjoint::new(y)));
+    pool.run(total, &|task| {
+        let i = first.iter().rposition(|&f| f <= task).unwrap_or(0);
+        let (m, out) = &outs[i];
+        let c = task - first[i];
+        let (r0, r1) = (c * chunks[i], ((c + 1) * chunks[i]).min(m.rows));
+        m.rows_task(x, t, kernels[i], out, r0, r1);
+    });
+}
+
 impl WeightMatrix<'_> {
+    /// Weight rows per task of [`Self::matmul_by_rows`]: a few stretches per thread keep each
+    /// thread's weight reads sequential (hardware prefetch) while still balancing the load.
+    fn rows_chunk(&self, pool: &WorkerPool) -> usize {
+        self.rows
+            .div_ceil(pool.threads() * TASKS_PER_THREAD)
+            .max(ROWS_PER_TASK)
+            .next_multiple_of(4)
+    }
+
     /// `Y = X·Wᵀ` for a few tokens (decode of one sequence or of several): each task owns a
-    /// stretch of weight rows — a few per thread keep each thread's weight reads sequential
-    /// (hardware prefetch) while still balancing the load — and runs every token against
-    /// four rows at a time (`rows4`; the rows are read from memory once for all the tokens),
+    /// stretch of weight rows ([`Self::rows_chunk`]) and runs every token against four rows at
+    /// a time (the four-row kernel; the rows are read from memory once for all the tokens),
     /// the rest row by row. A token's result does not depend on how many are run together.
-    fn matmul_by_rows(
+    fn matmul_by_rows(&self, pool: &WorkerPool, x: &Activations, t: usize, y: &mut [f32]) {
+        let (chunk, rows4) = (self.rows_chunk(pool), self.rows4_for(x, t));
+        let out = Disjoint::new(y);
+        pool.run(self.rows.div_ceil(chunk), &|c| {
+            let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(self.rows));
+            self.rows_task(x, t, rows4, &out, r0, r1);
+        });
+    }
+
+    /// Rows `r0..r1` (r0 a multiple of 4) of `out` ([t, rows]) for every token.
+    fn rows_task(
         &self,
-        pool: &WorkerPool,
         x: &Activations,
         t: usize,
         rows4: Option<RowsDot4>,
-        y: &mut [f32],
+        out: &Disjoint<'_, f32>,
+        r0: usize,
+        r1: usize,
     ) {
-        let rows = self.rows;
-        let chunk = rows
-            .div_ceil(pool.threads() * TASKS_PER_THREAD)
-            .max(ROWS_PER_TASK)
-            .next_multiple_of(4);
-        let blocks = self.cols / ACT_BLOCK;
-        let out = Disjoint::new(y);
-        pool.run(rows.div_ceil(chunk), &|c| {
-            let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
-            let mut r = r0;
-            if let Some(f) = rows4 {
-                let mut sums = [[0f32; 4]; PANEL_MIN_TOKENS];
-                let sums = &mut sums[..t];
-                while r + 4 <= r1 {
-                    let four = [
-                        self.row(r),
-                        self.row(r + 1),
-                        self.row(r + 2),
-                        self.row(r + 3),
-                    ];
-                    match f {
-                        RowsDot4::Quant(f) => f(four, &x.q8[..t * blocks], blocks, sums),
-                        RowsDot4::Quant16(f) => f(four, &x.q16[..t * blocks], blocks, sums),
-                    }
-                    for (j, s) in sums.iter().enumerate() {
-                        // SAFETY: rows r..r+4 of every token belong to this task only.
-                        unsafe { out.slice(j * rows + r..j * rows + r + 4) }.copy_from_slice(s);
-                    }
-                    r += 4;
+        let (rows, blocks) = (self.rows, self.cols / ACT_BLOCK);
+        let mut r = r0;
+        if let Some(f) = rows4 {
+            let mut sums = [[0f32; 4]; PANEL_MIN_TOKENS];
+            let sums = &mut sums[..t];
+            while r + 4 <= r1 {
+                let four = [
+                    self.row(r),
+                    self.row(r + 1),
+                    self.row(r + 2),
+                    self.row(r + 3),
+                ];
+                match f {
+                    RowsDot4::Quant(f) => f(four, &x.q8[..t * blocks], blocks, sums),
+                    RowsDot4::Quant16(f) => f(four, &x.q16[..t * blocks], blocks, sums),
                 }
-            }
-            for r in r..r1 {
-                for j in 0..t {
-                    // SAFETY: as above.
-                    unsafe { out.slice(j * rows + r..j * rows + r + 1)[0] = self.dot(r, x, j) };
+                for (j, s) in sums.iter().enumerate() {
+                    // SAFETY: rows r..r+4 of every token belong to this task only.
+                    unsafe { out.slice(j * rows + r..j * rows + r + 4) }.copy_from_slice(s);
                 }
+                r += 4;
             }
-        });
+        }
+        for r in r..r1 {
+            for j in 0..t {
+                // SAFETY: as above.
+                unsafe { out.slice(j * rows + r..j * rows + r + 1)[0] = self.dot(r, x, j) };
+            }
+        }
     }
 
     /// `Y = X·Wᵀ` through packed panels of `gemm.nr` rows, one panel per task; false (nothing
@@ -402,4 +456,70 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         s += x * y;
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::quantize;
+    use crate::testing::values;
+
+    /// q, k, v (or gate, up) in one job give exactly what each gives alone, for every type and
+    /// SIMD level, on one and two threads, for one token, a few (four-row kernels over several
+    /// tokens) and a prompt's worth (each alone).
+    #[test]
+    fn products_together_equal_each_alone() {
+        let cols = 256;
+        let shapes = [96, 32, 36];
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q8_0,
+            GgmlType::Q6_K,
+            GgmlType::F16,
+        ] {
+            let data: Vec<Vec<u8>> = shapes
+                .iter()
+                .enumerate()
+                .map(|(i, &rows)| quantize(ty, &values(i as u64 + 1, rows * cols, 1.0)).unwrap())
+                .collect();
+            for &level in SimdLevel::available() {
+                let ms: Vec<WeightMatrix> = shapes
+                    .iter()
+                    .zip(&data)
+                    .map(|(&rows, d)| WeightMatrix::new(ty, rows, cols, d, level))
+                    .collect();
+                for threads in [1, 2] {
+                    let pool = WorkerPool::new(threads).unwrap();
+                    for t in [1, 4, 20] {
+                        let x = values(9, t * cols, 2.0);
+                        let mut buffers = ActivationBuffers::default();
+                        let input = Activations::new(&x, &mut buffers, &pool);
+                        let alone: Vec<Vec<f32>> = ms
+                            .iter()
+                            .map(|m| {
+                                let mut y = vec![0.0; t * m.rows];
+                                m.matmul(&pool, &input, t, &mut y);
+                                y
+                            })
+                            .collect();
+                        let mut got: Vec<Vec<f32>> =
+                            ms.iter().map(|m| vec![f32::NAN; t * m.rows]).collect();
+                        let [a, b, c] = &mut got[..] else {
+                            unreachable!()
+                        };
+                        matmul_together(&pool, &input, t, [(&ms[0], a), (&ms[1], b), (&ms[2], c)]);
+                        for (i, (g, w)) in got.iter().zip(&alone).enumerate() {
+                            let what =
+                                format!("{ty} {} {threads} threads {t} tokens", level.name());
+                            assert_eq!(
+                                g.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                                w.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                                "{what}: product {i} together vs alone"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

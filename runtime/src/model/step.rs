@@ -8,7 +8,7 @@
 
 use super::mixer::{BatchMixer, MixerScratch, Span, StateViews};
 use super::{Model, SequenceState};
-use crate::cpu::linear::{ActivationBuffers, Activations};
+use crate::cpu::linear::{matmul_together, ActivationBuffers, Activations};
 use crate::cpu::ops::{multiversion, rms_norm, silu};
 use crate::cpu::pool::Disjoint;
 
@@ -218,9 +218,12 @@ fn forward_body(model: &Model, segments: &mut [Segment<'_>], scratch: &mut Scrat
             // Front end: q, k, v = W·RMSNorm(x) (+ b).
             rms_norm_rows(x, &lw.attn_norm, c.rms_eps, h);
             let input = Activations::new(h, acts, &model.pool);
-            model.matrix(&lw.wq).matmul(&model.pool, &input, n, q);
-            model.matrix(&lw.wk).matmul(&model.pool, &input, n, k);
-            model.matrix(&lw.wv).matmul(&model.pool, &input, n, v);
+            let (wq, wk, wv) = (
+                model.matrix(&lw.wq),
+                model.matrix(&lw.wk),
+                model.matrix(&lw.wv),
+            );
+            matmul_together(&model.pool, &input, n, [(&wq, q), (&wk, k), (&wv, v)]);
             for (out, bias) in [(&mut *q, &lw.bq), (&mut *k, &lw.bk), (&mut *v, &lw.bv)] {
                 if let Some(b) = bias {
                     for row in out.chunks_exact_mut(b.len()) {
@@ -263,10 +266,8 @@ fn forward_body(model: &Model, segments: &mut [Segment<'_>], scratch: &mut Scrat
             // SwiGLU MLP.
             rms_norm_rows(x, &lw.ffn_norm, c.rms_eps, h);
             let input = Activations::new(h, acts, &model.pool);
-            model
-                .matrix(&lw.w_gate)
-                .matmul(&model.pool, &input, n, gate);
-            model.matrix(&lw.w_up).matmul(&model.pool, &input, n, up);
+            let (w_gate, w_up) = (model.matrix(&lw.w_gate), model.matrix(&lw.w_up));
+            matmul_together(&model.pool, &input, n, [(&w_gate, gate), (&w_up, up)]);
             gate.iter_mut()
                 .zip(up.iter())
                 .for_each(|(g, u)| *g = silu(*g) * u);
