@@ -23,6 +23,9 @@ struct Shared {
     generation: AtomicU64,
     panicked: AtomicBool,
     stop: AtomicBool,
+    /// Workers asleep (or about to be) on `wake`: a job takes the lock and wakes them only
+    /// then (a notify is a system call; back-to-back jobs find the workers spinning).
+    sleepers: AtomicUsize,
     sleep_lock: Mutex<()>,
     wake: Condvar,
 }
@@ -50,6 +53,7 @@ impl WorkerPool {
             generation: AtomicU64::new(0),
             panicked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            sleepers: AtomicUsize::new(0),
             sleep_lock: Mutex::new(()),
             wake: Condvar::new(),
         });
@@ -91,8 +95,11 @@ impl WorkerPool {
         s.n_tasks.store(n_tasks, Ordering::Relaxed);
         s.next_task.store(0, Ordering::Relaxed);
         s.active.store(self.workers.len(), Ordering::Relaxed);
-        s.generation.fetch_add(1, Ordering::Release);
-        {
+        // SeqCst with the worker's `sleepers` increment and generation check: either it sees
+        // this generation and does not sleep, or this sees it counted and wakes it (under the
+        // lock, so after it waits).
+        s.generation.fetch_add(1, Ordering::SeqCst);
+        if s.sleepers.load(Ordering::SeqCst) > 0 {
             let _g = s.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
             s.wake.notify_all();
         }
@@ -143,9 +150,11 @@ fn worker(s: &Shared) {
                 std::hint::spin_loop();
             } else {
                 let guard = s.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
-                if s.generation.load(Ordering::Acquire) == seen && !s.stop.load(Ordering::Acquire) {
+                s.sleepers.fetch_add(1, Ordering::SeqCst);
+                if s.generation.load(Ordering::SeqCst) == seen && !s.stop.load(Ordering::Acquire) {
                     let _unused = s.wake.wait(guard);
                 }
+                s.sleepers.fetch_sub(1, Ordering::SeqCst);
             }
         }
         // SAFETY: the generation was published after `job` was set, and `run` keeps it alive
