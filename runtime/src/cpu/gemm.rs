@@ -117,6 +117,47 @@ impl PanelGemm {
     }
 }
 
+impl PanelGemm {
+    /// Packs the U8-form panel of rows `r0 .. r0 + nr` (r0 a multiple of 8) of a `rows`-row
+    /// Q4_0 matrix repacked in groups of 8 ([`crate::cpu::packed`]): the same panel
+    /// [`Self::pack`] makes from the rows, without reading the file's copy.
+    pub fn pack_from_groups(
+        &self,
+        packed: &[u8],
+        blocks: usize,
+        rows: usize,
+        r0: usize,
+        buf: &mut PanelBuf,
+    ) {
+        use crate::cpu::packed::{group_block, GROUP_ROWS};
+        let nr = self.nr;
+        assert!(
+            self.ty == GgmlType::Q4_0 && r0 % GROUP_ROWS == 0,
+            "a Q4_0 panel of whole groups"
+        );
+        for v in [&mut buf.scale, &mut buf.min] {
+            v.clear();
+            v.resize(blocks * nr, 0.0);
+        }
+        buf.w.clear();
+        buf.w.resize(blocks * 8 * nr, 0);
+        for lane in 0..nr.min(rows.saturating_sub(r0)) {
+            let (g, gl) = ((r0 + lane) / GROUP_ROWS, (r0 + lane) % GROUP_ROWS);
+            for b in 0..blocks {
+                let blk = group_block(packed, blocks, g, b);
+                let d = f16_at(blk, 2 * gl);
+                buf.scale[b * nr + lane] = d;
+                buf.min[b * nr + lane] = 8.0 * d;
+                for k in 0..4 {
+                    let word = word_at(blk, 2 * GROUP_ROWS + 32 * k + 4 * gl);
+                    buf.w[(b * 8 + k) * nr + lane] = word & NIBBLES;
+                    buf.w[(b * 8 + k + 4) * nr + lane] = (word >> 4) & NIBBLES;
+                }
+            }
+        }
+    }
+}
+
 fn f16_at(bytes: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
 }

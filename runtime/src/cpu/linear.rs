@@ -5,7 +5,10 @@
 
 use super::act::{quantize_activations, quantize_activations16, ActBlock, ActBlock16, ACT_BLOCK};
 use super::gemm::{with_panel_buf, PanelGemm, PanelKernel};
-use super::kernels::{row_dot, row_dot4, rows_dot4, RowDot, RowDot4, RowsDot4, SimdLevel};
+use super::kernels::{
+    packed_q4_0, row_dot, row_dot4, rows_dot4, GroupKernel, RowDot, RowDot4, RowsDot4, SimdLevel,
+};
+use super::packed::{self, GROUP_ROWS};
 use super::pool::{Disjoint, WorkerPool};
 use crate::quant::{dequantize_row, GgmlType};
 
@@ -23,6 +26,9 @@ pub struct WeightMatrix<'a> {
     gemm: Option<PanelGemm>,
     /// Four rows at once against one token (decode), where the type has such a kernel.
     rows4: Option<RowsDot4>,
+    /// The matrix repacked in groups of 8 rows and its kernel ([`packed`]; Q4_0 on x86): used
+    /// for decode and to pack the prefill panels, instead of `data`.
+    packed: Option<(&'a [u8], GroupKernel)>,
 }
 
 /// Activation rows `[t, cols]` in f32, and in 8- and 16-bit blocks for quantized matrices.
@@ -140,7 +146,23 @@ impl<'a> WeightMatrix<'a> {
             kernel4,
             gemm,
             rows4,
+            packed: None,
         }
+    }
+
+    /// Whether rows of `ty` are repacked at load for `level` ([`packed::pack_q4_0`]).
+    pub fn repacks(ty: GgmlType, cols: usize, level: SimdLevel) -> bool {
+        ty == GgmlType::Q4_0 && cols % ACT_BLOCK == 0 && packed_q4_0(level).is_some()
+    }
+
+    /// This matrix with its repacked copy (`packed::packed_len` bytes), where `repacks`.
+    pub fn with_packed(mut self, data: &'a [u8], level: SimdLevel) -> Self {
+        if Self::repacks(self.ty, self.cols, level)
+            && data.len() == packed::packed_len(self.rows, self.cols)
+        {
+            self.packed = packed_q4_0(level).map(|k| (data, k));
+        }
+        self
     }
 
     pub fn row_bytes(&self) -> usize {
@@ -231,7 +253,14 @@ impl<'a> WeightMatrix<'a> {
     /// Whether `t` tokens take the row-by-row path ([`Self::matmul_by_rows`]): one token, or
     /// a few with a four-row kernel.
     fn by_rows(&self, x: &Activations, t: usize) -> bool {
-        t == 1 || (t < PANEL_MIN_TOKENS && self.rows4_for(x, t).is_some())
+        let kernel = self.rows4_for(x, t).is_some() || self.packed_for(x, t).is_some();
+        t == 1 || (t < PANEL_MIN_TOKENS && kernel)
+    }
+
+    /// The repacked rows and their kernel, if usable on `x` for `t` tokens.
+    fn packed_for(&self, x: &Activations, t: usize) -> Option<(&'a [u8], GroupKernel)> {
+        self.packed
+            .filter(|_| x.q8.len() >= t * (self.cols / ACT_BLOCK))
     }
 
     /// `Y = X·Wᵀ` for `t` activation rows (`y`: [t, rows]). Parallel over blocks of weight
@@ -315,7 +344,7 @@ impl WeightMatrix<'_> {
         self.rows
             .div_ceil(pool.threads() * TASKS_PER_THREAD)
             .max(ROWS_PER_TASK)
-            .next_multiple_of(4)
+            .next_multiple_of(GROUP_ROWS)
     }
 
     /// `Y = X·Wᵀ` for a few tokens (decode of one sequence or of several): each task owns a
@@ -342,6 +371,27 @@ impl WeightMatrix<'_> {
         r1: usize,
     ) {
         let (rows, blocks) = (self.rows, self.cols / ACT_BLOCK);
+        if let Some((data, f)) = self.packed_for(x, t) {
+            // Whole groups (r0 is a multiple of 8; the last group's padding rows are dropped).
+            let mut sums = [[0f32; GROUP_ROWS]; PANEL_MIN_TOKENS];
+            let sums = &mut sums[..t];
+            let group_bytes = blocks * packed::GROUP_BLOCK_BYTES;
+            for g in r0 / GROUP_ROWS..r1.div_ceil(GROUP_ROWS) {
+                f(
+                    &data[g * group_bytes..(g + 1) * group_bytes],
+                    &x.q8[..t * blocks],
+                    blocks,
+                    sums,
+                );
+                let (first, lanes) = (g * GROUP_ROWS, GROUP_ROWS.min(r1 - g * GROUP_ROWS));
+                for (j, s) in sums.iter().enumerate() {
+                    // SAFETY: rows first..first+lanes of every token belong to this task only.
+                    unsafe { out.slice(j * rows + first..j * rows + first + lanes) }
+                        .copy_from_slice(&s[..lanes]);
+                }
+            }
+            return;
+        }
         let mut r = r0;
         if let Some(f) = rows4 {
             let mut sums = [[0f32; 4]; PANEL_MIN_TOKENS];
@@ -400,7 +450,10 @@ impl WeightMatrix<'_> {
                 *r = self.row(r0 + i);
             }
             with_panel_buf(|buf| {
-                gemm.pack(&panel_rows[..lanes], blocks, buf);
+                match self.packed {
+                    Some((data, _)) => gemm.pack_from_groups(data, blocks, rows, r0, buf),
+                    None => gemm.pack(&panel_rows[..lanes], blocks, buf),
+                }
                 let (panel, tile) = buf.split(nr, blocks, t);
                 match gemm.kernel {
                     PanelKernel::U8(f) => f(&panel, &x.q8[..t * blocks], tile),
@@ -520,6 +573,62 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod packed_tests {
+    use super::*;
+    use crate::quant::quantize;
+    use crate::testing::values;
+
+    /// A Q4_0 matrix read repacked gives its prefill products bit-equal to the matrix read in
+    /// place (the same panels, packed from the groups) and its decode products within
+    /// 2e-5·Σ|w·x| of them (another kernel: the blocks' sums in another order).
+    #[test]
+    fn repacked_matrices_give_the_products_of_the_matrix_in_place() {
+        let (rows, cols) = (44, 256);
+        let data = quantize(GgmlType::Q4_0, &values(5, rows * cols, 1.0)).unwrap();
+        let dense = crate::quant::dequantize(GgmlType::Q4_0, &data).unwrap();
+        let mut packed = vec![0u8; packed::packed_len(rows, cols)];
+        packed::pack_q4_0(&data, rows, cols, &mut packed);
+        let mut tested = 0;
+        for &level in SimdLevel::available() {
+            if !WeightMatrix::repacks(GgmlType::Q4_0, cols, level) {
+                continue;
+            }
+            tested += 1;
+            let in_place = WeightMatrix::new(GgmlType::Q4_0, rows, cols, &data, level);
+            let repacked = in_place.with_packed(&packed, level);
+            for threads in [1, 2] {
+                let pool = WorkerPool::new(threads).unwrap();
+                for t in [1, 3, 20] {
+                    let x = values(11, t * cols, 2.0);
+                    let mut buffers = ActivationBuffers::default();
+                    let input = Activations::new(&x, &mut buffers, &pool);
+                    let (mut a, mut b) = (vec![0.0; t * rows], vec![0.0; t * rows]);
+                    in_place.matmul(&pool, &input, t, &mut a);
+                    repacked.matmul(&pool, &input, t, &mut b);
+                    for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+                        let what = format!("{} {threads} threads {t} tokens, y[{i}]", level.name());
+                        if t >= PANEL_MIN_TOKENS {
+                            assert_eq!(p.to_bits(), q.to_bits(), "{what}: panels");
+                        } else {
+                            let (tok, r) = (i / rows, i % rows);
+                            let magnitude: f32 = dense[r * cols..(r + 1) * cols]
+                                .iter()
+                                .zip(&x[tok * cols..(tok + 1) * cols])
+                                .map(|(w, x)| (w * x).abs())
+                                .sum();
+                            assert!((p - q).abs() <= 2e-5 * magnitude, "{what}: {p} vs {q}");
+                        }
+                    }
+                }
+            }
+        }
+        if cfg!(target_arch = "x86_64") && SimdLevel::available().contains(&SimdLevel::Avx2) {
+            assert!(tested > 0, "no level repacks Q4_0 on this x86 CPU");
         }
     }
 }

@@ -6,4 +6,5 @@ pub mod gemm;
 pub mod kernels;
 pub mod linear;
 pub mod ops;
+pub mod packed;
 pub mod pool;

@@ -151,6 +151,21 @@ impl GgufFile {
     }
 
     /// The raw bytes of the whole file.
+    /// Tells the system that bytes `offset .. offset + len` of a mapped file will not be read
+    /// again soon (their pages leave this process's memory; reading them faults them back in
+    /// from the file). Nothing for a file held in memory.
+    pub(crate) fn forget_pages(&self, offset: usize, len: usize) {
+        #[cfg(unix)]
+        if let Bytes::Mapped(map) = &self.bytes {
+            // SAFETY: the mapping is a read-only shared file mapping: DONTNEED drops pages that
+            // are re-read from the file on the next access, so no byte read later changes.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+            };
+        }
+        let _ = (offset, len);
+    }
+
     pub fn bytes(&self) -> &[u8] {
         self.bytes.as_slice()
     }

@@ -36,6 +36,8 @@ pub(crate) struct MatrixRef {
     cols: usize,
     offset: usize,
     n_bytes: usize,
+    /// Its copy repacked for the CPU kernels, in [`Model::packed`] (see `cpu::packed`).
+    packed: Option<usize>,
 }
 
 pub(crate) struct LayerWeights {
@@ -88,6 +90,8 @@ pub struct Model {
     pub simd: SimdLevel,
     /// Quantized activation forms the matrices need: (8-bit, 16-bit).
     pub(crate) activation_forms: (bool, bool),
+    /// Matrices repacked at load for the CPU kernels (`MatrixRef::packed` indexes this).
+    packed: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -159,6 +163,7 @@ impl Model {
                 cols: t.row_len(),
                 offset: t.offset as usize,
                 n_bytes: t.n_bytes as usize,
+                packed: None,
             })
         };
         let vector = |name: &str| -> Result<Vec<f32>> {
@@ -190,7 +195,7 @@ impl Model {
                 w_down: matrix(&n("ffn_down.weight"))?,
             });
         }
-        let weights = Weights {
+        let mut weights = Weights {
             token_embd: matrix("token_embd.weight")?,
             output_norm: vector("output_norm.weight")?,
             output: matrix(if config.tie_embeddings {
@@ -214,6 +219,8 @@ impl Model {
         let pool = WorkerPool::new(threads)
             .map_err(|e| Error::InvalidArgument(format!("cannot start {threads} threads: {e}")))?;
         let fingerprint = fnv1a(&file.bytes()[..file.data_offset as usize]);
+        let simd = options.simd.unwrap_or_else(SimdLevel::detect);
+        let packed = repack(&file, &mut weights, simd);
         Ok(Model {
             inv_freq: rope::inverse_frequencies(&config),
             config,
@@ -222,14 +229,19 @@ impl Model {
             fingerprint,
             pool,
             file,
-            simd: options.simd.unwrap_or_else(SimdLevel::detect),
+            simd,
             activation_forms,
+            packed,
         })
     }
 
     pub(crate) fn matrix(&self, m: &MatrixRef) -> WeightMatrix<'_> {
         let data = &self.file.bytes()[m.offset..m.offset + m.n_bytes];
-        WeightMatrix::new(m.ty, m.rows, m.cols, data, self.simd)
+        let w = WeightMatrix::new(m.ty, m.rows, m.cols, data, self.simd);
+        match m.packed {
+            Some(i) => w.with_packed(&self.packed[i], self.simd),
+            None => w,
+        }
     }
 
     /// The file the model was loaded from.
@@ -263,4 +275,45 @@ impl Model {
     pub fn state_bytes(&self) -> u64 {
         self.config.recurrent_state_bytes() + self.config.window_cache_bytes(4)
     }
+}
+
+/// Repacks the product matrices whose type the CPU kernels of `simd` read repacked
+/// (`cpu::packed`: Q4_0 on x86; `LIGER_REPACK=0` keeps them in place), and lets the file's
+/// pages of each go (they are not read again, except the token embedding's rows). Returns the
+/// copies `MatrixRef::packed` indexes.
+fn repack(file: &GgufFile, weights: &mut Weights, simd: SimdLevel) -> Vec<Vec<u8>> {
+    let mut packed = Vec::new();
+    if std::env::var("LIGER_REPACK").is_ok_and(|v| v == "0") {
+        return packed;
+    }
+    let embedding = weights.token_embd.offset;
+    let matrices = weights
+        .layers
+        .iter_mut()
+        .flat_map(|l| {
+            [
+                &mut l.wq,
+                &mut l.wk,
+                &mut l.wv,
+                &mut l.wo,
+                &mut l.w_gate,
+                &mut l.w_up,
+                &mut l.w_down,
+            ]
+        })
+        .chain(std::iter::once(&mut weights.output));
+    for m in matrices {
+        if !WeightMatrix::repacks(m.ty, m.cols, simd) {
+            continue;
+        }
+        let mut copy = vec![0u8; crate::cpu::packed::packed_len(m.rows, m.cols)];
+        let data = &file.bytes()[m.offset..m.offset + m.n_bytes];
+        crate::cpu::packed::pack_q4_0(data, m.rows, m.cols, &mut copy);
+        if m.offset != embedding {
+            file.forget_pages(m.offset, m.n_bytes);
+        }
+        m.packed = Some(packed.len());
+        packed.push(copy);
+    }
+    packed
 }
