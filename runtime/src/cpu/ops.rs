@@ -68,12 +68,30 @@ pub fn exp_fast(x: f32) -> f32 {
     e * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
-/// In-place softmax.
+/// In-place softmax. The max, the exponentials and their sum run in 8 independent lanes (the
+/// lanes' partial sums added in a fixed order), so that they vectorize.
 #[inline]
 pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for v in x.iter_mut() {
+    let split = x.len() / 8 * 8;
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    for c in x[..split].chunks_exact(8) {
+        for k in 0..8 {
+            lanes[k] = lanes[k].max(c[k]);
+        }
+    }
+    let max = x[split..].iter().copied().fold(
+        lanes.into_iter().fold(f32::NEG_INFINITY, f32::max),
+        f32::max,
+    );
+    let mut sums = [0f32; 8];
+    for c in x[..split].chunks_exact_mut(8) {
+        for k in 0..8 {
+            c[k] = exp_fast(c[k] - max);
+            sums[k] += c[k];
+        }
+    }
+    let mut sum: f32 = sums.iter().sum();
+    for v in x[split..].iter_mut() {
         *v = exp_fast(*v - max);
         sum += *v;
     }
