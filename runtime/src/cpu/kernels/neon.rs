@@ -63,6 +63,13 @@ unsafe fn dot_bf16_impl(row: &[u8], x: &[f32]) -> f32 {
     sum
 }
 
+/// The f16 scales at byte `at` of four rows as f32x4 (one `fcvtl`).
+#[inline(always)]
+unsafe fn scales4(rows: &[&[u8]; 4], at: usize) -> float32x4_t {
+    let bits = rows.map(|r| u16::from_le_bytes([r[at], r[at + 1]]));
+    f16x8_to_f32(vcombine_u16(vld1_u16(bits.as_ptr()), vdup_n_u16(0))).0
+}
+
 /// 8 f16 (as raw bits) → two f32x4 (`fcvtl`, `fcvtl2`: base ARMv8 floating point).
 #[inline(always)]
 unsafe fn f16x8_to_f32(h: uint16x8_t) -> (float32x4_t, float32x4_t) {
@@ -234,8 +241,7 @@ unsafe fn rows4_q4_0_with<const N: usize>(
     for i in 0..n {
         let at = i * Q4_0_BYTES;
         let w = rows.map(|r| q4_0_signed(r.as_ptr().add(at)));
-        let d = rows.map(|r| f16_at(r, at));
-        let d = vld1q_f32(d.as_ptr());
+        let d = scales4(&rows, at);
         for k in 0..N {
             let a = &*x[k].as_ptr().add(i);
             let (a0, a1) = (vld1q_s8(a.qs.as_ptr()), vld1q_s8(a.qs.as_ptr().add(16)));
@@ -280,8 +286,7 @@ unsafe fn rows4_q8_0_impl<const N: usize>(
                 vmovl_high_s8(w1),
             ]
         });
-        let d = rows.map(|r| f16_at(r, at));
-        let d = vld1q_f32(d.as_ptr());
+        let d = scales4(&rows, at);
         for k in 0..N {
             let a = &*x[k].as_ptr().add(i);
             let q = a.qs.as_ptr();
