@@ -75,7 +75,8 @@ unsafe fn tile16<A: PanelAct, const M: usize, const G: usize, const MIN: bool>(
     }
 }
 
-/// As [`panel16`] for an 8-row panel on AVX2.
+/// As [`panel16`] for an 8-row panel on AVX2; `finish` turns a block's accumulators into 8
+/// i32 lanes (the U8 form sums its 8 groups in i16 lanes and widens once per block).
 ///
 /// # Safety
 /// AVX2 + FMA present; lengths as checked by [`check`].
@@ -86,15 +87,16 @@ unsafe fn panel8<A: PanelAct, const G: usize, const MIN: bool>(
     acts: &[A],
     out: &mut [f32],
     dp: impl Fn(__m256i, __m256i, __m256i) -> __m256i + Copy,
+    finish: impl Fn(__m256i) -> __m256i + Copy,
 ) {
     let t = out.len() / 8;
     let mut t0 = 0;
     while t0 + TILE_TOKENS_256 <= t {
-        tile8::<A, TILE_TOKENS_256, G, MIN>(p, w, acts, t0, out, dp);
+        tile8::<A, TILE_TOKENS_256, G, MIN>(p, w, acts, t0, out, dp, finish);
         t0 += TILE_TOKENS_256;
     }
     while t0 < t {
-        tile8::<A, 1, G, MIN>(p, w, acts, t0, out, dp);
+        tile8::<A, 1, G, MIN>(p, w, acts, t0, out, dp, finish);
         t0 += 1;
     }
 }
@@ -107,6 +109,7 @@ unsafe fn tile8<A: PanelAct, const M: usize, const G: usize, const MIN: bool>(
     t0: usize,
     out: &mut [f32],
     dp: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
+    finish: impl Fn(__m256i) -> __m256i,
 ) {
     let nb = p.blocks;
     let a = acts.as_ptr();
@@ -125,7 +128,7 @@ unsafe fn tile8<A: PanelAct, const M: usize, const G: usize, const MIN: bool>(
         let scale = _mm256_loadu_ps(p.scale.as_ptr().add(b * 8));
         for (m, f) in facc.iter_mut().enumerate() {
             let act = &*a.add((t0 + m) * nb + b);
-            let v = _mm256_mul_ps(_mm256_cvtepi32_ps(iacc[m]), _mm256_set1_ps(act.d()));
+            let v = _mm256_mul_ps(_mm256_cvtepi32_ps(finish(iacc[m])), _mm256_set1_ps(act.d()));
             *f = _mm256_fmadd_ps(scale, v, *f);
             if MIN {
                 let min = _mm256_loadu_ps(p.min.as_ptr().add(b * 8));
@@ -155,17 +158,28 @@ unsafe fn i16_avx512_impl(p: &Panel, acts: &[ActBlock16], out: &mut [f32]) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn u8_avx2_impl(p: &Panel, acts: &[ActBlock], out: &mut [f32]) {
     let ones = _mm256_set1_epi16(1);
-    // pmaddubsw cannot saturate: unsigned weights ≤ 15, |activations| ≤ 127.
-    panel8::<_, 8, true>(p, p.w.as_ptr() as *const u8, acts, out, |acc, w, a| {
-        _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), ones))
-    });
+    // pmaddubsw cannot saturate: unsigned weights ≤ 15, |activations| ≤ 127, so a group's
+    // pair sums are ≤ 3810 and a block's 8 groups ≤ 30480: summed in i16, widened once.
+    panel8::<_, 8, true>(
+        p,
+        p.w.as_ptr() as *const u8,
+        acts,
+        out,
+        |acc, w, a| _mm256_add_epi16(acc, _mm256_maddubs_epi16(w, a)),
+        |acc| _mm256_madd_epi16(acc, ones),
+    );
 }
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn i16_avx2_impl(p: &Panel, acts: &[ActBlock16], out: &mut [f32]) {
-    panel8::<_, 16, false>(p, p.w.as_ptr() as *const u8, acts, out, |acc, w, a| {
-        _mm256_add_epi32(acc, _mm256_madd_epi16(w, a))
-    });
+    panel8::<_, 16, false>(
+        p,
+        p.w.as_ptr() as *const u8,
+        acts,
+        out,
+        |acc, w, a| _mm256_add_epi32(acc, _mm256_madd_epi16(w, a)),
+        |acc| acc,
+    );
 }
 
 /// U8-form panel of 16 rows; only handed out after detection of AVX-512 VNNI.
