@@ -179,11 +179,17 @@ unsafe fn dot_q4_0_impl(row: &[u8], x: &[ActBlock]) -> f32 {
     })
 }
 
-/// `acc + Σ_{j<4} a[4i+j]·b[4i+j]` per i32 lane (`sdot`).
-#[inline]
-#[target_feature(enable = "neon,dotprod")]
+/// `acc + Σ_{j<4} a[4i+j]·b[4i+j]` per i32 lane (`sdot`). Not a `target_feature` function
+/// (the assembler is told of the extension instead), so that it inlines into the kernels'
+/// closures, which do not inherit their function's features: a call per `sdot` costs more
+/// than the instruction.
+///
+/// # Safety
+/// Only on a CPU with the dot-product extension (callers are handed out after detection).
+#[inline(always)]
 unsafe fn sdot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     std::arch::asm!(
+        ".arch_extension dotprod",
         "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
         acc = inout(vreg) acc,
         a = in(vreg) a,
@@ -194,9 +200,11 @@ unsafe fn sdot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
 }
 
 /// `acc + Σ_{j<4} w[4i+j]·a[4·lane+j]` per i32 lane i (`sdot` by element: one group of 4
-/// activations against 4 rows' groups).
-#[inline]
-#[target_feature(enable = "neon,dotprod")]
+/// activations against 4 rows' groups); inlines everywhere, as [`sdot`].
+///
+/// # Safety
+/// As [`sdot`].
+#[inline(always)]
 pub(super) unsafe fn sdot_lane(
     mut acc: int32x4_t,
     w: int8x16_t,
@@ -206,7 +214,7 @@ pub(super) unsafe fn sdot_lane(
     macro_rules! by_element {
         ($i:literal) => {
             std::arch::asm!(
-                concat!("sdot {acc:v}.4s, {w:v}.16b, {a:v}.4b[", $i, "]"),
+                concat!(".arch_extension dotprod\nsdot {acc:v}.4s, {w:v}.16b, {a:v}.4b[", $i, "]"),
                 acc = inout(vreg) acc,
                 w = in(vreg) w,
                 a = in(vreg) a,
@@ -361,9 +369,8 @@ unsafe fn dot16_neon(w: int8x16_t, a: int8x16_t) -> int32x4_t {
     ))
 }
 
-/// `dot16` with `sdot`.
-#[inline]
-#[target_feature(enable = "neon,dotprod")]
+/// `dot16` with `sdot` (inlines everywhere, as [`sdot`]).
+#[inline(always)]
 unsafe fn dot16_sdot(w: int8x16_t, a: int8x16_t) -> int32x4_t {
     sdot(vdupq_n_s32(0), w, a)
 }
