@@ -1,7 +1,8 @@
 // A QEMU TCG plugin (plugin API version 1, QEMU 7.x user mode) that counts the AArch64
 // instructions a program executes, and among them the Advanced SIMD / FP ones (data
 // processing and SIMD&FP register loads/stores), for scripts/neon-insn-count.sh. It prints
-// "insns N simd M" to stderr at exit.
+// "insns N simd M" to stderr at exit; with the argument top=K, also the K translation blocks
+// that executed the most instructions ("block VADDR insns N"), to map to symbols.
 //
 // Build: gcc -shared -fPIC -O2 -o qemu-insn-count.so scripts/qemu-insn-count.c
 // Run:   qemu-aarch64 -plugin ./qemu-insn-count.so -L /usr/aarch64-linux-gnu PROGRAM ...
@@ -12,6 +13,7 @@
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef uint64_t qemu_plugin_id_t;
@@ -34,6 +36,7 @@ void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, tb_trans_cb cb);
 void qemu_plugin_register_vcpu_tb_exec_inline(struct qemu_plugin_tb *tb, enum qemu_plugin_op op,
                                               void *ptr, uint64_t imm);
 size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
+uint64_t qemu_plugin_tb_vaddr(const struct qemu_plugin_tb *tb);
 struct qemu_plugin_insn *qemu_plugin_tb_get_insn(const struct qemu_plugin_tb *tb, size_t idx);
 const void *qemu_plugin_insn_data(const struct qemu_plugin_insn *insn);
 size_t qemu_plugin_insn_size(const struct qemu_plugin_insn *insn);
@@ -43,6 +46,14 @@ __attribute__((visibility("default"))) int qemu_plugin_version = 1;
 
 // Non-atomic inline adds: exact for a single-threaded guest (run the programs with 1 thread).
 static uint64_t insns, simd;
+
+// With top=K: every translated block's address, size and execution count.
+struct block {
+    uint64_t vaddr, n, count;
+};
+static struct block **blocks;
+static size_t n_blocks, cap_blocks;
+static long top;
 
 // AArch64 top-level encoding (op0 = bits 28..25): x111 is scalar FP / Advanced SIMD data
 // processing; x1x0 is loads and stores, with bit 26 set for SIMD&FP registers.
@@ -62,20 +73,41 @@ static void translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
         vector += is_simd(w);
     }
     qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &insns, n);
+    if (top > 0 && n > 0) {
+        if (n_blocks == cap_blocks) {
+            cap_blocks = cap_blocks ? 2 * cap_blocks : 4096;
+            blocks = realloc(blocks, cap_blocks * sizeof *blocks);
+        }
+        struct block *b = calloc(1, sizeof *b);
+        b->vaddr = qemu_plugin_tb_vaddr(tb);
+        b->n = n;
+        blocks[n_blocks++] = b;
+        qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &b->count, 1);
+    }
     if (vector) qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &simd, vector);
+}
+
+static int by_insns(const void *a, const void *b) {
+    const struct block *x = *(struct block *const *)a, *y = *(struct block *const *)b;
+    uint64_t u = x->n * x->count, v = y->n * y->count;
+    return u < v ? 1 : u > v ? -1 : 0;
 }
 
 static void done(qemu_plugin_id_t id, void *userdata) {
     (void)id;
     (void)userdata;
     fprintf(stderr, "insns %" PRIu64 " simd %" PRIu64 "\n", insns, simd);
+    qsort(blocks, n_blocks, sizeof *blocks, by_insns);
+    for (size_t i = 0; i < n_blocks && (long)i < top; i++)
+        fprintf(stderr, "block 0x%" PRIx64 " insns %" PRIu64 "\n", blocks[i]->vaddr,
+                blocks[i]->n * blocks[i]->count);
 }
 
 __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t id,
                                                                const qemu_info_prefix *info,
                                                                int argc, char **argv) {
-    (void)argc;
-    (void)argv;
+    for (int i = 0; i < argc; i++)
+        if (strncmp(argv[i], "top=", 4) == 0) top = strtol(argv[i] + 4, NULL, 10);
     if (strcmp(info->target_name, "aarch64") != 0) return 1;
     qemu_plugin_register_vcpu_tb_trans_cb(id, translate);
     qemu_plugin_register_atexit_cb(id, done, NULL);
