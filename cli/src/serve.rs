@@ -175,12 +175,13 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         .spawn(move || scheduler.run(queue))?;
     eprintln!(
         "continuous batching: up to {slots} sequences per step, {} tokens per step; memory: \
-         the model once ({} MiB mapped) + {slots} states of {:.1} MiB + a prefix cache of up \
-         to {} states",
+         the model once ({} MiB mapped, {} MiB of it repacked for the CPU kernels) + {slots} \
+         states of {:.1} MiB + a prefix cache of up to {} states",
         args.step_tokens.max(1),
         std::fs::metadata(&args.model.model)
             .map(|m| m.len() >> 20)
             .unwrap_or(0),
+        model.repacked_bytes() >> 20,
         state_bytes as f64 / (1 << 20) as f64,
         args.cache
     );

@@ -271,6 +271,12 @@ impl Model {
         (layers + w.output.n_bytes) as u64
     }
 
+    /// Bytes of the matrices repacked at load for the CPU kernels (held in memory instead of
+    /// their pages of the mapped file; 0 where nothing is repacked).
+    pub fn repacked_bytes(&self) -> u64 {
+        self.packed.iter().map(|p| p.len() as u64).sum()
+    }
+
     /// Fixed state bytes per sequence: recurrent state + window cache (f32).
     pub fn state_bytes(&self) -> u64 {
         self.config.recurrent_state_bytes() + self.config.window_cache_bytes(4)
