@@ -232,6 +232,23 @@ pub(super) unsafe fn sdot_lane(
     acc
 }
 
+/// Blocks every one of four rows (of `bytes` per block) and every token (`tokens`: blocks
+/// each) has: what a four-row kernel may read.
+fn whole_blocks(rows: &[&[u8]; 4], bytes: usize, tokens: impl Iterator<Item = usize>) -> usize {
+    rows.iter()
+        .map(|r| r.len() / bytes)
+        .chain(tokens)
+        .fold(usize::MAX, usize::min)
+}
+
+/// The four lanes of a row-sum register.
+#[inline(always)]
+unsafe fn lanes(v: float32x4_t) -> [f32; 4] {
+    let mut out = [0f32; 4];
+    vst1q_f32(out.as_mut_ptr(), v);
+    out
+}
+
 /// Four Q4_0 rows against N 8-bit activation rows (decode of N sequences): each row's block is
 /// unpacked once for all N; `dot32(w_lo, a_lo, w_hi, a_hi)` gives a block's 4 partial sums. A
 /// token's sums are the same operations whatever N is.
@@ -241,11 +258,7 @@ unsafe fn rows4_q4_0_with<const N: usize>(
     x: [&[ActBlock]; N],
     dot32: impl Fn(int8x16_t, int8x16_t, int8x16_t, int8x16_t) -> int32x4_t,
 ) -> [[f32; 4]; N] {
-    let n = rows
-        .iter()
-        .map(|r| r.len() / Q4_0_BYTES)
-        .chain(x.iter().map(|a| a.len()))
-        .fold(usize::MAX, usize::min);
+    let n = whole_blocks(&rows, Q4_0_BYTES, x.iter().map(|a| a.len()));
     let mut acc = [vdupq_n_f32(0.0); N];
     for i in 0..n {
         let at = i * Q4_0_BYTES;
@@ -273,11 +286,7 @@ unsafe fn rows4_q4_0_with<const N: usize>(
             acc[k] = vfmaq_f32(acc[k], vcvtq_f32_s32(sums), vmulq_n_f32(d, a.d));
         }
     }
-    acc.map(|a| {
-        let mut out = [0f32; 4];
-        vst1q_f32(out.as_mut_ptr(), a);
-        out
-    })
+    acc.map(|a| lanes(a))
 }
 
 /// Four Q8_0 rows against N 16-bit activation rows: each row's block widened to i16 once for
@@ -287,11 +296,7 @@ unsafe fn rows4_q8_0_impl<const N: usize>(
     rows: [&[u8]; 4],
     x: [&[ActBlock16]; N],
 ) -> [[f32; 4]; N] {
-    let n = rows
-        .iter()
-        .map(|r| r.len() / Q8_0_BYTES)
-        .chain(x.iter().map(|a| a.len()))
-        .fold(usize::MAX, usize::min);
+    let n = whole_blocks(&rows, Q8_0_BYTES, x.iter().map(|a| a.len()));
     let mut acc = [vdupq_n_f32(0.0); N];
     for i in 0..n {
         let at = i * Q8_0_BYTES;
@@ -338,11 +343,7 @@ unsafe fn rows4_q8_0_impl<const N: usize>(
             acc[k] = vfmaq_f32(acc[k], vcvtq_f32_s32(sums), vmulq_n_f32(d, a.d));
         }
     }
-    acc.map(|a| {
-        let mut out = [0f32; 4];
-        vst1q_f32(out.as_mut_ptr(), a);
-        out
-    })
+    acc.map(|a| lanes(a))
 }
 
 #[target_feature(enable = "neon")]
