@@ -41,29 +41,15 @@ pub struct Activations<'a> {
     pub q16: &'a [ActBlock16],
 }
 
-/// Reusable buffers for [`Activations`], and which quantized forms the matrices need.
+/// Reusable buffers for [`Activations`].
+#[derive(Default)]
 pub struct ActivationBuffers {
     q8: Vec<ActBlock>,
     q16: Vec<ActBlock16>,
-    /// Some matrix is Q4_0 / Q4_K / Q6_K (8-bit activations).
-    pub want_q8: bool,
-    /// Some matrix is Q8_0 (16-bit activations).
-    pub want_q16: bool,
-}
-
-impl Default for ActivationBuffers {
-    fn default() -> Self {
-        ActivationBuffers {
-            q8: Vec::new(),
-            q16: Vec::new(),
-            want_q8: true,
-            want_q16: true,
-        }
-    }
 }
 
 /// Which activation forms rows of `ty` are dotted with: (8-bit, 16-bit).
-pub fn activation_forms(ty: GgmlType) -> (bool, bool) {
+fn activation_forms(ty: GgmlType) -> (bool, bool) {
     match ty {
         GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::Q6_K => (true, false),
         GgmlType::Q8_0 => (false, true),
@@ -72,12 +58,36 @@ pub fn activation_forms(ty: GgmlType) -> (bool, bool) {
 }
 
 impl<'a> Activations<'a> {
-    /// Quantizes `x` (`[t, cols]`) into `buffers` if `cols` is a multiple of 32, on the
-    /// pool's threads when `x` is long (prefill).
+    /// Quantizes `x` (`[t, cols]`) into `buffers` in both forms if `cols` is a multiple of 32,
+    /// on the pool's threads when `x` is long (prefill).
     pub fn new(
         x: &'a [f32],
         buffers: &'a mut ActivationBuffers,
         pool: &WorkerPool,
+    ) -> Activations<'a> {
+        Self::quantized(x, buffers, pool, (true, true))
+    }
+
+    /// As [`Self::new`], in only the forms that `matrices` are dotted with (a model whose
+    /// LM head alone is Q8_0 then quantizes its layers' inputs once, not twice).
+    pub fn for_matrices(
+        x: &'a [f32],
+        buffers: &'a mut ActivationBuffers,
+        pool: &WorkerPool,
+        matrices: &[&WeightMatrix],
+    ) -> Activations<'a> {
+        let forms = matrices.iter().fold((false, false), |(q8, q16), m| {
+            let (a, b) = activation_forms(m.ty);
+            (q8 || a, q16 || b)
+        });
+        Self::quantized(x, buffers, pool, forms)
+    }
+
+    fn quantized(
+        x: &'a [f32],
+        buffers: &'a mut ActivationBuffers,
+        pool: &WorkerPool,
+        (want_q8, want_q16): (bool, bool),
     ) -> Activations<'a> {
         if x.len() % ACT_BLOCK != 0 {
             return Activations {
@@ -94,7 +104,7 @@ impl<'a> Activations<'a> {
             n
         };
         buffers.q8.clear();
-        if buffers.want_q8 {
+        if want_q8 {
             buffers.q8.resize(n, ActBlock::default());
             pool.for_each_chunk(&mut buffers.q8, per_task, &|i, out| {
                 let at = i * per_task * ACT_BLOCK;
@@ -102,7 +112,7 @@ impl<'a> Activations<'a> {
             });
         }
         buffers.q16.clear();
-        if buffers.want_q16 {
+        if want_q16 {
             buffers.q16.resize(n, ActBlock16::default());
             pool.for_each_chunk(&mut buffers.q16, per_task, &|i, out| {
                 let at = i * per_task * ACT_BLOCK;
@@ -441,8 +451,30 @@ impl WeightMatrix<'_> {
             return false;
         }
         let (rows, nr) = (self.rows, gemm.nr);
+        // A task's panels span whole 64-byte lines of each output row where the rows allow
+        // (two 8-row panels): tasks on different threads then do not write halves of the
+        // same cache line token after token.
+        let panels_per_task = (TASK_ROW_BYTES / (4 * nr)).max(1);
         let out = Disjoint::new(y);
-        pool.run(rows.div_ceil(nr), &|p| {
+        pool.run(rows.div_ceil(nr * panels_per_task), &|task| {
+            for p in task * panels_per_task..((task + 1) * panels_per_task).min(rows.div_ceil(nr)) {
+                self.panel_task(gemm, x, t, p, &out);
+            }
+        });
+        true
+    }
+
+    /// Panel `p` of a prefill product (rows `p·nr ..`) over `t` tokens into `out` (`[t, rows]`).
+    fn panel_task(
+        &self,
+        gemm: PanelGemm,
+        x: &Activations,
+        t: usize,
+        p: usize,
+        out: &Disjoint<f32>,
+    ) {
+        let (rows, nr, blocks) = (self.rows, gemm.nr, self.cols / ACT_BLOCK);
+        {
             let r0 = p * nr;
             let lanes = nr.min(rows - r0);
             let mut panel_rows: [&[u8]; MAX_PANEL_ROWS] = [&[]; MAX_PANEL_ROWS];
@@ -466,10 +498,12 @@ impl WeightMatrix<'_> {
                     copy_lanes(dst, &result[..lanes]);
                 }
             });
-        });
-        true
+        }
     }
 }
+
+/// Bytes of an output row one panel task writes (a cache line).
+const TASK_ROW_BYTES: usize = 64;
 
 /// `dst = src` for a panel's output lanes, inlined for full panels (a memcpy call per
 /// 64-byte row costs as much as the row's products).

@@ -88,8 +88,6 @@ pub struct Model {
     pub(crate) pool: WorkerPool,
     /// The SIMD kernels the CPU matrix products use.
     pub simd: SimdLevel,
-    /// Quantized activation forms the matrices need: (8-bit, 16-bit).
-    pub(crate) activation_forms: (bool, bool),
     /// Matrices repacked at load for the CPU kernels (`MatrixRef::packed` indexes this).
     packed: Vec<Vec<u8>>,
 }
@@ -205,11 +203,6 @@ impl Model {
             })?,
             layers,
         };
-        let mut activation_forms = (false, false);
-        for t in file.tensors() {
-            let (q8, q16) = crate::cpu::linear::activation_forms(t.ggml_type);
-            activation_forms = (activation_forms.0 || q8, activation_forms.1 || q16);
-        }
         let tokenizer = Tokenizer::from_gguf(&file, config.vocab_size)?;
         let threads = match options.threads {
             Some(0) => return Err(Error::InvalidArgument("threads must be at least 1".into())),
@@ -230,7 +223,6 @@ impl Model {
             pool,
             file,
             simd,
-            activation_forms,
             packed,
         })
     }

@@ -10,7 +10,7 @@ use super::mixer::{BatchMixer, MixerScratch, Span, StateViews};
 use super::{Model, SequenceState};
 use crate::cpu::linear::{matmul_together, ActivationBuffers, Activations};
 use crate::cpu::ops::{multiversion, rms_norm, silu};
-use crate::cpu::pool::Disjoint;
+use crate::cpu::pool::{Disjoint, WorkerPool};
 
 /// Buffers of one forward call, grown to the largest step seen and then reused, so that
 /// decoding allocates nothing. Rows are the stacked tokens of every sequence of the step.
@@ -65,7 +65,6 @@ impl Scratch {
 
     fn ensure(&mut self, model: &Model, t: usize, sequences: usize) {
         let c = &model.config;
-        (self.acts.want_q8, self.acts.want_q16) = model.activation_forms;
         if sequences > self.sequences {
             self.mixers
                 .resize(sequences * c.n_kv_heads, MixerScratch::new(c));
@@ -123,6 +122,22 @@ fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     for (xs, os) in x.chunks_exact(w.len()).zip(out.chunks_exact_mut(w.len())) {
         rms_norm(xs, w, eps, os);
     }
+}
+
+/// Fewest rows for which the step's element-wise loops run on the pool (a prefill chunk; a
+/// decode step's few rows cost less than a fork/join).
+const PARALLEL_ROWS_MIN: usize = 16;
+
+/// `f(first_row, rows)` over `out` (`[n, row]`): on the pool in runs of rows when `n` is large,
+/// else at once.
+#[inline(always)]
+fn by_rows(pool: &WorkerPool, out: &mut [f32], row: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+    let n = out.len() / row;
+    if n < PARALLEL_ROWS_MIN || pool.threads() == 1 {
+        return f(0, out);
+    }
+    let per_task = n.div_ceil(4 * pool.threads());
+    pool.for_each_chunk(out, per_task * row, &|i, part| f(i * per_task, part));
 }
 
 #[inline(always)]
@@ -216,13 +231,15 @@ fn forward_body(model: &Model, segments: &mut [Segment<'_>], scratch: &mut Scrat
         };
         for (l, lw) in model.weights.layers.iter().enumerate() {
             // Front end: q, k, v = W·RMSNorm(x) (+ b).
-            rms_norm_rows(x, &lw.attn_norm, c.rms_eps, h);
-            let input = Activations::new(h, acts, &model.pool);
+            by_rows(&model.pool, h, dm, &|r, out| {
+                rms_norm_rows(&x[r * dm..][..out.len()], &lw.attn_norm, c.rms_eps, out)
+            });
             let (wq, wk, wv) = (
                 model.matrix(&lw.wq),
                 model.matrix(&lw.wk),
                 model.matrix(&lw.wv),
             );
+            let input = Activations::for_matrices(h, acts, &model.pool, &[&wq, &wk, &wv]);
             matmul_together(&model.pool, &input, n, [(&wq, q), (&wk, k), (&wv, v)]);
             for (out, bias) in [(&mut *q, &lw.bq), (&mut *k, &lw.bk), (&mut *v, &lw.bv)] {
                 if let Some(b) = bias {
@@ -255,29 +272,40 @@ fn forward_body(model: &Model, segments: &mut [Segment<'_>], scratch: &mut Scrat
             for (yv, r) in y.iter_mut().zip(o_rec.iter()) {
                 *yv = c.mix_swa * *yv + (1.0 - c.mix_swa) * r;
             }
-            model.matrix(&lw.wo).matmul(
+            let wo = model.matrix(&lw.wo);
+            wo.matmul(
                 &model.pool,
-                &Activations::new(y, acts, &model.pool),
+                &Activations::for_matrices(y, acts, &model.pool, &[&wo]),
                 n,
                 proj,
             );
-            x.iter_mut().zip(proj.iter()).for_each(|(x, p)| *x += p);
+            by_rows(&model.pool, x, dm, &|r, out| {
+                let p = &proj[r * dm..][..out.len()];
+                out.iter_mut().zip(p).for_each(|(x, p)| *x += p)
+            });
 
             // SwiGLU MLP.
-            rms_norm_rows(x, &lw.ffn_norm, c.rms_eps, h);
-            let input = Activations::new(h, acts, &model.pool);
+            by_rows(&model.pool, h, dm, &|r, out| {
+                rms_norm_rows(&x[r * dm..][..out.len()], &lw.ffn_norm, c.rms_eps, out)
+            });
             let (w_gate, w_up) = (model.matrix(&lw.w_gate), model.matrix(&lw.w_up));
+            let input = Activations::for_matrices(h, acts, &model.pool, &[&w_gate, &w_up]);
             matmul_together(&model.pool, &input, n, [(&w_gate, gate), (&w_up, up)]);
-            gate.iter_mut()
-                .zip(up.iter())
-                .for_each(|(g, u)| *g = silu(*g) * u);
-            model.matrix(&lw.w_down).matmul(
+            by_rows(&model.pool, gate, c.ffn, &|r, out| {
+                let u = &up[r * c.ffn..][..out.len()];
+                out.iter_mut().zip(u).for_each(|(g, u)| *g = silu(*g) * u)
+            });
+            let w_down = model.matrix(&lw.w_down);
+            w_down.matmul(
                 &model.pool,
-                &Activations::new(gate, acts, &model.pool),
+                &Activations::for_matrices(gate, acts, &model.pool, &[&w_down]),
                 n,
                 proj,
             );
-            x.iter_mut().zip(proj.iter()).for_each(|(x, p)| *x += p);
+            by_rows(&model.pool, x, dm, &|r, out| {
+                let p = &proj[r * dm..][..out.len()];
+                out.iter_mut().zip(p).for_each(|(x, p)| *x += p)
+            });
         }
     }
 
@@ -305,8 +333,8 @@ fn forward_body(model: &Model, segments: &mut [Segment<'_>], scratch: &mut Scrat
 
     // The LM head over them, straight into a single sequence's logits.
     let vocab = c.vocab_size;
-    let input = Activations::new(&h[..wanted * dm], acts, &model.pool);
     let head = model.matrix(&model.weights.output);
+    let input = Activations::for_matrices(&h[..wanted * dm], acts, &model.pool, &[&head]);
     if let [only] = segments {
         only.logits.resize(wanted * vocab, 0.0);
         head.matmul(&model.pool, &input, wanted, only.logits);
