@@ -18,6 +18,7 @@ mod model;
 mod quant;
 mod real_model;
 mod source;
+mod structured;
 mod tokenizer;
 
 /// Counts allocations per thread, so tests can bound what refusing bad input allocates.

@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use liger::chat::{ChatTemplate, Conversation, CHATML};
+use liger::constraint::{Grammar, GrammarKind};
 use liger::generate::{GenerateOptions, Generator, StopReason};
 use liger::{
     Backend, BackendKind, DecodeMode, Model, ModelOptions, Sampler, SamplerOptions, Session,
@@ -167,8 +168,35 @@ pub struct RunArgs {
     /// Print the generated token ids (one line) instead of text.
     #[arg(long)]
     pub ids: bool,
+    /// Generate only JSON that validates against the JSON schema in FILE.
+    #[arg(long, value_name = "FILE", conflicts_with = "grammar")]
+    pub json_schema: Option<PathBuf>,
+    /// Generate only text of the grammar in FILE (llguidance's Lark syntax: `start: ...`).
+    #[arg(long, value_name = "FILE")]
+    pub grammar: Option<PathBuf>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+}
+
+impl RunArgs {
+    /// The output grammar of `--json-schema` / `--grammar`, read and checked as JSON.
+    fn output_grammar(&self) -> Result<Option<Grammar>> {
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+        };
+        if let Some(path) = &self.json_schema {
+            let schema: serde_json::Value = serde_json::from_str(&read(path)?)
+                .with_context(|| format!("{} is not JSON", path.display()))?;
+            return Ok(Some(Grammar::json_schema(&schema)));
+        }
+        match &self.grammar {
+            Some(path) => Ok(Some(Grammar {
+                kind: GrammarKind::Lark,
+                text: read(path)?,
+            })),
+            None => Ok(None),
+        }
+    }
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -215,6 +243,7 @@ fn run_on(
         GenerateOptions {
             max_tokens: args.n_predict,
             ignore_eos: args.sampling.ignore_eos,
+            grammar: args.output_grammar()?,
             ..Default::default()
         },
     )?;

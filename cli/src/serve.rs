@@ -118,11 +118,22 @@ impl Server {
             .max_tokens
             .unwrap_or(self.max_tokens)
             .min(self.max_tokens);
+        if let Some(g) = &req.grammar {
+            // A schema the engine rejects is the client's error, said before anything runs.
+            let grammars = self
+                .model
+                .grammars()
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            grammars
+                .constraint(g)
+                .map_err(|e| ApiError::bad_request(format!("response_format: {e}")))?;
+        }
         let job = Job {
             prompt: prompt.to_vec(),
             sampling: req.sampling.clone(),
             max_tokens,
             ignore_eos: req.ignore_eos,
+            grammar: req.grammar.clone(),
             cancelled: Arc::clone(&cancelled),
             events,
         };

@@ -326,6 +326,104 @@ fn streamed_text(base: &str, body: &Value) -> String {
     text
 }
 
+/// `response_format`: answers to clients that send JSON schemas at once (batched together)
+/// parse and validate, `json_object` gives an object, streamed deltas join into valid JSON, and
+/// a schema the engine rejects or a malformed `response_format` is a 400 that names it.
+#[test]
+fn serve_constrains_answers_by_response_format() {
+    let Some(model) = chat_model() else {
+        return;
+    };
+    let s = serve(&model);
+    let base = s.base.clone();
+    let schemas = [
+        json!({"type": "object",
+               "properties": {"name": {"type": "string", "maxLength": 16},
+                              "age": {"type": "integer", "minimum": 0, "maximum": 120}},
+               "required": ["name", "age"], "additionalProperties": false}),
+        json!({"type": "object",
+               "properties": {"answer": {"enum": ["yes", "no"]}},
+               "required": ["answer"], "additionalProperties": false}),
+        json!({"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 99},
+               "minItems": 1, "maxItems": 5}),
+    ];
+    let clients: Vec<_> = (0..6)
+        .map(|i| {
+            let (base, schema) = (base.clone(), schemas[i % 3].clone());
+            std::thread::spawn(move || {
+                let body = json!({
+                    "messages": [{"role": "user", "content": format!("Question {i}, as JSON.")}],
+                    "max_tokens": 200, "temperature": 0.7, "seed": i,
+                    "response_format": {"type": "json_schema",
+                                        "json_schema": {"name": "answer", "schema": schema, "strict": true}}});
+                let (status, v) = post(&base, "/v1/chat/completions", &body);
+                (schema, status, v)
+            })
+        })
+        .collect();
+    for c in clients {
+        let (schema, status, v) = c.join().unwrap();
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+        let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+        let answer: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let first_error = validator.iter_errors(&answer).next().map(|e| e.to_string());
+        assert!(first_error.is_none(), "{text}: {first_error:?}");
+    }
+
+    let streamed = {
+        let mut r = agent()
+            .post(format!("{base}/v1/chat/completions"))
+            .send_json(json!({"messages": [{"role": "user", "content": "Yes or no?"}],
+                              "max_tokens": 64, "temperature": 0, "stream": true,
+                              "response_format": {"type": "json_schema",
+                                                  "json_schema": {"name": "a", "schema": schemas[1]}}}))
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let mut text = String::new();
+        for line in BufReader::new(r.body_mut().as_reader()).lines() {
+            let line = line.unwrap();
+            match line.strip_prefix("data: ") {
+                Some("[DONE]") => break,
+                Some(data) => {
+                    let v: Value = serde_json::from_str(data).unwrap();
+                    text += v["choices"][0]["delta"]["content"].as_str().unwrap_or("");
+                }
+                None => {}
+            }
+        }
+        text
+    };
+    let answer: Value =
+        serde_json::from_str(&streamed).unwrap_or_else(|e| panic!("{e}: {streamed}"));
+    assert!(
+        answer["answer"] == "yes" || answer["answer"] == "no",
+        "{streamed}"
+    );
+
+    for (format, says) in [
+        (
+            json!({"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "frobnicate"}}}),
+            "response_format",
+        ),
+        (
+            json!({"type": "json_schema", "json_schema": {"name": "a"}}),
+            "json_schema.schema",
+        ),
+        (json!({"type": "yaml"}), "response_format"),
+    ] {
+        let (status, v) = post(
+            &base,
+            "/v1/chat/completions",
+            &json!({"messages": [{"role": "user", "content": "Hi"}], "response_format": format}),
+        );
+        assert_eq!(status, 400, "{format}: {v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{format}: {message}");
+    }
+}
+
 /// 16 clients at once, each sending a mix — greedy completions streamed and not (whose text
 /// must equal the same prompt's answer served alone: no state leaks between clients through
 /// the shared model or the prefix cache), streams left after a few bytes, oversized bodies,

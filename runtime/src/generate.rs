@@ -2,6 +2,7 @@
 //! the C ABI, JNI) and every backend: sample the next token from the session's logits, stop at
 //! one of the model's stop ids (or the caller's), feed it, and turn it into text.
 
+use crate::constraint::{Constraint, Grammar};
 use crate::error::{Error, Result};
 use crate::sampler::Sampler;
 use crate::session::Session;
@@ -18,13 +19,15 @@ pub enum StopReason {
     Length,
     /// The caller said stop (a client left, Ctrl-C, a callback).
     Cancelled,
+    /// The output grammar admits no further token (the constrained output is complete).
+    Complete,
 }
 
 impl StopReason {
     /// OpenAI's `finish_reason`: "stop", "length" or "cancelled".
     pub fn finish_reason(self) -> &'static str {
         match self {
-            StopReason::StopToken(_) => "stop",
+            StopReason::StopToken(_) | StopReason::Complete => "stop",
             StopReason::Length => "length",
             StopReason::Cancelled => "cancelled",
         }
@@ -41,6 +44,8 @@ pub struct GenerateOptions {
     pub extra_stops: Vec<u32>,
     /// Leave special tokens (`<|im_end|>`, …) out of the text (chat answers).
     pub skip_special: bool,
+    /// Only text of this grammar (JSON schema, JSON object, Lark, regex) is generated.
+    pub grammar: Option<Grammar>,
 }
 
 impl Default for GenerateOptions {
@@ -50,6 +55,7 @@ impl Default for GenerateOptions {
             ignore_eos: false,
             extra_stops: Vec::new(),
             skip_special: false,
+            grammar: None,
         }
     }
 }
@@ -83,6 +89,8 @@ pub struct Generator {
     options: GenerateOptions,
     generated: usize,
     decoder: StreamDecoder,
+    /// The output grammar's state, when there is one.
+    constraint: Option<Constraint>,
 }
 
 impl Generator {
@@ -98,12 +106,17 @@ impl Generator {
         } else {
             StreamDecoder::new()
         };
+        let constraint = match &options.grammar {
+            Some(g) => Some(model.grammars()?.constraint(g)?),
+            None => None,
+        };
         Ok(Generator {
             model: Arc::clone(model),
             stops,
             options,
             generated: 0,
             decoder,
+            constraint,
         })
     }
 
@@ -139,7 +152,11 @@ impl Generator {
                 "nothing fed yet: feed a prompt before generating".into(),
             ));
         }
-        let id = sampler.sample(session.logits());
+        let id = match &mut self.constraint {
+            Some(c) if c.is_complete() => return Ok(Err(StopReason::Complete)),
+            Some(c) => sampler.sample(c.mask(session.logits())?),
+            None => sampler.sample(session.logits()),
+        };
         if self.stops.contains(&id) {
             return Ok(Err(StopReason::StopToken(id)));
         }
@@ -149,6 +166,9 @@ impl Generator {
     /// The second half of [`Self::step`], once `id` (from [`Self::next_token`]) was fed:
     /// counts it, shows it to `sampler` and decodes its text.
     pub fn accept(&mut self, id: u32, sampler: &mut Sampler) -> Result<Step> {
+        if let Some(c) = &mut self.constraint {
+            c.commit(id)?;
+        }
         sampler.observe(id);
         self.generated += 1;
         let text = match &self.model.tokenizer {

@@ -16,6 +16,7 @@ pub mod backend;
 pub mod capi;
 pub mod chat;
 pub mod config;
+pub mod constraint;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;

@@ -9,6 +9,7 @@ use super::cache::PrefixCache;
 use super::request::ApiError;
 use super::Completion;
 use liger::backend::share_rows;
+use liger::constraint::Grammar;
 use liger::generate::{GenerateOptions, Generator, Step, StopReason};
 use liger::model::SequenceState;
 use liger::{Backend, DecodeMode, Model, Sampler, SamplerOptions, Session};
@@ -22,6 +23,8 @@ pub(crate) struct Job {
     pub sampling: SamplerOptions,
     pub max_tokens: usize,
     pub ignore_eos: bool,
+    /// The output's grammar (`response_format`), checked when the request came in.
+    pub grammar: Option<Grammar>,
     /// Set by the HTTP thread when its client leaves: the job ends at the next step.
     pub cancelled: Arc<AtomicBool>,
     pub events: Sender<Event>,
@@ -122,6 +125,7 @@ impl Scheduler {
                 max_tokens: job.max_tokens,
                 ignore_eos: job.ignore_eos,
                 skip_special: true,
+                grammar: job.grammar.clone(),
                 ..Default::default()
             };
             let generator = Generator::new(&self.model, options)?;

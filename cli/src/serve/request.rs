@@ -3,6 +3,7 @@
 //! (`fuzz/fuzz_targets/server_request.rs`) includes this very file.
 
 use liger::chat::ChatMessage;
+use liger::constraint::Grammar;
 use liger::SamplerOptions;
 use serde_json::{json, Value};
 
@@ -59,6 +60,8 @@ pub struct Request {
     pub include_usage: bool,
     /// Go on past the model's stop tokens (llama.cpp server's `ignore_eos`; benchmarks).
     pub ignore_eos: bool,
+    /// `response_format`'s constraint on the output (JSON object or JSON schema).
+    pub grammar: Option<Grammar>,
 }
 
 /// A request from its body's bytes (at most [`MAX_BODY`], which the caller bounds).
@@ -145,7 +148,29 @@ fn parse(body: &Value, chat: bool) -> Result<Request, ApiError> {
         stream,
         include_usage,
         ignore_eos,
+        grammar: response_format(body)?,
     })
+}
+
+/// OpenAI's `response_format`: `{"type": "text"}` (none), `{"type": "json_object"}`, or
+/// `{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}, "strict": ...}}`.
+fn response_format(body: &Value) -> Result<Option<Grammar>, ApiError> {
+    let Some(format) = body.get("response_format").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let bad = |m: &str| Err(ApiError::bad_request(format!("'response_format' {m}")));
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(Grammar::json_object())),
+        Some("json_schema") => match format.pointer("/json_schema/schema") {
+            Some(schema) if schema.is_object() || schema.is_boolean() => {
+                Ok(Some(Grammar::json_schema(schema)))
+            }
+            Some(_) => bad("json_schema.schema must be a JSON schema object"),
+            None => bad("of type json_schema needs json_schema.schema"),
+        },
+        _ => bad("type must be text, json_object or json_schema"),
+    }
 }
 
 /// `messages`: roles system / user / assistant (/ developer, as system), content a string or

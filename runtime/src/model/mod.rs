@@ -18,6 +18,7 @@ pub use state::SequenceState;
 pub(crate) use step::{forward, Scratch, Segment};
 
 use crate::config::LigerConfig;
+use crate::constraint::GrammarEngine;
 use crate::cpu::kernels::SimdLevel;
 use crate::cpu::linear::WeightMatrix;
 use crate::cpu::pool::WorkerPool;
@@ -27,6 +28,7 @@ use crate::layout::tensor_specs;
 use crate::quant::{dequantize, GgmlType};
 use crate::tokenizer::Tokenizer;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Where a weight matrix lives in the file: `[rows, cols]` of `ty`.
 #[derive(Clone, Copy, Debug)]
@@ -90,6 +92,8 @@ pub struct Model {
     pub simd: SimdLevel,
     /// Matrices repacked at load for the CPU kernels (`MatrixRef::packed` indexes this).
     packed: Vec<Vec<u8>>,
+    /// The grammar compiler of the vocabulary, built on first use (structured output).
+    grammars: std::sync::OnceLock<std::result::Result<Arc<GrammarEngine>, String>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -224,6 +228,7 @@ impl Model {
             file,
             simd,
             packed,
+            grammars: std::sync::OnceLock::new(),
         })
     }
 
@@ -261,6 +266,21 @@ impl Model {
             })
             .sum();
         (layers + w.output.n_bytes) as u64
+    }
+
+    /// The grammar compiler of this model's vocabulary (built on the first call; an error if
+    /// the file has no tokenizer or no stop id).
+    pub fn grammars(&self) -> Result<Arc<GrammarEngine>> {
+        self.grammars
+            .get_or_init(|| {
+                let stops = crate::tokenizer::stop_ids(&self.file, self.config.vocab_size)
+                    .map_err(|e| e.to_string())?;
+                GrammarEngine::from_gguf(&self.file, self.config.vocab_size, stops)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(Error::InvalidArgument)
     }
 
     /// Bytes of the matrices repacked at load for the CPU kernels (held in memory instead of
