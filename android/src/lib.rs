@@ -303,6 +303,29 @@ pub extern "system" fn Java_io_liger_LigerNative_sessionFeedText(
 }
 
 #[no_mangle]
+pub extern "system" fn Java_io_liger_LigerNative_sessionSetGrammar(
+    mut env: JNIEnv,
+    _: JClass,
+    s: jlong,
+    kind: JString,
+    grammar: JString,
+) {
+    bridge(&mut env, (), |env| {
+        // A null kind lifts the constraint; a null grammar is allowed for "json_object".
+        let kind = (!kind.is_null()).then(|| string(env, &kind)).transpose()?;
+        let grammar = (!grammar.is_null())
+            .then(|| string(env, &grammar))
+            .transpose()?;
+        let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+        check(liger_session_set_grammar(
+            session(s),
+            ptr(&kind),
+            ptr(&grammar),
+        ))
+    })
+}
+
+#[no_mangle]
 pub extern "system" fn Java_io_liger_LigerNative_sessionLogits(
     mut env: JNIEnv,
     _: JClass,

@@ -318,6 +318,18 @@ LigerStatus liger_session_generate(struct LigerSession *session,
                                    size_t *out_n_generated);
 
 /*
+ Constrains what every later `liger_session_generate` of this session writes (structured
+ output): `kind` is "json_schema" (`grammar` is a JSON schema), "json_object" (`grammar`
+ ignored, may be NULL), "lark" (llguidance's Lark syntax) or "regex". The grammar is compiled
+ now: one the engine rejects is `LIGER_ERROR_INVALID_ARGUMENT` with the reason, and the
+ session keeps its previous grammar. `kind` NULL removes the constraint. A constrained output
+ ends at a stop id where the grammar can end, or when it admits nothing more.
+ */
+LigerStatus liger_session_set_grammar(struct LigerSession *session,
+                                      const char *kind,
+                                      const char *grammar);
+
+/*
  Bytes of a saved state (fixed for a model).
  */
 LigerStatus liger_state_size(const struct LigerSession *session, size_t *out_size);

@@ -56,11 +56,13 @@ typedef struct {
     size_t n;
     size_t stop_after;
     size_t text_bytes;
+    char text[1024]; /* the text, while it fits */
 } Collected;
 
 static int32_t collect(void *user_data, uint32_t token, const char *text, size_t text_len) {
     Collected *c = (Collected *)user_data;
     if (text == NULL || strlen(text) != text_len) return 1; /* NUL-terminated, as documented */
+    if (c->text_bytes + text_len < sizeof c->text) memcpy(c->text + c->text_bytes, text, text_len + 1);
     c->text_bytes += text_len;
     if (token == LIGER_TOKEN_NONE) return 0;
     if (c->n < MAX_IDS) c->tokens[c->n++] = token;
@@ -368,6 +370,28 @@ static void test_text(const char *path) {
     liger_sampler_options_default(&so);
     CHECK(liger_session_generate(s, &so, 3, collect, &c, &n) == LIGER_OK);
     CHECK(n == c.n && n <= 3);
+
+    /* Structured output: bad grammars are errors that keep the session as it was; a regex
+     * and a JSON schema shape what is generated; NULL kind lifts the constraint. */
+    EXPECT_ERROR(liger_session_set_grammar(NULL, "regex", "a"), LIGER_ERROR_NULL);
+    EXPECT_ERROR(liger_session_set_grammar(s, "yaml", "a: 1"), LIGER_ERROR_INVALID_ARGUMENT);
+    EXPECT_ERROR(liger_session_set_grammar(s, "json_schema", "{not json"),
+                 LIGER_ERROR_INVALID_ARGUMENT);
+    EXPECT_ERROR(liger_session_set_grammar(s, "json_schema", NULL), LIGER_ERROR_NULL);
+    CHECK(liger_session_set_grammar(s, "regex", "[0-9]{3}") == LIGER_OK);
+    Collected digits = {0};
+    CHECK(liger_session_generate(s, &so, 16, collect, &digits, &n) == LIGER_OK);
+    CHECK(digits.text_bytes == 3 && strspn(digits.text, "0123456789") == 3);
+    CHECK(liger_session_set_grammar(s, "json_schema",
+                                    "{\"type\": \"object\", \"properties\": {\"ok\": "
+                                    "{\"type\": \"boolean\"}}, \"required\": [\"ok\"], "
+                                    "\"additionalProperties\": false}") == LIGER_OK);
+    Collected json = {0};
+    CHECK(liger_session_generate(s, &so, 64, collect, &json, &n) == LIGER_OK);
+    CHECK(json.text[0] == '{' && strstr(json.text, "\"ok\"") != NULL &&
+          (strstr(json.text, "true") || strstr(json.text, "false")) &&
+          json.text[json.text_bytes - 1] == '}');
+    CHECK(liger_session_set_grammar(s, NULL, NULL) == LIGER_OK);
     CHECK(liger_session_free(s) == LIGER_OK);
 }
 

@@ -1,6 +1,7 @@
 //! Sessions through the C ABI: feed, logits, sampling, streaming generation, state bytes.
 
 use super::*;
+use crate::constraint::{Grammar, GrammarKind};
 use crate::generate::{GenerateOptions, Generator, Step};
 use crate::sampler::{Sampler, SamplerOptions};
 use crate::session::Session;
@@ -63,6 +64,8 @@ pub struct LigerSession {
     sampler: Option<(LigerSamplerOptions, Sampler)>,
     /// Tokens fed, for a sampler made later (its repetition window).
     recent: std::collections::VecDeque<u32>,
+    /// The grammar every `liger_session_generate` output follows (`liger_session_set_grammar`).
+    grammar: Option<Grammar>,
 }
 
 /// Tokens remembered for the repetition penalty of a sampler made later.
@@ -195,6 +198,7 @@ pub extern "C" fn liger_session_new(
             model: m,
             sampler: None,
             recent: Default::default(),
+            grammar: None,
         };
         hand_out(out_session, register_session(session), true)
     })
@@ -369,10 +373,15 @@ pub extern "C" fn liger_session_generate(
     ffi(|| {
         let options = sampler_options(options)?;
         let s = session_of(session)?;
+        let (model, grammar) = {
+            let s = lock(&s);
+            (Arc::clone(&s.model.model), s.grammar.clone())
+        };
         let mut generator = Generator::new(
-            &lock(&s).model.model,
+            &model,
             GenerateOptions {
                 max_tokens,
+                grammar,
                 ..Default::default()
             },
         )?;
@@ -413,6 +422,38 @@ pub extern "C" fn liger_session_generate(
             write_out(out_n_generated, n, "out_n_generated")?;
         }
         result
+    })
+}
+
+/// Constrains what every later `liger_session_generate` of this session writes (structured
+/// output): `kind` is "json_schema" (`grammar` is a JSON schema), "json_object" (`grammar`
+/// ignored, may be NULL), "lark" (llguidance's Lark syntax) or "regex". The grammar is compiled
+/// now: one the engine rejects is `LIGER_ERROR_INVALID_ARGUMENT` with the reason, and the
+/// session keeps its previous grammar. `kind` NULL removes the constraint. A constrained output
+/// ends at a stop id where the grammar can end, or when it admits nothing more.
+#[no_mangle]
+pub extern "C" fn liger_session_set_grammar(
+    session: *mut LigerSession,
+    kind: *const c_char,
+    grammar: *const c_char,
+) -> LigerStatus {
+    ffi(|| {
+        let s = session_of(session)?;
+        if kind.is_null() {
+            lock(&s).grammar = None;
+            return Ok(());
+        }
+        let kind = GrammarKind::parse(str_arg(kind, "kind")?)?;
+        let text = match (kind, grammar.is_null()) {
+            (GrammarKind::JsonObject, true) => String::new(),
+            _ => str_arg(grammar, "grammar")?.to_owned(),
+        };
+        let grammar = Grammar { kind, text };
+        let model = Arc::clone(&lock(&s).model.model);
+        // Compiled once here for its errors (the generation compiles its own state).
+        model.grammars()?.constraint(&grammar)?;
+        lock(&s).grammar = Some(grammar);
+        Ok(())
     })
 }
 
@@ -481,6 +522,7 @@ pub extern "C" fn liger_session_fork(
                 model: Arc::clone(&s.model),
                 sampler: s.sampler.clone(),
                 recent: s.recent.clone(),
+                grammar: s.grammar.clone(),
             })
         })?;
         hand_out(out_session, register_session(fork), true)

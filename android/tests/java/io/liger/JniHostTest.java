@@ -90,6 +90,11 @@ public final class JniHostTest {
                 "missing file");
         expectThrows(() -> LigerNative.modelLoad(path, 0, 0, 7), "3", "unknown backend");
         expectThrows(() -> LigerNative.tokenize(model, "hi", true), "8", "no tokenizer");
+        expectThrows(() -> LigerNative.sessionSetGrammar(session, "yaml", "a: 1"), "3",
+                "unknown grammar kind");
+        expectThrows(() -> LigerNative.sessionSetGrammar(session, "regex", "[0-9]+"), "3",
+                "a grammar on a model without a tokenizer");
+        LigerNative.sessionSetGrammar(session, null, null);
         expectThrows(() -> LigerNative.sessionFeed(session, null), "1", "null ids");
 
         // Two sessions decoded together give what each gives alone.

@@ -46,6 +46,8 @@ public final class LigerNative {
     /** Feeds tokens[i] to sessions[i], all in one batched step (distinct sessions, one model). */
     public static native void sessionsDecode(long[] sessions, int[] tokens);
     public static native void sessionFeedText(long session, String text, boolean addSpecial);
+    /** kind: "json_schema", "json_object", "lark", "regex", or null to lift the constraint. */
+    public static native void sessionSetGrammar(long session, String kind, String grammar);
     public static native float[] sessionLogits(long session);
 
     /**

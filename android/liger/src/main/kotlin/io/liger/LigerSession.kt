@@ -25,6 +25,20 @@ data class SamplerOptions(
     }
 }
 
+/** A constraint on generated text (see [LigerSession.setGrammar]). */
+class Grammar private constructor(internal val kind: String, internal val text: String?) {
+    companion object {
+        /** JSON that validates against the JSON schema `schema` (JSON text). */
+        fun jsonSchema(schema: String) = Grammar("json_schema", schema)
+        /** Any JSON object. */
+        fun jsonObject() = Grammar("json_object", null)
+        /** llguidance's Lark syntax (`start: ...`). */
+        fun lark(grammar: String) = Grammar("lark", grammar)
+        /** A regular expression the whole output matches. */
+        fun regex(pattern: String) = Grammar("regex", pattern)
+    }
+}
+
 /** A generated token and the text it completes (empty while a character is incomplete). */
 data class Token(val id: Int, val text: String)
 
@@ -49,6 +63,15 @@ class LigerSession internal constructor(private var handle: Long) : Closeable {
     fun logits(): FloatArray = LigerNative.sessionLogits(live())
 
     fun reset() = LigerNative.sessionReset(live())
+
+    /**
+     * Structured output: every later [generate] writes only text of this grammar — a JSON
+     * schema (`Grammar.jsonSchema(schemaJson)`), any JSON object, a Lark grammar or a regex.
+     * A grammar the engine rejects throws [LigerException] and keeps the previous one; null
+     * lifts the constraint.
+     */
+    fun setGrammar(grammar: Grammar?) =
+        LigerNative.sessionSetGrammar(live(), grammar?.kind, grammar?.text)
 
     /** The state as bytes (versioned, checksummed, bound to this model file). */
     fun saveState(): ByteArray = LigerNative.stateSave(live())
