@@ -5,7 +5,7 @@
 //! `io.liger.LigerException("[code] message")`, and no panic crosses into the JVM.
 
 use jni::objects::{
-    JByteArray, JClass, JFloatArray, JIntArray, JLongArray, JObject, JString, JValue,
+    JByteArray, JClass, JFloatArray, JIntArray, JLongArray, JObject, JObjectArray, JString, JValue,
 };
 use jni::sys::{jboolean, jbyteArray, jfloat, jfloatArray, jint, jintArray, jlong, jstring};
 use jni::JNIEnv;
@@ -73,6 +73,19 @@ fn string(env: &mut JNIEnv, s: &JString) -> JResult<CString> {
     }
     let s: String = env.get_string(s)?.into();
     CString::new(s).map_err(|_| Thrown(LIGER_ERROR_INVALID_ARGUMENT, "string contains NUL".into()))
+}
+
+/// A Java `String[]` as C strings (a null array or element is an error).
+fn strings(env: &mut JNIEnv, array: &JObjectArray) -> JResult<Vec<CString>> {
+    if array.is_null() {
+        return Err(Thrown(LIGER_ERROR_NULL, "string array is null".into()));
+    }
+    (0..env.get_array_length(array)?)
+        .map(|i| {
+            let element = JString::from(env.get_object_array_element(array, i)?);
+            string(env, &element)
+        })
+        .collect()
 }
 
 fn ids(env: &mut JNIEnv, array: &JIntArray) -> JResult<Vec<u32>> {
@@ -299,6 +312,62 @@ pub extern "system" fn Java_io_liger_LigerNative_sessionFeedText(
             text.as_ptr(),
             add_special != 0,
         ))
+    })
+}
+
+#[no_mangle]
+pub extern "system" fn Java_io_liger_LigerNative_chatApplyTemplate(
+    mut env: JNIEnv,
+    _: JClass,
+    m: jlong,
+    roles: JObjectArray,
+    contents: JObjectArray,
+    add_generation_prompt: jboolean,
+) -> jstring {
+    bridge(&mut env, std::ptr::null_mut(), |env| {
+        let (roles, contents) = (strings(env, &roles)?, strings(env, &contents)?);
+        if roles.len() != contents.len() {
+            return Err(Thrown(
+                LIGER_ERROR_INVALID_ARGUMENT,
+                "roles and contents differ in length".into(),
+            ));
+        }
+        let messages: Vec<LigerChatMessage> = roles
+            .iter()
+            .zip(&contents)
+            .map(|(r, c)| LigerChatMessage {
+                role: r.as_ptr(),
+                content: c.as_ptr(),
+            })
+            .collect();
+        let bytes = read_out(|buf: *mut c_char, cap, len| {
+            liger_chat_apply_template(
+                model(m),
+                messages.as_ptr(),
+                messages.len(),
+                add_generation_prompt != 0,
+                buf,
+                cap,
+                len,
+            )
+        })?;
+        let bytes: Vec<u8> = bytes.into_iter().map(|b| b as u8).collect();
+        Ok(env.new_string(String::from_utf8_lossy(&bytes))?.into_raw())
+    })
+}
+
+#[no_mangle]
+pub extern "system" fn Java_io_liger_LigerNative_stopIds(
+    mut env: JNIEnv,
+    _: JClass,
+    m: jlong,
+) -> jintArray {
+    bridge(&mut env, std::ptr::null_mut(), |env| {
+        let ids = read_out(|buf: *mut u32, cap, n| liger_model_stop_ids(model(m), buf, cap, n))?;
+        let ids: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
+        let array = env.new_int_array(ids.len() as i32)?;
+        env.set_int_array_region(&array, 0, &ids)?;
+        Ok(array.into_raw())
     })
 }
 

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use liger::chat::{ChatTemplate, Conversation, CHATML};
+use liger::chat::{ChatTemplate, Conversation};
 use liger::constraint::{Grammar, GrammarKind};
 use liger::generate::{GenerateOptions, Generator, StopReason};
 use liger::{
@@ -136,9 +136,7 @@ fn tokenizer(model: &Model) -> Result<&Tokenizer> {
 }
 
 pub(crate) fn chat_template(tok: &Tokenizer) -> Result<ChatTemplate> {
-    let name = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or_default();
-    let source = tok.chat_template.as_deref().unwrap_or(CHATML);
-    Ok(ChatTemplate::new(source, &name(tok.bos), &name(tok.eos))?)
+    Ok(ChatTemplate::of(tok)?)
 }
 
 /// A failed write of generated text (a closed pipe, a full disk).

@@ -74,6 +74,15 @@ typedef struct LigerModelOptions {
 } LigerModelOptions;
 
 /*
+ One message of a conversation: `role` ("system", "user", "assistant") and `content`, both
+ NUL-terminated UTF-8.
+ */
+typedef struct LigerChatMessage {
+  const char *role;
+  const char *content;
+} LigerChatMessage;
+
+/*
  Sampling settings; `liger_sampler_options_default` fills the defaults. `temperature <= 0`
  is greedy.
  */
@@ -238,6 +247,30 @@ LigerStatus liger_detokenize(const struct LigerModel *model,
                              char *out_text,
                              size_t capacity,
                              size_t *out_len);
+
+/*
+ Renders `n_messages` messages through the model's chat template (ChatML where the file has
+ none) into `out_text` (NUL-terminated, `capacity` bytes); `add_generation_prompt` appends
+ the opening of the assistant's answer. `*out_len` = the text's length in bytes (needed,
+ with `LIGER_ERROR_BUFFER_TOO_SMALL`, when it does not fit). Feed the text with
+ `liger_session_feed_text(session, text, false)`: the template writes its own BOS.
+ */
+LigerStatus liger_chat_apply_template(const struct LigerModel *model,
+                                      const struct LigerChatMessage *messages,
+                                      size_t n_messages,
+                                      bool add_generation_prompt,
+                                      char *out_text,
+                                      size_t capacity,
+                                      size_t *out_len);
+
+/*
+ The ids that end a generation of this model (its EOS and `liger.stop_token_ids`, such as
+ `<|im_end|>` or `<|eot_id|>`) into `out_ids` (capacity `capacity`); `*out_n` = how many.
+ */
+LigerStatus liger_model_stop_ids(const struct LigerModel *model,
+                                 uint32_t *out_ids,
+                                 size_t capacity,
+                                 size_t *out_n);
 
 /*
  Fills `out` with the default sampling settings (temperature 0.8, top-k 40, top-p 0.95,

@@ -53,6 +53,14 @@ fn today() -> String {
 }
 
 impl ChatTemplate {
+    /// The template a tokenizer's file carries (`tokenizer.chat_template`), ChatML where it
+    /// has none, with the file's BOS and EOS tokens.
+    pub fn of(tok: &crate::Tokenizer) -> Result<ChatTemplate> {
+        let name = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or_default();
+        let source = tok.chat_template.as_deref().unwrap_or(CHATML);
+        ChatTemplate::new(source, &name(tok.bos), &name(tok.eos))
+    }
+
     pub fn new(source: &str, bos: &str, eos: &str) -> Result<ChatTemplate> {
         let mut env = minijinja::Environment::new();
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);

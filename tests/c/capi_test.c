@@ -361,6 +361,26 @@ static void test_text(const char *path) {
     uint32_t bad = 0xfffffff0u;
     EXPECT_ERROR(liger_detokenize(m, &bad, 1, text, sizeof text, &len),
                  LIGER_ERROR_INVALID_ARGUMENT);
+    /* The file's chat template renders a conversation; its stop ids end answers. */
+    LigerChatMessage chat[2] = {{"system", "Be brief."}, {"user", "Hi!"}};
+    char prompt_text[512];
+    size_t need = 0;
+    EXPECT_ERROR(liger_chat_apply_template(m, chat, 2, true, prompt_text, 8, &need),
+                 LIGER_ERROR_BUFFER_TOO_SMALL);
+    CHECK(liger_chat_apply_template(m, chat, 2, true, prompt_text, sizeof prompt_text, &len) ==
+          LIGER_OK);
+    CHECK(len == need && strlen(prompt_text) == len && strstr(prompt_text, "Be brief.") &&
+          strstr(prompt_text, "Hi!") && strstr(prompt_text, "Hi!") < prompt_text + len);
+    LigerChatMessage no_role = {NULL, "x"};
+    EXPECT_ERROR(liger_chat_apply_template(m, &no_role, 1, true, prompt_text, sizeof prompt_text,
+                                           &len),
+                 LIGER_ERROR_NULL);
+    EXPECT_ERROR(liger_chat_apply_template(NULL, chat, 2, true, prompt_text, sizeof prompt_text,
+                                           &len),
+                 LIGER_ERROR_NULL);
+    uint32_t stops[8];
+    size_t n_stops = 0;
+    CHECK(liger_model_stop_ids(m, stops, 8, &n_stops) == LIGER_OK && n_stops >= 1);
     CHECK(liger_session_new(m, &s) == LIGER_OK);
     /* The model may be freed while a session uses it. */
     CHECK(liger_model_free(m) == LIGER_OK);

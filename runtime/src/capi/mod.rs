@@ -17,8 +17,10 @@
 // what it can (null, alignment, live handles) and documents the rest as the caller's contract.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+mod chat;
 mod session;
 
+pub use chat::*;
 pub use session::*;
 
 use crate::backend::{self, Backend, BackendKind};
@@ -423,7 +425,7 @@ pub extern "C" fn liger_model_vocab_size(
     })
 }
 
-fn tokenizer_of(m: &LigerModel) -> CResult<&crate::Tokenizer> {
+pub(crate) fn tokenizer_of(m: &LigerModel) -> CResult<&crate::Tokenizer> {
     m.model.tokenizer.as_ref().ok_or_else(|| {
         CError::new(
             LIGER_ERROR_TOKENIZER,
@@ -473,19 +475,30 @@ pub extern "C" fn liger_detokenize(
             ));
         }
         let text = tokenizer_of(&m)?.decode(ids, false)?;
-        write_out(out_len, text.len(), "out_len")?;
-        if text.len() >= capacity {
-            return Err(CError::new(
-                LIGER_ERROR_BUFFER_TOO_SMALL,
-                format!(
-                    "text: {} bytes and a NUL needed, capacity {capacity}",
-                    text.len()
-                ),
-            ));
-        }
-        let mut bytes = text.into_bytes();
-        bytes.push(0);
-        copy_out(&bytes, out_text.cast::<u8>(), capacity, out_len, "text")?;
-        write_out(out_len, bytes.len() - 1, "out_len")
+        text_out(text, out_text, capacity, out_len)
     })
+}
+
+/// Writes `text` NUL-terminated into the caller's `capacity` bytes at `out_text`;
+/// `*out_len` = its length without the NUL (also when it does not fit).
+pub(crate) fn text_out(
+    text: String,
+    out_text: *mut c_char,
+    capacity: usize,
+    out_len: *mut usize,
+) -> CResult {
+    write_out(out_len, text.len(), "out_len")?;
+    if text.len() >= capacity {
+        return Err(CError::new(
+            LIGER_ERROR_BUFFER_TOO_SMALL,
+            format!(
+                "text: {} bytes and a NUL needed, capacity {capacity}",
+                text.len()
+            ),
+        ));
+    }
+    let mut bytes = text.into_bytes();
+    bytes.push(0);
+    copy_out(&bytes, out_text.cast::<u8>(), capacity, out_len, "text")?;
+    write_out(out_len, bytes.len() - 1, "out_len")
 }

@@ -11,6 +11,9 @@ enum class DecodeMode(internal val code: Int) {
     HF_COMPAT(LigerNative.DECODE_HF_COMPAT),
 }
 
+/** One message of a conversation: role "system", "user" or "assistant". */
+data class ChatMessage(val role: String, val content: String)
+
 /** Where sessions run. */
 enum class Backend(internal val code: Int) {
     /** The CPU: NEON, with the dot-product instructions where the CPU has them. */
@@ -51,6 +54,22 @@ class LigerModel(
         LigerNative.tokenize(live(), text, addSpecial)
 
     fun detokenize(ids: IntArray): String = LigerNative.detokenize(live(), ids)
+
+    /**
+     * A conversation rendered by the file's own chat template (ChatML where it has none);
+     * with [addGenerationPrompt] it ends where the assistant's answer begins. Feed it with
+     * `session.feed(text, addSpecial = false)`: the template writes its own BOS.
+     */
+    fun applyChatTemplate(messages: List<ChatMessage>, addGenerationPrompt: Boolean = true): String =
+        LigerNative.chatApplyTemplate(
+            live(),
+            messages.map { it.role }.toTypedArray(),
+            messages.map { it.content }.toTypedArray(),
+            addGenerationPrompt,
+        )
+
+    /** The ids that end an answer (the file's EOS and stop ids, e.g. `<|im_end|>`). */
+    val stopIds: IntArray get() = LigerNative.stopIds(live())
 
     /** A new session (empty state); close it when done. */
     fun newSession(): LigerSession = LigerSession(LigerNative.sessionNew(live()))

@@ -8,6 +8,7 @@ import android.widget.ScrollView
 import android.widget.TextView
 import androidx.appcompat.app.AppCompatActivity
 import androidx.lifecycle.lifecycleScope
+import io.liger.ChatMessage
 import io.liger.LigerException
 import io.liger.LigerModel
 import io.liger.LigerSession
@@ -20,14 +21,17 @@ import kotlinx.coroutines.withContext
 /**
  * A chat screen. The model is `files/model.gguf` of the app (push one made by `liger convert`:
  * `adb push smollm2-liger.gguf /data/local/tmp/ && adb shell run-as io.liger.sample cp
- * /data/local/tmp/smollm2-liger.gguf files/model.gguf`). Turns use the ChatML markup of
- * SmolLM2 / Qwen; the session keeps the whole conversation in its fixed-size state, so each
- * turn feeds only the new message.
+ * /data/local/tmp/smollm2-liger.gguf files/model.gguf`). Turns are rendered by the file's own
+ * chat template (`LigerModel.applyChatTemplate`); the session keeps the whole conversation in
+ * its fixed-size state, so each turn feeds only the text the template adds after what was fed.
  */
 class ChatActivity : AppCompatActivity() {
     private var model: LigerModel? = null
     private var session: LigerSession? = null
     private var answering: Job? = null
+    private val messages = mutableListOf<ChatMessage>()
+    /** The conversation's text the session has consumed. */
+    private var fed = ""
 
     override fun onCreate(savedInstanceState: Bundle?) {
         super.onCreate(savedInstanceState)
@@ -67,14 +71,26 @@ class ChatActivity : AppCompatActivity() {
             transcript.append("\nYou: $message\nModel: ")
             answering = lifecycleScope.launch {
                 try {
+                    val m = model ?: return@launch
+                    messages += ChatMessage("user", message)
                     withContext(Dispatchers.Default) {
-                        s.feed("<|im_start|>user\n$message<|im_end|>\n<|im_start|>assistant\n")
+                        val text = m.applyChatTemplate(messages, addGenerationPrompt = true)
+                        if (text.startsWith(fed)) {
+                            s.feed(text.substring(fed.length))
+                        } else {
+                            s.reset() // the template rewrote earlier turns: feed it all
+                            s.feed(text)
+                        }
+                        fed = text
                     }
+                    val answer = StringBuilder()
                     s.generateText(maxTokens = 256).collect { piece ->
+                        answer.append(piece)
                         transcript.append(piece)
                         scroll.post { scroll.fullScroll(ScrollView.FOCUS_DOWN) }
                     }
-                    withContext(Dispatchers.Default) { s.feed("<|im_end|>\n") }
+                    messages += ChatMessage("assistant", answer.toString())
+                    fed += answer
                 } catch (e: LigerException) {
                     transcript.append("\n[error: ${e.message}]")
                 }
