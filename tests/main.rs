@@ -20,6 +20,7 @@ mod real_model;
 mod source;
 mod structured;
 mod tokenizer;
+mod tools;
 
 /// Counts allocations per thread, so tests can bound what refusing bad input allocates.
 #[global_allocator]

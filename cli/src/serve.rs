@@ -48,6 +48,10 @@ pub struct ServeArgs {
     /// Most prompt tokens per request.
     #[arg(long, default_value_t = 32_768)]
     pub max_prompt_tokens: usize,
+    /// A Jinja chat template to use instead of the file's (as llama.cpp's
+    /// `--chat-template-file`), e.g. one with a tools section.
+    #[arg(long, value_name = "FILE")]
+    pub chat_template_file: Option<std::path::PathBuf>,
 }
 
 /// What every HTTP thread shares.
@@ -79,10 +83,16 @@ impl Server {
     /// The prompt's token ids: a chat rendered with the model's template, or plain text.
     pub(crate) fn prompt_ids(&self, req: &Request) -> Result<Vec<u32>, ApiError> {
         let text = match &req.messages {
-            Some(messages) => self
-                .template
-                .render(messages, true)
-                .map_err(|e| ApiError::bad_request(format!("chat template: {e}")))?,
+            Some(messages) => {
+                let tools = if req.uses_tools() {
+                    &req.tools[..]
+                } else {
+                    &[]
+                };
+                self.template
+                    .render_with_tools(messages, tools, true)
+                    .map_err(|e| ApiError::bad_request(format!("chat template: {e}")))?
+            }
             None => req.prompt.clone().unwrap_or_default(),
         };
         // A chat's rendering carries its own BOS where the template has one.
@@ -118,7 +128,13 @@ impl Server {
             .max_tokens
             .unwrap_or(self.max_tokens)
             .min(self.max_tokens);
-        if let Some(g) = &req.grammar {
+        let tool_grammar = self
+            .template
+            .tool_format()
+            .grammar(&req.tools, &req.tool_choice)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let grammar = req.grammar.clone().or(tool_grammar);
+        if let Some(g) = &grammar {
             // A schema the engine rejects is the client's error, said before anything runs.
             let grammars = self
                 .model
@@ -133,7 +149,7 @@ impl Server {
             sampling: req.sampling.clone(),
             max_tokens,
             ignore_eos: req.ignore_eos,
-            grammar: req.grammar.clone(),
+            grammar,
             cancelled: Arc::clone(&cancelled),
             events,
         };
@@ -158,7 +174,16 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         .tokenizer
         .as_ref()
         .context("this file has no tokenizer: the server needs one")?;
-    let template = chat_template(tok)?;
+    let template = match &args.chat_template_file {
+        Some(path) => {
+            let source = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let name = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or_default();
+            ChatTemplate::new(&source, &name(tok.bos), &name(tok.eos))
+                .with_context(|| format!("{} is not a chat template", path.display()))?
+        }
+        None => chat_template(tok)?,
+    };
     let name = model
         .file()
         .get("general.name")

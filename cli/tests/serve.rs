@@ -26,9 +26,13 @@ fn serve(model: &str) -> Served {
 }
 
 fn serve_on(model: &str, backend: &str) -> Served {
+    serve_with(model, &["--backend", backend])
+}
+
+fn serve_with(model: &str, args: &[&str]) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_liger"))
         .args(["serve", "-m", model, "--port", "0", "--parallel", "4"])
-        .args(["--backend", backend])
+        .args(args)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -236,30 +240,61 @@ fn serve_answers_openai_requests_and_feeds_only_new_tokens() {
     assert_eq!(get(base, "/health").0, 200);
 
     // The official openai Python client (CI installs it).
-    let has_openai = Command::new("python3")
+    if !has_openai() {
+        return;
+    }
+    openai_script("openai_client.py", base);
+}
+
+/// Whether the official openai Python client is installed (required in CI).
+fn has_openai() -> bool {
+    let has = Command::new("python3")
         .args(["-c", "import openai"])
         .status()
         .is_ok_and(|s| s.success());
-    if !has_openai {
+    if !has {
         assert!(
             std::env::var_os("CI").is_none(),
             "the openai Python package is required in CI"
         );
         eprintln!("SKIPPED: the openai Python client (pip install openai)");
-        return;
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/openai_client.py");
+    has
+}
+
+/// Runs `tests/python/<script>` against the server at `base`; fails with its output.
+fn openai_script(script: &str, base: &str) {
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("python3")
-        .arg(script)
+        .arg(path)
         .arg(format!("{base}/v1"))
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "openai client: {}{}",
+        "{script}: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A tool round trip through the openai client on the demo model's own template (ChatML,
+/// no tools section: the tools are described in a system message, calls in `<tool_call>`
+/// blocks) and on the Llama-3.2 template (its tools section, `{"name", "parameters"}` calls).
+#[test]
+fn serve_tool_calls_round_trip_through_the_openai_client() {
+    let Some(model) = chat_model() else {
+        return;
+    };
+    if !has_openai() {
+        return;
+    }
+    let own = serve(&model);
+    openai_script("openai_tools.py", &own.base);
+    drop(own);
+    let llama = repo_root().join("tests/fixtures/chat_templates/llama-3.2-3b-instruct.jinja");
+    let llama = serve_with(&model, &["--chat-template-file", llama.to_str().unwrap()]);
+    openai_script("openai_tools.py", &llama.base);
 }
 
 /// The server's resident set now and at its peak (VmRSS, VmHWM), in bytes.

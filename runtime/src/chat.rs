@@ -3,12 +3,21 @@
 //! turn feeds only the text the template adds after what was already fed.
 
 use crate::error::{Error, Result};
+use crate::tools::{Tool, ToolFormat};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    /// An assistant's calls, as templates read them: `[{"type": "function", "function":
+    /// {"name": ..., "arguments": {...}}}]` (absent, not null, on other messages: templates
+    /// test `'tool_calls' in message`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<serde_json::Value>>,
+    /// A tool result's call id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatMessage {
@@ -16,6 +25,8 @@ impl ChatMessage {
         ChatMessage {
             role: role.into(),
             content: content.into(),
+            tool_calls: None,
+            tool_call_id: None,
         }
     }
 }
@@ -24,6 +35,8 @@ pub struct ChatTemplate {
     env: minijinja::Environment<'static>,
     bos: String,
     eos: String,
+    /// How the template's model writes tool calls, and whether it renders `tools` itself.
+    tool_format: (ToolFormat, bool),
 }
 
 /// The template used when a file has none: ChatML.
@@ -52,6 +65,76 @@ fn today() -> String {
     format!("{day:02} {} {year}", NAMES[(month - 1) as usize])
 }
 
+/// HF's `tojson` filter (`json.dumps(value, ensure_ascii=False, indent=indent)`): keys in
+/// their order, `", "` and `": "` between items (newlines and `indent` spaces with an indent),
+/// nothing escaped beyond JSON. (minijinja's own sorts keys, writes compactly and escapes `<`,
+/// `>`, `&` and `'`: a tool's schema would not read as the model saw it in training.)
+fn tojson(
+    value: &minijinja::Value,
+    kwargs: minijinja::value::Kwargs,
+) -> std::result::Result<minijinja::Value, minijinja::Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    kwargs.assert_all_used()?;
+    let mut out = Vec::new();
+    let written = match indent {
+        Some(n) => {
+            let spaces = " ".repeat(n);
+            let f = serde_json::ser::PrettyFormatter::with_indent(spaces.as_bytes());
+            serde::Serialize::serialize(
+                value,
+                &mut serde_json::Serializer::with_formatter(&mut out, f),
+            )
+        }
+        None => serde::Serialize::serialize(
+            value,
+            &mut serde_json::Serializer::with_formatter(&mut out, PythonJson),
+        ),
+    };
+    written.map_err(|e| {
+        minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            "cannot write as JSON",
+        )
+        .with_source(e)
+    })?;
+    Ok(minijinja::Value::from_safe_string(
+        String::from_utf8(out).unwrap_or_default(),
+    ))
+}
+
+/// Python's default JSON separators: `", "` and `": "`.
+struct PythonJson;
+
+impl serde_json::ser::Formatter for PythonJson {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
+}
+
 impl ChatTemplate {
     /// The template a tokenizer's file carries (`tokenizer.chat_template`), ChatML where it
     /// has none, with the file's BOS and EOS tokens.
@@ -74,27 +157,69 @@ impl ChatTemplate {
             },
         );
         env.add_function("strftime_now", |_fmt: String| today());
+        env.add_filter("tojson", tojson);
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| Error::Tokenizer(format!("chat template does not parse: {e}")))?;
         Ok(ChatTemplate {
             env,
             bos: bos.into(),
             eos: eos.into(),
+            tool_format: crate::tools::format_of(source),
+        })
+    }
+
+    /// How this template's model writes tool calls.
+    pub fn tool_format(&self) -> ToolFormat {
+        self.tool_format.0
+    }
+
+    /// As [`Self::render`], offering `tools` (none: as `render`): through the template's own
+    /// `tools` section where it has one, else described in the system message
+    /// ([`crate::tools::messages_for_plain_template`]).
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[Tool],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let uses_tools = !tools.is_empty()
+            || messages
+                .iter()
+                .any(|m| m.role == "tool" || m.tool_calls.is_some());
+        if !uses_tools {
+            return self.render(messages, add_generation_prompt);
+        }
+        if !self.tool_format.1 {
+            let plain = crate::tools::messages_for_plain_template(messages, tools);
+            return self.render(&plain, add_generation_prompt);
+        }
+        let tools: Option<Vec<serde_json::Value>> =
+            (!tools.is_empty()).then(|| tools.iter().map(Tool::to_template).collect());
+        self.render_context(minijinja::context! {
+            messages => messages,
+            tools => tools,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos,
+            eos_token => self.eos,
         })
     }
 
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let tmpl = self
-            .env
-            .get_template("chat")
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        tmpl.render(minijinja::context! {
+        self.render_context(minijinja::context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos,
             eos_token => self.eos,
         })
-        .map_err(|e| Error::Tokenizer(format!("chat template: {e}")))
+    }
+
+    fn render_context(&self, context: minijinja::Value) -> Result<String> {
+        let tmpl = self
+            .env
+            .get_template("chat")
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        tmpl.render(context)
+            .map_err(|e| Error::Tokenizer(format!("chat template: {e}")))
     }
 }
 

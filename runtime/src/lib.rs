@@ -33,6 +33,7 @@ pub mod session;
 #[cfg(test)]
 mod testing;
 pub mod tokenizer;
+pub mod tools;
 
 pub use backend::{Backend, BackendKind};
 pub use config::{Base, LigerConfig, RopeScaling, Variant};

@@ -3,6 +3,7 @@
 
 use super::request::{parse_body, ApiError, Request, MAX_BODY};
 use super::{Completion, Server};
+use liger::tools::ToolCall;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -95,13 +96,49 @@ fn new_id(chat: bool) -> String {
     format!("{}-{nanos:x}", if chat { "chatcmpl" } else { "cmpl" })
 }
 
+/// Calls as OpenAI writes them: ids, `"type": "function"`, arguments as a JSON string; in a
+/// streamed delta each also carries its `index`.
+fn openai_calls(calls: &[ToolCall], streamed: bool) -> Value {
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut call = json!({"id": format!("call_{stamp:x}_{i}"), "type": "function",
+                                  "function": {"name": c.name, "arguments": c.arguments.to_string()}});
+            if streamed {
+                call["index"] = json!(i);
+            }
+            call
+        })
+        .collect()
+}
+
 /// A whole (non-streamed) completion.
 fn complete(server: &Server, req: &Request, chat: bool) -> Result<Value, ApiError> {
     let prompt = server.prompt_ids(req)?;
     let c = server.complete(&prompt, req, |_| true)?;
     let choice = if chat {
-        json!({"index": 0, "message": {"role": "assistant", "content": c.text},
-               "finish_reason": c.finish_reason, "logprobs": null})
+        let (content, calls) = if req.uses_tools() {
+            server.template.tool_format().parse(&c.text)
+        } else {
+            (c.text.clone(), Vec::new())
+        };
+        let mut message = json!({"role": "assistant", "content": content});
+        let mut finish = c.finish_reason;
+        if !calls.is_empty() {
+            message["content"] = if content.is_empty() {
+                Value::Null
+            } else {
+                json!(content)
+            };
+            message["tool_calls"] = openai_calls(&calls, false);
+            finish = "tool_calls";
+        }
+        json!({"index": 0, "message": message, "finish_reason": finish, "logprobs": null})
     } else {
         json!({"index": 0, "text": c.text, "finish_reason": c.finish_reason, "logprobs": null})
     };
@@ -173,9 +210,43 @@ fn stream(server: &Server, request: tiny_http::Request, req: &Request, chat: boo
                            "finish_reason": null, "logprobs": null});
         send(&event(first, None));
     }
-    match server.complete(&prompt, req, |text| send(&event(piece(text, None), None))) {
+    // With tools, text that may begin a call is held back until the answer ends: then it is
+    // either content after all or the calls, sent as one `tool_calls` delta.
+    let format = server.template.tool_format();
+    let tools = chat && req.uses_tools();
+    let (mut answer, mut shown) = (String::new(), 0);
+    let completed = server.complete(&prompt, req, |text| {
+        if !tools {
+            return send(&event(piece(text, None), None));
+        }
+        answer.push_str(text);
+        let upto = format.shown_prefix(&answer);
+        if upto <= shown {
+            return true;
+        }
+        let fresh = &answer[shown..upto];
+        shown = upto;
+        send(&event(piece(fresh, None), None))
+    });
+    match completed {
         Ok(c) => {
-            send(&event(piece("", Some(c.finish_reason)), None));
+            let mut finish = c.finish_reason;
+            if tools {
+                let (_, calls) = format.parse(&answer);
+                if calls.is_empty() {
+                    if answer.len() > shown {
+                        send(&event(piece(&answer[shown..], None), None));
+                    }
+                } else {
+                    let delta = json!({"tool_calls": openai_calls(&calls, true)});
+                    send(&event(
+                        json!({"index": 0, "delta": delta, "finish_reason": null, "logprobs": null}),
+                        None,
+                    ));
+                    finish = "tool_calls";
+                }
+            }
+            send(&event(piece("", Some(finish)), None));
             if req.include_usage {
                 send(&event(Value::Null, Some(usage(&c))));
             }

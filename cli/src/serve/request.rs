@@ -4,6 +4,7 @@
 
 use liger::chat::ChatMessage;
 use liger::constraint::Grammar;
+use liger::tools::{Tool, ToolCall, ToolChoice};
 use liger::SamplerOptions;
 use serde_json::{json, Value};
 
@@ -62,6 +63,16 @@ pub struct Request {
     pub ignore_eos: bool,
     /// `response_format`'s constraint on the output (JSON object or JSON schema).
     pub grammar: Option<Grammar>,
+    /// The tools offered (`tools`) and `tool_choice`.
+    pub tools: Vec<Tool>,
+    pub tool_choice: ToolChoice,
+}
+
+impl Request {
+    /// Whether tools are shown to the model and calls read from its answer.
+    pub fn uses_tools(&self) -> bool {
+        !self.tools.is_empty() && self.tool_choice != ToolChoice::None
+    }
 }
 
 /// A request from its body's bytes (at most [`MAX_BODY`], which the caller bounds).
@@ -123,6 +134,17 @@ fn parse(body: &Value, chat: bool) -> Result<Request, ApiError> {
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    let (tools, tool_choice) = if chat {
+        tools(body)?
+    } else {
+        (Vec::new(), ToolChoice::None)
+    };
+    let grammar = response_format(body)?;
+    if grammar.is_some() && matches!(tool_choice, ToolChoice::Required | ToolChoice::Function(_)) {
+        return bad(
+            "'response_format' and a required tool call cannot be asked for together".into(),
+        );
+    }
     let (messages, prompt) = if chat {
         (Some(messages(body)?), None)
     } else {
@@ -148,7 +170,9 @@ fn parse(body: &Value, chat: bool) -> Result<Request, ApiError> {
         stream,
         include_usage,
         ignore_eos,
-        grammar: response_format(body)?,
+        grammar,
+        tools,
+        tool_choice,
     })
 }
 
@@ -173,8 +197,8 @@ fn response_format(body: &Value) -> Result<Option<Grammar>, ApiError> {
     }
 }
 
-/// `messages`: roles system / user / assistant (/ developer, as system), content a string or
-/// an array of text parts.
+/// `messages`: roles system / user / assistant (/ developer, as system) / tool, content a
+/// string or an array of text parts (null for an assistant turn that only calls tools).
 fn messages(body: &Value) -> Result<Vec<ChatMessage>, ApiError> {
     let Some(list) = body.get("messages").and_then(Value::as_array) else {
         return Err(ApiError::bad_request("'messages' must be an array"));
@@ -187,10 +211,19 @@ fn messages(body: &Value) -> Result<Vec<ChatMessage>, ApiError> {
         .map(|(i, m)| {
             let role = match m.get("role").and_then(Value::as_str) {
                 Some("developer") => "system",
-                Some(r @ ("system" | "user" | "assistant")) => r,
+                Some(r @ ("system" | "user" | "assistant" | "tool")) => r,
                 _ => {
                     return Err(ApiError::bad_request(format!(
-                        "messages[{i}].role must be system, user or assistant"
+                        "messages[{i}].role must be system, user, assistant or tool"
+                    )))
+                }
+            };
+            let tool_calls = match m.get("tool_calls") {
+                None | Some(Value::Null) => None,
+                Some(calls) if role == "assistant" => Some(tool_calls(i, calls)?),
+                Some(_) => {
+                    return Err(ApiError::bad_request(format!(
+                        "messages[{i}]: only assistant messages carry tool_calls"
                     )))
                 }
             };
@@ -206,15 +239,105 @@ fn messages(body: &Value) -> Result<Vec<ChatMessage>, ApiError> {
                     })
                     .collect::<Result<Vec<_>, _>>()?
                     .concat(),
+                None | Some(Value::Null) if tool_calls.is_some() => String::new(),
                 _ => {
                     return Err(ApiError::bad_request(format!(
                         "messages[{i}].content must be a string or text parts"
                     )))
                 }
             };
-            Ok(ChatMessage::new(role, &content))
+            let mut message = ChatMessage::new(role, &content);
+            message.tool_calls = tool_calls;
+            if role == "tool" {
+                message.tool_call_id = m
+                    .get("tool_call_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+            }
+            Ok(message)
         })
         .collect()
+}
+
+/// An assistant message's OpenAI `tool_calls` in the form templates read: each
+/// `{"type": "function", "function": {"name", "arguments"}}` with the arguments (a JSON string
+/// in OpenAI's API) as the object they hold.
+fn tool_calls(i: usize, calls: &Value) -> Result<Vec<Value>, ApiError> {
+    let bad = |m: &str| ApiError::bad_request(format!("messages[{i}].tool_calls: {m}"));
+    let calls = calls.as_array().ok_or_else(|| bad("must be an array"))?;
+    calls
+        .iter()
+        .map(|c| {
+            let f = c
+                .get("function")
+                .ok_or_else(|| bad("a call without 'function'"))?;
+            let name = f
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("a call without function.name"))?;
+            let arguments = match f.get("arguments") {
+                Some(Value::String(s)) => serde_json::from_str(s)
+                    .map_err(|e| bad(&format!("function.arguments is not JSON: {e}")))?,
+                Some(v @ Value::Object(_)) => v.clone(),
+                None | Some(Value::Null) => json!({}),
+                Some(_) => return Err(bad("function.arguments must be a JSON string")),
+            };
+            Ok(ToolCall {
+                name: name.to_owned(),
+                arguments,
+            }
+            .to_template())
+        })
+        .collect()
+}
+
+/// `tools` and `tool_choice` ("auto" where tools are given, else "none").
+fn tools(body: &Value) -> Result<(Vec<Tool>, ToolChoice), ApiError> {
+    let tools = match body.get("tools") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|t| Tool::from_openai(t).map_err(|e| ApiError::bad_request(e.to_string())))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(ApiError::bad_request("'tools' must be an array")),
+    };
+    let choice = match body.get("tool_choice") {
+        None | Some(Value::Null) if tools.is_empty() => ToolChoice::None,
+        None | Some(Value::Null) => ToolChoice::Auto,
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => ToolChoice::Auto,
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Required,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "'tool_choice' must be auto, none, required or a function",
+                ))
+            }
+        },
+        Some(v) => match v.pointer("/function/name").and_then(Value::as_str) {
+            Some(name) if v.get("type").and_then(Value::as_str) == Some("function") => {
+                ToolChoice::Function(name.to_owned())
+            }
+            _ => {
+                return Err(ApiError::bad_request(
+                    "'tool_choice' must be auto, none, required or {\"type\": \"function\", \"function\": {\"name\": ...}}",
+                ))
+            }
+        },
+    };
+    if let ToolChoice::Function(name) = &choice {
+        if !tools.iter().any(|t| &t.name == name) {
+            return Err(ApiError::bad_request(format!(
+                "'tool_choice' names {name:?}, which is not one of the tools"
+            )));
+        }
+    }
+    if choice == ToolChoice::Required && tools.is_empty() {
+        return Err(ApiError::bad_request(
+            "'tool_choice' is required but there are no tools",
+        ));
+    }
+    Ok((tools, choice))
 }
 
 /// The sampling of a request (OpenAI's defaults: temperature 1, top-p 1).
