@@ -322,10 +322,14 @@ pub extern "system" fn Java_io_liger_LigerNative_chatApplyTemplate(
     m: jlong,
     roles: JObjectArray,
     contents: JObjectArray,
+    tools_json: JString,
     add_generation_prompt: jboolean,
 ) -> jstring {
     bridge(&mut env, std::ptr::null_mut(), |env| {
         let (roles, contents) = (strings(env, &roles)?, strings(env, &contents)?);
+        let tools = (!tools_json.is_null())
+            .then(|| string(env, &tools_json))
+            .transpose()?;
         if roles.len() != contents.len() {
             return Err(Thrown(
                 LIGER_ERROR_INVALID_ARGUMENT,
@@ -345,6 +349,7 @@ pub extern "system" fn Java_io_liger_LigerNative_chatApplyTemplate(
                 model(m),
                 messages.as_ptr(),
                 messages.len(),
+                tools.as_ref().map_or(std::ptr::null(), |t| t.as_ptr()),
                 add_generation_prompt != 0,
                 buf,
                 cap,

@@ -251,13 +251,17 @@ LigerStatus liger_detokenize(const struct LigerModel *model,
 /*
  Renders `n_messages` messages through the model's chat template (ChatML where the file has
  none) into `out_text` (NUL-terminated, `capacity` bytes); `add_generation_prompt` appends
- the opening of the assistant's answer. `*out_len` = the text's length in bytes (needed,
+ the opening of the assistant's answer. `tools_json` (may be NULL): the tools offered, as
+ OpenAI's JSON array (`[{"type": "function", "function": {"name", "description",
+ "parameters"}}]`), shown through the template's `tools` section (or a system message where
+ it has none); a message of role "tool" is a tool's result. `*out_len` = the text's length in bytes (needed,
  with `LIGER_ERROR_BUFFER_TOO_SMALL`, when it does not fit). Feed the text with
  `liger_session_feed_text(session, text, false)`: the template writes its own BOS.
  */
 LigerStatus liger_chat_apply_template(const struct LigerModel *model,
                                       const struct LigerChatMessage *messages,
                                       size_t n_messages,
+                                      const char *tools_json,
                                       bool add_generation_prompt,
                                       char *out_text,
                                       size_t capacity,

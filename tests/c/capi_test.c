@@ -365,19 +365,28 @@ static void test_text(const char *path) {
     LigerChatMessage chat[2] = {{"system", "Be brief."}, {"user", "Hi!"}};
     char prompt_text[512];
     size_t need = 0;
-    EXPECT_ERROR(liger_chat_apply_template(m, chat, 2, true, prompt_text, 8, &need),
+    EXPECT_ERROR(liger_chat_apply_template(m, chat, 2, NULL, true, prompt_text, 8, &need),
                  LIGER_ERROR_BUFFER_TOO_SMALL);
-    CHECK(liger_chat_apply_template(m, chat, 2, true, prompt_text, sizeof prompt_text, &len) ==
+    CHECK(liger_chat_apply_template(m, chat, 2, NULL, true, prompt_text, sizeof prompt_text, &len) ==
           LIGER_OK);
     CHECK(len == need && strlen(prompt_text) == len && strstr(prompt_text, "Be brief.") &&
           strstr(prompt_text, "Hi!") && strstr(prompt_text, "Hi!") < prompt_text + len);
     LigerChatMessage no_role = {NULL, "x"};
-    EXPECT_ERROR(liger_chat_apply_template(m, &no_role, 1, true, prompt_text, sizeof prompt_text,
+    EXPECT_ERROR(liger_chat_apply_template(m, &no_role, 1, NULL, true, prompt_text, sizeof prompt_text,
                                            &len),
                  LIGER_ERROR_NULL);
-    EXPECT_ERROR(liger_chat_apply_template(NULL, chat, 2, true, prompt_text, sizeof prompt_text,
+    EXPECT_ERROR(liger_chat_apply_template(NULL, chat, 2, NULL, true, prompt_text, sizeof prompt_text,
                                            &len),
                  LIGER_ERROR_NULL);
+    const char *tools = "[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", "
+                        "\"parameters\": {\"type\": \"object\"}}}]";
+    char with_tools[2048];
+    CHECK(liger_chat_apply_template(m, chat, 2, tools, true, with_tools, sizeof with_tools, &len) ==
+              LIGER_OK &&
+          strstr(with_tools, "get_weather") && strstr(with_tools, "Hi!"));
+    EXPECT_ERROR(liger_chat_apply_template(m, chat, 2, "{\"not\": \"a list\"}", true, with_tools,
+                                           sizeof with_tools, &len),
+                 LIGER_ERROR_INVALID_ARGUMENT);
     uint32_t stops[8];
     size_t n_stops = 0;
     CHECK(liger_model_stop_ids(m, stops, 8, &n_stops) == LIGER_OK && n_stops >= 1);

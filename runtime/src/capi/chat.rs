@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::chat::{ChatMessage, ChatTemplate};
+use crate::tools::Tool;
 
 /// One message of a conversation: `role` ("system", "user", "assistant") and `content`, both
 /// NUL-terminated UTF-8.
@@ -16,7 +17,10 @@ pub struct LigerChatMessage {
 
 /// Renders `n_messages` messages through the model's chat template (ChatML where the file has
 /// none) into `out_text` (NUL-terminated, `capacity` bytes); `add_generation_prompt` appends
-/// the opening of the assistant's answer. `*out_len` = the text's length in bytes (needed,
+/// the opening of the assistant's answer. `tools_json` (may be NULL): the tools offered, as
+/// OpenAI's JSON array (`[{"type": "function", "function": {"name", "description",
+/// "parameters"}}]`), shown through the template's `tools` section (or a system message where
+/// it has none); a message of role "tool" is a tool's result. `*out_len` = the text's length in bytes (needed,
 /// with `LIGER_ERROR_BUFFER_TOO_SMALL`, when it does not fit). Feed the text with
 /// `liger_session_feed_text(session, text, false)`: the template writes its own BOS.
 #[no_mangle]
@@ -24,6 +28,7 @@ pub extern "C" fn liger_chat_apply_template(
     model: *const LigerModel,
     messages: *const LigerChatMessage,
     n_messages: usize,
+    tools_json: *const c_char,
     add_generation_prompt: bool,
     out_text: *mut c_char,
     capacity: usize,
@@ -42,9 +47,30 @@ pub extern "C" fn liger_chat_apply_template(
                 ))
             })
             .collect::<CResult<Vec<_>>>()?;
-        let text = ChatTemplate::of(tokenizer_of(&m)?)?.render(&messages, add_generation_prompt)?;
+        let tools = match tools_json.is_null() {
+            true => Vec::new(),
+            false => tools_of(str_arg(tools_json, "tools_json")?)?,
+        };
+        let text = ChatTemplate::of(tokenizer_of(&m)?)?.render_with_tools(
+            &messages,
+            &tools,
+            add_generation_prompt,
+        )?;
         text_out(text, out_text, capacity, out_len)
     })
+}
+
+/// OpenAI's tools array.
+fn tools_of(json: &str) -> CResult<Vec<Tool>> {
+    let bad = |m: String| CError::new(LIGER_ERROR_INVALID_ARGUMENT, format!("tools_json: {m}"));
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let list = value
+        .as_array()
+        .ok_or_else(|| bad("not a JSON array".into()))?;
+    list.iter()
+        .map(|t| Tool::from_openai(t).map_err(|e| bad(e.to_string())))
+        .collect()
 }
 
 /// The ids that end a generation of this model (its EOS and `liger.stop_token_ids`, such as

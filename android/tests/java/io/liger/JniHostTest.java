@@ -96,9 +96,9 @@ public final class JniHostTest {
                 "a grammar on a model without a tokenizer");
         LigerNative.sessionSetGrammar(session, null, null);
         expectThrows(() -> LigerNative.chatApplyTemplate(model, new String[] {"user"},
-                new String[] {"hi"}, true), "8", "a chat template without a tokenizer");
+                new String[] {"hi"}, null, true), "8", "a chat template without a tokenizer");
         expectThrows(() -> LigerNative.chatApplyTemplate(model, new String[] {"user"},
-                new String[] {}, true), "3", "roles and contents of different lengths");
+                new String[] {}, null, true), "3", "roles and contents of different lengths");
         check(LigerNative.stopIds(model).length >= 0, "stop ids");
         expectThrows(() -> LigerNative.sessionFeed(session, null), "1", "null ids");
 

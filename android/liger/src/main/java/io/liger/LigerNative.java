@@ -46,9 +46,10 @@ public final class LigerNative {
     /** Feeds tokens[i] to sessions[i], all in one batched step (distinct sessions, one model). */
     public static native void sessionsDecode(long[] sessions, int[] tokens);
     public static native void sessionFeedText(long session, String text, boolean addSpecial);
-    /** The file's chat template over messages (roles[i], contents[i]). */
+    /** The file's chat template over messages (roles[i], contents[i]) and tools (OpenAI's
+     *  JSON array, or null). */
     public static native String chatApplyTemplate(long model, String[] roles, String[] contents,
-            boolean addGenerationPrompt);
+            String toolsJson, boolean addGenerationPrompt);
     /** The ids that end an answer (EOS, the file's stop ids). */
     public static native int[] stopIds(long model);
     /** kind: "json_schema", "json_object", "lark", "regex", or null to lift the constraint. */

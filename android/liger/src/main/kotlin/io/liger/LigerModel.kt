@@ -58,13 +58,19 @@ class LigerModel(
     /**
      * A conversation rendered by the file's own chat template (ChatML where it has none);
      * with [addGenerationPrompt] it ends where the assistant's answer begins. Feed it with
-     * `session.feed(text, addSpecial = false)`: the template writes its own BOS.
+     * `session.feed(text, addSpecial = false)`: the template writes its own BOS. [toolsJson]:
+     * the tools offered, as OpenAI's JSON array (a message of role "tool" is a tool's result).
      */
-    fun applyChatTemplate(messages: List<ChatMessage>, addGenerationPrompt: Boolean = true): String =
+    fun applyChatTemplate(
+        messages: List<ChatMessage>,
+        addGenerationPrompt: Boolean = true,
+        toolsJson: String? = null,
+    ): String =
         LigerNative.chatApplyTemplate(
             live(),
             messages.map { it.role }.toTypedArray(),
             messages.map { it.content }.toTypedArray(),
+            toolsJson,
             addGenerationPrompt,
         )
 
