@@ -13,6 +13,10 @@ export LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" LIGER_R
 export LIGER_TEST_DATA=${LIGER_TEST_DATA:-$HOME/.cache/liger-test-data}
 scripts/fetch-test-data.sh "$LIGER_TEST_DATA" >/dev/null
 export LIGER_REQUIRE_TEST_DATA=1
+# The Kotlin compiler and kotlinx.coroutines (PyPI's kotlin-jupyter-kernel jars) for the
+# Kotlin API's host test.
+LIGER_KOTLIN=$(scripts/fetch-kotlin.sh)
+export LIGER_KOTLIN
 if cargo fmt --version >/dev/null 2>&1; then cargo fmt --all -- --check; fi
 # One build for every test, with both GPU backends compiled in. The wgpu tests (each shader
 # against the CPU reference, the GPU step against the fixtures' reference logits) run on

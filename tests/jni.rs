@@ -18,15 +18,26 @@ fn java_sources(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-#[test]
-fn jni_bridge_passes_the_host_jvm_test() {
+/// What both host-JVM tests need: the bridge's directory, the library's Java classes (and the
+/// Java test) compiled, the fixture model and its greedy reference. `None` (skipped) without a
+/// JDK outside CI.
+struct Jvm {
+    dir: tempfile::TempDir,
+    lib_dir: PathBuf,
+    classes: PathBuf,
+    model: PathBuf,
+    prompt: String,
+    greedy: String,
+}
+
+fn jvm() -> Option<Jvm> {
     if Command::new("javac").arg("-version").output().is_err() {
         assert!(
             std::env::var_os("CI").is_none(),
             "javac is required in CI (a JDK)"
         );
         eprintln!("SKIPPED: no javac (install a JDK to test the JNI bridge)");
-        return;
+        return None;
     }
     // The cdylib built with this test binary (target/<profile>/deps).
     let lib_dir = std::env::current_exe()
@@ -52,19 +63,28 @@ fn jni_bridge_passes_the_host_jvm_test() {
         .status()
         .unwrap();
     assert!(status.success(), "javac failed");
-
     let case = fixtures().join("liger/liger_gla");
     let model = convert_case(&case, "f32", dir.path());
     let (prompt, greedy) = greedy_args(&case);
+    Some(Jvm {
+        dir,
+        lib_dir,
+        classes,
+        model,
+        prompt,
+        greedy,
+    })
+}
+
+/// Runs `main_class` on the bridge with `classpath` and `args`; fails with its stderr.
+fn run_jvm(jvm: &Jvm, classpath: &str, main_class: &str, args: &[String]) -> String {
     let out = Command::new("java")
         .arg("-Xcheck:jni")
-        .arg(format!("-Djava.library.path={}", lib_dir.display()))
+        .arg(format!("-Djava.library.path={}", jvm.lib_dir.display()))
         .arg("-cp")
-        .arg(&classes)
-        .arg("io.liger.JniHostTest")
-        .arg(&model)
-        .arg(prompt)
-        .arg(greedy)
+        .arg(classpath)
+        .arg(main_class)
+        .args(args)
         .env_remove("LD_LIBRARY_PATH")
         .output()
         .unwrap();
@@ -72,8 +92,106 @@ fn jni_bridge_passes_the_host_jvm_test() {
     eprintln!("{stderr}");
     assert!(
         out.status.success(),
-        "JniHostTest failed ({}): {stderr}",
+        "{main_class} failed ({}): {stderr}",
         out.status
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn jni_bridge_passes_the_host_jvm_test() {
+    let Some(jvm) = jvm() else {
+        return;
+    };
+    let args = [
+        jvm.model.display().to_string(),
+        jvm.prompt.clone(),
+        jvm.greedy.clone(),
+    ];
+    let out = run_jvm(
+        &jvm,
+        jvm.classes.to_str().unwrap(),
+        "io.liger.JniHostTest",
+        &args,
+    );
+    assert!(out.contains("all checks passed"));
+}
+
+/// The Kotlin API compiled (the Kotlin compiler and kotlinx.coroutines from
+/// `scripts/fetch-kotlin.sh`, or `$LIGER_KOTLIN`) and run on the host JVM: `KotlinHostTest.kt`.
+#[test]
+fn kotlin_api_passes_the_host_jvm_test() {
+    let Some(jvm) = jvm() else {
+        return;
+    };
+    let kotlin = std::env::var_os("LIGER_KOTLIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cache/liger-kotlin"));
+    let (stdlib, all) = (
+        kotlin.join("kotlin-stdlib.jar"),
+        kotlin.join("kotlin-all.jar"),
+    );
+    if !all.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the Kotlin compiler is required in CI (scripts/fetch-kotlin.sh)"
+        );
+        eprintln!("SKIPPED: no Kotlin compiler (scripts/fetch-kotlin.sh)");
+        return;
+    }
+    let mut sources = kotlin_sources(&repo_root().join("android/liger/src/main/kotlin/io/liger"));
+    sources.extend(kotlin_sources(
+        &repo_root().join("android/tests/kotlin/io/liger"),
+    ));
+    let kclasses = jvm.dir.path().join("kotlin-classes");
+    let libs = format!(
+        "{}:{}:{}",
+        jvm.classes.display(),
+        stdlib.display(),
+        all.display()
+    );
+    let status = Command::new("java")
+        .arg("-cp")
+        .arg(&all)
+        .arg("org.jetbrains.kotlin.cli.jvm.K2JVMCompiler")
+        .args([
+            "-no-stdlib",
+            "-no-reflect",
+            "-Werror",
+            "-jvm-target",
+            "17",
+            "-cp",
+            &libs,
+            "-d",
+        ])
+        .arg(&kclasses)
+        .args(&sources)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the Kotlin compiler failed");
+    let mut args = vec![
+        jvm.model.display().to_string(),
+        jvm.prompt.clone(),
+        jvm.greedy.clone(),
+    ];
+    if let Some(real) = smollm2_liger_q8_0() {
+        args.push(real.display().to_string());
+    }
+    let classpath = format!("{}:{libs}", kclasses.display());
+    let out = run_jvm(&jvm, &classpath, "io.liger.KotlinHostTestKt", &args);
+    assert!(out.contains("kotlin: all checks passed"));
+}
+
+fn kotlin_sources(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "kt"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn home() -> PathBuf {
+    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
 }
