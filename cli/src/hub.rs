@@ -42,6 +42,32 @@ fn repo(id: &str) -> Repo {
     }
 }
 
+/// A download's progress on stderr ([`liger_convert::progress`]: a bar with rate and time
+/// left on a terminal, plain lines otherwise, nothing with `--quiet`).
+struct Download(Option<liger_convert::progress::Progress>, bool);
+
+impl hf_hub::api::Progress for Download {
+    fn init(&mut self, size: usize, filename: &str) {
+        self.0 = Some(liger_convert::progress::Progress::new(
+            self.1,
+            &format!("downloading {filename}"),
+            size as u64,
+        ));
+    }
+
+    fn update(&mut self, size: usize) {
+        if let Some(p) = &mut self.0 {
+            p.inc(size as u64);
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(p) = &mut self.0 {
+            p.finish();
+        }
+    }
+}
+
 /// The shard files a safetensors index names.
 fn shards(index: &Path) -> Result<Vec<String>> {
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(index)?)
@@ -60,7 +86,7 @@ fn shards(index: &Path) -> Result<Vec<String>> {
 
 /// The local snapshot directory of `id` with the files a conversion needs, downloaded (or,
 /// offline, found in the cache).
-pub fn fetch(id: &str) -> Result<PathBuf> {
+pub fn fetch(id: &str, progress: bool) -> Result<PathBuf> {
     let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v == "true");
     let cache = Cache::from_env();
     let mut found: Vec<PathBuf> = Vec::new();
@@ -93,6 +119,7 @@ pub fn fetch(id: &str) -> Result<PathBuf> {
         let token = std::env::var("HF_TOKEN").ok().or_else(|| cache.token());
         let api = ApiBuilder::from_env()
             .with_token(token)
+            .with_progress(false)
             .build()
             .context("the Hugging Face Hub client")?;
         let remote = api.repo(repo(id));
@@ -115,13 +142,15 @@ pub fn fetch(id: &str) -> Result<PathBuf> {
             files.extend(shards(&index)?);
             found.push(index);
         }
+        let cached = cache.repo(repo(id));
         for file in &files {
-            eprintln!("fetching {id}/{file}");
-            found.push(
-                remote
-                    .get(file)
+            let path = match cached.get(file) {
+                Some(path) => path,
+                None => remote
+                    .download_with_progress(file, Download(None, progress))
                     .with_context(|| format!("downloading {id}/{file}"))?,
-            );
+            };
+            found.push(path);
         }
     }
     let Some(first) = found.first() else {

@@ -44,7 +44,7 @@ enum Command {
         /// general.name of the output (default: the source's).
         #[arg(long)]
         name: Option<String>,
-        /// No progress bar.
+        /// No progress (a bar on a terminal, plain lines otherwise).
         #[arg(short, long)]
         quiet: bool,
     },
@@ -103,12 +103,12 @@ fn run(cli: Cli) -> Result<()> {
             let out_type: liger_convert::OutType = out_type.parse()?;
             let started = std::time::Instant::now();
             let src = if hub::is_repo_id(&src) {
-                hub::fetch(&src.to_string_lossy())?
+                hub::fetch(&src.to_string_lossy(), !quiet)?
             } else {
                 src
             };
             let lora = match lora {
-                Some(l) if hub::is_repo_id(&l) => Some(hub::fetch(&l.to_string_lossy())?),
+                Some(l) if hub::is_repo_id(&l) => Some(hub::fetch(&l.to_string_lossy(), !quiet)?),
                 other => other,
             };
             let opts = liger_convert::ConvertOptions {
@@ -117,7 +117,7 @@ fn run(cli: Cli) -> Result<()> {
                 out_type,
                 lora,
                 name,
-                progress: !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                progress: !quiet,
             };
             let report = liger_convert::convert(&opts)
                 .with_context(|| format!("converting {}", src.display()))?;

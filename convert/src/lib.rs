@@ -10,6 +10,7 @@ pub mod gguf_source;
 pub mod hf;
 pub mod lora;
 pub mod names;
+pub mod progress;
 pub mod recipe;
 pub mod source;
 pub mod synth;
@@ -37,7 +38,7 @@ pub struct ConvertOptions {
     pub lora: Option<PathBuf>,
     /// `general.name`; defaults to the source's name.
     pub name: Option<String>,
-    /// Draw a progress bar on stderr (only when it is a terminal).
+    /// Show progress on stderr: a bar on a terminal, plain lines otherwise.
     pub progress: bool,
 }
 
@@ -264,19 +265,10 @@ fn write_file(
     )?;
 
     let total: u64 = tensors.iter().map(|t| t.n_bytes).sum();
-    let bar = if opts.progress {
-        indicatif::ProgressBar::new(total)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg:28} [{bar:40}] {bytes}/{total_bytes} {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let mut bar = progress::Progress::new(opts.progress, "converting", total);
     let mut data = Vec::new();
     for (t, c) in plan.iter().zip(tensors) {
-        bar.set_message(t.name.clone());
+        bar.set_message(&t.name);
         let row_len = t.row_len();
         let n_rows = t.n_rows();
         let row_bytes = c.ggml_type.row_bytes(row_len)?;
@@ -311,7 +303,7 @@ fn write_file(
         writer.end_tensor(&t.name)?;
     }
     writer.finish()?;
-    bar.finish_and_clear();
+    bar.finish();
     persist(tmp, out)?;
     Ok(())
 }
