@@ -58,6 +58,26 @@ elif [[ -n ${LIGER_REQUIRE_ANDROID_CHECK:-} ]]; then
 else
   echo "Android check skipped: rustup target add aarch64-linux-android (.ci/run does)" >&2
 fi
+# macOS, Windows, iOS: the runtime with the C ABI and wgpu (Metal / DX12 / Vulkan) and, on the
+# desktops, the CLI type-check with rustc alone. The CLI's `hub` feature is left out there: its
+# HTTPS stack (rustls on ring) compiles C for the target, which needs that target's C compiler
+# (Xcode's clang, MSVC); everything else is Rust.
+platforms=(aarch64-apple-darwin x86_64-pc-windows-msvc aarch64-apple-ios)
+installed=$(rustup target list --installed 2>/dev/null || true)
+for target in "${platforms[@]}"; do
+  if ! grep -qx "$target" <<<"$installed"; then
+    if [[ -n ${LIGER_REQUIRE_PLATFORM_CHECKS:-} ]]; then
+      echo "the $target check needs its target (rustup target add $target)" >&2
+      exit 1
+    fi
+    echo "$target check skipped: rustup target add $target (.ci/run does)" >&2
+    continue
+  fi
+  packages=(-p liger-runtime --features liger-runtime/capi,liger-runtime/wgpu)
+  [[ $target == *ios ]] || packages+=(-p liger-cli --no-default-features --features liger-cli/wgpu)
+  cargo check --locked --target "$target" "${packages[@]}"
+  prune "target/$target"
+done
 # The criterion benches compile (in the test profile, reusing the test build's dependencies;
 # `cargo bench` runs them).
 cargo test --workspace --locked --features "$LIGER_TEST_FEATURES" --benches --no-run

@@ -76,7 +76,7 @@ fn answer(
     let mut generator = Generator::new(
         model,
         GenerateOptions {
-            max_tokens: 256,
+            max_tokens: 400,
             skip_special: true,
             grammar: Some(grammar),
             ..Default::default()
@@ -93,8 +93,10 @@ fn answer(
     (text, outcome.stop)
 }
 
+/// (`cli/tests/serve.rs` sends 50 such requests through the server; here each schema twice
+/// through the one generation loop.)
 #[test]
-fn fifty_answers_under_five_schemas_parse_and_validate() {
+fn answers_under_five_schemas_parse_and_validate() {
     let Some((model, template)) = smollm2() else {
         return;
     };
@@ -107,7 +109,7 @@ fn fifty_answers_under_five_schemas_parse_and_validate() {
     ];
     for (i, schema) in schemas().iter().enumerate() {
         let validator = jsonschema::validator_for(schema).unwrap();
-        for seed in 0..10 {
+        for seed in 0..2 {
             let (text, stop) = answer(
                 &model,
                 &template,
@@ -135,10 +137,10 @@ fn any_json_object_and_a_regex_constrain_the_output() {
     let Some((model, template)) = smollm2() else {
         return;
     };
-    // Any object: unbounded, so a weak model may write one string until max_tokens; the
-    // seeds' answers that end must parse (and most do end).
-    let mut ended = 0;
-    for seed in 0..6 {
+    // Any object: unbounded, so a weak model may write one string until max_tokens. An answer
+    // that ends parses as an object; one cut at max_tokens is a prefix of one (serde_json
+    // stops at the end of the input, not at a wrong character).
+    for seed in 0..4 {
         let (text, stop) = answer(
             &model,
             &template,
@@ -146,15 +148,15 @@ fn any_json_object_and_a_regex_constrain_the_output() {
             Grammar::json_object(),
             seed,
         );
-        eprintln!("seed {seed}: {stop:?} {text}");
-        if stop != StopReason::Length {
-            let value: Value =
-                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
-            assert!(value.is_object(), "{text}");
-            ended += 1;
+        assert!(text.starts_with('{'), "seed {seed}: {text}");
+        match serde_json::from_str::<Value>(&text) {
+            Ok(value) => assert!(value.is_object() && stop != StopReason::Length, "{text}"),
+            Err(e) => assert!(
+                stop == StopReason::Length && e.is_eof(),
+                "seed {seed}: {stop:?}, not JSON ({e}): {text}"
+            ),
         }
     }
-    assert!(ended >= 3, "only {ended} of 6 answers ended");
 
     let regex = Grammar {
         kind: GrammarKind::Regex,

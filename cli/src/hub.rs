@@ -3,12 +3,15 @@
 //! snapshots/REV/...`, default `~/.cache/huggingface`). `HF_TOKEN` (or the token file of
 //! `huggingface-cli login`) authenticates gated repos; `HF_HUB_OFFLINE=1` reads the cache only.
 
-use anyhow::{bail, Context, Result};
-use hf_hub::api::sync::ApiBuilder;
-use hf_hub::{Cache, Repo, RepoType};
+use anyhow::Result;
+#[cfg(feature = "hub")]
+use anyhow::{bail, Context};
+#[cfg(feature = "hub")]
+use hf_hub::{api::sync::ApiBuilder, Cache, Repo, RepoType};
 use std::path::{Path, PathBuf};
 
 /// Files of a checkpoint the converter reads, besides the weights.
+#[cfg(feature = "hub")]
 const CONFIG_FILES: [&str; 6] = [
     "config.json",
     "adapter_config.json",
@@ -17,7 +20,9 @@ const CONFIG_FILES: [&str; 6] = [
     "special_tokens_map.json",
     "generation_config.json",
 ];
+#[cfg(feature = "hub")]
 const SINGLE_WEIGHTS: [&str; 2] = ["model.safetensors", "adapter_model.safetensors"];
+#[cfg(feature = "hub")]
 const WEIGHT_INDEX: &str = "model.safetensors.index.json";
 
 /// `ORG/NAME` or `ORG/NAME@REVISION` that is not an existing path.
@@ -33,6 +38,7 @@ pub fn is_repo_id(src: &Path) -> bool {
         })
 }
 
+#[cfg(feature = "hub")]
 fn repo(id: &str) -> Repo {
     match id.split_once('@') {
         Some((name, revision)) => {
@@ -44,8 +50,10 @@ fn repo(id: &str) -> Repo {
 
 /// A download's progress on stderr ([`liger_convert::progress`]: a bar with rate and time
 /// left on a terminal, plain lines otherwise, nothing with `--quiet`).
+#[cfg(feature = "hub")]
 struct Download(Option<liger_convert::progress::Progress>, bool);
 
+#[cfg(feature = "hub")]
 impl hf_hub::api::Progress for Download {
     fn init(&mut self, size: usize, filename: &str) {
         self.0 = Some(liger_convert::progress::Progress::new(
@@ -69,6 +77,7 @@ impl hf_hub::api::Progress for Download {
 }
 
 /// The shard files a safetensors index names.
+#[cfg(feature = "hub")]
 fn shards(index: &Path) -> Result<Vec<String>> {
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(index)?)
         .with_context(|| format!("{} is not JSON", index.display()))?;
@@ -84,8 +93,18 @@ fn shards(index: &Path) -> Result<Vec<String>> {
     Ok(files)
 }
 
+/// Without the `hub` feature: an error that says so.
+#[cfg(not(feature = "hub"))]
+pub fn fetch(id: &str, _progress: bool) -> Result<PathBuf> {
+    anyhow::bail!(
+        "{id}: this liger was built without Hugging Face Hub support (feature `hub`): \
+         download the checkpoint and give its directory"
+    )
+}
+
 /// The local snapshot directory of `id` with the files a conversion needs, downloaded (or,
 /// offline, found in the cache).
+#[cfg(feature = "hub")]
 pub fn fetch(id: &str, progress: bool) -> Result<PathBuf> {
     let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v == "true");
     let cache = Cache::from_env();

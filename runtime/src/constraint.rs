@@ -149,18 +149,17 @@ impl GrammarEngine {
     }
 }
 
-/// Most whitespace characters between two JSON tokens. llguidance's default allows any amount,
-/// and a weak model can then emit blanks until `max_tokens`; this keeps pretty-printing
-/// possible and every answer finite. A schema's own `x-guidance` options win.
-const JSON_MAX_BLANKS: usize = 8;
+/// Blanks allowed between two JSON tokens, as llama.cpp's JSON grammar has them: one space or
+/// tab, or one newline and up to 20 spaces or tabs of indentation. llguidance's default
+/// allows any amount, and a weak model then writes blank lines until `max_tokens`; this keeps
+/// pretty-printing possible and every answer short. A schema's own `x-guidance` options win.
+const JSON_BLANKS: &str = r"[\x20\x09]?|\x0A[\x20\x09]{0,20}";
 
 fn with_bounded_whitespace(mut schema: serde_json::Value) -> serde_json::Value {
     if let Some(object) = schema.as_object_mut() {
-        object.entry("x-guidance").or_insert_with(|| {
-            serde_json::json!({
-                "whitespace_pattern": format!("[\\x20\\x0A\\x0D\\x09]{{0,{JSON_MAX_BLANKS}}}")
-            })
-        });
+        object
+            .entry("x-guidance")
+            .or_insert_with(|| serde_json::json!({ "whitespace_pattern": JSON_BLANKS }));
     }
     schema
 }
