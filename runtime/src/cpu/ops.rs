@@ -104,7 +104,24 @@ pub fn softmax(x: &mut [f32]) {
 /// `log σ(x)`, stable for large |x|.
 #[inline]
 pub fn log_sigmoid(x: f32) -> f32 {
-    x.min(0.0) - exp_fast(-x.abs()).ln_1p()
+    x.min(0.0) - ln_1p_unit(exp_fast(-x.abs()))
+}
+
+/// `ln(1 + t)` for `t` in [0, 1], without a libm call (so gate loops vectorize): with
+/// `s = t / (2 + t)` ∈ [0, 1/3], `ln(1 + t) = 2·atanh(s) = 2·(s + s³/3 + s⁵/5 + …)`, summed to
+/// s¹³ (the rest < 1e-8). Within 3e-7 of libm (relative, f32 rounding; tested).
+#[inline(always)]
+pub fn ln_1p_unit(t: f32) -> f32 {
+    let s = t / (2.0 + t);
+    let s2 = s * s;
+    let mut p = 1.0 / 13.0;
+    p = p * s2 + 1.0 / 11.0;
+    p = p * s2 + 1.0 / 9.0;
+    p = p * s2 + 1.0 / 7.0;
+    p = p * s2 + 1.0 / 5.0;
+    p = p * s2 + 1.0 / 3.0;
+    p = p * s2 + 1.0;
+    2.0 * s * p
 }
 
 #[inline]
@@ -131,6 +148,29 @@ pub fn adaptive_avg_pool(x: &[f32], out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ln_1p_unit_is_within_its_stated_error_of_libm() {
+        let mut worst = 0f64;
+        for i in 0..=100_000 {
+            let t = i as f32 / 100_000.0;
+            let want = (t as f64).ln_1p();
+            let got = ln_1p_unit(t) as f64;
+            if want > 0.0 {
+                worst = worst.max((got - want).abs() / want);
+            }
+        }
+        assert!(worst < 3e-7, "ln_1p_unit relative error {worst:e} ≥ 3e-7");
+        assert_eq!(ln_1p_unit(0.0), 0.0);
+        // log_sigmoid through it, against the f64 formula.
+        for x in [-30.0f32, -5.0, -0.3, 0.0, 0.7, 4.0, 25.0] {
+            let want = -((-(x as f64)).exp().ln_1p());
+            assert!(
+                (log_sigmoid(x) as f64 - want).abs() <= 2e-6 * want.abs().max(1e-3),
+                "{x}"
+            );
+        }
+    }
 
     #[test]
     fn exp_fast_is_within_its_stated_error_of_libm() {

@@ -249,10 +249,10 @@ unsafe fn dot_q4_k_n<const N: usize>(row: &[u8], x: [&[ActBlock]; N]) -> [f32; N
 }
 
 /// Q6_K rows against `N` activation rows: per 32-element chunk with two 16-element scales,
-/// `d·Σ_chunks d_a·Σ_halves sc·Σ (q6 − 32)·q_a`, the bias of 32 and the scales applied in
-/// 16-bit lanes (`maddubs(q6, q_a) − maddubs(32, q_a)`, then `madd` by the scales: no 32-bit
-/// multiply, no scalar work per token) and `d` once per super-block; each chunk is unpacked
-/// once for all N.
+/// `d·Σ_chunks d_a·Σ_halves sc·(Σ q6·q_a − 32·Σ q_a)`: the products in 16-bit lanes
+/// (`maddubs(q6, q_a)`, then `madd` by the scales: no 32-bit multiply), the bias of 32 from the
+/// activation block's half sums (scalar, beside the vector work), `d` once per super-block;
+/// each chunk is unpacked once for all N.
 #[inline(always)]
 unsafe fn dot_q6_k_n<const N: usize>(row: &[u8], x: [&[ActBlock]; N]) -> [f32; N] {
     const BYTES: usize = size_of::<BlockQ6K>();
@@ -264,12 +264,14 @@ unsafe fn dot_q6_k_n<const N: usize>(row: &[u8], x: [&[ActBlock]; N]) -> [f32; N
         .min(row.len() / BYTES);
     let low_mask = _mm256_set1_epi8(0x0f);
     let two_bits = _mm256_set1_epi8(3);
-    let bias = _mm256_set1_epi8(32);
     let mut acc = [_mm256_setzero_ps(); N];
+    // 32·Σ d·d_a·Σ_halves sc·Σ q_a per token: the bias of the 6-bit values.
+    let mut bias = [0f32; N];
     for i in 0..nb {
         let b: BlockQ6K = bytemuck::pod_read_unaligned(&row[i * BYTES..(i + 1) * BYTES]);
         // Σ_chunks d_a · (the chunk's scaled integer sums), per token.
         let mut block = [_mm256_setzero_ps(); N];
+        let mut block_bias = [0f32; N];
         for c in 0..8 {
             let (h, q) = (c / 4, c % 4);
             let ql = _mm256_loadu_si256(b.ql.as_ptr().add(h * 64 + (q % 2) * 32) as *const __m256i);
@@ -281,26 +283,27 @@ unsafe fn dot_q6_k_n<const N: usize>(row: &[u8], x: [&[ActBlock]; N]) -> [f32; N
             );
             let q6 = _mm256_or_si256(_mm256_and_si256(low, low_mask), _mm256_slli_epi16(high, 4));
             // 16-bit lanes 0..8 hold pairs of the first 16 elements, 8..16 of the second.
-            let scales = _mm256_set_m128i(
-                _mm_set1_epi16(b.scales[h * 8 + 2 * q + 1] as i16),
-                _mm_set1_epi16(b.scales[h * 8 + 2 * q] as i16),
+            let (sc0, sc1) = (
+                b.scales[h * 8 + 2 * q] as i32,
+                b.scales[h * 8 + 2 * q + 1] as i32,
             );
+            let scales = _mm256_set_m128i(_mm_set1_epi16(sc1 as i16), _mm_set1_epi16(sc0 as i16));
             for t in 0..N {
                 let a = &x[t][i * 8 + c];
                 let qa = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-                // |pair sums| ≤ 2·63·127 and 2·32·127: the difference fits 16 bits.
-                let pairs =
-                    _mm256_sub_epi16(_mm256_maddubs_epi16(q6, qa), _mm256_maddubs_epi16(bias, qa));
-                let dot = _mm256_madd_epi16(pairs, scales);
+                // |pair sums| ≤ 2·63·127 fits 16 bits.
+                let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(q6, qa), scales);
                 block[t] = _mm256_fmadd_ps(_mm256_set1_ps(a.d), _mm256_cvtepi32_ps(dot), block[t]);
+                block_bias[t] += a.d * (sc0 * a.sums[0] + sc1 * a.sums[1]) as f32;
             }
         }
-        let d = _mm256_set1_ps(b.d.to_f32());
+        let d = b.d.to_f32();
         for t in 0..N {
-            acc[t] = _mm256_fmadd_ps(d, block[t], acc[t]);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), block[t], acc[t]);
+            bias[t] += d * block_bias[t];
         }
     }
-    std::array::from_fn(|t| hsum(acc[t]))
+    std::array::from_fn(|t| hsum(acc[t]) - 32.0 * bias[t])
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

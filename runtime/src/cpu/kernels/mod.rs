@@ -48,6 +48,8 @@ pub mod gemm_neon;
 pub mod gemm_x86;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
+#[cfg(target_arch = "aarch64")]
+pub mod packed_neon;
 #[cfg(target_arch = "x86_64")]
 pub mod packed_x86;
 pub mod scalar;
@@ -266,8 +268,8 @@ pub fn rows_dot4(ty: GgmlType, level: SimdLevel) -> Option<RowsDot4> {
 /// `(the group's blocks, activations [T, blocks], blocks, out [T])`.
 pub type GroupKernel = fn(&[u8], &[ActBlock], usize, &mut [[f32; 8]]);
 
-/// The kernel of repacked Q4_0 rows at `level`, where repacking is used (AVX2 and AVX-512
-/// VNNI); elsewhere Q4_0 is read in place.
+/// The kernel of repacked Q4_0 rows at `level`, where repacking is used (AVX2, AVX-512 VNNI,
+/// NEON with the dot-product extension); elsewhere Q4_0 is read in place.
 pub fn packed_q4_0(level: SimdLevel) -> Option<GroupKernel> {
     if !SimdLevel::available().contains(&level) {
         return None;
@@ -277,6 +279,10 @@ pub fn packed_q4_0(level: SimdLevel) -> Option<GroupKernel> {
         SimdLevel::Avx512Vnni => return Some(packed_x86::q4_0_vnni),
         SimdLevel::Avx2 => return Some(packed_x86::q4_0_avx2),
         _ => {}
+    }
+    #[cfg(target_arch = "aarch64")]
+    if level == SimdLevel::NeonDotprod {
+        return Some(packed_neon::q4_0_dotprod);
     }
     None
 }

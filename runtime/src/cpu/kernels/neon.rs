@@ -73,7 +73,7 @@ unsafe fn scales4(rows: &[&[u8]; 4], at: usize) -> float32x4_t {
 
 /// 8 f16 (as raw bits) → two f32x4 (`fcvtl`, `fcvtl2`: base ARMv8 floating point).
 #[inline(always)]
-unsafe fn f16x8_to_f32(h: uint16x8_t) -> (float32x4_t, float32x4_t) {
+pub(super) unsafe fn f16x8_to_f32(h: uint16x8_t) -> (float32x4_t, float32x4_t) {
     let (lo, hi): (float32x4_t, float32x4_t);
     std::arch::asm!(
         "fcvtl {lo:v}.4s, {h:v}.4h",
