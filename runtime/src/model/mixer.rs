@@ -1,12 +1,11 @@
-//! The token mixer of one layer, in three phases: the recurrent branch, one task per KV head
-//! `j` (state of head j, read by its group of query heads), then the sliding-window attention,
-//! one task per query head, then the window update.
+//! The token mixer of one layer: the recurrent branch, one task per KV head `j` (state of head
+//! j, read by its group of query heads), and the sliding-window attention, one task per query
+//! head (on RoPE'd copies of q and k made before), in one job; then the window update.
 //!
 //! Letters: T tokens, H heads, Hkv kv heads, d head dim, M GSA slots, W window.
 
 use super::chunkwise::{ChunkScratch, CHUNK};
 use super::recurrence::{gla_update, gsa_readout, gsa_update, hgrn2_update, softmax_readout};
-use super::rope;
 use crate::config::{LigerConfig, Variant};
 use crate::cpu::linear::dot;
 use crate::cpu::ops::{adaptive_avg_pool, multiversion, softmax};
@@ -43,19 +42,19 @@ impl MixerScratch {
 /// its own parts.
 pub(crate) struct LayerMixer<'a> {
     pub c: &'a LigerConfig,
-    /// [T, d/2] RoPE cos / sin of each token's position
-    pub rope_cos: &'a [f32],
-    pub rope_sin: &'a [f32],
     /// Tokens in the chunk, position of the first, oldest position in the window.
     pub n: usize,
     pub pos0: usize,
     pub oldest: usize,
-    /// [T, H·d], RoPE'd in place
+    /// [T, H·d], as projected (the recurrence's)
     pub q: Disjoint<'a, f32>,
-    /// [T, Hkv·d], RoPE'd in place
+    /// [T, Hkv·d], as projected
     pub k: Disjoint<'a, f32>,
     /// [T, Hkv·d]
     pub v: &'a [f32],
+    /// [T, H·d], [T, Hkv·d]: q and k RoPE'd (the window's)
+    pub q_rot: &'a [f32],
+    pub k_rot: &'a [f32],
     /// [T, H·d] recurrent branch output
     pub o_rec: Disjoint<'a, f32>,
     /// [T, H·d] SWA output
@@ -110,13 +109,13 @@ pub(crate) struct BatchMixer<'a> {
     /// [S]
     pub spans: &'a [Span],
     pub views: &'a [StateViews<'a>],
-    /// [R, d/2]
-    pub rope_cos: &'a [f32],
-    pub rope_sin: &'a [f32],
     /// [R, H·d], [R, Hkv·d], [R, Hkv·d], [R, H·d], [R, H·d]
     pub q: Disjoint<'a, f32>,
     pub k: Disjoint<'a, f32>,
     pub v: &'a [f32],
+    /// [R, H·d], [R, Hkv·d] RoPE'd
+    pub q_rot: &'a [f32],
+    pub k_rot: &'a [f32],
     pub o_rec: Disjoint<'a, f32>,
     pub y: Disjoint<'a, f32>,
     /// [S, Hkv]
@@ -130,7 +129,7 @@ impl BatchMixer<'_> {
     pub(crate) fn segment(&self, s: usize) -> LayerMixer<'_> {
         let c = self.c;
         let (d, w, l) = (c.head_dim, c.window as usize, self.layer);
-        let (hd, kv, half) = (c.n_heads * d, c.n_kv_heads * d, d / 2);
+        let (hd, kv) = (c.n_heads * d, c.n_kv_heads * d);
         let layer_state = c.n_kv_heads * super::SequenceState::per_head(c);
         let Span { row0, n, .. } = self.spans[s];
         let rows = |width: usize| row0 * width..(row0 + n) * width;
@@ -138,14 +137,14 @@ impl BatchMixer<'_> {
         let scores = c.n_heads * (w + 1);
         LayerMixer {
             c,
-            rope_cos: &self.rope_cos[rows(half)],
-            rope_sin: &self.rope_sin[rows(half)],
             n,
             pos0: self.spans[s].pos0,
             oldest: self.spans[s].oldest,
             q: self.q.sub(rows(hd)),
             k: self.k.sub(rows(kv)),
             v: &self.v[rows(kv)],
+            q_rot: &self.q_rot[rows(hd)],
+            k_rot: &self.k_rot[rows(kv)],
             o_rec: self.o_rec.sub(rows(hd)),
             y: self.y.sub(rows(hd)),
             state: view.recurrent.sub(l * layer_state..(l + 1) * layer_state),
@@ -161,10 +160,16 @@ impl BatchMixer<'_> {
     pub(crate) fn run(&self, pool: &crate::cpu::pool::WorkerPool) {
         let (hkv, h) = (self.c.n_kv_heads, self.c.n_heads);
         let segments = self.spans.len();
-        pool.run(segments * hkv, &|i| {
-            run_kv_head(&self.segment(i / hkv), i % hkv)
-        });
-        pool.run(segments * h, &|i| run_swa_head(&self.segment(i / h), i % h));
+        // The recurrent tasks first (the longest), then the window's: the pool hands tasks out
+        // in order, so the short ones fill in beside the long ones.
+        let recurrent = segments * hkv;
+        pool.run(
+            recurrent + segments * h,
+            &|i| match i.checked_sub(recurrent) {
+                None => run_kv_head(&self.segment(i / hkv), i % hkv),
+                Some(i) => run_swa_head(&self.segment(i / h), i % h),
+            },
+        );
         for s in 0..segments {
             self.segment(s).update_window();
         }
@@ -172,10 +177,10 @@ impl BatchMixer<'_> {
 }
 
 multiversion!(
-/// The recurrent branch of KV head `j` over the chunk, then RoPE of its q and k heads.
+/// The recurrent branch of KV head `j` over the chunk.
 pub(crate) fn run_kv_head(mixer: &LayerMixer, j: usize) => LayerMixer::run_kv_head_body);
 multiversion!(
-/// The sliding-window attention of query head `h` (after every `run_kv_head`).
+/// The sliding-window attention of query head `h` (beside the `run_kv_head`s).
 pub(crate) fn run_swa_head(mixer: &LayerMixer, h: usize) => LayerMixer::swa_head_body);
 
 impl LayerMixer<'_> {
@@ -277,19 +282,14 @@ impl LayerMixer<'_> {
     #[inline(always)]
     fn run_kv_head_body(&self, j: usize) {
         let c = self.c;
-        let d = c.head_dim;
-        let (hd, kv) = (c.n_heads * d, c.n_kv_heads * d);
-        let group = c.n_heads / c.n_kv_heads;
         let per_head = super::SequenceState::per_head(c);
-        // SAFETY: task j only touches KV head j's columns of k, v, the
-        // ring and the state, the columns of its own query heads of q, o_rec and y, and its
-        // own scratch; no two slices taken here are alive at once over the same range.
+        // SAFETY: task j only touches KV head j's columns of k, v and the state, the columns
+        // of its own query heads of q and o_rec, and its own scratch (the window's tasks
+        // beside it read only the RoPE'd copies and the ring, and write y); no two slices
+        // taken here are alive at once over the same range.
         let sc = unsafe { &mut self.scratch.slice(j..j + 1)[0] };
         // SAFETY: KV head j's own columns and state (see `run_kv_head_body`).
         let s = unsafe { self.state.slice(j * per_head..(j + 1) * per_head) };
-        let q_heads = |t: usize| t * hd + j * group * d..t * hd + (j + 1) * group * d;
-        let k_head = |t: usize| t * kv + j * d..t * kv + (j + 1) * d;
-
         // Recurrent branch (no RoPE, scale 1): chunkwise-parallel over prefill chunks of GLA /
         // HGRN2, token by token otherwise (decode, GSA, or a chunk that decays too fast).
         let mut t0 = 0;
@@ -305,23 +305,11 @@ impl LayerMixer<'_> {
             }
             t0 += len;
         }
-
-        // RoPE for the sliding window, in place: q and k are not read by the recurrence again.
-        let half = d / 2;
-        for t in 0..self.n {
-            let (cos, sin) = (
-                &self.rope_cos[t * half..(t + 1) * half],
-                &self.rope_sin[t * half..(t + 1) * half],
-            );
-            // SAFETY: KV head j's own columns and state (see `run_kv_head_body`).
-            rope::apply(unsafe { self.q.slice(q_heads(t)) }, cos, sin);
-            // SAFETY: KV head j's own columns and state (see `run_kv_head_body`).
-            rope::apply(unsafe { self.k.slice(k_head(t)) }, cos, sin);
-        }
     }
 
     /// Sliding-window attention of query head `h` over the chunk: RoPE'd q·k over the last
-    /// W keys and the current one. Runs after every KV head's [`run_kv_head`].
+    /// W keys and the current one. Reads only the RoPE'd copies and the ring, so it runs
+    /// beside the KV heads' [`run_kv_head`].
     #[inline(always)]
     fn swa_head_body(&self, h: usize) {
         let c = self.c;
@@ -330,7 +318,7 @@ impl LayerMixer<'_> {
         let j = h / (c.n_heads / c.n_kv_heads);
         let k_head = |t: usize| t * kv + j * d..t * kv + (j + 1) * d;
         // SAFETY: task h writes only query head h's columns of y and its own
-        // scores; q, k and the ring are only read while these tasks run.
+        // scores; the ring is only read while these tasks run.
         let scores = unsafe { self.scores.slice(h * (w + 1)..(h + 1) * (w + 1)) };
         let scale = 1.0 / (d as f32).sqrt();
         for t in 0..self.n {
@@ -340,18 +328,16 @@ impl LayerMixer<'_> {
             let key_at = |kp: usize| -> (&[f32], &[f32]) {
                 if kp >= self.pos0 {
                     let r = k_head(kp - self.pos0);
-                    // SAFETY: head h's own columns of y; q, k and the ring are only read.
-                    (unsafe { &*self.k.slice(r.clone()) }, &self.v[r])
+                    (&self.k_rot[r.clone()], &self.v[r])
                 } else {
                     let r = k_head(kp % w);
-                    // SAFETY: head h's own columns of y; q, k and the ring are only read.
+                    // SAFETY: the ring is only read while the mixer's tasks run.
                     unsafe { (&*self.ring_k.slice(r.clone()), &*self.ring_v.slice(r)) }
                 }
             };
             let head = t * hd + h * d..t * hd + (h + 1) * d;
-            // SAFETY: head h's own columns of y; q, k and the ring are only read.
-            let qh = unsafe { &*self.q.slice(head.clone()) };
-            // SAFETY: head h's own columns of y; q, k and the ring are only read.
+            let qh = &self.q_rot[head.clone()];
+            // SAFETY: query head h's own columns of y.
             let yh = unsafe { self.y.slice(head) };
             let scores = &mut scores[..p - lo + 1];
             for (i, kp) in (lo..=p).enumerate() {
@@ -375,15 +361,10 @@ impl LayerMixer<'_> {
         for t in self.n.saturating_sub(w)..self.n {
             let slot = (self.pos0 + t) % w;
             let (row, ring) = (t * kv..(t + 1) * kv, slot * kv..(slot + 1) * kv);
-            // SAFETY: no task runs now; these are the only live slices of k and the ring.
-            let (key, ring_k, ring_v) = unsafe {
-                (
-                    self.k.slice(row.clone()),
-                    self.ring_k.slice(ring.clone()),
-                    self.ring_v.slice(ring),
-                )
-            };
-            ring_k.copy_from_slice(key);
+            // SAFETY: no task runs now; these are the only live slices of the ring.
+            let (ring_k, ring_v) =
+                unsafe { (self.ring_k.slice(ring.clone()), self.ring_v.slice(ring)) };
+            ring_k.copy_from_slice(&self.k_rot[row.clone()]);
             ring_v.copy_from_slice(&self.v[row]);
         }
     }

@@ -33,6 +33,10 @@ pub(crate) struct Scratch {
     k: Vec<f32>,
     /// [T, Hkv·d]
     v: Vec<f32>,
+    /// [T, H·d], [T, Hkv·d]: q and k RoPE'd, for the sliding window (the recurrence reads
+    /// them unrotated, at the same time)
+    q_rot: Vec<f32>,
+    k_rot: Vec<f32>,
     /// [T, H·d] recurrent branch output
     o_rec: Vec<f32>,
     /// [T, H·d] SWA output, then the mixed attention output
@@ -83,6 +87,8 @@ impl Scratch {
         grow(&mut self.q, t * hd);
         grow(&mut self.k, t * kv);
         grow(&mut self.v, t * kv);
+        grow(&mut self.q_rot, t * hd);
+        grow(&mut self.k_rot, t * kv);
         grow(&mut self.o_rec, t * hd);
         grow(&mut self.y, t * hd);
         grow(&mut self.proj, t * c.hidden);
@@ -159,6 +165,8 @@ fn forward_body(model: &Model, segments: &mut [Segment<'_>], scratch: &mut Scrat
         q,
         k,
         v,
+        q_rot,
+        k_rot,
         o_rec,
         y,
         proj,
@@ -180,6 +188,7 @@ fn forward_body(model: &Model, segments: &mut [Segment<'_>], scratch: &mut Scrat
         &mut v[..n * kv],
     );
     let (o_rec, y, proj) = (&mut o_rec[..n * hd], &mut y[..n * hd], &mut proj[..n * dm]);
+    let (q_rot, k_rot) = (&mut q_rot[..n * hd], &mut k_rot[..n * kv]);
     let (gate, up) = (&mut gate[..n * c.ffn], &mut up[..n * c.ffn]);
 
     // Each sequence's rows: its embeddings, and RoPE angles of its positions.
@@ -249,18 +258,32 @@ fn forward_body(model: &Model, segments: &mut [Segment<'_>], scratch: &mut Scrat
                 }
             }
 
-            // Token mixer, per sequence: recurrent branch per KV head, sliding window per
-            // query head, then the window update.
+            // RoPE'd copies of q and k for the sliding window, then the token mixer, per
+            // sequence: recurrent branch per KV head and sliding window per query head in one
+            // job, then the window update.
+            by_rows(&model.pool, q_rot, hd, &|r, out| {
+                let rows = out.len() / hd;
+                out.copy_from_slice(&q[r * hd..(r + rows) * hd]);
+                for (t, row) in out.chunks_exact_mut(hd).enumerate() {
+                    let a = (r + t) * half..(r + t + 1) * half;
+                    super::rope::apply(row, &rope_cos[a.clone()], &rope_sin[a]);
+                }
+            });
+            k_rot.copy_from_slice(k);
+            for (t, row) in k_rot.chunks_exact_mut(kv).enumerate() {
+                let a = t * half..(t + 1) * half;
+                super::rope::apply(row, &rope_cos[a.clone()], &rope_sin[a]);
+            }
             BatchMixer {
                 c,
                 layer: l,
                 spans,
                 views,
-                rope_cos,
-                rope_sin,
                 q: Disjoint::new(q),
                 k: Disjoint::new(k),
                 v,
+                q_rot,
+                k_rot,
                 o_rec: Disjoint::new(o_rec),
                 y: Disjoint::new(y),
                 scratch: Disjoint::new(mixers),
