@@ -249,10 +249,10 @@ unsafe fn dot_q4_k_n<const N: usize>(row: &[u8], x: [&[ActBlock]; N]) -> [f32; N
 }
 
 /// Q6_K rows against `N` activation rows: per 32-element chunk with two 16-element scales,
-/// `d·Σ_chunks d_a·Σ_halves sc·(Σ q6·q_a − 32·Σ q_a)`: the products in 16-bit lanes
-/// (`maddubs(q6, q_a)`, then `madd` by the scales: no 32-bit multiply), the bias of 32 from the
-/// activation block's half sums (scalar, beside the vector work), `d` once per super-block;
-/// each chunk is unpacked once for all N.
+/// `d·Σ_chunks d_a·Σ_halves sc·Σ (q6 − 32)·q_a`. The signed weights w = q6 − 32 go through
+/// `maddubs` as |w| against the activations with w's sign (`psignb`; |w| ≤ 32, so pair sums
+/// fit 16 bits), then `madd` by the scales: no bias term, no 32-bit multiply, no scalar work
+/// per token. Each chunk is unpacked once for all N.
 #[inline(always)]
 unsafe fn dot_q6_k_n<const N: usize>(row: &[u8], x: [&[ActBlock]; N]) -> [f32; N] {
     const BYTES: usize = size_of::<BlockQ6K>();
@@ -264,46 +264,49 @@ unsafe fn dot_q6_k_n<const N: usize>(row: &[u8], x: [&[ActBlock]; N]) -> [f32; N
         .min(row.len() / BYTES);
     let low_mask = _mm256_set1_epi8(0x0f);
     let two_bits = _mm256_set1_epi8(3);
+    let bias = _mm256_set1_epi8(32);
+    let p = row.as_ptr();
     let mut acc = [_mm256_setzero_ps(); N];
-    // 32·Σ d·d_a·Σ_halves sc·Σ q_a per token: the bias of the 6-bit values.
-    let mut bias = [0f32; N];
     for i in 0..nb {
-        let b: BlockQ6K = bytemuck::pod_read_unaligned(&row[i * BYTES..(i + 1) * BYTES]);
+        let b = p.add(i * BYTES);
+        let (ql, qh, scales) = (b, b.add(128), b.add(192) as *const i8);
         // Σ_chunks d_a · (the chunk's scaled integer sums), per token.
         let mut block = [_mm256_setzero_ps(); N];
-        let mut block_bias = [0f32; N];
         for c in 0..8 {
             let (h, q) = (c / 4, c % 4);
-            let ql = _mm256_loadu_si256(b.ql.as_ptr().add(h * 64 + (q % 2) * 32) as *const __m256i);
-            let low = if q < 2 { ql } else { _mm256_srli_epi16(ql, 4) };
-            let qh = _mm256_loadu_si256(b.qh.as_ptr().add(h * 32) as *const __m256i);
+            let l = _mm256_loadu_si256(ql.add(h * 64 + (q % 2) * 32) as *const __m256i);
+            let low = if q < 2 { l } else { _mm256_srli_epi16(l, 4) };
+            let hb = _mm256_loadu_si256(qh.add(h * 32) as *const __m256i);
             let high = _mm256_and_si256(
-                _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * q as i32)),
+                _mm256_srl_epi16(hb, _mm_cvtsi32_si128(2 * q as i32)),
                 two_bits,
             );
             let q6 = _mm256_or_si256(_mm256_and_si256(low, low_mask), _mm256_slli_epi16(high, 4));
+            let w = _mm256_sub_epi8(q6, bias);
+            let w_abs = _mm256_abs_epi8(w);
             // 16-bit lanes 0..8 hold pairs of the first 16 elements, 8..16 of the second.
             let (sc0, sc1) = (
-                b.scales[h * 8 + 2 * q] as i32,
-                b.scales[h * 8 + 2 * q + 1] as i32,
+                *scales.add(h * 8 + 2 * q) as i16,
+                *scales.add(h * 8 + 2 * q + 1) as i16,
             );
-            let scales = _mm256_set_m128i(_mm_set1_epi16(sc1 as i16), _mm_set1_epi16(sc0 as i16));
+            let sc = _mm256_set_m128i(_mm_set1_epi16(sc1), _mm_set1_epi16(sc0));
             for t in 0..N {
-                let a = &x[t][i * 8 + c];
+                let a = &*x[t].as_ptr().add(i * 8 + c);
                 let qa = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-                // |pair sums| ≤ 2·63·127 fits 16 bits.
-                let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(q6, qa), scales);
+                let dot =
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(qa, w)), sc);
                 block[t] = _mm256_fmadd_ps(_mm256_set1_ps(a.d), _mm256_cvtepi32_ps(dot), block[t]);
-                block_bias[t] += a.d * (sc0 * a.sums[0] + sc1 * a.sums[1]) as f32;
             }
         }
-        let d = b.d.to_f32();
+        let d_bits = std::ptr::read_unaligned(b.add(208) as *const u16);
+        let d = _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+            d_bits as i32,
+        ))));
         for t in 0..N {
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), block[t], acc[t]);
-            bias[t] += d * block_bias[t];
+            acc[t] = _mm256_fmadd_ps(d, block[t], acc[t]);
         }
     }
-    std::array::from_fn(|t| hsum(acc[t]) - 32.0 * bias[t])
+    std::array::from_fn(|t| hsum(acc[t]))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -591,6 +594,41 @@ unsafe fn rows4_q8_0_impl<const N: usize>(
     })
 }
 
+/// Four K-quant rows against N activation vectors, row after row (the four rows are adjacent
+/// in memory: one sequential stream), each row unpacked once for the N tokens by `dot`; a
+/// token's sums are those of the one-row kernel, whatever N is.
+#[inline(always)]
+unsafe fn rows4_by_row<const N: usize>(
+    rows: [&[u8]; 4],
+    dot: impl Fn(&[u8]) -> [f32; N],
+) -> [[f32; 4]; N] {
+    let mut out = [[0f32; 4]; N];
+    for (r, row) in rows.iter().enumerate() {
+        for (t, v) in dot(row).into_iter().enumerate() {
+            out[t][r] = v;
+        }
+    }
+    out
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows4_q6_k_impl<const N: usize>(rows: [&[u8]; 4], x: [&[ActBlock]; N]) -> [[f32; 4]; N] {
+    rows4_by_row(rows, |row| dot_q6_k_n::<N>(row, x))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows4_q4_k_impl<const N: usize>(rows: [&[u8]; 4], x: [&[ActBlock]; N]) -> [[f32; 4]; N] {
+    rows4_by_row(rows, |row| dot_q4_k_n::<N>(row, x))
+}
+
+rows4_over_tokens!(
+    /// Four-row Q6_K kernel; only reachable through `rows_dot4` after detection of
+    /// AVX2/FMA/F16C.
+    rows4_q6_k => rows4_q6_k_impl, ActBlock);
+rows4_over_tokens!(
+    /// Four-row Q4_K kernel; only reachable through `rows_dot4` after detection of
+    /// AVX2/FMA/F16C.
+    rows4_q4_k => rows4_q4_k_impl, ActBlock);
 rows4_over_tokens!(
     /// Four-row Q4_0 kernel; only reachable through `rows_dot4` after detection of
     /// AVX2/FMA/F16C.

@@ -232,7 +232,8 @@ pub enum RowsDot4 {
 pub type Rows4Kernel<A> = fn([&[u8]; 4], &[A], usize, &mut [[f32; 4]]);
 
 /// The four-row kernel for rows of `ty` at `level`, where one exists (Q4_0 and Q8_0 on AVX2,
-/// AVX-512 VNNI, NEON and NEON dotprod); otherwise the caller uses [`row_dot`] row by row.
+/// AVX-512 VNNI, NEON and NEON dotprod; Q4_K and Q6_K on AVX2 and AVX-512 VNNI); otherwise
+/// the caller uses [`row_dot`] row by row.
 pub fn rows_dot4(ty: GgmlType, level: SimdLevel) -> Option<RowsDot4> {
     if !SimdLevel::available().contains(&level) {
         return None;
@@ -247,6 +248,12 @@ pub fn rows_dot4(ty: GgmlType, level: SimdLevel) -> Option<RowsDot4> {
         }
         (GgmlType::Q4_0, SimdLevel::Avx2) => return Some(RowsDot4::Quant(avx2::rows4_q4_0)),
         (GgmlType::Q8_0, SimdLevel::Avx2) => return Some(RowsDot4::Quant16(avx2::rows4_q8_0)),
+        (GgmlType::Q6_K, SimdLevel::Avx2 | SimdLevel::Avx512Vnni) => {
+            return Some(RowsDot4::Quant(avx2::rows4_q6_k))
+        }
+        (GgmlType::Q4_K, SimdLevel::Avx2 | SimdLevel::Avx512Vnni) => {
+            return Some(RowsDot4::Quant(avx2::rows4_q4_k))
+        }
         _ => {}
     }
     #[cfg(target_arch = "aarch64")]

@@ -287,12 +287,22 @@ fn panel_kernels_match_the_single_token_reference() {
 fn four_row_kernels_match_the_single_row_reference() {
     use super::{rows_dot4, RowsDot4};
     let mut rng = Rand(4242);
-    for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
+    for ty in [
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ] {
         for &level in SimdLevel::available() {
             let Some(k) = rows_dot4(ty, level) else {
                 continue;
             };
-            for n in [32, 96, 576, 1536] {
+            let lengths: &[usize] = if ty.block_size() == 256 {
+                &[256, 1536, 2048]
+            } else {
+                &[32, 96, 576, 1536]
+            };
+            for &n in lengths {
                 let weights: Vec<Vec<u8>> = (0..4)
                     .map(|r| quantize(ty, &rng.vec(n, [1.0, 1e-3, 30.0, 0.2][r])).unwrap())
                     .collect();
