@@ -72,13 +72,19 @@ fn quantize16_body(x: &[f32], out: &mut [ActBlock16]) {
     }
 }
 
-multiversion!(
 /// Quantizes `x` (a multiple of 32 long) into `out` (`x.len() / 32` blocks): d = max|x|/127,
-/// q = round(x/d).
-pub fn quantize_activations(x: &[f32], out: &mut [ActBlock]) => quantize8_body);
+/// q = round(x/d) (the same bits with or without SIMD).
+pub fn quantize_activations(x: &[f32], out: &mut [ActBlock]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::ops::use_avx2() {
+        // SAFETY: the CPU has AVX2 and FMA.
+        return unsafe { super::kernels::avx2::quantize_activations(x, out) };
+    }
+    quantize_activations_portable(x, out)
+}
 
-#[inline(always)]
-fn quantize8_body(x: &[f32], out: &mut [ActBlock]) {
+/// The portable quantizer (the reference of the SIMD one).
+pub(crate) fn quantize_activations_portable(x: &[f32], out: &mut [ActBlock]) {
     for (xs, b) in x.chunks_exact(ACT_BLOCK).zip(out.iter_mut()) {
         let amax = amax(xs);
         let d = amax / 127.0;
@@ -90,5 +96,42 @@ fn quantize8_body(x: &[f32], out: &mut [ActBlock]) {
         b.sums[0] = b.qs[..16].iter().map(|&q| q as i32).sum();
         b.sums[1] = b.qs[16..].iter().map(|&q| q as i32).sum();
         b.dsum = d * (b.sums[0] + b.sums[1]) as f32;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The SIMD quantizer gives the portable one's bits: random blocks at many scales, ties
+    /// (halves, which both round to even), zeros and blocks of one repeated value.
+    #[test]
+    fn simd_quantization_equals_the_portable_one() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        };
+        let mut x: Vec<f32> = (0..64 * 32)
+            .map(|i| next() * [1.0, 1e-6, 300.0, 3e4][i / 32 % 4])
+            .collect();
+        // Ties: with max 127, d = 1 and every x·(1/d) is x itself.
+        for (i, v) in x[..32].iter_mut().enumerate() {
+            *v = if i == 0 { 127.0 } else { i as f32 - 16.5 };
+        }
+        x[32..64].fill(0.0);
+        x[64..96].fill(-2.25);
+        let (mut got, mut want) = (vec![ActBlock::default(); 64], vec![ActBlock::default(); 64]);
+        quantize_activations(&x, &mut got);
+        quantize_activations_portable(&x, &mut want);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(
+                (g.d.to_bits(), g.dsum.to_bits(), g.sums, g.qs),
+                (w.d.to_bits(), w.dsum.to_bits(), w.sums, w.qs),
+                "block {i}"
+            );
+        }
     }
 }

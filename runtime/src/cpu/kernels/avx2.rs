@@ -637,3 +637,41 @@ rows4_over_tokens!(
     /// Four-row Q8_0 kernel; only reachable through `rows_dot4` after detection of
     /// AVX2/FMA/F16C.
     rows4_q8_0 => rows4_q8_0_impl, ActBlock16);
+
+/// [`crate::cpu::act::quantize_activations`] with AVX2, bit for bit: per block of 32, `d =
+/// max|x|/127`, `q = x·(1/d)` rounded to nearest even (`cvtps2dq` under the default rounding
+/// mode, as the portable code's magic-number rounding), the half sums from the i32 values.
+/// Only called after detection of AVX2 (see `act::quantize_activations`).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn quantize_activations(x: &[f32], out: &mut [ActBlock]) {
+    let sign = _mm256_set1_ps(-0.0);
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (xs, b) in x.chunks_exact(32).zip(out.iter_mut()) {
+        let v: [__m256; 4] = std::array::from_fn(|k| _mm256_loadu_ps(xs.as_ptr().add(8 * k)));
+        let abs = v.map(|v| _mm256_andnot_ps(sign, v));
+        let m = _mm256_max_ps(_mm256_max_ps(abs[0], abs[1]), _mm256_max_ps(abs[2], abs[3]));
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps::<1>(m, m)));
+        let d = amax / 127.0;
+        let id = _mm256_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+        let q = v.map(|v| _mm256_cvtps_epi32(_mm256_mul_ps(v, id)));
+        let bytes = _mm256_packs_epi16(
+            _mm256_packs_epi32(q[0], q[1]),
+            _mm256_packs_epi32(q[2], q[3]),
+        );
+        _mm256_storeu_si256(
+            b.qs.as_mut_ptr() as *mut __m256i,
+            _mm256_permutevar8x32_epi32(bytes, order),
+        );
+        let half = |a: __m256i, c: __m256i| {
+            let s = _mm256_add_epi32(a, c);
+            let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+            let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+            _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<1>(s)))
+        };
+        b.d = d;
+        b.sums = [half(q[0], q[1]), half(q[2], q[3])];
+        b.dsum = d * (b.sums[0] + b.sums[1]) as f32;
+    }
+}
