@@ -1,7 +1,8 @@
 //! Scalar reference quantize / dequantize throughput per type (the oracle's speed, a
-//! baseline for the SIMD kernels of the CPU backend).
+//! baseline for the SIMD kernels of the CPU backend), and the activations' quantization.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use liger::cpu::act::{quantize_activations, quantize_activations_portable, ActBlock};
 use liger::quant::{dequantize_row, quantize_row, GgmlType};
 
 fn bench_quant(c: &mut Criterion) {
@@ -28,6 +29,15 @@ fn bench_quant(c: &mut Criterion) {
             b.iter(|| dequantize_row(ty, &bytes, &mut y).unwrap())
         });
     }
+    group.finish();
+    // The decode step's activation quantization (8-bit blocks of 32), portable and SIMD.
+    let mut group = c.benchmark_group("activations_q8");
+    group.throughput(Throughput::Elements(n as u64));
+    let mut blocks = vec![ActBlock::default(); n / 32];
+    group.bench_function("portable", |b| {
+        b.iter(|| quantize_activations_portable(&x, &mut blocks))
+    });
+    group.bench_function("best", |b| b.iter(|| quantize_activations(&x, &mut blocks)));
     group.finish();
 }
 

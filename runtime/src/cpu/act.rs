@@ -84,7 +84,7 @@ pub fn quantize_activations(x: &[f32], out: &mut [ActBlock]) {
 }
 
 /// The portable quantizer (the reference of the SIMD one).
-pub(crate) fn quantize_activations_portable(x: &[f32], out: &mut [ActBlock]) {
+pub fn quantize_activations_portable(x: &[f32], out: &mut [ActBlock]) {
     for (xs, b) in x.chunks_exact(ACT_BLOCK).zip(out.iter_mut()) {
         let amax = amax(xs);
         let d = amax / 127.0;
