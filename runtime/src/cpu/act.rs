@@ -104,7 +104,8 @@ mod tests {
     use super::*;
 
     /// The SIMD quantizer gives the portable one's bits: random blocks at many scales, ties
-    /// (halves, which both round to even), zeros and blocks of one repeated value.
+    /// (halves, which both round to even), zeros, blocks of one repeated value, and the
+    /// non-finite and subnormal blocks of a hostile file (no overflow, the same bits).
     #[test]
     fn simd_quantization_equals_the_portable_one() {
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
@@ -123,6 +124,14 @@ mod tests {
         }
         x[32..64].fill(0.0);
         x[64..96].fill(-2.25);
+        // What a hostile file's weights give: NaN, ±∞, huge and subnormal values (the scale's
+        // inverse overflows), each in its own block.
+        x[96 + 5] = f32::NAN;
+        x[128 + 7] = f32::INFINITY;
+        x[160 + 1] = f32::NEG_INFINITY;
+        x[192..224].fill(f32::MAX);
+        x[224..256].fill(1e-43);
+        x[256 + 3] = -1e-44;
         let (mut got, mut want) = (vec![ActBlock::default(); 64], vec![ActBlock::default(); 64]);
         quantize_activations(&x, &mut got);
         quantize_activations_portable(&x, &mut want);

@@ -640,21 +640,30 @@ rows4_over_tokens!(
 
 /// [`crate::cpu::act::quantize_activations`] with AVX2, bit for bit: per block of 32, `d =
 /// max|x|/127`, `q = x·(1/d)` rounded to nearest even (`cvtps2dq` under the default rounding
-/// mode, as the portable code's magic-number rounding), the half sums from the i32 values.
-/// Only called after detection of AVX2 (see `act::quantize_activations`).
+/// mode, as the portable code's magic-number rounding), the half sums from the i32 values;
+/// blocks with NaN, ±∞ or a subnormal scale go through the portable loop. Only called after detection of AVX2 (see `act::quantize_activations`).
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn quantize_activations(x: &[f32], out: &mut [ActBlock]) {
     let sign = _mm256_set1_ps(-0.0);
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (xs, b) in x.chunks_exact(32).zip(out.iter_mut()) {
         let v: [__m256; 4] = std::array::from_fn(|k| _mm256_loadu_ps(xs.as_ptr().add(8 * k)));
+        let nan = v.map(|v| _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+        let nan = _mm256_or_ps(_mm256_or_ps(nan[0], nan[1]), _mm256_or_ps(nan[2], nan[3]));
         let abs = v.map(|v| _mm256_andnot_ps(sign, v));
         let m = _mm256_max_ps(_mm256_max_ps(abs[0], abs[1]), _mm256_max_ps(abs[2], abs[3]));
         let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
         let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
         let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps::<1>(m, m)));
         let d = amax / 127.0;
-        let id = _mm256_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+        if _mm256_movemask_ps(nan) != 0 || !amax.is_finite() || !id.is_finite() {
+            // NaN, ±∞ or a subnormal scale (whose inverse overflows): the portable loop's
+            // saturating casts define those blocks' bits (and keep the sums from overflowing).
+            crate::cpu::act::quantize_activations_portable(xs, std::slice::from_mut(b));
+            continue;
+        }
+        let id = _mm256_set1_ps(id);
         let q = v.map(|v| _mm256_cvtps_epi32(_mm256_mul_ps(v, id)));
         let bytes = _mm256_packs_epi16(
             _mm256_packs_epi32(q[0], q[1]),
