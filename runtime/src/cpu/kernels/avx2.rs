@@ -641,7 +641,8 @@ rows4_over_tokens!(
 /// [`crate::cpu::act::quantize_activations`] with AVX2, bit for bit: per block of 32, `d =
 /// max|x|/127`, `q = x·(1/d)` rounded to nearest even (`cvtps2dq` under the default rounding
 /// mode, as the portable code's magic-number rounding), the half sums from the i32 values;
-/// blocks with NaN, ±∞ or a subnormal scale go through the portable loop. Only called after detection of AVX2 (see `act::quantize_activations`).
+/// blocks with NaN, ±∞ or a subnormal scale go through the portable loop. Only called after
+/// detection of AVX2 (see `act::quantize_activations`).
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn quantize_activations(x: &[f32], out: &mut [ActBlock]) {
     let sign = _mm256_set1_ps(-0.0);
