@@ -6,6 +6,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use liger::cpu::kernels::SimdLevel;
 use liger::cpu::linear::{ActivationBuffers, Activations, WeightMatrix};
+use liger::cpu::packed::{pack, packed_len};
 use liger::cpu::pool::WorkerPool;
 use liger::quant::quantize;
 use liger::GgmlType;
@@ -39,14 +40,32 @@ fn bench_matvec(c: &mut Criterion) {
             group.throughput(Throughput::Bytes(data.len() as u64));
             for &level in SimdLevel::available() {
                 let m = WeightMatrix::new(ty, rows, cols, &data, level);
-                let mut buffers = ActivationBuffers::default();
-                let mut y = vec![0f32; tokens * rows];
-                group.bench_function(format!("{ty}/{}", level.name()), |b| {
-                    b.iter(|| {
-                        let acts = Activations::new(&x, &mut buffers, &pool);
-                        m.matmul(&pool, &acts, tokens, &mut y);
-                    })
-                });
+                // Q4_0 and Q6_K also repacked in groups of 8 rows, as the model holds them on
+                // x86.
+                let repacks = WeightMatrix::repacks(ty, cols, level);
+                let mut packed = vec![
+                    0u8;
+                    if repacks {
+                        packed_len(ty, rows, cols)
+                    } else {
+                        0
+                    }
+                ];
+                if repacks {
+                    pack(ty, &data, rows, cols, &mut packed);
+                }
+                let repacked = repacks.then(|| m.with_packed(&packed, level));
+                let layouts = [Some(("", m)), repacked.map(|p| ("/repacked", p))];
+                for (layout, m) in layouts.into_iter().flatten() {
+                    let mut buffers = ActivationBuffers::default();
+                    let mut y = vec![0f32; tokens * rows];
+                    group.bench_function(format!("{ty}{layout}/{}", level.name()), |b| {
+                        b.iter(|| {
+                            let acts = Activations::new(&x, &mut buffers, &pool);
+                            m.matmul(&pool, &acts, tokens, &mut y);
+                        })
+                    });
+                }
             }
         }
         group.finish();

@@ -15,7 +15,31 @@ pub struct ActBlock {
 
 pub const ACT_BLOCK: usize = 32;
 
+/// The 8 groups of 4 activations of an [`ActBlock`], each repeated in the 8 lanes of a 32-byte
+/// register: `groups[g][lane] = qs[4g..4g + 4]` (as one i32). The x86 group kernels
+/// ([`crate::cpu::packed`]) read their operands from here whole: a broadcast from memory per
+/// group and token costs more than the multiply-add it feeds on some CPUs (Zen 1: a decode of
+/// four tokens 1.2–1.5× slower).
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(32))]
+pub struct BroadcastBlock {
+    pub groups: [[i32; 8]; 8],
+}
+
+/// `out[b]` = block `b` of `q8` broadcast ([`BroadcastBlock`]).
+pub fn broadcast_groups(q8: &[ActBlock], out: &mut [BroadcastBlock]) {
+    for (b, o) in q8.iter().zip(out.iter_mut()) {
+        for (g, lanes) in o.groups.iter_mut().enumerate() {
+            let group = i32::from_le_bytes(std::array::from_fn(|j| b.qs[4 * g + j] as u8));
+            *lanes = [group; 8];
+        }
+    }
+}
+
+use super::kernels::GROUP_KERNELS_READ_BROADCAST;
+use super::linear::{WeightMatrix, TASKS_PER_THREAD};
 use super::ops::multiversion;
+use super::pool::WorkerPool;
 
 /// Round to nearest (ties to even) for |x| < 2²², without a libm call: adding 1.5·2²³ pushes
 /// the fraction out of the mantissa.
@@ -96,6 +120,144 @@ pub fn quantize_activations_portable(x: &[f32], out: &mut [ActBlock]) {
         b.sums[0] = b.qs[..16].iter().map(|&q| q as i32).sum();
         b.sums[1] = b.qs[16..].iter().map(|&q| q as i32).sum();
         b.dsum = d * (b.sums[0] + b.sums[1]) as f32;
+    }
+}
+
+/// Activation rows `[t, cols]` in f32, and in the quantized forms the products read.
+#[derive(Clone, Copy)]
+pub struct Activations<'a> {
+    pub f32: &'a [f32],
+    /// `[t, cols / 32]`, or empty.
+    pub q8: &'a [ActBlock],
+    /// `[t, cols / 32]`, or empty.
+    pub q16: &'a [ActBlock16],
+    /// `[t, cols / 32]`: `q8` broadcast for the x86 group kernels, or empty (then they
+    /// broadcast as they go).
+    pub broadcast: &'a [BroadcastBlock],
+}
+
+/// Reusable buffers for [`Activations`].
+#[derive(Default)]
+pub struct ActivationBuffers {
+    q8: Vec<ActBlock>,
+    q16: Vec<ActBlock16>,
+    broadcast: Vec<BroadcastBlock>,
+}
+
+/// Which quantized forms of the activations a product reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ActForms {
+    pub q8: bool,
+    pub q16: bool,
+    pub broadcast: bool,
+}
+
+impl ActForms {
+    pub const ALL: ActForms = ActForms {
+        q8: true,
+        q16: true,
+        broadcast: true,
+    };
+
+    /// The forms rows of `ty` are dotted with (`groups`: by a group kernel, repacked).
+    pub fn of(ty: crate::GgmlType, groups: bool) -> ActForms {
+        use crate::GgmlType::*;
+        ActForms {
+            q8: matches!(ty, Q4_0 | Q4_K | Q6_K),
+            q16: ty == Q8_0,
+            broadcast: groups && GROUP_KERNELS_READ_BROADCAST,
+        }
+    }
+
+    fn or(self, other: ActForms) -> ActForms {
+        ActForms {
+            q8: self.q8 || other.q8,
+            q16: self.q16 || other.q16,
+            broadcast: self.broadcast || other.broadcast,
+        }
+    }
+}
+
+/// Activations at least this long are quantized in parallel.
+const PARALLEL_QUANTIZE_MIN: usize = 8192;
+
+/// The broadcast form is made for at most this many blocks (1 MiB: 16 tokens of an 8192-wide
+/// input); a longer input (prefill) is read from `q8` as it is.
+const BROADCAST_MAX_BLOCKS: usize = 4096;
+
+impl<'a> Activations<'a> {
+    /// Quantizes `x` (`[t, cols]`) into `buffers` in every form if `cols` is a multiple of
+    /// 32, on the pool's threads when `x` is long (prefill).
+    pub fn new(
+        x: &'a [f32],
+        buffers: &'a mut ActivationBuffers,
+        pool: &WorkerPool,
+    ) -> Activations<'a> {
+        Self::quantized(x, buffers, pool, ActForms::ALL)
+    }
+
+    /// As [`Self::new`], in only the forms that `matrices` read (a model whose LM head alone is
+    /// Q8_0 then quantizes its layers' inputs once, not twice).
+    pub fn for_matrices(
+        x: &'a [f32],
+        buffers: &'a mut ActivationBuffers,
+        pool: &WorkerPool,
+        matrices: &[&WeightMatrix],
+    ) -> Activations<'a> {
+        let forms = matrices.iter().fold(ActForms::default(), |f, m| {
+            f.or(m.activation_forms(x.len() / m.cols.max(1)))
+        });
+        Self::quantized(x, buffers, pool, forms)
+    }
+
+    fn quantized(
+        x: &'a [f32],
+        buffers: &'a mut ActivationBuffers,
+        pool: &WorkerPool,
+        forms: ActForms,
+    ) -> Activations<'a> {
+        if x.len() % ACT_BLOCK != 0 {
+            return Activations {
+                f32: x,
+                q8: &[],
+                q16: &[],
+                broadcast: &[],
+            };
+        }
+        let n = x.len() / ACT_BLOCK;
+        // Blocks per task: one task per block run on one thread for a short x (decode).
+        let per_task = if x.len() >= PARALLEL_QUANTIZE_MIN {
+            n.div_ceil(pool.threads() * TASKS_PER_THREAD)
+        } else {
+            n
+        };
+        buffers.q8.clear();
+        if forms.q8 || forms.broadcast {
+            buffers.q8.resize(n, ActBlock::default());
+            pool.for_each_chunk(&mut buffers.q8, per_task, &|i, out| {
+                let at = i * per_task * ACT_BLOCK;
+                quantize_activations(&x[at..at + out.len() * ACT_BLOCK], out);
+            });
+        }
+        buffers.q16.clear();
+        if forms.q16 {
+            buffers.q16.resize(n, ActBlock16::default());
+            pool.for_each_chunk(&mut buffers.q16, per_task, &|i, out| {
+                let at = i * per_task * ACT_BLOCK;
+                quantize_activations16(&x[at..at + out.len() * ACT_BLOCK], out);
+            });
+        }
+        buffers.broadcast.clear();
+        if forms.broadcast && n <= BROADCAST_MAX_BLOCKS {
+            buffers.broadcast.resize(n, BroadcastBlock::default());
+            broadcast_groups(&buffers.q8, &mut buffers.broadcast);
+        }
+        Activations {
+            f32: x,
+            q8: &buffers.q8,
+            q16: &buffers.q16,
+            broadcast: &buffers.broadcast,
+        }
     }
 }
 

@@ -3,10 +3,11 @@
 //! with f32 activations, by the best SIMD kernel of this CPU; other types are dequantized
 //! block by block (scalar).
 
-use super::act::{quantize_activations, quantize_activations16, ActBlock, ActBlock16, ACT_BLOCK};
+use super::act::{ActForms, ACT_BLOCK};
+pub use super::act::{ActivationBuffers, Activations};
 use super::gemm::{with_panel_buf, PanelGemm, PanelKernel};
 use super::kernels::{
-    packed_q4_0, row_dot, row_dot4, rows_dot4, GroupKernel, RowDot, RowDot4, RowsDot4, SimdLevel,
+    group_kernel, row_dot, row_dot4, rows_dot4, GroupKernel, RowDot, RowDot4, RowsDot4, SimdLevel,
 };
 use super::packed::{self, GROUP_ROWS};
 use super::pool::{Disjoint, WorkerPool};
@@ -26,119 +27,21 @@ pub struct WeightMatrix<'a> {
     gemm: Option<PanelGemm>,
     /// Four rows at once against one token (decode), where the type has such a kernel.
     rows4: Option<RowsDot4>,
-    /// The matrix repacked in groups of 8 rows and its kernel ([`packed`]; Q4_0 on x86): used
-    /// for decode and to pack the prefill panels, instead of `data`.
+    /// The matrix repacked in groups of 8 rows and its kernel ([`packed`]; Q4_0 and Q6_K on
+    /// x86): used for decode (and for Q6_K's prefill) and to pack Q4_0's prefill panels,
+    /// instead of `data`.
     packed: Option<(&'a [u8], GroupKernel)>,
-}
-
-/// Activation rows `[t, cols]` in f32, and in 8- and 16-bit blocks for quantized matrices.
-#[derive(Clone, Copy)]
-pub struct Activations<'a> {
-    pub f32: &'a [f32],
-    /// `[t, cols / 32]`, or empty.
-    pub q8: &'a [ActBlock],
-    /// `[t, cols / 32]`, or empty.
-    pub q16: &'a [ActBlock16],
-}
-
-/// Reusable buffers for [`Activations`].
-#[derive(Default)]
-pub struct ActivationBuffers {
-    q8: Vec<ActBlock>,
-    q16: Vec<ActBlock16>,
-}
-
-/// Which activation forms rows of `ty` are dotted with: (8-bit, 16-bit).
-fn activation_forms(ty: GgmlType) -> (bool, bool) {
-    match ty {
-        GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::Q6_K => (true, false),
-        GgmlType::Q8_0 => (false, true),
-        _ => (false, false),
-    }
-}
-
-impl<'a> Activations<'a> {
-    /// Quantizes `x` (`[t, cols]`) into `buffers` in both forms if `cols` is a multiple of 32,
-    /// on the pool's threads when `x` is long (prefill).
-    pub fn new(
-        x: &'a [f32],
-        buffers: &'a mut ActivationBuffers,
-        pool: &WorkerPool,
-    ) -> Activations<'a> {
-        Self::quantized(x, buffers, pool, (true, true))
-    }
-
-    /// As [`Self::new`], in only the forms that `matrices` are dotted with (a model whose
-    /// LM head alone is Q8_0 then quantizes its layers' inputs once, not twice).
-    pub fn for_matrices(
-        x: &'a [f32],
-        buffers: &'a mut ActivationBuffers,
-        pool: &WorkerPool,
-        matrices: &[&WeightMatrix],
-    ) -> Activations<'a> {
-        let forms = matrices.iter().fold((false, false), |(q8, q16), m| {
-            let (a, b) = activation_forms(m.ty);
-            (q8 || a, q16 || b)
-        });
-        Self::quantized(x, buffers, pool, forms)
-    }
-
-    fn quantized(
-        x: &'a [f32],
-        buffers: &'a mut ActivationBuffers,
-        pool: &WorkerPool,
-        (want_q8, want_q16): (bool, bool),
-    ) -> Activations<'a> {
-        if x.len() % ACT_BLOCK != 0 {
-            return Activations {
-                f32: x,
-                q8: &[],
-                q16: &[],
-            };
-        }
-        let n = x.len() / ACT_BLOCK;
-        // Blocks per task: one task per block run on one thread for a short x (decode).
-        let per_task = if x.len() >= PARALLEL_QUANTIZE_MIN {
-            n.div_ceil(pool.threads() * TASKS_PER_THREAD)
-        } else {
-            n
-        };
-        buffers.q8.clear();
-        if want_q8 {
-            buffers.q8.resize(n, ActBlock::default());
-            pool.for_each_chunk(&mut buffers.q8, per_task, &|i, out| {
-                let at = i * per_task * ACT_BLOCK;
-                quantize_activations(&x[at..at + out.len() * ACT_BLOCK], out);
-            });
-        }
-        buffers.q16.clear();
-        if want_q16 {
-            buffers.q16.resize(n, ActBlock16::default());
-            pool.for_each_chunk(&mut buffers.q16, per_task, &|i, out| {
-                let at = i * per_task * ACT_BLOCK;
-                quantize_activations16(&x[at..at + out.len() * ACT_BLOCK], out);
-            });
-        }
-        Activations {
-            f32: x,
-            q8: &buffers.q8,
-            q16: &buffers.q16,
-        }
-    }
 }
 
 /// Fewest tokens for which packing panels pays off (the packing reads each row once).
 const PANEL_MIN_TOKENS: usize = 16;
-
-/// Activations at least this long are quantized in parallel.
-const PARALLEL_QUANTIZE_MIN: usize = 8192;
 
 /// Largest block of any type (elements); the fallback dequantizes one chunk at a time.
 const MAX_BLOCK: usize = 256;
 /// Rows per parallel task: enough work to amortize scheduling.
 const ROWS_PER_TASK: usize = 16;
 /// Tasks per thread of a matrix-vector product.
-const TASKS_PER_THREAD: usize = 4;
+pub(super) const TASKS_PER_THREAD: usize = 4;
 
 impl<'a> WeightMatrix<'a> {
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8], level: SimdLevel) -> Self {
@@ -160,19 +63,26 @@ impl<'a> WeightMatrix<'a> {
         }
     }
 
-    /// Whether rows of `ty` are repacked at load for `level` ([`packed::pack_q4_0`]).
+    /// Whether rows of `ty` are repacked at load for `level` ([`packed::pack`]).
     pub fn repacks(ty: GgmlType, cols: usize, level: SimdLevel) -> bool {
-        ty == GgmlType::Q4_0 && cols % ACT_BLOCK == 0 && packed_q4_0(level).is_some()
+        packed::has_layout(ty, cols) && group_kernel(ty, level).is_some()
     }
 
     /// This matrix with its repacked copy (`packed::packed_len` bytes), where `repacks`.
     pub fn with_packed(mut self, data: &'a [u8], level: SimdLevel) -> Self {
         if Self::repacks(self.ty, self.cols, level)
-            && data.len() == packed::packed_len(self.rows, self.cols)
+            && data.len() == packed::packed_len(self.ty, self.rows, self.cols)
         {
-            self.packed = packed_q4_0(level).map(|k| (data, k));
+            self.packed = group_kernel(self.ty, level).map(|k| (data, k));
         }
         self
+    }
+
+    /// The forms of the activations this matrix's products over `t` tokens read.
+    pub fn activation_forms(&self, t: usize) -> ActForms {
+        // The group kernel runs unless panels do (Q4_0's prefill).
+        let groups = self.packed.is_some() && (t < PANEL_MIN_TOKENS || self.gemm.is_none());
+        ActForms::of(self.ty, groups)
     }
 
     pub fn row_bytes(&self) -> usize {
@@ -260,11 +170,13 @@ impl<'a> WeightMatrix<'a> {
         })
     }
 
-    /// Whether `t` tokens take the row-by-row path ([`Self::matmul_by_rows`]): one token, or
-    /// a few with a four-row kernel.
+    /// Whether `t` tokens take the row-by-row path ([`Self::matmul_by_rows`]): one token, a
+    /// few with a four-row or group kernel, or any number with a group kernel and no panels
+    /// (repacked Q6_K: its file rows are not read again).
     fn by_rows(&self, x: &Activations, t: usize) -> bool {
-        let kernel = self.rows4_for(x, t).is_some() || self.packed_for(x, t).is_some();
-        t == 1 || (t < PANEL_MIN_TOKENS && kernel)
+        let packed = self.packed_for(x, t).is_some();
+        let kernel = self.rows4_for(x, t).is_some() || packed;
+        t == 1 || (t < PANEL_MIN_TOKENS && kernel) || (packed && self.gemm.is_none())
     }
 
     /// The repacked rows and their kernel, if usable on `x` for `t` tokens.
@@ -382,22 +294,24 @@ impl WeightMatrix<'_> {
     ) {
         let (rows, blocks) = (self.rows, self.cols / ACT_BLOCK);
         if let Some((data, f)) = self.packed_for(x, t) {
-            // Whole groups (r0 is a multiple of 8; the last group's padding rows are dropped).
+            // Whole groups (r0 is a multiple of 8; the last group's padding rows are dropped),
+            // for tiles of tokens whose activations stay in cache while the stretch of rows is
+            // swept.
             let mut sums = [[0f32; GROUP_ROWS]; PANEL_MIN_TOKENS];
-            let sums = &mut sums[..t];
-            let group_bytes = blocks * packed::GROUP_BLOCK_BYTES;
-            for g in r0 / GROUP_ROWS..r1.div_ceil(GROUP_ROWS) {
-                f(
-                    &data[g * group_bytes..(g + 1) * group_bytes],
-                    &x.q8[..t * blocks],
-                    blocks,
-                    sums,
-                );
-                let (first, lanes) = (g * GROUP_ROWS, GROUP_ROWS.min(r1 - g * GROUP_ROWS));
-                for (j, s) in sums.iter().enumerate() {
-                    // SAFETY: rows first..first+lanes of every token belong to this task only.
-                    unsafe { out.slice(j * rows + first..j * rows + first + lanes) }
-                        .copy_from_slice(&s[..lanes]);
+            let group_bytes = packed::group_bytes(self.ty, self.cols);
+            for t0 in (0..t).step_by(PANEL_MIN_TOKENS) {
+                let tile = &mut sums[..(t - t0).min(PANEL_MIN_TOKENS)];
+                let span = t0 * blocks..(t0 + tile.len()) * blocks;
+                let (acts, broadcast) = (&x.q8[span.clone()], x.broadcast.get(span).unwrap_or(&[]));
+                for g in r0 / GROUP_ROWS..r1.div_ceil(GROUP_ROWS) {
+                    let group = &data[g * group_bytes..(g + 1) * group_bytes];
+                    f(group, acts, broadcast, blocks, tile);
+                    let (first, lanes) = (g * GROUP_ROWS, GROUP_ROWS.min(r1 - g * GROUP_ROWS));
+                    for (j, s) in tile.iter().enumerate() {
+                        let at = (t0 + j) * rows + first;
+                        // SAFETY: rows first..first+lanes of every token belong to this task.
+                        unsafe { out.slice(at..at + lanes) }.copy_from_slice(&s[..lanes]);
+                    }
                 }
             }
             return;
@@ -617,52 +531,58 @@ mod packed_tests {
     use crate::quant::quantize;
     use crate::testing::values;
 
-    /// A Q4_0 matrix read repacked gives its prefill products bit-equal to the matrix read in
-    /// place (the same panels, packed from the groups) and its decode products within
-    /// 2e-5·Σ|w·x| of them (another kernel: the blocks' sums in another order).
+    /// A Q4_0 or Q6_K matrix read repacked gives the products of the matrix read in place: Q4_0's
+    /// prefill products bit-equal (the same panels, packed from the groups), its decode products
+    /// and all of Q6_K's (the group kernel, in tiles of tokens past 16) within 2e-5·Σ|w·x| of
+    /// them (another kernel: the blocks' sums in another order).
     #[test]
     fn repacked_matrices_give_the_products_of_the_matrix_in_place() {
-        let (rows, cols) = (44, 256);
-        let data = quantize(GgmlType::Q4_0, &values(5, rows * cols, 1.0)).unwrap();
-        let dense = crate::quant::dequantize(GgmlType::Q4_0, &data).unwrap();
-        let mut packed = vec![0u8; packed::packed_len(rows, cols)];
-        packed::pack_q4_0(&data, rows, cols, &mut packed);
+        let (rows, cols) = (44, 512);
         let mut tested = 0;
-        for &level in SimdLevel::available() {
-            if !WeightMatrix::repacks(GgmlType::Q4_0, cols, level) {
-                continue;
-            }
-            tested += 1;
-            let in_place = WeightMatrix::new(GgmlType::Q4_0, rows, cols, &data, level);
-            let repacked = in_place.with_packed(&packed, level);
-            for threads in [1, 2] {
-                let pool = WorkerPool::new(threads).unwrap();
-                for t in [1, 3, 20] {
-                    let x = values(11, t * cols, 2.0);
-                    let mut buffers = ActivationBuffers::default();
-                    let input = Activations::new(&x, &mut buffers, &pool);
-                    let (mut a, mut b) = (vec![0.0; t * rows], vec![0.0; t * rows]);
-                    in_place.matmul(&pool, &input, t, &mut a);
-                    repacked.matmul(&pool, &input, t, &mut b);
-                    for (i, (p, q)) in a.iter().zip(&b).enumerate() {
-                        let what = format!("{} {threads} threads {t} tokens, y[{i}]", level.name());
-                        if t >= PANEL_MIN_TOKENS {
-                            assert_eq!(p.to_bits(), q.to_bits(), "{what}: panels");
-                        } else {
-                            let (tok, r) = (i / rows, i % rows);
-                            let magnitude: f32 = dense[r * cols..(r + 1) * cols]
-                                .iter()
-                                .zip(&x[tok * cols..(tok + 1) * cols])
-                                .map(|(w, x)| (w * x).abs())
-                                .sum();
-                            assert!((p - q).abs() <= 2e-5 * magnitude, "{what}: {p} vs {q}");
+        for ty in [GgmlType::Q4_0, GgmlType::Q6_K] {
+            let data = quantize(ty, &values(5, rows * cols, 1.0)).unwrap();
+            let dense = crate::quant::dequantize(ty, &data).unwrap();
+            let mut packed = vec![0u8; packed::packed_len(ty, rows, cols)];
+            packed::pack(ty, &data, rows, cols, &mut packed);
+            for &level in SimdLevel::available() {
+                if !WeightMatrix::repacks(ty, cols, level) {
+                    continue;
+                }
+                tested += 1;
+                let in_place = WeightMatrix::new(ty, rows, cols, &data, level);
+                let repacked = in_place.with_packed(&packed, level);
+                for threads in [1, 2] {
+                    let pool = WorkerPool::new(threads).unwrap();
+                    for t in [1, 3, 20, 37] {
+                        let x = values(11, t * cols, 2.0);
+                        let mut buffers = ActivationBuffers::default();
+                        let input = Activations::new(&x, &mut buffers, &pool);
+                        let (mut a, mut b) = (vec![0.0; t * rows], vec![0.0; t * rows]);
+                        in_place.matmul(&pool, &input, t, &mut a);
+                        repacked.matmul(&pool, &input, t, &mut b);
+                        for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+                            let what = format!(
+                                "{ty} {} {threads} threads {t} tokens, y[{i}]",
+                                level.name()
+                            );
+                            if t >= PANEL_MIN_TOKENS && ty == GgmlType::Q4_0 {
+                                assert_eq!(p.to_bits(), q.to_bits(), "{what}: panels");
+                            } else {
+                                let (tok, r) = (i / rows, i % rows);
+                                let magnitude: f32 = dense[r * cols..(r + 1) * cols]
+                                    .iter()
+                                    .zip(&x[tok * cols..(tok + 1) * cols])
+                                    .map(|(w, x)| (w * x).abs())
+                                    .sum();
+                                assert!((p - q).abs() <= 2e-5 * magnitude, "{what}: {p} vs {q}");
+                            }
                         }
                     }
                 }
             }
         }
         if cfg!(target_arch = "x86_64") && SimdLevel::available().contains(&SimdLevel::Avx2) {
-            assert!(tested > 0, "no level repacks Q4_0 on this x86 CPU");
+            assert!(tested >= 2, "Q4_0 and Q6_K are repacked on this x86 CPU");
         }
     }
 }

@@ -1,27 +1,71 @@
-//! Q4_0 weights repacked at load for decode on AVX2: rows interleaved in groups of 8 so that a
-//! register holds one lane per row and the products of one token need no horizontal sums
-//! (the four-row kernel spends most of its instructions on those on AVX2, where it is
-//! compute-bound). Same size as the file's Q4_0 (18 bytes per row per 32 elements); the file's
-//! pages of a repacked matrix are then not read again (prefill packs its panels from here).
+//! Weights repacked at load for decode on x86 (Q4_0 also on NEON with dot products): rows
+//! interleaved in groups of 8 so that a register holds one lane per row and the products of
+//! one token need no horizontal sums (the four-row kernel spends most of its instructions on
+//! those on AVX2, where it is compute-bound). Same size as the file's blocks; the file's pages
+//! of a repacked matrix are then not read again (prefill packs its panels from here).
 //!
-//! Layout, per group of 8 rows (the last group padded with zero rows), per block `b` of 32
+//! **Q4_0**, per group of 8 rows (the last group padded with zero rows), per block `b` of 32
 //! elements, [`GROUP_BLOCK_BYTES`] bytes: the 8 rows' f16 scales, then 4 registers of 32 bytes;
 //! in register `k`, byte `4·lane + j` holds `q(lane, 4k + j)` in its low nibble and `q(lane,
 //! 16 + 4k + j)` in its high nibble (`weight = d·(q − 8)`). So the low nibbles of register `k`
 //! are group `k` (4 elements) of every row, the high nibbles group `k + 4`: the U8 panel form
 //! of [`crate::cpu::gemm`], nibble-packed.
+//!
+//! **Q6_K**, per group of 8 rows, per super-block of 256 elements, [`Q6K_GROUP_SUPER_BYTES`]
+//! (8 × 210) bytes: the 8 rows' f16 `d`, then 8 chunks of 32 elements of
+//! [`Q6K_GROUP_CHUNK_BYTES`]: 16 scales (byte `2·lane + h`: the i8 scale of the chunk's
+//! elements `16h..16h+16`), 4 registers of low nibbles laid out as Q4_0's, and 2 registers of
+//! high bits: in register `i`, bits `2m, 2m+1` of byte `4·lane + j` are the high 2 bits of
+//! `q(lane, 4(4i + m) + j)` (`weight = d·scale·(q − 32)`, q = low | high << 4).
 
+use crate::quant::{BlockQ6K, GgmlType, QK_K};
 use half::f16;
 
 /// Rows per group.
 pub const GROUP_ROWS: usize = 8;
-/// Bytes per group per block: 8 scales + 8 rows × 16 bytes of nibbles.
+/// Bytes per Q4_0 group per block: 8 scales + 8 rows × 16 bytes of nibbles.
 pub const GROUP_BLOCK_BYTES: usize = 2 * GROUP_ROWS + 16 * GROUP_ROWS;
 const Q4_0_BYTES: usize = 18;
+/// Bytes per Q6_K group per 32-element chunk: 16 scales, 128 bytes of low nibbles, 64 of
+/// high bits.
+pub const Q6K_GROUP_CHUNK_BYTES: usize = 2 * GROUP_ROWS + 128 + 64;
+/// Bytes per Q6_K group per super-block: 8 f16 `d`, 8 chunks.
+pub const Q6K_GROUP_SUPER_BYTES: usize = 2 * GROUP_ROWS + 8 * Q6K_GROUP_CHUNK_BYTES;
+const _: () = assert!(Q6K_GROUP_SUPER_BYTES == GROUP_ROWS * size_of::<BlockQ6K>());
 
-/// Bytes of a `[rows, cols]` Q4_0 matrix repacked.
-pub fn packed_len(rows: usize, cols: usize) -> usize {
-    rows.div_ceil(GROUP_ROWS) * (cols / 32) * GROUP_BLOCK_BYTES
+/// Whether matrices of `ty` have a repacked layout here (Q4_0, Q6_K), for `cols` elements
+/// per row.
+pub fn has_layout(ty: GgmlType, cols: usize) -> bool {
+    match ty {
+        GgmlType::Q4_0 => cols % 32 == 0,
+        GgmlType::Q6_K => cols % QK_K == 0,
+        _ => false,
+    }
+}
+
+/// Bytes of one group of 8 rows of `cols` elements of `ty` repacked (0 for a type without a
+/// repacked layout).
+pub fn group_bytes(ty: GgmlType, cols: usize) -> usize {
+    match ty {
+        GgmlType::Q4_0 => cols / 32 * GROUP_BLOCK_BYTES,
+        GgmlType::Q6_K => cols / QK_K * Q6K_GROUP_SUPER_BYTES,
+        _ => 0,
+    }
+}
+
+/// Bytes of a `[rows, cols]` matrix of `ty` repacked.
+pub fn packed_len(ty: GgmlType, rows: usize, cols: usize) -> usize {
+    rows.div_ceil(GROUP_ROWS) * group_bytes(ty, cols)
+}
+
+/// Repacks a `[rows, cols]` matrix of `ty` (`data`, row-major; [`has_layout`]) into `out`
+/// ([`packed_len`] bytes).
+pub fn pack(ty: GgmlType, data: &[u8], rows: usize, cols: usize, out: &mut [u8]) {
+    match ty {
+        GgmlType::Q4_0 => pack_q4_0(data, rows, cols, out),
+        GgmlType::Q6_K => pack_q6_k(data, rows, cols, out),
+        _ => panic!("no repacked layout for {ty}"),
+    }
 }
 
 /// Repacks a `[rows, cols]` Q4_0 matrix (`data`, row-major, cols a multiple of 32) into
@@ -32,7 +76,11 @@ pub fn pack_q4_0(data: &[u8], rows: usize, cols: usize, out: &mut [u8]) {
         data.len() >= rows * blocks * Q4_0_BYTES,
         "Q4_0 matrix too short"
     );
-    assert_eq!(out.len(), packed_len(rows, cols), "packed buffer length");
+    assert_eq!(
+        out.len(),
+        packed_len(GgmlType::Q4_0, rows, cols),
+        "packed buffer length"
+    );
     for (g, group) in out.chunks_exact_mut(blocks * GROUP_BLOCK_BYTES).enumerate() {
         for (b, dst) in group.chunks_exact_mut(GROUP_BLOCK_BYTES).enumerate() {
             dst.fill(0);
@@ -76,6 +124,104 @@ pub fn unpack_lane(block: &[u8], lane: usize) -> (f32, [u8; 32]) {
     (d, q)
 }
 
+/// Repacks a `[rows, cols]` Q6_K matrix (`data`, row-major, cols a multiple of 256) into
+/// `out` ([`packed_len`] bytes), group after group, super-block after super-block.
+pub fn pack_q6_k(data: &[u8], rows: usize, cols: usize, out: &mut [u8]) {
+    const BYTES: usize = size_of::<BlockQ6K>();
+    let supers = cols / QK_K;
+    assert!(data.len() >= rows * supers * BYTES, "Q6_K matrix too short");
+    assert_eq!(
+        out.len(),
+        packed_len(GgmlType::Q6_K, rows, cols),
+        "packed buffer length"
+    );
+    for (g, group) in out
+        .chunks_exact_mut(supers * Q6K_GROUP_SUPER_BYTES)
+        .enumerate()
+    {
+        for (sb, dst) in group.chunks_exact_mut(Q6K_GROUP_SUPER_BYTES).enumerate() {
+            // The 8 rows' d, scales and 6-bit values (padding rows: zero).
+            let mut q = [[0u8; QK_K]; GROUP_ROWS];
+            let mut scales = [[0u8; 16]; GROUP_ROWS];
+            dst[..2 * GROUP_ROWS].fill(0);
+            for lane in 0..GROUP_ROWS.min(rows.saturating_sub(g * GROUP_ROWS)) {
+                let r = g * GROUP_ROWS + lane;
+                let src = &data[(r * supers + sb) * BYTES..][..BYTES];
+                q[lane] = q6_values(src);
+                scales[lane].copy_from_slice(&src[192..208]);
+                dst[2 * lane..2 * lane + 2].copy_from_slice(&src[208..210]);
+            }
+            for (c, chunk) in dst[2 * GROUP_ROWS..]
+                .chunks_exact_mut(Q6K_GROUP_CHUNK_BYTES)
+                .enumerate()
+            {
+                let (scale_bytes, rest) = chunk.split_at_mut(2 * GROUP_ROWS);
+                let (nibbles, bits) = rest.split_at_mut(128);
+                for lane in 0..GROUP_ROWS {
+                    // The file's scales are in element order: chunk c has 2c and 2c + 1.
+                    scale_bytes[2 * lane..2 * lane + 2]
+                        .copy_from_slice(&scales[lane][2 * c..2 * c + 2]);
+                    let q = &q[lane][32 * c..32 * c + 32];
+                    for j in 0..4 {
+                        for k in 0..4 {
+                            nibbles[32 * k + 4 * lane + j] =
+                                q[4 * k + j] & 0x0f | (q[16 + 4 * k + j] & 0x0f) << 4;
+                        }
+                        for i in 0..2 {
+                            bits[32 * i + 4 * lane + j] = (0..4)
+                                .map(|m| (q[4 * (4 * i + m) + j] >> 4) << (2 * m))
+                                .fold(0, |a, b| a | b);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A Q6_K block's 256 unsigned 6-bit values in element order (ggml's `dequantize_row_q6_K`:
+/// element `128h + 32q + l` takes its low 4 bits from `ql[64h + 32(q % 2) + l]`, low or high
+/// nibble as q < 2, and its high 2 from bits `2q` of `qh[32h + l]`).
+fn q6_values(block: &[u8]) -> [u8; QK_K] {
+    let (ql, qh) = (&block[..128], &block[128..192]);
+    let mut q = [0u8; QK_K];
+    for h in 0..2 {
+        let (ql, qh, q) = (&ql[64 * h..], &qh[32 * h..], &mut q[128 * h..]);
+        for l in 0..32 {
+            let (a, b, high) = (ql[l], ql[32 + l], qh[l]);
+            q[l] = a & 0x0f | (high & 3) << 4;
+            q[32 + l] = b & 0x0f | (high >> 2 & 3) << 4;
+            q[64 + l] = a >> 4 | (high >> 4 & 3) << 4;
+            q[96 + l] = b >> 4 | (high >> 6) << 4;
+        }
+    }
+    q
+}
+
+/// Lane `lane` of a Q6_K group super-block: its `d`, 16 scales and 256 unsigned 6-bit
+/// values (element order; `weight = d·scale[i / 16]·(q[i] − 32)`).
+pub fn unpack_lane_q6_k(block: &[u8], lane: usize) -> (f32, [i8; 16], [u8; QK_K]) {
+    let d = f16::from_le_bytes([block[2 * lane], block[2 * lane + 1]]).to_f32();
+    let (mut scales, mut q) = ([0i8; 16], [0u8; QK_K]);
+    for c in 0..8 {
+        let chunk = &block[2 * GROUP_ROWS + c * Q6K_GROUP_CHUNK_BYTES..][..Q6K_GROUP_CHUNK_BYTES];
+        scales[2 * c] = chunk[2 * lane] as i8;
+        scales[2 * c + 1] = chunk[2 * lane + 1] as i8;
+        for l in 0..32 {
+            let (group4, j) = (l / 4, l % 4);
+            let nibble = chunk[2 * GROUP_ROWS + 32 * (group4 % 4) + 4 * lane + j];
+            let low = if group4 < 4 {
+                nibble & 0x0f
+            } else {
+                nibble >> 4
+            };
+            let bits = chunk[2 * GROUP_ROWS + 128 + 32 * (group4 / 4) + 4 * lane + j];
+            q[32 * c + l] = low | ((bits >> (2 * (group4 % 4))) & 3) << 4;
+        }
+    }
+    (d, scales, q)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,7 +235,7 @@ mod tests {
         let w = values(3, rows * cols, 1.0);
         let data = quantize(GgmlType::Q4_0, &w).unwrap();
         let want = dequantize(GgmlType::Q4_0, &data).unwrap();
-        let mut packed = vec![0u8; packed_len(rows, cols)];
+        let mut packed = vec![0u8; packed_len(GgmlType::Q4_0, rows, cols)];
         pack_q4_0(&data, rows, cols, &mut packed);
         let blocks = cols / 32;
         for r in 0..rows.next_multiple_of(GROUP_ROWS) {
@@ -103,6 +249,35 @@ mod tests {
                         0.0
                     };
                     assert_eq!(got, want, "row {r} block {b} element {i}");
+                }
+            }
+        }
+    }
+
+    /// Every lane of every Q6_K group super-block unpacks to its row's weights; padding rows
+    /// are zero.
+    #[test]
+    fn a_repacked_q6_k_matrix_holds_every_row() {
+        let (rows, cols) = (11, 512);
+        let w = values(4, rows * cols, 1.0);
+        let data = quantize(GgmlType::Q6_K, &w).unwrap();
+        let want = dequantize(GgmlType::Q6_K, &data).unwrap();
+        let mut packed = vec![0u8; packed_len(GgmlType::Q6_K, rows, cols)];
+        pack(GgmlType::Q6_K, &data, rows, cols, &mut packed);
+        let supers = cols / QK_K;
+        for r in 0..rows.next_multiple_of(GROUP_ROWS) {
+            for sb in 0..supers {
+                let at = ((r / GROUP_ROWS) * supers + sb) * Q6K_GROUP_SUPER_BYTES;
+                let block = &packed[at..at + Q6K_GROUP_SUPER_BYTES];
+                let (d, scales, q) = unpack_lane_q6_k(block, r % GROUP_ROWS);
+                for (i, &qi) in q.iter().enumerate() {
+                    let got = d * scales[i / 16] as f32 * (qi as i32 - 32) as f32;
+                    let want = if r < rows {
+                        want[r * cols + sb * QK_K + i]
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(got, want, "row {r} super-block {sb} element {i}");
                 }
             }
         }

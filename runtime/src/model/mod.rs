@@ -21,6 +21,7 @@ use crate::config::LigerConfig;
 use crate::constraint::GrammarEngine;
 use crate::cpu::kernels::SimdLevel;
 use crate::cpu::linear::WeightMatrix;
+use crate::cpu::packed;
 use crate::cpu::pool::WorkerPool;
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, TensorInfo};
@@ -217,7 +218,7 @@ impl Model {
             .map_err(|e| Error::InvalidArgument(format!("cannot start {threads} threads: {e}")))?;
         let fingerprint = fnv1a(&file.bytes()[..file.data_offset as usize]);
         let simd = options.simd.unwrap_or_else(SimdLevel::detect);
-        let packed = repack(&file, &mut weights, simd);
+        let packed = repack(&file, &mut weights, simd, &pool);
         Ok(Model {
             inv_freq: rope::inverse_frequencies(&config),
             config,
@@ -296,15 +297,20 @@ impl Model {
 }
 
 /// Repacks the product matrices whose type the CPU kernels of `simd` read repacked
-/// (`cpu::packed`: Q4_0 on x86; `LIGER_REPACK=0` keeps them in place), and lets the file's
-/// pages of each go (they are not read again, except the token embedding's rows). Returns the
-/// copies `MatrixRef::packed` indexes.
-fn repack(file: &GgufFile, weights: &mut Weights, simd: SimdLevel) -> Vec<Vec<u8>> {
+/// (`cpu::packed`: Q4_0 and Q6_K on x86, Q4_0 on NEON with dot products; `LIGER_REPACK=0`
+/// keeps them in place), and lets the file's pages of each go (they are not read again; a tied
+/// embedding's rows are gathered from the file, so only the rows of the tokens seen come back).
+/// Returns the copies `MatrixRef::packed` indexes.
+fn repack(
+    file: &GgufFile,
+    weights: &mut Weights,
+    simd: SimdLevel,
+    pool: &WorkerPool,
+) -> Vec<Vec<u8>> {
     let mut packed = Vec::new();
     if std::env::var("LIGER_REPACK").is_ok_and(|v| v == "0") {
         return packed;
     }
-    let embedding = weights.token_embd.offset;
     let matrices = weights
         .layers
         .iter_mut()
@@ -324,12 +330,18 @@ fn repack(file: &GgufFile, weights: &mut Weights, simd: SimdLevel) -> Vec<Vec<u8
         if !WeightMatrix::repacks(m.ty, m.cols, simd) {
             continue;
         }
-        let mut copy = vec![0u8; crate::cpu::packed::packed_len(m.rows, m.cols)];
+        let mut copy = vec![0u8; crate::cpu::packed::packed_len(m.ty, m.rows, m.cols)];
         let data = &file.bytes()[m.offset..m.offset + m.n_bytes];
-        crate::cpu::packed::pack_q4_0(data, m.rows, m.cols, &mut copy);
-        if m.offset != embedding {
-            file.forget_pages(m.offset, m.n_bytes);
-        }
+        // Stretches of groups on the pool's threads.
+        let (group_rows, group_bytes) = (packed::GROUP_ROWS, packed::group_bytes(m.ty, m.cols));
+        let groups_per_task = m.rows.div_ceil(group_rows).div_ceil(4 * pool.threads());
+        let row_bytes = m.n_bytes / m.rows;
+        pool.for_each_chunk(&mut copy, groups_per_task * group_bytes, &|i, out| {
+            let first = i * groups_per_task * group_rows;
+            let rows = (out.len() / group_bytes * group_rows).min(m.rows - first);
+            packed::pack(m.ty, &data[first * row_bytes..], rows, m.cols, out);
+        });
+        file.forget_pages(m.offset, m.n_bytes);
         m.packed = Some(packed.len());
         packed.push(copy);
     }

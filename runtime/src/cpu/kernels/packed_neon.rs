@@ -6,7 +6,7 @@
 //! 16 `sdot` per block and token for 8 rows, no horizontal sums, no per-row unpacking.
 
 use super::neon::{f16x8_to_f32, sdot_lane};
-use crate::cpu::act::ActBlock;
+use crate::cpu::act::{ActBlock, BroadcastBlock};
 use crate::cpu::packed::GROUP_BLOCK_BYTES;
 use std::arch::aarch64::*;
 
@@ -66,9 +66,15 @@ unsafe fn group_q4_0_dotprod<const N: usize>(group: &[u8], x: [&[ActBlock]; N]) 
     group_q4_0(group, x)
 }
 
-/// Repacked Q4_0 group kernel (NEON with `sdot`); only reachable after detection of the
-/// dot-product extension.
-pub fn q4_0_dotprod(group: &[u8], x: &[ActBlock], blocks: usize, out: &mut [[f32; 8]]) {
+/// Repacked Q4_0 group kernel (NEON with `sdot`, by element of the blocks: the broadcast form
+/// is not read); only reachable after detection of the dot-product extension.
+pub fn q4_0_dotprod(
+    group: &[u8],
+    x: &[ActBlock],
+    _broadcast: &[BroadcastBlock],
+    blocks: usize,
+    out: &mut [[f32; 8]],
+) {
     let token = |t: usize| &x[t * blocks..(t + 1) * blocks];
     let mut t = 0;
     while t < out.len() {

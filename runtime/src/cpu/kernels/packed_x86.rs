@@ -1,28 +1,68 @@
 //! Decode kernels for Q4_0 repacked in groups of 8 rows ([`crate::cpu::packed`]): one register
 //! lane per row, so a token's 8 sums need no horizontal reduction. Per block and token: the 8
-//! groups of 4 activations broadcast, multiplied with the 8 rows' nibbles (`pmaddubsw`, the i16
+//! groups of 4 activations broadcast (read whole from [`BroadcastBlock`]s where the caller made
+//! them), multiplied with the 8 rows' nibbles (`pmaddubsw`, the i16
 //! sums added before one `pmaddwd`; or `vpdpbusd` with AVX-512 VNNI), `−8·Σa` and the scales.
 //! A token's sums are the same operations whatever the number of tokens run together.
+//!
+//! Repacked Q6_K: per 32-element chunk, each of its 8 groups of 4 unpacked once (low nibble |
+//! high bits << 4: 0..63) for every token, `pmaddubsw` against the token's broadcast group, two
+//! groups summed in i16, then `pmaddwd` by the rows' 16-element scales; the `−32` offset as
+//! `32·Σ scale·Σa` from the activation block's half sums (one `pmaddwd`).
 
-use crate::cpu::act::ActBlock;
-use crate::cpu::packed::GROUP_BLOCK_BYTES;
+use crate::cpu::act::{ActBlock, BroadcastBlock};
+use crate::cpu::packed::{GROUP_BLOCK_BYTES, Q6K_GROUP_CHUNK_BYTES, Q6K_GROUP_SUPER_BYTES};
 use std::arch::x86_64::*;
 
 /// Group blocks ahead to prefetch (a group block is 144 bytes: ~9 cache lines ahead).
 const PREFETCH_BLOCKS: usize = 4;
 
+/// One token's activations: its 8-bit blocks and, when the kernel reads them (`B`), the same
+/// broadcast.
+#[derive(Clone, Copy)]
+struct Token<'a> {
+    q8: &'a [ActBlock],
+    broadcast: &'a [BroadcastBlock],
+}
+
+impl Token<'_> {
+    /// Blocks of 32 the token has for a kernel that reads the broadcast form or not.
+    fn blocks<const B: bool>(&self) -> usize {
+        if B {
+            self.q8.len().min(self.broadcast.len())
+        } else {
+            self.q8.len()
+        }
+    }
+
+    /// Group `g` (4 activations) of block `b` in the 8 lanes.
+    ///
+    /// # Safety
+    /// AVX2; `b < self.blocks::<B>()`, `g < 8`.
+    #[inline(always)]
+    unsafe fn group<const B: bool>(&self, b: usize, g: usize) -> __m256i {
+        if B {
+            let lanes = &(*self.broadcast.as_ptr().add(b)).groups[g];
+            _mm256_load_si256(lanes.as_ptr() as *const __m256i)
+        } else {
+            let qs = (*self.q8.as_ptr().add(b)).qs.as_ptr() as *const i32;
+            _mm256_set1_epi32(std::ptr::read_unaligned(qs.add(g)))
+        }
+    }
+}
+
 /// Eight rows (one group, `blocks` group blocks) against N tokens; `dot(w, x)` is the
 /// integer products of the 8 weight registers (groups 0..8) with the token's 8 broadcast
 /// groups, as 8 i32 lanes.
 #[inline(always)]
-unsafe fn group_q4_0<const N: usize>(
+unsafe fn group_q4_0<const N: usize, const B: bool>(
     group: &[u8],
-    x: [&[ActBlock]; N],
+    x: [Token; N],
     dot: impl Fn(&[__m256i; 8], &[__m256i; 8]) -> __m256i,
 ) -> [[f32; 8]; N] {
     let n = x
         .iter()
-        .map(|a| a.len())
+        .map(|a| a.blocks::<B>())
         .fold(group.len() / GROUP_BLOCK_BYTES, usize::min);
     let low = _mm256_set1_epi8(0x0f);
     let p = group.as_ptr();
@@ -48,10 +88,8 @@ unsafe fn group_q4_0<const N: usize>(
             w[k + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
         }
         for t in 0..N {
-            let a = &*x[t].as_ptr().add(b);
-            let qs = a.qs.as_ptr() as *const i32;
-            let xs: [__m256i; 8] =
-                std::array::from_fn(|g| _mm256_set1_epi32(std::ptr::read_unaligned(qs.add(g))));
+            let a = &*x[t].q8.as_ptr().add(b);
+            let xs: [__m256i; 8] = std::array::from_fn(|g| x[t].group::<B>(b, g));
             let sums =
                 _mm256_sub_epi32(dot(&w, &xs), _mm256_set1_epi32(8 * (a.sums[0] + a.sums[1])));
             let scale = _mm256_mul_ps(d, _mm256_set1_ps(a.d));
@@ -66,10 +104,13 @@ unsafe fn group_q4_0<const N: usize>(
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn group_q4_0_avx2<const N: usize>(group: &[u8], x: [&[ActBlock]; N]) -> [[f32; 8]; N] {
+unsafe fn group_q4_0_avx2<const N: usize, const B: bool>(
+    group: &[u8],
+    x: [Token; N],
+) -> [[f32; 8]; N] {
     let ones = _mm256_set1_epi16(1);
-    // Nibbles ≤ 15, |a| ≤ 127: a group's pair sums ≤ 3810, eight groups ≤ 30480 fit i16.
-    group_q4_0(group, x, |w, xs| {
+    // Nibbles ≤ 15, |a| ≤ 128: a group's pair sums ≤ 3840, eight groups ≤ 30720 fit i16.
+    group_q4_0::<N, B>(group, x, |w, xs| {
         let mut s = _mm256_maddubs_epi16(w[0], xs[0]);
         for g in 1..8 {
             s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[g], xs[g]));
@@ -79,8 +120,11 @@ unsafe fn group_q4_0_avx2<const N: usize>(group: &[u8], x: [&[ActBlock]; N]) -> 
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn group_q4_0_vnni<const N: usize>(group: &[u8], x: [&[ActBlock]; N]) -> [[f32; 8]; N] {
-    group_q4_0(group, x, |w, xs| {
+unsafe fn group_q4_0_vnni<const N: usize, const B: bool>(
+    group: &[u8],
+    x: [Token; N],
+) -> [[f32; 8]; N] {
+    group_q4_0::<N, B>(group, x, |w, xs| {
         let mut s = _mm256_setzero_si256();
         for g in 0..8 {
             s = _mm256_dpbusd_epi32(s, w[g], xs[g]);
@@ -89,28 +133,144 @@ unsafe fn group_q4_0_vnni<const N: usize>(group: &[u8], x: [&[ActBlock]; N]) -> 
     })
 }
 
+/// Eight Q6_K rows (one group of super-blocks) against N tokens.
+///
+/// Bounds: q ≤ 63 and |a| ≤ 128, so a `pmaddubsw` pair sum is ≤ 16128 and two groups' sums
+/// ≤ 32256 fit i16 (no saturation); by a scale (|s| ≤ 128), four pairs ≤ 1.7·10⁷ fit i32; the
+/// half sums |Σa| ≤ 2048 fit the i16 lanes of the offset's `pmaddwd`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn group_q6_k_avx2<const N: usize, const B: bool>(
+    group: &[u8],
+    x: [Token; N],
+) -> [[f32; 8]; N] {
+    let supers = x
+        .iter()
+        .map(|a| a.blocks::<B>() / 8)
+        .fold(group.len() / Q6K_GROUP_SUPER_BYTES, usize::min);
+    let low = _mm256_set1_epi8(0x0f);
+    let high_mask = _mm256_set1_epi8(0x30);
+    // Per 32-bit lane (row) the i16 pair (s0, s0), or (s1, s1), of the scales (s0, s1).
+    let first = _mm256_setr_epi8(
+        0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13, 0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12,
+        13, 12, 13,
+    );
+    let second = _mm256_add_epi8(first, _mm256_set1_epi8(2));
+    let p = group.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); N];
+    for sb in 0..supers {
+        let sup = p.add(sb * Q6K_GROUP_SUPER_BYTES);
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(sup as *const __m128i));
+        for c in 0..8 {
+            let chunk = sup.add(16 + c * Q6K_GROUP_CHUNK_BYTES);
+            // Past the group's end this is a hint for an address never read: harmless.
+            let ahead = chunk.wrapping_add(2 * Q6K_GROUP_CHUNK_BYTES);
+            for line in 0..4 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line) as *const i8);
+            }
+            // i16 lane 2·row + h: the scale of elements 16h.. of the chunk.
+            let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(chunk as *const __m128i));
+            let pair_scales = [
+                _mm256_shuffle_epi8(scales, first),
+                _mm256_shuffle_epi8(scales, second),
+            ];
+            let nibbles = chunk.add(16);
+            let bits = [
+                _mm256_loadu_si256(chunk.add(144) as *const __m256i),
+                _mm256_loadu_si256(chunk.add(176) as *const __m256i),
+            ];
+            let block = sb * 8 + c;
+            let a: [&ActBlock; N] = std::array::from_fn(|t| &*x[t].q8.as_ptr().add(block));
+            let mut sums = [_mm256_setzero_si256(); N];
+            for pair in 0..4 {
+                let mut pair_sum = [_mm256_setzero_si256(); N];
+                for g in [2 * pair, 2 * pair + 1] {
+                    let v = _mm256_loadu_si256(nibbles.add(32 * (g % 4)) as *const __m256i);
+                    let lows = if g < 4 { v } else { _mm256_srli_epi16(v, 4) };
+                    // The group's 2 bits (bits 2m, 2m + 1 of its register) to bits 4, 5; the
+                    // 16-bit shifts carry bits across bytes only below bit 4 or above bit 5.
+                    let h = bits[g / 4];
+                    let high = match g % 4 {
+                        0 => _mm256_slli_epi16(h, 4),
+                        1 => _mm256_slli_epi16(h, 2),
+                        2 => h,
+                        _ => _mm256_srli_epi16(h, 2),
+                    };
+                    let q = _mm256_or_si256(
+                        _mm256_and_si256(lows, low),
+                        _mm256_and_si256(high, high_mask),
+                    );
+                    for t in 0..N {
+                        let xs = x[t].group::<B>(block, g);
+                        pair_sum[t] = _mm256_add_epi16(pair_sum[t], _mm256_maddubs_epi16(q, xs));
+                    }
+                }
+                for t in 0..N {
+                    sums[t] = _mm256_add_epi32(
+                        sums[t],
+                        _mm256_madd_epi16(pair_sum[t], pair_scales[pair / 2]),
+                    );
+                }
+            }
+            for t in 0..N {
+                // Σ_h s_h·Σa_h, the −32 offset's factor.
+                let halves = (a[t].sums[0] as u16 as u32 | (a[t].sums[1] as u32) << 16) as i32;
+                let offset = _mm256_madd_epi16(scales, _mm256_set1_epi32(halves));
+                let total = _mm256_sub_epi32(sums[t], _mm256_slli_epi32(offset, 5));
+                let scale = _mm256_mul_ps(d, _mm256_set1_ps(a[t].d));
+                acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(total), acc[t]);
+            }
+        }
+    }
+    acc.map(|a| {
+        let mut out = [0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), a);
+        out
+    })
+}
+
+/// `$imp::<n, $b>` on the `n` (1..=4) tokens from `t`.
+macro_rules! on_tokens {
+    ($imp:ident, $b:literal, $group:ident, $token:ident, $t:ident, $n:ident) => {
+        match $n {
+            1 => &$imp::<1, $b>($group, [$token($t)])[..],
+            2 => &$imp::<2, $b>($group, [$token($t), $token($t + 1)])[..],
+            3 => &$imp::<3, $b>($group, [$token($t), $token($t + 1), $token($t + 2)])[..],
+            _ => &$imp::<4, $b>(
+                $group,
+                [$token($t), $token($t + 1), $token($t + 2), $token($t + 3)],
+            )[..],
+        }
+    };
+}
+
 macro_rules! over_tokens {
     ($(#[$meta:meta])* $name:ident => $imp:ident) => {
         $(#[$meta])*
-        pub fn $name(group: &[u8], x: &[ActBlock], blocks: usize, out: &mut [[f32; 8]]) {
-            let token = |t: usize| &x[t * blocks..(t + 1) * blocks];
+        pub fn $name(
+            group: &[u8],
+            x: &[ActBlock],
+            broadcast: &[BroadcastBlock],
+            blocks: usize,
+            out: &mut [[f32; 8]],
+        ) {
+            let token = |t: usize| Token {
+                q8: &x[t * blocks..(t + 1) * blocks],
+                broadcast: broadcast.get(t * blocks..(t + 1) * blocks).unwrap_or(&[]),
+            };
+            let whole = broadcast.len() >= out.len() * blocks;
             let mut t = 0;
             while t < out.len() {
                 let n = (out.len() - t).min(4);
-                let o = &mut out[t..t + n];
                 // SAFETY: handed out only after detection of the kernel's features; it reads
-                // only whole group blocks and each token's slice.
-                unsafe {
-                    match n {
-                        1 => o.copy_from_slice(&$imp(group, [token(t)])),
-                        2 => o.copy_from_slice(&$imp(group, [token(t), token(t + 1)])),
-                        3 => o.copy_from_slice(&$imp(group, [token(t), token(t + 1), token(t + 2)])),
-                        _ => o.copy_from_slice(&$imp(
-                            group,
-                            [token(t), token(t + 1), token(t + 2), token(t + 3)],
-                        )),
+                // only whole group blocks and each token's blocks.
+                let sums = unsafe {
+                    if whole {
+                        on_tokens!($imp, true, group, token, t, n)
+                    } else {
+                        on_tokens!($imp, false, group, token, t, n)
                     }
-                }
+                };
+                out[t..t + n].copy_from_slice(sums);
                 t += n;
             }
         }
@@ -124,3 +284,7 @@ over_tokens!(
     /// Repacked Q4_0 group kernel (AVX-512 VNNI on 256-bit registers); only reachable after
     /// detection.
     q4_0_vnni => group_q4_0_vnni);
+over_tokens!(
+    /// Repacked Q6_K group kernel (AVX2; also the AVX-512 VNNI level's); only reachable after
+    /// detection of avx2/fma/f16c.
+    q6_k_avx2 => group_q6_k_avx2);

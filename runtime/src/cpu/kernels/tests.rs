@@ -350,74 +350,97 @@ fn four_row_kernels_match_the_single_row_reference() {
     }
 }
 
-/// The repacked Q4_0 group kernels (`cpu::packed`) at every level that has one: 8 rows (13 in
-/// the matrix, so the second group is padded) over 1..7 tokens, each token's sums bit-equal to
-/// the token alone and within 2e-5·Σ|w·x| of the scalar reference row by row.
+/// The repacked group kernels (`cpu::packed`: Q4_0, Q6_K) at every level that has one: 8 rows
+/// (13 in the matrix, so the second group is padded) over 1..7 tokens, each token's sums
+/// bit-equal to the token alone and to the sums from the broadcast activations, and within
+/// 2e-5·Σ|w·x| of the scalar reference row by row.
 #[test]
 fn repacked_group_kernels_match_the_single_row_reference() {
-    use super::packed_q4_0;
-    use crate::cpu::packed::{pack_q4_0, packed_len, GROUP_BLOCK_BYTES};
+    use super::group_kernel;
+    use crate::cpu::act::{broadcast_groups, BroadcastBlock};
+    use crate::cpu::packed::{group_bytes, pack, packed_len};
     let mut rng = Rand(777);
-    let ty = GgmlType::Q4_0;
-    let single = row_dot(ty, SimdLevel::Scalar).unwrap();
-    for &level in SimdLevel::available() {
-        let Some(kernel) = packed_q4_0(level) else {
-            continue;
-        };
-        for n in [32, 96, 576] {
-            let rows = 13;
-            let blocks = n / 32;
-            let scales = [1.0, 1e-3, 30.0, 0.2];
-            let weights: Vec<Vec<u8>> = (0..rows)
-                .map(|r| quantize(ty, &rng.vec(n, scales[r % 4])).unwrap())
-                .collect();
-            let data: Vec<u8> = weights.concat();
-            let mut packed = vec![0u8; packed_len(rows, n)];
-            pack_q4_0(&data, rows, n, &mut packed);
-            let xs: Vec<Vec<f32>> = (0..7).map(|_| rng.vec(n, 3.0)).collect();
-            let acts: Vec<Acts> = xs.iter().map(|x| acts_of(x)).collect();
-            let q8: Vec<_> = acts.iter().flat_map(|a| a.q8.iter().copied()).collect();
-            let group_bytes = blocks * GROUP_BLOCK_BYTES;
-            for g in 0..2 {
-                let group = &packed[g * group_bytes..(g + 1) * group_bytes];
-                let run = |from: usize, tokens: usize| {
-                    let mut out = vec![[0f32; 8]; tokens];
-                    kernel(
-                        group,
-                        &q8[from * blocks..(from + tokens) * blocks],
-                        blocks,
-                        &mut out,
-                    );
-                    out
-                };
-                for tokens in 1..=7 {
-                    for (j, sums) in run(0, tokens).iter().enumerate() {
-                        let what = format!(
-                            "{} n={n} group {g} {tokens} tokens, token {j}",
-                            level.name()
-                        );
-                        assert_eq!(sums, &run(j, 1)[0], "{what}: differs from the token alone");
-                        for (lane, &got) in sums.iter().enumerate() {
-                            let r = g * 8 + lane;
-                            if r >= rows {
-                                assert_eq!(got, 0.0, "{what}: padding lane {lane}");
-                                continue;
-                            }
-                            let want = call(single, &weights[r], &xs[j], &acts[j]);
-                            let magnitude: f32 = dequantize(ty, &weights[r])
-                                .unwrap()
-                                .iter()
-                                .zip(&xs[j])
-                                .map(|(a, b)| (a * b).abs())
-                                .sum();
-                            assert!(
-                                (got - want).abs() <= 2e-5 * magnitude,
-                                "{what} row {r}: {got} vs {want}"
+    let mut tested = 0;
+    for (ty, lengths) in [
+        (GgmlType::Q4_0, &[32, 96, 576][..]),
+        (GgmlType::Q6_K, &[256, 768][..]),
+    ] {
+        let single = row_dot(ty, SimdLevel::Scalar).unwrap();
+        for &level in SimdLevel::available() {
+            let Some(kernel) = group_kernel(ty, level) else {
+                continue;
+            };
+            tested += 1;
+            for &n in lengths {
+                let rows = 13;
+                let blocks = n / 32;
+                let scales = [1.0, 1e-3, 30.0, 0.2];
+                let weights: Vec<Vec<u8>> = (0..rows)
+                    .map(|r| quantize(ty, &rng.vec(n, scales[r % 4])).unwrap())
+                    .collect();
+                let data: Vec<u8> = weights.concat();
+                let mut packed = vec![0u8; packed_len(ty, rows, n)];
+                pack(ty, &data, rows, n, &mut packed);
+                let xs: Vec<Vec<f32>> = (0..7).map(|_| rng.vec(n, 3.0)).collect();
+                let acts: Vec<Acts> = xs.iter().map(|x| acts_of(x)).collect();
+                let q8: Vec<_> = acts.iter().flat_map(|a| a.q8.iter().copied()).collect();
+                let mut broadcast = vec![BroadcastBlock::default(); q8.len()];
+                broadcast_groups(&q8, &mut broadcast);
+                let size = group_bytes(ty, n);
+                for g in 0..2 {
+                    let group = &packed[g * size..(g + 1) * size];
+                    let run = |from: usize, tokens: usize, whole: bool| {
+                        let mut out = vec![[0f32; 8]; tokens];
+                        let span = from * blocks..(from + tokens) * blocks;
+                        let bc = if whole {
+                            &broadcast[span.clone()]
+                        } else {
+                            &[][..]
+                        };
+                        kernel(group, &q8[span], bc, blocks, &mut out);
+                        out
+                    };
+                    for tokens in 1..=7 {
+                        let from_broadcast = run(0, tokens, true);
+                        for (j, sums) in run(0, tokens, false).iter().enumerate() {
+                            let what = format!(
+                                "{ty} {} n={n} group {g} {tokens} tokens, token {j}",
+                                level.name()
                             );
+                            let alone = run(j, 1, false)[0];
+                            assert_eq!(sums, &alone, "{what}: differs from the token alone");
+                            assert_eq!(
+                                sums, &from_broadcast[j],
+                                "{what}: differs with the broadcast activations"
+                            );
+                            for (lane, &got) in sums.iter().enumerate() {
+                                let r = g * 8 + lane;
+                                if r >= rows {
+                                    assert_eq!(got, 0.0, "{what}: padding lane {lane}");
+                                    continue;
+                                }
+                                let want = call(single, &weights[r], &xs[j], &acts[j]);
+                                let magnitude: f32 = dequantize(ty, &weights[r])
+                                    .unwrap()
+                                    .iter()
+                                    .zip(&xs[j])
+                                    .map(|(a, b)| (a * b).abs())
+                                    .sum();
+                                assert!(
+                                    (got - want).abs() <= 2e-5 * magnitude,
+                                    "{what} row {r}: {got} vs {want}"
+                                );
+                            }
                         }
                     }
                 }
             }
         }
+    }
+    if cfg!(target_arch = "x86_64") && SimdLevel::available().contains(&SimdLevel::Avx2) {
+        assert!(
+            tested >= 2,
+            "Q4_0 and Q6_K have group kernels on this x86 CPU"
+        );
     }
 }
