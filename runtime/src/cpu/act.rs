@@ -26,6 +26,24 @@ pub struct BroadcastBlock {
     pub groups: [[i32; 8]; 8],
 }
 
+/// The 16 pairs of 16-bit activations of an [`ActBlock16`], each repeated in 8 lanes:
+/// `pairs[p][lane] = qs[2p..2p + 2]` (as one i32), for the x86 Q8_0 group kernel.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(32))]
+pub struct BroadcastBlock16 {
+    pub pairs: [[i32; 8]; 16],
+}
+
+/// `out[b]` = block `b` of `q16` broadcast ([`BroadcastBlock16`]).
+pub fn broadcast_pairs(q16: &[ActBlock16], out: &mut [BroadcastBlock16]) {
+    for (b, o) in q16.iter().zip(out.iter_mut()) {
+        for (p, lanes) in o.pairs.iter_mut().enumerate() {
+            let pair = (b.qs[2 * p] as u16 as u32 | (b.qs[2 * p + 1] as u16 as u32) << 16) as i32;
+            *lanes = [pair; 8];
+        }
+    }
+}
+
 /// `out[b]` = block `b` of `q8` broadcast ([`BroadcastBlock`]).
 pub fn broadcast_groups(q8: &[ActBlock], out: &mut [BroadcastBlock]) {
     for (b, o) in q8.iter().zip(out.iter_mut()) {
@@ -134,6 +152,8 @@ pub struct Activations<'a> {
     /// `[t, cols / 32]`: `q8` broadcast for the x86 group kernels, or empty (then they
     /// broadcast as they go).
     pub broadcast: &'a [BroadcastBlock],
+    /// `[t, cols / 32]`: `q16` broadcast (the x86 Q8_0 group kernel), or empty.
+    pub broadcast16: &'a [BroadcastBlock16],
 }
 
 /// Reusable buffers for [`Activations`].
@@ -142,6 +162,7 @@ pub struct ActivationBuffers {
     q8: Vec<ActBlock>,
     q16: Vec<ActBlock16>,
     broadcast: Vec<BroadcastBlock>,
+    broadcast16: Vec<BroadcastBlock16>,
 }
 
 /// Which quantized forms of the activations a product reads.
@@ -150,6 +171,7 @@ pub struct ActForms {
     pub q8: bool,
     pub q16: bool,
     pub broadcast: bool,
+    pub broadcast16: bool,
 }
 
 impl ActForms {
@@ -157,15 +179,18 @@ impl ActForms {
         q8: true,
         q16: true,
         broadcast: true,
+        broadcast16: true,
     };
 
     /// The forms rows of `ty` are dotted with (`groups`: by a group kernel, repacked).
     pub fn of(ty: crate::GgmlType, groups: bool) -> ActForms {
         use crate::GgmlType::*;
+        let broadcast = groups && GROUP_KERNELS_READ_BROADCAST;
         ActForms {
             q8: matches!(ty, Q4_0 | Q4_K | Q6_K),
             q16: ty == Q8_0,
-            broadcast: groups && GROUP_KERNELS_READ_BROADCAST,
+            broadcast: broadcast && ty != Q8_0,
+            broadcast16: broadcast && ty == Q8_0,
         }
     }
 
@@ -174,6 +199,7 @@ impl ActForms {
             q8: self.q8 || other.q8,
             q16: self.q16 || other.q16,
             broadcast: self.broadcast || other.broadcast,
+            broadcast16: self.broadcast16 || other.broadcast16,
         }
     }
 }
@@ -181,9 +207,9 @@ impl ActForms {
 /// Activations at least this long are quantized in parallel.
 const PARALLEL_QUANTIZE_MIN: usize = 8192;
 
-/// The broadcast form is made for at most this many blocks (1 MiB: 16 tokens of an 8192-wide
-/// input); a longer input (prefill) is read from `q8` as it is.
-const BROADCAST_MAX_BLOCKS: usize = 4096;
+/// The broadcast forms are made for at most this many bytes (16 tokens of an 8192-wide input
+/// in 8-bit blocks); a longer input (prefill) is read from `q8` / `q16` as it is.
+const BROADCAST_MAX_BYTES: usize = 1 << 20;
 
 impl<'a> Activations<'a> {
     /// Quantizes `x` (`[t, cols]`) into `buffers` in every form if `cols` is a multiple of
@@ -222,6 +248,7 @@ impl<'a> Activations<'a> {
                 q8: &[],
                 q16: &[],
                 broadcast: &[],
+                broadcast16: &[],
             };
         }
         let n = x.len() / ACT_BLOCK;
@@ -240,7 +267,7 @@ impl<'a> Activations<'a> {
             });
         }
         buffers.q16.clear();
-        if forms.q16 {
+        if forms.q16 || forms.broadcast16 {
             buffers.q16.resize(n, ActBlock16::default());
             pool.for_each_chunk(&mut buffers.q16, per_task, &|i, out| {
                 let at = i * per_task * ACT_BLOCK;
@@ -248,15 +275,21 @@ impl<'a> Activations<'a> {
             });
         }
         buffers.broadcast.clear();
-        if forms.broadcast && n <= BROADCAST_MAX_BLOCKS {
+        if forms.broadcast && n * size_of::<BroadcastBlock>() <= BROADCAST_MAX_BYTES {
             buffers.broadcast.resize(n, BroadcastBlock::default());
             broadcast_groups(&buffers.q8, &mut buffers.broadcast);
+        }
+        buffers.broadcast16.clear();
+        if forms.broadcast16 && n * size_of::<BroadcastBlock16>() <= BROADCAST_MAX_BYTES {
+            buffers.broadcast16.resize(n, BroadcastBlock16::default());
+            broadcast_pairs(&buffers.q16, &mut buffers.broadcast16);
         }
         Activations {
             f32: x,
             q8: &buffers.q8,
             q16: &buffers.q16,
             broadcast: &buffers.broadcast,
+            broadcast16: &buffers.broadcast16,
         }
     }
 }

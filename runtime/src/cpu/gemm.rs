@@ -118,9 +118,9 @@ impl PanelGemm {
 }
 
 impl PanelGemm {
-    /// Packs the U8-form panel of rows `r0 .. r0 + nr` (r0 a multiple of 8) of a `rows`-row
-    /// Q4_0 matrix repacked in groups of 8 ([`crate::cpu::packed`]): the same panel
-    /// [`Self::pack`] makes from the rows, without reading the file's copy.
+    /// Packs the panel of rows `r0 .. r0 + nr` (r0 a multiple of 8) of a `rows`-row Q4_0 (U8
+    /// form) or Q8_0 (I16 form) matrix repacked in groups of 8 ([`crate::cpu::packed`]): the
+    /// same panel [`Self::pack`] makes from the rows, without reading the file's copy.
     pub fn pack_from_groups(
         &self,
         packed: &[u8],
@@ -129,18 +129,23 @@ impl PanelGemm {
         r0: usize,
         buf: &mut PanelBuf,
     ) {
-        use crate::cpu::packed::{group_block, GROUP_ROWS};
+        use crate::cpu::packed::{group_bytes, GROUP_ROWS};
         let nr = self.nr;
         assert!(
-            self.ty == GgmlType::Q4_0 && r0 % GROUP_ROWS == 0 && nr % GROUP_ROWS == 0,
-            "a Q4_0 panel of whole groups"
+            matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q8_0)
+                && r0 % GROUP_ROWS == 0
+                && nr % GROUP_ROWS == 0,
+            "a Q4_0 or Q8_0 panel of whole groups"
         );
+        let words = if self.ty == GgmlType::Q8_0 { 16 } else { 8 };
         for v in [&mut buf.scale, &mut buf.min] {
             v.clear();
             v.resize(blocks * nr, 0.0);
         }
         buf.w.clear();
-        buf.w.resize(blocks * 8 * nr, 0);
+        buf.w.resize(blocks * words * nr, 0);
+        let size = group_bytes(self.ty, blocks * BLOCK);
+        let block_bytes = size / blocks.max(1);
         // Whole groups at a time (8 lanes: a panel of 16 rows is two groups side by side),
         // in loops over 8 lanes that vectorize.
         for half in 0..nr / GROUP_ROWS {
@@ -150,14 +155,28 @@ impl PanelGemm {
             }
             let at = half * GROUP_ROWS;
             for b in 0..blocks {
-                let blk = group_block(packed, blocks, g, b);
-                let (scales, nibbles) = blk.split_at(2 * GROUP_ROWS);
+                let blk = &packed[g * size + b * block_bytes..][..block_bytes];
+                let (scales, weights) = blk.split_at(2 * GROUP_ROWS);
                 for lane in 0..GROUP_ROWS {
                     let d = f16_at(scales, 2 * lane);
                     buf.scale[b * nr + at + lane] = d;
-                    buf.min[b * nr + at + lane] = 8.0 * d;
+                    if self.ty == GgmlType::Q4_0 {
+                        buf.min[b * nr + at + lane] = 8.0 * d;
+                    }
                 }
-                for (k, reg) in nibbles.chunks_exact(4 * GROUP_ROWS).enumerate() {
+                if self.ty == GgmlType::Q8_0 {
+                    // Register p: 8 rows' pair (2p, 2p + 1) of i8 → a word of two i16.
+                    for (p, reg) in weights.chunks_exact(2 * GROUP_ROWS).enumerate() {
+                        let out = &mut buf.w[(b * 16 + p) * nr + at..][..GROUP_ROWS];
+                        for (o, pair) in out.iter_mut().zip(reg.chunks_exact(2)) {
+                            let (lo, hi) =
+                                (pair[0] as i8 as i16 as u16, pair[1] as i8 as i16 as u16);
+                            *o = lo as u32 | (hi as u32) << 16;
+                        }
+                    }
+                    continue;
+                }
+                for (k, reg) in weights.chunks_exact(4 * GROUP_ROWS).enumerate() {
                     let lo = &mut buf.w[(b * 8 + k) * nr + at..][..GROUP_ROWS];
                     for (o, word) in lo.iter_mut().zip(reg.chunks_exact(4)) {
                         *o = u32::from_le_bytes([word[0], word[1], word[2], word[3]]) & NIBBLES;

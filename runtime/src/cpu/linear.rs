@@ -181,8 +181,11 @@ impl<'a> WeightMatrix<'a> {
 
     /// The repacked rows and their kernel, if usable on `x` for `t` tokens.
     fn packed_for(&self, x: &Activations, t: usize) -> Option<(&'a [u8], GroupKernel)> {
-        self.packed
-            .filter(|_| x.q8.len() >= t * (self.cols / ACT_BLOCK))
+        let need = t * (self.cols / ACT_BLOCK);
+        self.packed.filter(|(_, k)| match k {
+            GroupKernel::Quant(_) => x.q8.len() >= need,
+            GroupKernel::Quant16(_) => x.q16.len() >= need,
+        })
     }
 
     /// `Y = X·Wᵀ` for `t` activation rows (`y`: [t, rows]). Parallel over blocks of weight
@@ -293,27 +296,8 @@ impl WeightMatrix<'_> {
         r1: usize,
     ) {
         let (rows, blocks) = (self.rows, self.cols / ACT_BLOCK);
-        if let Some((data, f)) = self.packed_for(x, t) {
-            // Whole groups (r0 is a multiple of 8; the last group's padding rows are dropped),
-            // for tiles of tokens whose activations stay in cache while the stretch of rows is
-            // swept.
-            let mut sums = [[0f32; GROUP_ROWS]; PANEL_MIN_TOKENS];
-            let group_bytes = packed::group_bytes(self.ty, self.cols);
-            for t0 in (0..t).step_by(PANEL_MIN_TOKENS) {
-                let tile = &mut sums[..(t - t0).min(PANEL_MIN_TOKENS)];
-                let span = t0 * blocks..(t0 + tile.len()) * blocks;
-                let (acts, broadcast) = (&x.q8[span.clone()], x.broadcast.get(span).unwrap_or(&[]));
-                for g in r0 / GROUP_ROWS..r1.div_ceil(GROUP_ROWS) {
-                    let group = &data[g * group_bytes..(g + 1) * group_bytes];
-                    f(group, acts, broadcast, blocks, tile);
-                    let (first, lanes) = (g * GROUP_ROWS, GROUP_ROWS.min(r1 - g * GROUP_ROWS));
-                    for (j, s) in tile.iter().enumerate() {
-                        let at = (t0 + j) * rows + first;
-                        // SAFETY: rows first..first+lanes of every token belong to this task.
-                        unsafe { out.slice(at..at + lanes) }.copy_from_slice(&s[..lanes]);
-                    }
-                }
-            }
+        if let Some((data, kernel)) = self.packed_for(x, t) {
+            self.groups_task(x, t, (data, kernel), out, r0, r1);
             return;
         }
         let mut r = r0;
@@ -342,6 +326,46 @@ impl WeightMatrix<'_> {
             for j in 0..t {
                 // SAFETY: as above.
                 unsafe { out.slice(j * rows + r..j * rows + r + 1)[0] = self.dot(r, x, j) };
+            }
+        }
+    }
+
+    /// Rows `r0..r1` (r0 a multiple of 8) of `out` ([t, rows]) for every token, from the
+    /// repacked groups: whole groups (the last group's padding rows are dropped), for tiles of
+    /// tokens whose activations stay in cache while the stretch of rows is swept.
+    fn groups_task(
+        &self,
+        x: &Activations,
+        t: usize,
+        (data, kernel): (&[u8], GroupKernel),
+        out: &Disjoint<'_, f32>,
+        r0: usize,
+        r1: usize,
+    ) {
+        let (rows, blocks) = (self.rows, self.cols / ACT_BLOCK);
+        let mut sums = [[0f32; GROUP_ROWS]; PANEL_MIN_TOKENS];
+        let group_bytes = packed::group_bytes(self.ty, self.cols);
+        for t0 in (0..t).step_by(PANEL_MIN_TOKENS) {
+            let tile = &mut sums[..(t - t0).min(PANEL_MIN_TOKENS)];
+            let span = t0 * blocks..(t0 + tile.len()) * blocks;
+            for g in r0 / GROUP_ROWS..r1.div_ceil(GROUP_ROWS) {
+                let group = &data[g * group_bytes..(g + 1) * group_bytes];
+                match kernel {
+                    GroupKernel::Quant(f) => {
+                        let broadcast = x.broadcast.get(span.clone()).unwrap_or(&[]);
+                        f(group, &x.q8[span.clone()], broadcast, blocks, tile)
+                    }
+                    GroupKernel::Quant16(f) => {
+                        let broadcast = x.broadcast16.get(span.clone()).unwrap_or(&[]);
+                        f(group, &x.q16[span.clone()], broadcast, blocks, tile)
+                    }
+                }
+                let (first, lanes) = (g * GROUP_ROWS, GROUP_ROWS.min(r1 - g * GROUP_ROWS));
+                for (j, s) in tile.iter().enumerate() {
+                    let at = (t0 + j) * rows + first;
+                    // SAFETY: rows first..first+lanes of every token belong to this task.
+                    unsafe { out.slice(at..at + lanes) }.copy_from_slice(&s[..lanes]);
+                }
             }
         }
     }
@@ -531,15 +555,15 @@ mod packed_tests {
     use crate::quant::quantize;
     use crate::testing::values;
 
-    /// A Q4_0 or Q6_K matrix read repacked gives the products of the matrix read in place: Q4_0's
-    /// prefill products bit-equal (the same panels, packed from the groups), its decode products
-    /// and all of Q6_K's (the group kernel, in tiles of tokens past 16) within 2e-5·Σ|w·x| of
-    /// them (another kernel: the blocks' sums in another order).
+    /// A Q4_0, Q8_0 or Q6_K matrix read repacked gives the products of the matrix read in
+    /// place: Q4_0's and Q8_0's prefill products bit-equal (the same panels, packed from the
+    /// groups), their decode products and all of Q6_K's (the group kernel, in tiles of tokens
+    /// past 16) within 2e-5·Σ|w·x| of them (another kernel: the blocks' sums in another order).
     #[test]
     fn repacked_matrices_give_the_products_of_the_matrix_in_place() {
         let (rows, cols) = (44, 512);
         let mut tested = 0;
-        for ty in [GgmlType::Q4_0, GgmlType::Q6_K] {
+        for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q6_K] {
             let data = quantize(ty, &values(5, rows * cols, 1.0)).unwrap();
             let dense = crate::quant::dequantize(ty, &data).unwrap();
             let mut packed = vec![0u8; packed::packed_len(ty, rows, cols)];
@@ -565,7 +589,7 @@ mod packed_tests {
                                 "{ty} {} {threads} threads {t} tokens, y[{i}]",
                                 level.name()
                             );
-                            if t >= PANEL_MIN_TOKENS && ty == GgmlType::Q4_0 {
+                            if t >= PANEL_MIN_TOKENS && ty != GgmlType::Q6_K {
                                 assert_eq!(p.to_bits(), q.to_bits(), "{what}: panels");
                             } else {
                                 let (tok, r) = (i / rows, i % rows);
@@ -582,7 +606,10 @@ mod packed_tests {
             }
         }
         if cfg!(target_arch = "x86_64") && SimdLevel::available().contains(&SimdLevel::Avx2) {
-            assert!(tested >= 2, "Q4_0 and Q6_K are repacked on this x86 CPU");
+            assert!(
+                tested >= 3,
+                "Q4_0, Q8_0 and Q6_K are repacked on this x86 CPU"
+            );
         }
     }
 }

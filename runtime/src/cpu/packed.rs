@@ -11,6 +11,12 @@
 //! are group `k` (4 elements) of every row, the high nibbles group `k + 4`: the U8 panel form
 //! of [`crate::cpu::gemm`], nibble-packed.
 //!
+//! **Q8_0**, per group of 8 rows, per block of 32, [`Q8_0_GROUP_BLOCK_BYTES`] (8 × 34) bytes:
+//! the 8 rows' f16 scales, then 16 registers of 16 bytes; in register `p`, bytes `2·lane` and
+//! `2·lane + 1` are `q(lane, 2p)` and `q(lane, 2p + 1)` (i8): sign-extended to i16, one 32-bit
+//! lane per row of the pair `pmaddwd` multiplies with the token's two 16-bit activations (the
+//! I16 panel form of [`crate::cpu::gemm`], 8-bit).
+//!
 //! **Q6_K**, per group of 8 rows, per super-block of 256 elements, [`Q6K_GROUP_SUPER_BYTES`]
 //! (8 × 210) bytes: the 8 rows' f16 `d`, then 8 chunks of 32 elements of
 //! [`Q6K_GROUP_CHUNK_BYTES`]: 16 scales (byte `2·lane + h`: the i8 scale of the chunk's
@@ -26,6 +32,9 @@ pub const GROUP_ROWS: usize = 8;
 /// Bytes per Q4_0 group per block: 8 scales + 8 rows × 16 bytes of nibbles.
 pub const GROUP_BLOCK_BYTES: usize = 2 * GROUP_ROWS + 16 * GROUP_ROWS;
 const Q4_0_BYTES: usize = 18;
+/// Bytes per Q8_0 group per block: 8 scales + 8 rows × 32 bytes.
+pub const Q8_0_GROUP_BLOCK_BYTES: usize = 2 * GROUP_ROWS + 32 * GROUP_ROWS;
+const Q8_0_BYTES: usize = 34;
 /// Bytes per Q6_K group per 32-element chunk: 16 scales, 128 bytes of low nibbles, 64 of
 /// high bits.
 pub const Q6K_GROUP_CHUNK_BYTES: usize = 2 * GROUP_ROWS + 128 + 64;
@@ -37,7 +46,7 @@ const _: () = assert!(Q6K_GROUP_SUPER_BYTES == GROUP_ROWS * size_of::<BlockQ6K>(
 /// per row.
 pub fn has_layout(ty: GgmlType, cols: usize) -> bool {
     match ty {
-        GgmlType::Q4_0 => cols % 32 == 0,
+        GgmlType::Q4_0 | GgmlType::Q8_0 => cols % 32 == 0,
         GgmlType::Q6_K => cols % QK_K == 0,
         _ => false,
     }
@@ -48,6 +57,7 @@ pub fn has_layout(ty: GgmlType, cols: usize) -> bool {
 pub fn group_bytes(ty: GgmlType, cols: usize) -> usize {
     match ty {
         GgmlType::Q4_0 => cols / 32 * GROUP_BLOCK_BYTES,
+        GgmlType::Q8_0 => cols / 32 * Q8_0_GROUP_BLOCK_BYTES,
         GgmlType::Q6_K => cols / QK_K * Q6K_GROUP_SUPER_BYTES,
         _ => 0,
     }
@@ -63,6 +73,7 @@ pub fn packed_len(ty: GgmlType, rows: usize, cols: usize) -> usize {
 pub fn pack(ty: GgmlType, data: &[u8], rows: usize, cols: usize, out: &mut [u8]) {
     match ty {
         GgmlType::Q4_0 => pack_q4_0(data, rows, cols, out),
+        GgmlType::Q8_0 => pack_q8_0(data, rows, cols, out),
         GgmlType::Q6_K => pack_q6_k(data, rows, cols, out),
         _ => panic!("no repacked layout for {ty}"),
     }
@@ -121,6 +132,45 @@ pub fn unpack_lane(block: &[u8], lane: usize) -> (f32, [u8; 32]) {
             q[16 + 4 * k + j] = byte >> 4;
         }
     }
+    (d, q)
+}
+
+/// Repacks a `[rows, cols]` Q8_0 matrix (`data`, row-major, cols a multiple of 32) into
+/// `out` ([`packed_len`] bytes), group after group, block after block.
+pub fn pack_q8_0(data: &[u8], rows: usize, cols: usize, out: &mut [u8]) {
+    let blocks = cols / 32;
+    assert!(
+        data.len() >= rows * blocks * Q8_0_BYTES,
+        "Q8_0 matrix too short"
+    );
+    assert_eq!(
+        out.len(),
+        packed_len(GgmlType::Q8_0, rows, cols),
+        "packed buffer length"
+    );
+    for (g, group) in out
+        .chunks_exact_mut(blocks * Q8_0_GROUP_BLOCK_BYTES)
+        .enumerate()
+    {
+        for (b, dst) in group.chunks_exact_mut(Q8_0_GROUP_BLOCK_BYTES).enumerate() {
+            dst.fill(0);
+            for lane in 0..GROUP_ROWS.min(rows.saturating_sub(g * GROUP_ROWS)) {
+                let r = g * GROUP_ROWS + lane;
+                let src = &data[(r * blocks + b) * Q8_0_BYTES..][..Q8_0_BYTES];
+                dst[2 * lane..2 * lane + 2].copy_from_slice(&src[..2]);
+                for p in 0..16 {
+                    let at = 2 * GROUP_ROWS + 16 * p + 2 * lane;
+                    dst[at..at + 2].copy_from_slice(&src[2 + 2 * p..4 + 2 * p]);
+                }
+            }
+        }
+    }
+}
+
+/// Lane `lane`'s scale and 32 weights (element order) of a Q8_0 group block.
+pub fn unpack_lane_q8_0(block: &[u8], lane: usize) -> (f32, [i8; 32]) {
+    let d = f16::from_le_bytes([block[2 * lane], block[2 * lane + 1]]).to_f32();
+    let q = std::array::from_fn(|i| block[2 * GROUP_ROWS + 16 * (i / 2) + 2 * lane + i % 2] as i8);
     (d, q)
 }
 
@@ -278,6 +328,34 @@ mod tests {
                         0.0
                     };
                     assert_eq!(got, want, "row {r} super-block {sb} element {i}");
+                }
+            }
+        }
+    }
+
+    /// Every lane of every Q8_0 group block unpacks to its row's weights; padding rows are
+    /// zero.
+    #[test]
+    fn a_repacked_q8_0_matrix_holds_every_row() {
+        let (rows, cols) = (13, 96);
+        let w = values(6, rows * cols, 1.0);
+        let data = quantize(GgmlType::Q8_0, &w).unwrap();
+        let want = dequantize(GgmlType::Q8_0, &data).unwrap();
+        let mut packed = vec![0u8; packed_len(GgmlType::Q8_0, rows, cols)];
+        pack(GgmlType::Q8_0, &data, rows, cols, &mut packed);
+        let blocks = cols / 32;
+        for r in 0..rows.next_multiple_of(GROUP_ROWS) {
+            for b in 0..blocks {
+                let at = ((r / GROUP_ROWS) * blocks + b) * Q8_0_GROUP_BLOCK_BYTES;
+                let (d, q) = unpack_lane_q8_0(&packed[at..], r % GROUP_ROWS);
+                for (i, &qi) in q.iter().enumerate() {
+                    let got = d * qi as f32;
+                    let want = if r < rows {
+                        want[r * cols + b * 32 + i]
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(got, want, "row {r} block {b} element {i}");
                 }
             }
         }

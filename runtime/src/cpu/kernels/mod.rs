@@ -54,7 +54,7 @@ pub mod packed_neon;
 pub mod packed_x86;
 pub mod scalar;
 
-use super::act::{ActBlock, ActBlock16, BroadcastBlock};
+use super::act::{ActBlock, ActBlock16, BroadcastBlock, BroadcastBlock16};
 use crate::quant::GgmlType;
 use std::sync::OnceLock;
 
@@ -274,31 +274,44 @@ pub fn rows_dot4(ty: GgmlType, level: SimdLevel) -> Option<RowsDot4> {
 /// One group of 8 rows repacked at load ([`crate::cpu::packed`]) against T tokens:
 /// `(the group's bytes, activations [T, blocks], the same broadcast ([T, blocks], or empty),
 /// blocks of 32, out [T])`.
-pub type GroupKernel = fn(&[u8], &[ActBlock], &[BroadcastBlock], usize, &mut [[f32; 8]]);
+#[derive(Clone, Copy)]
+pub enum GroupKernel {
+    /// 8-bit activations (Q4_0, Q6_K).
+    Quant(fn(&[u8], &[ActBlock], &[BroadcastBlock], usize, &mut [[f32; 8]])),
+    /// 16-bit activations (Q8_0).
+    Quant16(fn(&[u8], &[ActBlock16], &[BroadcastBlock16], usize, &mut [[f32; 8]])),
+}
 
 /// Whether the group kernels read the broadcast form of the activations when they have it
 /// (x86: see [`BroadcastBlock`]; NEON multiplies by element of the blocks themselves).
 pub const GROUP_KERNELS_READ_BROADCAST: bool = cfg!(target_arch = "x86_64");
 
 /// The kernel of repacked rows of `ty` at `level`, where repacking is used: Q4_0 on AVX2,
-/// AVX-512 VNNI and NEON with the dot-product extension; Q6_K on AVX2 and AVX-512 VNNI (the
-/// AVX2 kernel). Elsewhere the rows are read in place.
+/// AVX-512 VNNI and NEON with the dot-product extension; Q8_0 and Q6_K on AVX2 and AVX-512
+/// VNNI (the AVX2 kernels). Elsewhere the rows are read in place.
 pub fn group_kernel(ty: GgmlType, level: SimdLevel) -> Option<GroupKernel> {
     if !SimdLevel::available().contains(&level) {
         return None;
     }
     #[cfg(target_arch = "x86_64")]
     match (ty, level) {
-        (GgmlType::Q4_0, SimdLevel::Avx512Vnni) => return Some(packed_x86::q4_0_vnni),
-        (GgmlType::Q4_0, SimdLevel::Avx2) => return Some(packed_x86::q4_0_avx2),
+        (GgmlType::Q4_0, SimdLevel::Avx512Vnni) => {
+            return Some(GroupKernel::Quant(packed_x86::q4_0_vnni))
+        }
+        (GgmlType::Q4_0, SimdLevel::Avx2) => {
+            return Some(GroupKernel::Quant(packed_x86::q4_0_avx2))
+        }
         (GgmlType::Q6_K, SimdLevel::Avx2 | SimdLevel::Avx512Vnni) => {
-            return Some(packed_x86::q6_k_avx2)
+            return Some(GroupKernel::Quant(packed_x86::q6_k_avx2))
+        }
+        (GgmlType::Q8_0, SimdLevel::Avx2 | SimdLevel::Avx512Vnni) => {
+            return Some(GroupKernel::Quant16(packed_x86::q8_0_avx2))
         }
         _ => {}
     }
     #[cfg(target_arch = "aarch64")]
     if (ty, level) == (GgmlType::Q4_0, SimdLevel::NeonDotprod) {
-        return Some(packed_neon::q4_0_dotprod);
+        return Some(GroupKernel::Quant(packed_neon::q4_0_dotprod));
     }
     let _ = (ty, level);
     None

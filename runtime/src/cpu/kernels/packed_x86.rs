@@ -5,51 +5,87 @@
 //! sums added before one `pmaddwd`; or `vpdpbusd` with AVX-512 VNNI), `−8·Σa` and the scales.
 //! A token's sums are the same operations whatever the number of tokens run together.
 //!
+//! Repacked Q8_0 (16-bit activations): per block, 16 registers of 8 rows × 2 weights widened to
+//! i16 once for every token, `pmaddwd` with the token's pair of activations.
+//!
 //! Repacked Q6_K: per 32-element chunk, each of its 8 groups of 4 unpacked once (low nibble |
 //! high bits << 4: 0..63) for every token, `pmaddubsw` against the token's broadcast group, two
 //! groups summed in i16, then `pmaddwd` by the rows' 16-element scales; the `−32` offset as
 //! `32·Σ scale·Σa` from the activation block's half sums (one `pmaddwd`).
 
-use crate::cpu::act::{ActBlock, BroadcastBlock};
-use crate::cpu::packed::{GROUP_BLOCK_BYTES, Q6K_GROUP_CHUNK_BYTES, Q6K_GROUP_SUPER_BYTES};
+use crate::cpu::act::{ActBlock, ActBlock16, BroadcastBlock, BroadcastBlock16};
+use crate::cpu::packed::{
+    GROUP_BLOCK_BYTES, Q6K_GROUP_CHUNK_BYTES, Q6K_GROUP_SUPER_BYTES, Q8_0_GROUP_BLOCK_BYTES,
+};
 use std::arch::x86_64::*;
 
 /// Group blocks ahead to prefetch (a group block is 144 bytes: ~9 cache lines ahead).
 const PREFETCH_BLOCKS: usize = 4;
 
-/// One token's activations: its 8-bit blocks and, when the kernel reads them (`B`), the same
-/// broadcast.
+/// One token's activations: its blocks (8- or 16-bit) and, when the kernel reads them (`B`),
+/// the same broadcast.
 #[derive(Clone, Copy)]
-struct Token<'a> {
-    q8: &'a [ActBlock],
-    broadcast: &'a [BroadcastBlock],
+struct Token<'a, A, Bc> {
+    blocks: &'a [A],
+    broadcast: &'a [Bc],
 }
 
-impl Token<'_> {
+impl<A, Bc> Token<'_, A, Bc> {
     /// Blocks of 32 the token has for a kernel that reads the broadcast form or not.
-    fn blocks<const B: bool>(&self) -> usize {
+    fn len<const B: bool>(&self) -> usize {
         if B {
-            self.q8.len().min(self.broadcast.len())
+            self.blocks.len().min(self.broadcast.len())
         } else {
-            self.q8.len()
+            self.blocks.len()
         }
     }
 
+    /// Block `b`.
+    ///
+    /// # Safety
+    /// `b < self.len::<false>()`.
+    #[inline(always)]
+    unsafe fn block(&self, b: usize) -> &A {
+        &*self.blocks.as_ptr().add(b)
+    }
+}
+
+impl Token<'_, ActBlock, BroadcastBlock> {
     /// Group `g` (4 activations) of block `b` in the 8 lanes.
     ///
     /// # Safety
-    /// AVX2; `b < self.blocks::<B>()`, `g < 8`.
+    /// AVX2; `b < self.len::<B>()`, `g < 8`.
     #[inline(always)]
     unsafe fn group<const B: bool>(&self, b: usize, g: usize) -> __m256i {
         if B {
             let lanes = &(*self.broadcast.as_ptr().add(b)).groups[g];
             _mm256_load_si256(lanes.as_ptr() as *const __m256i)
         } else {
-            let qs = (*self.q8.as_ptr().add(b)).qs.as_ptr() as *const i32;
+            let qs = self.block(b).qs.as_ptr() as *const i32;
             _mm256_set1_epi32(std::ptr::read_unaligned(qs.add(g)))
         }
     }
 }
+
+impl Token<'_, ActBlock16, BroadcastBlock16> {
+    /// Pair `p` (2 activations of 16 bits) of block `b` in the 8 lanes.
+    ///
+    /// # Safety
+    /// AVX2; `b < self.len::<B>()`, `p < 16`.
+    #[inline(always)]
+    unsafe fn pair<const B: bool>(&self, b: usize, p: usize) -> __m256i {
+        if B {
+            let lanes = &(*self.broadcast.as_ptr().add(b)).pairs[p];
+            _mm256_load_si256(lanes.as_ptr() as *const __m256i)
+        } else {
+            let qs = self.block(b).qs.as_ptr() as *const i32;
+            _mm256_set1_epi32(std::ptr::read_unaligned(qs.add(p)))
+        }
+    }
+}
+
+type Token8<'a> = Token<'a, ActBlock, BroadcastBlock>;
+type Token16<'a> = Token<'a, ActBlock16, BroadcastBlock16>;
 
 /// Eight rows (one group, `blocks` group blocks) against N tokens; `dot(w, x)` is the
 /// integer products of the 8 weight registers (groups 0..8) with the token's 8 broadcast
@@ -57,12 +93,12 @@ impl Token<'_> {
 #[inline(always)]
 unsafe fn group_q4_0<const N: usize, const B: bool>(
     group: &[u8],
-    x: [Token; N],
+    x: [Token8; N],
     dot: impl Fn(&[__m256i; 8], &[__m256i; 8]) -> __m256i,
 ) -> [[f32; 8]; N] {
     let n = x
         .iter()
-        .map(|a| a.blocks::<B>())
+        .map(|a| a.len::<B>())
         .fold(group.len() / GROUP_BLOCK_BYTES, usize::min);
     let low = _mm256_set1_epi8(0x0f);
     let p = group.as_ptr();
@@ -88,7 +124,7 @@ unsafe fn group_q4_0<const N: usize, const B: bool>(
             w[k + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
         }
         for t in 0..N {
-            let a = &*x[t].q8.as_ptr().add(b);
+            let a = x[t].block(b);
             let xs: [__m256i; 8] = std::array::from_fn(|g| x[t].group::<B>(b, g));
             let sums =
                 _mm256_sub_epi32(dot(&w, &xs), _mm256_set1_epi32(8 * (a.sums[0] + a.sums[1])));
@@ -106,7 +142,7 @@ unsafe fn group_q4_0<const N: usize, const B: bool>(
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn group_q4_0_avx2<const N: usize, const B: bool>(
     group: &[u8],
-    x: [Token; N],
+    x: [Token8; N],
 ) -> [[f32; 8]; N] {
     let ones = _mm256_set1_epi16(1);
     // Nibbles ≤ 15, |a| ≤ 128: a group's pair sums ≤ 3840, eight groups ≤ 30720 fit i16.
@@ -122,7 +158,7 @@ unsafe fn group_q4_0_avx2<const N: usize, const B: bool>(
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn group_q4_0_vnni<const N: usize, const B: bool>(
     group: &[u8],
-    x: [Token; N],
+    x: [Token8; N],
 ) -> [[f32; 8]; N] {
     group_q4_0::<N, B>(group, x, |w, xs| {
         let mut s = _mm256_setzero_si256();
@@ -141,11 +177,11 @@ unsafe fn group_q4_0_vnni<const N: usize, const B: bool>(
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn group_q6_k_avx2<const N: usize, const B: bool>(
     group: &[u8],
-    x: [Token; N],
+    x: [Token8; N],
 ) -> [[f32; 8]; N] {
     let supers = x
         .iter()
-        .map(|a| a.blocks::<B>() / 8)
+        .map(|a| a.len::<B>() / 8)
         .fold(group.len() / Q6K_GROUP_SUPER_BYTES, usize::min);
     let low = _mm256_set1_epi8(0x0f);
     let high_mask = _mm256_set1_epi8(0x30);
@@ -179,7 +215,7 @@ unsafe fn group_q6_k_avx2<const N: usize, const B: bool>(
                 _mm256_loadu_si256(chunk.add(176) as *const __m256i),
             ];
             let block = sb * 8 + c;
-            let a: [&ActBlock; N] = std::array::from_fn(|t| &*x[t].q8.as_ptr().add(block));
+            let a: [&ActBlock; N] = std::array::from_fn(|t| x[t].block(block));
             let mut sums = [_mm256_setzero_si256(); N];
             for pair in 0..4 {
                 let mut pair_sum = [_mm256_setzero_si256(); N];
@@ -228,6 +264,48 @@ unsafe fn group_q6_k_avx2<const N: usize, const B: bool>(
     })
 }
 
+/// Eight Q8_0 rows (one group) against N tokens of 16-bit activations: per block, each pair
+/// register sign-extended once, `pmaddwd` with the token's pair in every lane, the 16 pairs'
+/// sums in i32 (|w| ≤ 128, |a| ≤ 32768: 16 pairs ≤ 1.3·10⁸), then the scales.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn group_q8_0_avx2<const N: usize, const B: bool>(
+    group: &[u8],
+    x: [Token16; N],
+) -> [[f32; 8]; N] {
+    let n = x
+        .iter()
+        .map(|a| a.len::<B>())
+        .fold(group.len() / Q8_0_GROUP_BLOCK_BYTES, usize::min);
+    let p = group.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); N];
+    for b in 0..n {
+        let blk = p.add(b * Q8_0_GROUP_BLOCK_BYTES);
+        // Past the group's end this is a hint for an address never read: harmless.
+        let ahead = blk.wrapping_add(2 * Q8_0_GROUP_BLOCK_BYTES);
+        for line in 0..5 {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line) as *const i8);
+        }
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
+        let mut sums = [_mm256_setzero_si256(); N];
+        for pair in 0..16 {
+            let w =
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(16 + 16 * pair) as *const __m128i));
+            for t in 0..N {
+                sums[t] = _mm256_add_epi32(sums[t], _mm256_madd_epi16(w, x[t].pair::<B>(b, pair)));
+            }
+        }
+        for t in 0..N {
+            let scale = _mm256_mul_ps(d, _mm256_set1_ps(x[t].block(b).d));
+            acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums[t]), acc[t]);
+        }
+    }
+    acc.map(|a| {
+        let mut out = [0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), a);
+        out
+    })
+}
+
 /// `$imp::<n, $b>` on the `n` (1..=4) tokens from `t`.
 macro_rules! on_tokens {
     ($imp:ident, $b:literal, $group:ident, $token:ident, $t:ident, $n:ident) => {
@@ -244,17 +322,17 @@ macro_rules! on_tokens {
 }
 
 macro_rules! over_tokens {
-    ($(#[$meta:meta])* $name:ident => $imp:ident) => {
+    ($(#[$meta:meta])* $name:ident => $imp:ident($act:ty, $bc:ty)) => {
         $(#[$meta])*
         pub fn $name(
             group: &[u8],
-            x: &[ActBlock],
-            broadcast: &[BroadcastBlock],
+            x: &[$act],
+            broadcast: &[$bc],
             blocks: usize,
             out: &mut [[f32; 8]],
         ) {
             let token = |t: usize| Token {
-                q8: &x[t * blocks..(t + 1) * blocks],
+                blocks: &x[t * blocks..(t + 1) * blocks],
                 broadcast: broadcast.get(t * blocks..(t + 1) * blocks).unwrap_or(&[]),
             };
             let whole = broadcast.len() >= out.len() * blocks;
@@ -279,12 +357,16 @@ macro_rules! over_tokens {
 
 over_tokens!(
     /// Repacked Q4_0 group kernel (AVX2); only reachable after detection of avx2/fma/f16c.
-    q4_0_avx2 => group_q4_0_avx2);
+    q4_0_avx2 => group_q4_0_avx2(ActBlock, BroadcastBlock));
 over_tokens!(
     /// Repacked Q4_0 group kernel (AVX-512 VNNI on 256-bit registers); only reachable after
     /// detection.
-    q4_0_vnni => group_q4_0_vnni);
+    q4_0_vnni => group_q4_0_vnni(ActBlock, BroadcastBlock));
 over_tokens!(
     /// Repacked Q6_K group kernel (AVX2; also the AVX-512 VNNI level's); only reachable after
     /// detection of avx2/fma/f16c.
-    q6_k_avx2 => group_q6_k_avx2);
+    q6_k_avx2 => group_q6_k_avx2(ActBlock, BroadcastBlock));
+over_tokens!(
+    /// Repacked Q8_0 group kernel (AVX2; also the AVX-512 VNNI level's); only reachable after
+    /// detection of avx2/fma/f16c.
+    q8_0_avx2 => group_q8_0_avx2(ActBlock16, BroadcastBlock16));

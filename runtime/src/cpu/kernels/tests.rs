@@ -350,19 +350,20 @@ fn four_row_kernels_match_the_single_row_reference() {
     }
 }
 
-/// The repacked group kernels (`cpu::packed`: Q4_0, Q6_K) at every level that has one: 8 rows
+/// The repacked group kernels (`cpu::packed`: Q4_0, Q8_0, Q6_K) at every level that has one: 8 rows
 /// (13 in the matrix, so the second group is padded) over 1..7 tokens, each token's sums
 /// bit-equal to the token alone and to the sums from the broadcast activations, and within
 /// 2e-5·Σ|w·x| of the scalar reference row by row.
 #[test]
 fn repacked_group_kernels_match_the_single_row_reference() {
-    use super::group_kernel;
-    use crate::cpu::act::{broadcast_groups, BroadcastBlock};
+    use super::{group_kernel, GroupKernel};
+    use crate::cpu::act::{broadcast_groups, broadcast_pairs, BroadcastBlock, BroadcastBlock16};
     use crate::cpu::packed::{group_bytes, pack, packed_len};
     let mut rng = Rand(777);
     let mut tested = 0;
     for (ty, lengths) in [
         (GgmlType::Q4_0, &[32, 96, 576][..]),
+        (GgmlType::Q8_0, &[32, 96, 576][..]),
         (GgmlType::Q6_K, &[256, 768][..]),
     ] {
         let single = row_dot(ty, SimdLevel::Scalar).unwrap();
@@ -384,20 +385,26 @@ fn repacked_group_kernels_match_the_single_row_reference() {
                 let xs: Vec<Vec<f32>> = (0..7).map(|_| rng.vec(n, 3.0)).collect();
                 let acts: Vec<Acts> = xs.iter().map(|x| acts_of(x)).collect();
                 let q8: Vec<_> = acts.iter().flat_map(|a| a.q8.iter().copied()).collect();
+                let q16: Vec<_> = acts.iter().flat_map(|a| a.q16.iter().copied()).collect();
                 let mut broadcast = vec![BroadcastBlock::default(); q8.len()];
                 broadcast_groups(&q8, &mut broadcast);
+                let mut broadcast16 = vec![BroadcastBlock16::default(); q16.len()];
+                broadcast_pairs(&q16, &mut broadcast16);
                 let size = group_bytes(ty, n);
                 for g in 0..2 {
                     let group = &packed[g * size..(g + 1) * size];
                     let run = |from: usize, tokens: usize, whole: bool| {
                         let mut out = vec![[0f32; 8]; tokens];
                         let span = from * blocks..(from + tokens) * blocks;
-                        let bc = if whole {
-                            &broadcast[span.clone()]
-                        } else {
-                            &[][..]
-                        };
-                        kernel(group, &q8[span], bc, blocks, &mut out);
+                        let part = if whole { span.clone() } else { 0..0 };
+                        match kernel {
+                            GroupKernel::Quant(f) => {
+                                f(group, &q8[span], &broadcast[part], blocks, &mut out)
+                            }
+                            GroupKernel::Quant16(f) => {
+                                f(group, &q16[span], &broadcast16[part], blocks, &mut out)
+                            }
+                        }
                         out
                     };
                     for tokens in 1..=7 {
