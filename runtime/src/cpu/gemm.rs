@@ -118,9 +118,10 @@ impl PanelGemm {
 }
 
 impl PanelGemm {
-    /// Packs the panel of rows `r0 .. r0 + nr` (r0 a multiple of 8) of a `rows`-row Q4_0 (U8
-    /// form) or Q8_0 (I16 form) matrix repacked in groups of 8 ([`crate::cpu::packed`]): the
-    /// same panel [`Self::pack`] makes from the rows, without reading the file's copy.
+    /// Packs the panel of rows `r0 .. r0 + nr` (r0 a multiple of 8) of a `rows`-row Q4_0 or
+    /// Q4_K (U8 form) or Q8_0 (I16 form) matrix repacked in groups of 8
+    /// ([`crate::cpu::packed`]): the same panel [`Self::pack`] makes from the rows, without
+    /// reading the file's copy.
     pub fn pack_from_groups(
         &self,
         packed: &[u8],
@@ -132,10 +133,10 @@ impl PanelGemm {
         use crate::cpu::packed::{group_bytes, GROUP_ROWS};
         let nr = self.nr;
         assert!(
-            matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q8_0)
+            matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::Q8_0)
                 && r0 % GROUP_ROWS == 0
                 && nr % GROUP_ROWS == 0,
-            "a Q4_0 or Q8_0 panel of whole groups"
+            "a Q4_0, Q4_K or Q8_0 panel of whole groups"
         );
         let words = if self.ty == GgmlType::Q8_0 { 16 } else { 8 };
         for v in [&mut buf.scale, &mut buf.min] {
@@ -145,7 +146,6 @@ impl PanelGemm {
         buf.w.clear();
         buf.w.resize(blocks * words * nr, 0);
         let size = group_bytes(self.ty, blocks * BLOCK);
-        let block_bytes = size / blocks.max(1);
         // Whole groups at a time (8 lanes: a panel of 16 rows is two groups side by side),
         // in loops over 8 lanes that vectorize.
         for half in 0..nr / GROUP_ROWS {
@@ -154,16 +154,10 @@ impl PanelGemm {
                 break;
             }
             let at = half * GROUP_ROWS;
+            let group = &packed[g * size..(g + 1) * size];
             for b in 0..blocks {
-                let blk = &packed[g * size + b * block_bytes..][..block_bytes];
-                let (scales, weights) = blk.split_at(2 * GROUP_ROWS);
-                for lane in 0..GROUP_ROWS {
-                    let d = f16_at(scales, 2 * lane);
-                    buf.scale[b * nr + at + lane] = d;
-                    if self.ty == GgmlType::Q4_0 {
-                        buf.min[b * nr + at + lane] = 8.0 * d;
-                    }
-                }
+                let (scale, min) = (&mut buf.scale[b * nr + at..], &mut buf.min[b * nr + at..]);
+                let weights = block_scales(self.ty, group, b, &mut scale[..8], &mut min[..8]);
                 if self.ty == GgmlType::Q8_0 {
                     // Register p: 8 rows' pair (2p, 2p + 1) of i8 → a word of two i16.
                     for (p, reg) in weights.chunks_exact(2 * GROUP_ROWS).enumerate() {
@@ -188,6 +182,48 @@ impl PanelGemm {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Block `b` (32 elements) of a repacked group of `ty`: its 8 rows' scale and min into
+/// `scale`, `min` (as [`PanelGemm::pack`] computes them from the rows) and its weight bytes.
+fn block_scales<'a>(
+    ty: GgmlType,
+    group: &'a [u8],
+    b: usize,
+    scale: &mut [f32],
+    min: &mut [f32],
+) -> &'a [u8] {
+    use crate::cpu::packed::{
+        GROUP_BLOCK_BYTES, Q4K_GROUP_SUPER_BYTES, Q4K_NIBBLES_AT, Q8_0_GROUP_BLOCK_BYTES,
+    };
+    match ty {
+        GgmlType::Q4_K => {
+            let (sup, j) = (&group[b / 8 * Q4K_GROUP_SUPER_BYTES..], b % 8);
+            for lane in 0..8 {
+                let (d, dmin) = (f16_at(sup, 2 * lane), f16_at(sup, 16 + 2 * lane));
+                let (sc, m) = (sup[32 + 16 * j + 2 * lane], sup[33 + 16 * j + 2 * lane]);
+                scale[lane] = d * sc as f32;
+                min[lane] = dmin * m as f32;
+            }
+            &sup[Q4K_NIBBLES_AT + 128 * j..][..128]
+        }
+        GgmlType::Q8_0 => {
+            let blk = &group[b * Q8_0_GROUP_BLOCK_BYTES..][..Q8_0_GROUP_BLOCK_BYTES];
+            for lane in 0..8 {
+                scale[lane] = f16_at(blk, 2 * lane);
+            }
+            &blk[16..]
+        }
+        _ => {
+            let blk = &group[b * GROUP_BLOCK_BYTES..][..GROUP_BLOCK_BYTES];
+            for lane in 0..8 {
+                let d = f16_at(blk, 2 * lane);
+                scale[lane] = d;
+                min[lane] = 8.0 * d;
+            }
+            &blk[16..]
         }
     }
 }

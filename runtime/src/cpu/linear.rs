@@ -555,15 +555,20 @@ mod packed_tests {
     use crate::quant::quantize;
     use crate::testing::values;
 
-    /// A Q4_0, Q8_0 or Q6_K matrix read repacked gives the products of the matrix read in
-    /// place: Q4_0's and Q8_0's prefill products bit-equal (the same panels, packed from the
-    /// groups), their decode products and all of Q6_K's (the group kernel, in tiles of tokens
-    /// past 16) within 2e-5·Σ|w·x| of them (another kernel: the blocks' sums in another order).
+    /// A Q4_0, Q8_0, Q4_K or Q6_K matrix read repacked gives the products of the matrix read
+    /// in place: the prefill products of those with panels bit-equal (the same panels, packed
+    /// from the groups), their decode products and all of Q6_K's (the group kernel, in tiles of
+    /// tokens past 16) within 2e-5·Σ|w·x| of them (another kernel: the sums in another order).
     #[test]
     fn repacked_matrices_give_the_products_of_the_matrix_in_place() {
         let (rows, cols) = (44, 512);
         let mut tested = 0;
-        for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q6_K] {
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+        ] {
             let data = quantize(ty, &values(5, rows * cols, 1.0)).unwrap();
             let dense = crate::quant::dequantize(ty, &data).unwrap();
             let mut packed = vec![0u8; packed::packed_len(ty, rows, cols)];

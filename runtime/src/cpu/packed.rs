@@ -17,6 +17,12 @@
 //! lane per row of the pair `pmaddwd` multiplies with the token's two 16-bit activations (the
 //! I16 panel form of [`crate::cpu::gemm`], 8-bit).
 //!
+//! **Q4_K**, per group of 8 rows, per super-block of 256, [`Q4K_GROUP_SUPER_BYTES`] (8 × 148)
+//! bytes: the 8 rows' f16 `d`, their f16 `dmin`, then per sub-block `j` of 32 the 8 rows' 6-bit
+//! scale and min unpacked (byte `2·lane`: scale, `2·lane + 1`: min; 16 bytes), then per
+//! sub-block its nibbles laid out as a Q4_0 block's (`weight = d·scale·q − dmin·min`). The
+//! unpacked scales make it 4 bytes per row and super-block larger than the file's 144.
+//!
 //! **Q6_K**, per group of 8 rows, per super-block of 256 elements, [`Q6K_GROUP_SUPER_BYTES`]
 //! (8 × 210) bytes: the 8 rows' f16 `d`, then 8 chunks of 32 elements of
 //! [`Q6K_GROUP_CHUNK_BYTES`]: 16 scales (byte `2·lane + h`: the i8 scale of the chunk's
@@ -24,7 +30,7 @@
 //! high bits: in register `i`, bits `2m, 2m+1` of byte `4·lane + j` are the high 2 bits of
 //! `q(lane, 4(4i + m) + j)` (`weight = d·scale·(q − 32)`, q = low | high << 4).
 
-use crate::quant::{BlockQ6K, GgmlType, QK_K};
+use crate::quant::{scale_min_k4, BlockQ4K, BlockQ6K, GgmlType, QK_K};
 use half::f16;
 
 /// Rows per group.
@@ -35,6 +41,13 @@ const Q4_0_BYTES: usize = 18;
 /// Bytes per Q8_0 group per block: 8 scales + 8 rows × 32 bytes.
 pub const Q8_0_GROUP_BLOCK_BYTES: usize = 2 * GROUP_ROWS + 32 * GROUP_ROWS;
 const Q8_0_BYTES: usize = 34;
+/// Bytes of a Q4_K group super-block's header: 8 `d`, 8 `dmin`, 8 sub-blocks × 8 rows ×
+/// (scale, min).
+const Q4K_GROUP_HEADER_BYTES: usize = 4 * GROUP_ROWS + 8 * 2 * GROUP_ROWS;
+/// Bytes per Q4_K group per super-block: the header, 8 sub-blocks of nibbles.
+pub const Q4K_GROUP_SUPER_BYTES: usize = Q4K_GROUP_HEADER_BYTES + 8 * 16 * GROUP_ROWS;
+/// Where a Q4_K group super-block's nibbles start.
+pub const Q4K_NIBBLES_AT: usize = Q4K_GROUP_HEADER_BYTES;
 /// Bytes per Q6_K group per 32-element chunk: 16 scales, 128 bytes of low nibbles, 64 of
 /// high bits.
 pub const Q6K_GROUP_CHUNK_BYTES: usize = 2 * GROUP_ROWS + 128 + 64;
@@ -47,7 +60,7 @@ const _: () = assert!(Q6K_GROUP_SUPER_BYTES == GROUP_ROWS * size_of::<BlockQ6K>(
 pub fn has_layout(ty: GgmlType, cols: usize) -> bool {
     match ty {
         GgmlType::Q4_0 | GgmlType::Q8_0 => cols % 32 == 0,
-        GgmlType::Q6_K => cols % QK_K == 0,
+        GgmlType::Q4_K | GgmlType::Q6_K => cols % QK_K == 0,
         _ => false,
     }
 }
@@ -58,6 +71,7 @@ pub fn group_bytes(ty: GgmlType, cols: usize) -> usize {
     match ty {
         GgmlType::Q4_0 => cols / 32 * GROUP_BLOCK_BYTES,
         GgmlType::Q8_0 => cols / 32 * Q8_0_GROUP_BLOCK_BYTES,
+        GgmlType::Q4_K => cols / QK_K * Q4K_GROUP_SUPER_BYTES,
         GgmlType::Q6_K => cols / QK_K * Q6K_GROUP_SUPER_BYTES,
         _ => 0,
     }
@@ -74,6 +88,7 @@ pub fn pack(ty: GgmlType, data: &[u8], rows: usize, cols: usize, out: &mut [u8])
     match ty {
         GgmlType::Q4_0 => pack_q4_0(data, rows, cols, out),
         GgmlType::Q8_0 => pack_q8_0(data, rows, cols, out),
+        GgmlType::Q4_K => pack_q4_k(data, rows, cols, out),
         GgmlType::Q6_K => pack_q6_k(data, rows, cols, out),
         _ => panic!("no repacked layout for {ty}"),
     }
@@ -172,6 +187,71 @@ pub fn unpack_lane_q8_0(block: &[u8], lane: usize) -> (f32, [i8; 32]) {
     let d = f16::from_le_bytes([block[2 * lane], block[2 * lane + 1]]).to_f32();
     let q = std::array::from_fn(|i| block[2 * GROUP_ROWS + 16 * (i / 2) + 2 * lane + i % 2] as i8);
     (d, q)
+}
+
+/// Repacks a `[rows, cols]` Q4_K matrix (`data`, row-major, cols a multiple of 256) into
+/// `out` ([`packed_len`] bytes), group after group, super-block after super-block.
+pub fn pack_q4_k(data: &[u8], rows: usize, cols: usize, out: &mut [u8]) {
+    const BYTES: usize = size_of::<BlockQ4K>();
+    let supers = cols / QK_K;
+    assert!(data.len() >= rows * supers * BYTES, "Q4_K matrix too short");
+    assert_eq!(
+        out.len(),
+        packed_len(GgmlType::Q4_K, rows, cols),
+        "packed buffer length"
+    );
+    for (g, group) in out
+        .chunks_exact_mut(supers * Q4K_GROUP_SUPER_BYTES)
+        .enumerate()
+    {
+        for (sb, dst) in group.chunks_exact_mut(Q4K_GROUP_SUPER_BYTES).enumerate() {
+            dst.fill(0);
+            for lane in 0..GROUP_ROWS.min(rows.saturating_sub(g * GROUP_ROWS)) {
+                let r = g * GROUP_ROWS + lane;
+                let block: BlockQ4K =
+                    bytemuck::pod_read_unaligned(&data[(r * supers + sb) * BYTES..][..BYTES]);
+                dst[2 * lane..2 * lane + 2].copy_from_slice(&block.d.to_le_bytes());
+                let at = 2 * GROUP_ROWS + 2 * lane;
+                dst[at..at + 2].copy_from_slice(&block.dmin.to_le_bytes());
+                for j in 0..8 {
+                    let (scale, min) = scale_min_k4(j, &block.scales);
+                    let at = 4 * GROUP_ROWS + 16 * j + 2 * lane;
+                    dst[at] = scale;
+                    dst[at + 1] = min;
+                    // Sub-block j: low (j even) or high (j odd) nibbles of qs[32(j / 2)..].
+                    let q = |l: usize| (block.qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0x0f;
+                    let nibbles = Q4K_NIBBLES_AT + 128 * j;
+                    for k in 0..4 {
+                        for i in 0..4 {
+                            dst[nibbles + 32 * k + 4 * lane + i] =
+                                q(4 * k + i) | q(16 + 4 * k + i) << 4;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Lane `lane` of a Q4_K group super-block: `d`, `dmin`, the 8 sub-blocks' (scale, min) and
+/// the 256 nibbles (element order; `weight = d·scale[i / 32]·q[i] − dmin·min[i / 32]`).
+pub fn unpack_lane_q4_k(block: &[u8], lane: usize) -> (f32, f32, [(u8, u8); 8], [u8; QK_K]) {
+    let f16_at = |at: usize| f16::from_le_bytes([block[at], block[at + 1]]).to_f32();
+    let (d, dmin) = (f16_at(2 * lane), f16_at(2 * GROUP_ROWS + 2 * lane));
+    let scales = std::array::from_fn(|j| {
+        let at = 4 * GROUP_ROWS + 16 * j + 2 * lane;
+        (block[at], block[at + 1])
+    });
+    let q = std::array::from_fn(|e| {
+        let (j, l) = (e / 32, e % 32);
+        let byte = block[Q4K_NIBBLES_AT + 128 * j + 32 * (l % 16 / 4) + 4 * lane + l % 4];
+        if l < 16 {
+            byte & 0x0f
+        } else {
+            byte >> 4
+        }
+    });
+    (d, dmin, scales, q)
 }
 
 /// Repacks a `[rows, cols]` Q6_K matrix (`data`, row-major, cols a multiple of 256) into
@@ -356,6 +436,35 @@ mod tests {
                         0.0
                     };
                     assert_eq!(got, want, "row {r} block {b} element {i}");
+                }
+            }
+        }
+    }
+
+    /// Every lane of every Q4_K group super-block unpacks to its row's weights; padding rows
+    /// are zero.
+    #[test]
+    fn a_repacked_q4_k_matrix_holds_every_row() {
+        let (rows, cols) = (11, 512);
+        let w = values(7, rows * cols, 1.0);
+        let data = quantize(GgmlType::Q4_K, &w).unwrap();
+        let want = dequantize(GgmlType::Q4_K, &data).unwrap();
+        let mut packed = vec![0u8; packed_len(GgmlType::Q4_K, rows, cols)];
+        pack(GgmlType::Q4_K, &data, rows, cols, &mut packed);
+        let supers = cols / QK_K;
+        for r in 0..rows.next_multiple_of(GROUP_ROWS) {
+            for sb in 0..supers {
+                let at = ((r / GROUP_ROWS) * supers + sb) * Q4K_GROUP_SUPER_BYTES;
+                let (d, dmin, scales, q) = unpack_lane_q4_k(&packed[at..], r % GROUP_ROWS);
+                for (i, &qi) in q.iter().enumerate() {
+                    let (scale, min) = scales[i / 32];
+                    let got = d * scale as f32 * qi as f32 - dmin * min as f32;
+                    let want = if r < rows {
+                        want[r * cols + sb * QK_K + i]
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(got, want, "row {r} super-block {sb} element {i}");
                 }
             }
         }

@@ -287,8 +287,8 @@ pub enum GroupKernel {
 pub const GROUP_KERNELS_READ_BROADCAST: bool = cfg!(target_arch = "x86_64");
 
 /// The kernel of repacked rows of `ty` at `level`, where repacking is used: Q4_0 on AVX2,
-/// AVX-512 VNNI and NEON with the dot-product extension; Q8_0 and Q6_K on AVX2 and AVX-512
-/// VNNI (the AVX2 kernels). Elsewhere the rows are read in place.
+/// AVX-512 VNNI and NEON with the dot-product extension; Q8_0, Q4_K and Q6_K on AVX2 and
+/// AVX-512 VNNI (the AVX2 kernels). Elsewhere the rows are read in place.
 pub fn group_kernel(ty: GgmlType, level: SimdLevel) -> Option<GroupKernel> {
     if !SimdLevel::available().contains(&level) {
         return None;
@@ -303,6 +303,9 @@ pub fn group_kernel(ty: GgmlType, level: SimdLevel) -> Option<GroupKernel> {
         }
         (GgmlType::Q6_K, SimdLevel::Avx2 | SimdLevel::Avx512Vnni) => {
             return Some(GroupKernel::Quant(packed_x86::q6_k_avx2))
+        }
+        (GgmlType::Q4_K, SimdLevel::Avx2 | SimdLevel::Avx512Vnni) => {
+            return Some(GroupKernel::Quant(packed_x86::q4_k_avx2))
         }
         (GgmlType::Q8_0, SimdLevel::Avx2 | SimdLevel::Avx512Vnni) => {
             return Some(GroupKernel::Quant16(packed_x86::q8_0_avx2))

@@ -5,6 +5,9 @@
 //! sums added before one `pmaddwd`; or `vpdpbusd` with AVX-512 VNNI), `−8·Σa` and the scales.
 //! A token's sums are the same operations whatever the number of tokens run together.
 //!
+//! Repacked Q4_K: per sub-block the Q4_0 products, `pmaddwd` by the rows' scales, the mins
+//! from the activation block's sum.
+//!
 //! Repacked Q8_0 (16-bit activations): per block, 16 registers of 8 rows × 2 weights widened to
 //! i16 once for every token, `pmaddwd` with the token's pair of activations.
 //!
@@ -15,7 +18,8 @@
 
 use crate::cpu::act::{ActBlock, ActBlock16, BroadcastBlock, BroadcastBlock16};
 use crate::cpu::packed::{
-    GROUP_BLOCK_BYTES, Q6K_GROUP_CHUNK_BYTES, Q6K_GROUP_SUPER_BYTES, Q8_0_GROUP_BLOCK_BYTES,
+    GROUP_BLOCK_BYTES, Q4K_GROUP_SUPER_BYTES, Q4K_NIBBLES_AT, Q6K_GROUP_CHUNK_BYTES,
+    Q6K_GROUP_SUPER_BYTES, Q8_0_GROUP_BLOCK_BYTES,
 };
 use std::arch::x86_64::*;
 
@@ -264,6 +268,71 @@ unsafe fn group_q6_k_avx2<const N: usize, const B: bool>(
     })
 }
 
+/// Eight Q4_K rows (one group of super-blocks) against N tokens: per sub-block of 32 the Q4_0
+/// group kernel's products (nibbles ≤ 15, |a| ≤ 128: eight groups' pair sums ≤ 30720 fit
+/// i16), `pmaddwd` by the rows' 6-bit scales, then `d·d_a·Σ − dmin·min·d_a·Σa` per row.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn group_q4_k_avx2<const N: usize, const B: bool>(
+    group: &[u8],
+    x: [Token8; N],
+) -> [[f32; 8]; N] {
+    let supers = x
+        .iter()
+        .map(|a| a.len::<B>() / 8)
+        .fold(group.len() / Q4K_GROUP_SUPER_BYTES, usize::min);
+    let low = _mm256_set1_epi8(0x0f);
+    // Per 32-bit lane (row) the i16 pair (scale, scale) of the lane's (scale, min).
+    let scale_pairs = _mm256_setr_epi8(
+        0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13, 0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12,
+        13, 12, 13,
+    );
+    let p = group.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); N];
+    for sb in 0..supers {
+        let sup = p.add(sb * Q4K_GROUP_SUPER_BYTES);
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(sup as *const __m128i));
+        let dmin = _mm256_cvtph_ps(_mm_loadu_si128(sup.add(16) as *const __m128i));
+        for j in 0..8 {
+            let q = sup.add(Q4K_NIBBLES_AT + 128 * j);
+            // Past the group's end this is a hint for an address never read: harmless.
+            let ahead = q.wrapping_add(PREFETCH_BLOCKS * 128);
+            _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64) as *const i8);
+            // i16 lanes (scale, min) per row.
+            let scale_min =
+                _mm256_cvtepu8_epi16(_mm_loadu_si128(sup.add(32 + 16 * j) as *const __m128i));
+            let scales = _mm256_shuffle_epi8(scale_min, scale_pairs);
+            let mins = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_srli_epi32(scale_min, 16)));
+            let mut w = [_mm256_setzero_si256(); 8];
+            for k in 0..4 {
+                let v = _mm256_loadu_si256(q.add(32 * k) as *const __m256i);
+                w[k] = _mm256_and_si256(v, low);
+                w[k + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+            }
+            let block = sb * 8 + j;
+            for t in 0..N {
+                let mut s = _mm256_maddubs_epi16(w[0], x[t].group::<B>(block, 0));
+                for g in 1..8 {
+                    s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[g], x[t].group::<B>(block, g)));
+                }
+                let a = x[t].block(block);
+                let scale = _mm256_mul_ps(d, _mm256_set1_ps(a.d));
+                let sum = _mm256_cvtepi32_ps(_mm256_madd_epi16(s, scales));
+                acc[t] = _mm256_fnmadd_ps(
+                    mins,
+                    _mm256_set1_ps(a.dsum),
+                    _mm256_fmadd_ps(scale, sum, acc[t]),
+                );
+            }
+        }
+    }
+    acc.map(|a| {
+        let mut out = [0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), a);
+        out
+    })
+}
+
 /// Eight Q8_0 rows (one group) against N tokens of 16-bit activations: per block, each pair
 /// register sign-extended once, `pmaddwd` with the token's pair in every lane, the 16 pairs'
 /// sums in i32 (|w| ≤ 128, |a| ≤ 32768: 16 pairs ≤ 1.3·10⁸), then the scales.
@@ -370,3 +439,7 @@ over_tokens!(
     /// Repacked Q8_0 group kernel (AVX2; also the AVX-512 VNNI level's); only reachable after
     /// detection of avx2/fma/f16c.
     q8_0_avx2 => group_q8_0_avx2(ActBlock16, BroadcastBlock16));
+over_tokens!(
+    /// Repacked Q4_K group kernel (AVX2; also the AVX-512 VNNI level's); only reachable after
+    /// detection of avx2/fma/f16c.
+    q4_k_avx2 => group_q4_k_avx2(ActBlock, BroadcastBlock));

@@ -350,7 +350,7 @@ fn four_row_kernels_match_the_single_row_reference() {
     }
 }
 
-/// The repacked group kernels (`cpu::packed`: Q4_0, Q8_0, Q6_K) at every level that has one: 8 rows
+/// The repacked group kernels (`cpu::packed`: Q4_0, Q8_0, Q4_K, Q6_K) at every level that has one: 8 rows
 /// (13 in the matrix, so the second group is padded) over 1..7 tokens, each token's sums
 /// bit-equal to the token alone and to the sums from the broadcast activations, and within
 /// 2e-5·Σ|w·x| of the scalar reference row by row.
@@ -364,6 +364,7 @@ fn repacked_group_kernels_match_the_single_row_reference() {
     for (ty, lengths) in [
         (GgmlType::Q4_0, &[32, 96, 576][..]),
         (GgmlType::Q8_0, &[32, 96, 576][..]),
+        (GgmlType::Q4_K, &[256, 768][..]),
         (GgmlType::Q6_K, &[256, 768][..]),
     ] {
         let single = row_dot(ty, SimdLevel::Scalar).unwrap();
