@@ -40,7 +40,7 @@ fn bench_matvec(c: &mut Criterion) {
             group.throughput(Throughput::Bytes(data.len() as u64));
             for &level in SimdLevel::available() {
                 let m = WeightMatrix::new(ty, rows, cols, &data, level);
-                // Q4_0 and Q6_K also repacked in groups of 8 rows, as the model holds them on
+                // Q4_0, Q8_0, Q4_K and Q6_K also repacked in groups of 8 rows, as the model holds them on
                 // x86.
                 let repacks = WeightMatrix::repacks(ty, cols, level);
                 let mut packed = vec![
