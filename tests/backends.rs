@@ -152,3 +152,49 @@ fn a_backend_not_compiled_in_or_absent_is_a_clear_error() {
     }
     assert!("gpu".parse::<BackendKind>().is_err());
 }
+
+/// The CPU kernels' repacked copies of the weights are made when a CPU backend first opens the
+/// model: a model that runs on a GPU holds none (its host memory is the mapped file), and a
+/// second CPU backend makes no second copy.
+#[test]
+fn only_a_cpu_backend_makes_the_repacked_copies() {
+    use liger::cpu::linear::WeightMatrix;
+    let dir = tempfile::tempdir().unwrap();
+    let case = fixtures().join("liger").join("liger_gla");
+    let path = convert_case(&case, "q4_0", dir.path());
+    let file_bytes = std::fs::metadata(&path).unwrap().len();
+    let model = Arc::new(Model::load(path, &ModelOptions::default()).unwrap());
+    assert_eq!(model.repacked_bytes(), 0, "repacked at load");
+    for kind in [BackendKind::Wgpu, BackendKind::Cuda] {
+        if kind.compiled_in() && backend::open(kind, &model).is_ok() {
+            assert_eq!(
+                model.repacked_bytes(),
+                0,
+                "{} repacked for the CPU",
+                kind.name()
+            );
+        }
+    }
+    let cpu = backend::open(BackendKind::Cpu, &model).unwrap().backend;
+    let bytes = model.repacked_bytes();
+    if WeightMatrix::repacks(liger::GgmlType::Q4_0, model.config.hidden, model.simd) {
+        // Every product matrix (the embedding is only gathered, and is not tied here); no
+        // layout is more than 3 % larger than the file's.
+        assert!(
+            bytes > file_bytes / 2 && bytes < file_bytes * 103 / 100,
+            "{bytes} bytes repacked from a file of {file_bytes}"
+        );
+    } else {
+        assert_eq!(bytes, 0, "repacked for {}", model.simd.name());
+    }
+    let again = backend::open(BackendKind::Cpu, &model).unwrap().backend;
+    assert_eq!(
+        model.repacked_bytes(),
+        bytes,
+        "a second CPU backend repacked again"
+    );
+    let mut s = Session::on(&again, DecodeMode::Window).unwrap();
+    s.feed(&[3, 4, 5]).unwrap();
+    assert_eq!(s.position(), 3);
+    drop(cpu);
+}

@@ -1,6 +1,7 @@
 //! The CPU backend: the model step (`model::forward`) on the worker pool and SIMD kernels of
-//! the model, weights read in place from the mapped file. A step over several sequences runs
-//! their rows together, so each weight is read once for all of them.
+//! the model, weights read in place from the mapped file or repacked (`Model::prepare_cpu`).
+//! A step over several sequences runs their rows together, so each weight is read once for
+//! all of them.
 
 use super::{share_rows, Backend, BackendKind, Sequence, STEP_ROWS};
 use crate::error::{Error, Result};
@@ -16,7 +17,9 @@ pub struct CpuBackend {
 }
 
 impl CpuBackend {
+    /// The model's CPU kernels get their repacked weights here (once per model).
     pub fn new(model: Arc<Model>) -> CpuBackend {
+        model.prepare_cpu();
         CpuBackend {
             model,
             batch_scratch: Mutex::new(Scratch::default()),

@@ -39,7 +39,8 @@ pub(crate) struct MatrixRef {
     cols: usize,
     offset: usize,
     n_bytes: usize,
-    /// Its copy repacked for the CPU kernels, in [`Model::packed`] (see `cpu::packed`).
+    /// Its slot in [`Model::packed`] where the CPU kernels read it repacked (see
+    /// `cpu::packed`); the copy is made when a CPU backend first opens the model.
     packed: Option<usize>,
 }
 
@@ -91,8 +92,9 @@ pub struct Model {
     pub(crate) pool: WorkerPool,
     /// The SIMD kernels the CPU matrix products use.
     pub simd: SimdLevel,
-    /// Matrices repacked at load for the CPU kernels (`MatrixRef::packed` indexes this).
-    packed: Vec<Vec<u8>>,
+    /// Matrices repacked for the CPU kernels (`MatrixRef::packed` indexes this), made by
+    /// [`Model::prepare_cpu`]: a model that runs on a GPU never holds them.
+    packed: std::sync::OnceLock<Vec<Vec<u8>>>,
     /// The grammar compiler of the vocabulary, built on first use (structured output).
     grammars: std::sync::OnceLock<std::result::Result<Arc<GrammarEngine>, String>>,
 }
@@ -218,7 +220,7 @@ impl Model {
             .map_err(|e| Error::InvalidArgument(format!("cannot start {threads} threads: {e}")))?;
         let fingerprint = fnv1a(&file.bytes()[..file.data_offset as usize]);
         let simd = options.simd.unwrap_or_else(SimdLevel::detect);
-        let packed = repack(&file, &mut weights, simd, &pool);
+        plan_repack(&mut weights, simd);
         Ok(Model {
             inv_freq: rope::inverse_frequencies(&config),
             config,
@@ -228,7 +230,7 @@ impl Model {
             pool,
             file,
             simd,
-            packed,
+            packed: std::sync::OnceLock::new(),
             grammars: std::sync::OnceLock::new(),
         })
     }
@@ -236,10 +238,18 @@ impl Model {
     pub(crate) fn matrix(&self, m: &MatrixRef) -> WeightMatrix<'_> {
         let data = &self.file.bytes()[m.offset..m.offset + m.n_bytes];
         let w = WeightMatrix::new(m.ty, m.rows, m.cols, data, self.simd);
-        match m.packed {
-            Some(i) => w.with_packed(&self.packed[i], self.simd),
-            None => w,
+        match (m.packed, self.packed.get()) {
+            (Some(i), Some(packed)) => w.with_packed(&packed[i], self.simd),
+            _ => w,
         }
+    }
+
+    /// Repacks, once, the matrices the CPU kernels of [`Model::simd`] read repacked (on the
+    /// worker pool; the file's pages of each are let go). A CPU backend calls it when it
+    /// opens; until then (and on a GPU backend) the kernels read the file in place.
+    pub(crate) fn prepare_cpu(&self) {
+        self.packed
+            .get_or_init(|| repack(&self.file, &self.weights, &self.pool));
     }
 
     /// The file the model was loaded from.
@@ -284,10 +294,12 @@ impl Model {
             .map_err(Error::InvalidArgument)
     }
 
-    /// Bytes of the matrices repacked at load for the CPU kernels (held in memory instead of
-    /// their pages of the mapped file; 0 where nothing is repacked).
+    /// Bytes of the matrices repacked for the CPU kernels (held in memory instead of their
+    /// pages of the mapped file; 0 where nothing is repacked, or before a CPU backend opened).
     pub fn repacked_bytes(&self) -> u64 {
-        self.packed.iter().map(|p| p.len() as u64).sum()
+        self.packed
+            .get()
+            .map_or(0, |p| p.iter().map(|p| p.len() as u64).sum())
     }
 
     /// Fixed state bytes per sequence: recurrent state + window cache (f32).
@@ -296,22 +308,9 @@ impl Model {
     }
 }
 
-/// Repacks the product matrices whose type the CPU kernels of `simd` read repacked
-/// (`cpu::packed`: Q4_0 and Q6_K on x86, Q4_0 on NEON with dot products; `LIGER_REPACK=0`
-/// keeps them in place), and lets the file's pages of each go (they are not read again; a tied
-/// embedding's rows are gathered from the file, so only the rows of the tokens seen come back).
-/// Returns the copies `MatrixRef::packed` indexes.
-fn repack(
-    file: &GgufFile,
-    weights: &mut Weights,
-    simd: SimdLevel,
-    pool: &WorkerPool,
-) -> Vec<Vec<u8>> {
-    let mut packed = Vec::new();
-    if std::env::var("LIGER_REPACK").is_ok_and(|v| v == "0") {
-        return packed;
-    }
-    let matrices = weights
+/// The product matrices of every layer and the LM head.
+fn product_matrices(weights: &mut Weights) -> impl Iterator<Item = &mut MatrixRef> {
+    weights
         .layers
         .iter_mut()
         .flat_map(|l| {
@@ -325,11 +324,40 @@ fn repack(
                 &mut l.w_down,
             ]
         })
-        .chain(std::iter::once(&mut weights.output));
-    for m in matrices {
-        if !WeightMatrix::repacks(m.ty, m.cols, simd) {
-            continue;
+        .chain(std::iter::once(&mut weights.output))
+}
+
+/// Gives a slot of [`Model::packed`] to each product matrix whose type the CPU kernels of
+/// `simd` read repacked (`cpu::packed`: Q4_0, Q8_0, Q4_K and Q6_K on x86, Q4_0 on NEON with
+/// dot products; `LIGER_REPACK=0` keeps them all in place).
+fn plan_repack(weights: &mut Weights, simd: SimdLevel) {
+    if std::env::var("LIGER_REPACK").is_ok_and(|v| v == "0") {
+        return;
+    }
+    let mut slots = 0;
+    for m in product_matrices(weights) {
+        if WeightMatrix::repacks(m.ty, m.cols, simd) {
+            m.packed = Some(slots);
+            slots += 1;
         }
+    }
+}
+
+/// The repacked copies of the matrices [`plan_repack`] gave a slot, in slot order, and lets
+/// the file's pages of each go (they are not read again; a tied embedding's rows are gathered
+/// from the file, so only the rows of the tokens seen come back).
+fn repack(file: &GgufFile, weights: &Weights, pool: &WorkerPool) -> Vec<Vec<u8>> {
+    let mut matrices: Vec<MatrixRef> = weights
+        .layers
+        .iter()
+        .flat_map(|l| [l.wq, l.wk, l.wv, l.wo, l.w_gate, l.w_up, l.w_down])
+        .chain(std::iter::once(weights.output))
+        .filter(|m| m.packed.is_some())
+        .collect();
+    matrices.sort_by_key(|m| m.packed);
+    let mut packed = Vec::with_capacity(matrices.len());
+    for m in matrices {
+        debug_assert_eq!(m.packed, Some(packed.len()));
         let mut copy = vec![0u8; crate::cpu::packed::packed_len(m.ty, m.rows, m.cols)];
         let data = &file.bytes()[m.offset..m.offset + m.n_bytes];
         // Stretches of groups on the pool's threads.
@@ -342,7 +370,6 @@ fn repack(
             packed::pack(m.ty, &data[first * row_bytes..], rows, m.cols, out);
         });
         file.forget_pages(m.offset, m.n_bytes);
-        m.packed = Some(packed.len());
         packed.push(copy);
     }
     packed
