@@ -358,115 +358,93 @@ mod tests {
     use crate::quant::{dequantize, quantize, GgmlType};
     use crate::testing::values;
 
-    /// Every lane of every group block unpacks to its row's weights; padding rows are zero.
-    #[test]
-    fn a_repacked_matrix_holds_every_row() {
-        let (rows, cols) = (13, 96);
-        let w = values(3, rows * cols, 1.0);
-        let data = quantize(GgmlType::Q4_0, &w).unwrap();
-        let want = dequantize(GgmlType::Q4_0, &data).unwrap();
-        let mut packed = vec![0u8; packed_len(GgmlType::Q4_0, rows, cols)];
-        pack_q4_0(&data, rows, cols, &mut packed);
-        let blocks = cols / 32;
+    /// Packs `rows × cols` weights of `ty` and checks that `lane_weights(block, lane)` of every
+    /// group block (`block_elems` weights of a row, `block_bytes` for the group's 8 rows) are
+    /// its row's weights, and zeros for the padding rows.
+    fn assert_every_row_in_its_lane(
+        ty: GgmlType,
+        (rows, cols): (usize, usize),
+        (block_elems, block_bytes): (usize, usize),
+        lane_weights: impl Fn(&[u8], usize) -> Vec<f32>,
+    ) {
+        let w = values(ty as u64, rows * cols, 1.0);
+        let data = quantize(ty, &w).unwrap();
+        let want = dequantize(ty, &data).unwrap();
+        let mut packed = vec![0u8; packed_len(ty, rows, cols)];
+        pack(ty, &data, rows, cols, &mut packed);
+        let blocks = cols / block_elems;
         for r in 0..rows.next_multiple_of(GROUP_ROWS) {
             for b in 0..blocks {
-                let (d, q) = unpack_lane(group_block(&packed, blocks, r / 8, b), r % 8);
-                for (i, &qi) in q.iter().enumerate() {
-                    let got = d * (qi as f32 - 8.0);
+                let at = ((r / GROUP_ROWS) * blocks + b) * block_bytes;
+                let got = lane_weights(&packed[at..at + block_bytes], r % GROUP_ROWS);
+                assert_eq!(got.len(), block_elems);
+                for (i, &got) in got.iter().enumerate() {
                     let want = if r < rows {
-                        want[r * cols + b * 32 + i]
+                        want[r * cols + b * block_elems + i]
                     } else {
                         0.0
                     };
-                    assert_eq!(got, want, "row {r} block {b} element {i}");
+                    assert_eq!(got, want, "{ty} row {r} block {b} element {i}");
                 }
             }
         }
     }
 
-    /// Every lane of every Q6_K group super-block unpacks to its row's weights; padding rows
-    /// are zero.
     #[test]
-    fn a_repacked_q6_k_matrix_holds_every_row() {
-        let (rows, cols) = (11, 512);
-        let w = values(4, rows * cols, 1.0);
-        let data = quantize(GgmlType::Q6_K, &w).unwrap();
-        let want = dequantize(GgmlType::Q6_K, &data).unwrap();
-        let mut packed = vec![0u8; packed_len(GgmlType::Q6_K, rows, cols)];
-        pack(GgmlType::Q6_K, &data, rows, cols, &mut packed);
-        let supers = cols / QK_K;
-        for r in 0..rows.next_multiple_of(GROUP_ROWS) {
-            for sb in 0..supers {
-                let at = ((r / GROUP_ROWS) * supers + sb) * Q6K_GROUP_SUPER_BYTES;
-                let block = &packed[at..at + Q6K_GROUP_SUPER_BYTES];
-                let (d, scales, q) = unpack_lane_q6_k(block, r % GROUP_ROWS);
-                for (i, &qi) in q.iter().enumerate() {
-                    let got = d * scales[i / 16] as f32 * (qi as i32 - 32) as f32;
-                    let want = if r < rows {
-                        want[r * cols + sb * QK_K + i]
-                    } else {
-                        0.0
-                    };
-                    assert_eq!(got, want, "row {r} super-block {sb} element {i}");
-                }
-            }
-        }
+    fn a_repacked_q4_0_matrix_holds_every_row() {
+        assert_every_row_in_its_lane(
+            GgmlType::Q4_0,
+            (13, 96),
+            (32, GROUP_BLOCK_BYTES),
+            |block, lane| {
+                let (d, q) = unpack_lane(block, lane);
+                q.iter().map(|&q| d * (q as f32 - 8.0)).collect()
+            },
+        );
     }
 
-    /// Every lane of every Q8_0 group block unpacks to its row's weights; padding rows are
-    /// zero.
     #[test]
     fn a_repacked_q8_0_matrix_holds_every_row() {
-        let (rows, cols) = (13, 96);
-        let w = values(6, rows * cols, 1.0);
-        let data = quantize(GgmlType::Q8_0, &w).unwrap();
-        let want = dequantize(GgmlType::Q8_0, &data).unwrap();
-        let mut packed = vec![0u8; packed_len(GgmlType::Q8_0, rows, cols)];
-        pack(GgmlType::Q8_0, &data, rows, cols, &mut packed);
-        let blocks = cols / 32;
-        for r in 0..rows.next_multiple_of(GROUP_ROWS) {
-            for b in 0..blocks {
-                let at = ((r / GROUP_ROWS) * blocks + b) * Q8_0_GROUP_BLOCK_BYTES;
-                let (d, q) = unpack_lane_q8_0(&packed[at..], r % GROUP_ROWS);
-                for (i, &qi) in q.iter().enumerate() {
-                    let got = d * qi as f32;
-                    let want = if r < rows {
-                        want[r * cols + b * 32 + i]
-                    } else {
-                        0.0
-                    };
-                    assert_eq!(got, want, "row {r} block {b} element {i}");
-                }
-            }
-        }
+        assert_every_row_in_its_lane(
+            GgmlType::Q8_0,
+            (13, 96),
+            (32, Q8_0_GROUP_BLOCK_BYTES),
+            |block, lane| {
+                let (d, q) = unpack_lane_q8_0(block, lane);
+                q.iter().map(|&q| d * q as f32).collect()
+            },
+        );
     }
 
-    /// Every lane of every Q4_K group super-block unpacks to its row's weights; padding rows
-    /// are zero.
     #[test]
     fn a_repacked_q4_k_matrix_holds_every_row() {
-        let (rows, cols) = (11, 512);
-        let w = values(7, rows * cols, 1.0);
-        let data = quantize(GgmlType::Q4_K, &w).unwrap();
-        let want = dequantize(GgmlType::Q4_K, &data).unwrap();
-        let mut packed = vec![0u8; packed_len(GgmlType::Q4_K, rows, cols)];
-        pack(GgmlType::Q4_K, &data, rows, cols, &mut packed);
-        let supers = cols / QK_K;
-        for r in 0..rows.next_multiple_of(GROUP_ROWS) {
-            for sb in 0..supers {
-                let at = ((r / GROUP_ROWS) * supers + sb) * Q4K_GROUP_SUPER_BYTES;
-                let (d, dmin, scales, q) = unpack_lane_q4_k(&packed[at..], r % GROUP_ROWS);
-                for (i, &qi) in q.iter().enumerate() {
+        assert_every_row_in_its_lane(
+            GgmlType::Q4_K,
+            (11, 512),
+            (QK_K, Q4K_GROUP_SUPER_BYTES),
+            |block, lane| {
+                let (d, dmin, scales, q) = unpack_lane_q4_k(block, lane);
+                let weight = |(i, &q): (usize, &u8)| {
                     let (scale, min) = scales[i / 32];
-                    let got = d * scale as f32 * qi as f32 - dmin * min as f32;
-                    let want = if r < rows {
-                        want[r * cols + sb * QK_K + i]
-                    } else {
-                        0.0
-                    };
-                    assert_eq!(got, want, "row {r} super-block {sb} element {i}");
-                }
-            }
-        }
+                    d * scale as f32 * q as f32 - dmin * min as f32
+                };
+                q.iter().enumerate().map(weight).collect()
+            },
+        );
+    }
+
+    #[test]
+    fn a_repacked_q6_k_matrix_holds_every_row() {
+        assert_every_row_in_its_lane(
+            GgmlType::Q6_K,
+            (11, 512),
+            (QK_K, Q6K_GROUP_SUPER_BYTES),
+            |block, lane| {
+                let (d, scales, q) = unpack_lane_q6_k(block, lane);
+                let weight =
+                    |(i, &q): (usize, &u8)| d * scales[i / 16] as f32 * (q as i32 - 32) as f32;
+                q.iter().enumerate().map(weight).collect()
+            },
+        );
     }
 }

@@ -91,6 +91,37 @@ impl Token<'_, ActBlock16, BroadcastBlock16> {
 type Token8<'a> = Token<'a, ActBlock, BroadcastBlock>;
 type Token16<'a> = Token<'a, ActBlock16, BroadcastBlock16>;
 
+/// A group block's 8 registers of nibbles (4 × 32 bytes at `q`): groups 0..4 the low nibbles,
+/// 4..8 the high ones.
+///
+/// # Safety
+/// AVX2; 128 bytes readable at `q`.
+#[inline(always)]
+unsafe fn nibble_groups(q: *const u8) -> [__m256i; 8] {
+    let low = _mm256_set1_epi8(0x0f);
+    let mut w = [_mm256_setzero_si256(); 8];
+    for k in 0..4 {
+        let v = _mm256_loadu_si256(q.add(32 * k) as *const __m256i);
+        w[k] = _mm256_and_si256(v, low);
+        w[k + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+    }
+    w
+}
+
+/// `Σ_g pmaddubsw(w[g], xs[g])` in i16 lanes: nibbles ≤ 15, |a| ≤ 128, so a group's pair sums
+/// are ≤ 3840 and eight groups' ≤ 30720 (no saturation).
+///
+/// # Safety
+/// AVX2.
+#[inline(always)]
+unsafe fn nibble_products(w: &[__m256i; 8], xs: &[__m256i; 8]) -> __m256i {
+    let mut s = _mm256_maddubs_epi16(w[0], xs[0]);
+    for g in 1..8 {
+        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[g], xs[g]));
+    }
+    s
+}
+
 /// Eight rows (one group, `blocks` group blocks) against N tokens; `dot(w, x)` is the
 /// integer products of the 8 weight registers (groups 0..8) with the token's 8 broadcast
 /// groups, as 8 i32 lanes.
@@ -104,7 +135,6 @@ unsafe fn group_q4_0<const N: usize, const B: bool>(
         .iter()
         .map(|a| a.len::<B>())
         .fold(group.len() / GROUP_BLOCK_BYTES, usize::min);
-    let low = _mm256_set1_epi8(0x0f);
     let p = group.as_ptr();
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..n {
@@ -120,13 +150,7 @@ unsafe fn group_q4_0<const N: usize, const B: bool>(
             blk.wrapping_add(PREFETCH_BLOCKS * GROUP_BLOCK_BYTES + 128) as *const i8
         );
         let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
-        let q = blk.add(16);
-        let mut w = [_mm256_setzero_si256(); 8];
-        for k in 0..4 {
-            let v = _mm256_loadu_si256(q.add(32 * k) as *const __m256i);
-            w[k] = _mm256_and_si256(v, low);
-            w[k + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-        }
+        let w = nibble_groups(blk.add(16));
         for t in 0..N {
             let a = x[t].block(b);
             let xs: [__m256i; 8] = std::array::from_fn(|g| x[t].group::<B>(b, g));
@@ -149,13 +173,8 @@ unsafe fn group_q4_0_avx2<const N: usize, const B: bool>(
     x: [Token8; N],
 ) -> [[f32; 8]; N] {
     let ones = _mm256_set1_epi16(1);
-    // Nibbles ≤ 15, |a| ≤ 128: a group's pair sums ≤ 3840, eight groups ≤ 30720 fit i16.
     group_q4_0::<N, B>(group, x, |w, xs| {
-        let mut s = _mm256_maddubs_epi16(w[0], xs[0]);
-        for g in 1..8 {
-            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[g], xs[g]));
-        }
-        _mm256_madd_epi16(s, ones)
+        _mm256_madd_epi16(nibble_products(w, xs), ones)
     })
 }
 
@@ -280,7 +299,6 @@ unsafe fn group_q4_k_avx2<const N: usize, const B: bool>(
         .iter()
         .map(|a| a.len::<B>() / 8)
         .fold(group.len() / Q4K_GROUP_SUPER_BYTES, usize::min);
-    let low = _mm256_set1_epi8(0x0f);
     // Per 32-bit lane (row) the i16 pair (scale, scale) of the lane's (scale, min).
     let scale_pairs = _mm256_setr_epi8(
         0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13, 0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12,
@@ -303,18 +321,11 @@ unsafe fn group_q4_k_avx2<const N: usize, const B: bool>(
                 _mm256_cvtepu8_epi16(_mm_loadu_si128(sup.add(32 + 16 * j) as *const __m128i));
             let scales = _mm256_shuffle_epi8(scale_min, scale_pairs);
             let mins = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_srli_epi32(scale_min, 16)));
-            let mut w = [_mm256_setzero_si256(); 8];
-            for k in 0..4 {
-                let v = _mm256_loadu_si256(q.add(32 * k) as *const __m256i);
-                w[k] = _mm256_and_si256(v, low);
-                w[k + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-            }
+            let w = nibble_groups(q);
             let block = sb * 8 + j;
             for t in 0..N {
-                let mut s = _mm256_maddubs_epi16(w[0], x[t].group::<B>(block, 0));
-                for g in 1..8 {
-                    s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[g], x[t].group::<B>(block, g)));
-                }
+                let xs: [__m256i; 8] = std::array::from_fn(|g| x[t].group::<B>(block, g));
+                let s = nibble_products(&w, &xs);
                 let a = x[t].block(block);
                 let scale = _mm256_mul_ps(d, _mm256_set1_ps(a.d));
                 let sum = _mm256_cvtepi32_ps(_mm256_madd_epi16(s, scales));
