@@ -44,6 +44,13 @@ fn acts_of(x: &[f32]) -> Acts {
     a
 }
 
+/// Σ|w·x| of a quantized row against `x`: the tolerances of the kernels are relative to it
+/// (the f32 rounding of the block sums).
+fn magnitude(ty: GgmlType, row: &[u8], x: &[f32]) -> f32 {
+    let w = dequantize(ty, row).unwrap();
+    w.iter().zip(x).map(|(a, b)| (a * b).abs()).sum()
+}
+
 fn call(k: RowDot, row: &[u8], x: &[f32], acts: &Acts) -> f32 {
     match k {
         RowDot::Float(f) => f(row, x),
@@ -86,13 +93,7 @@ fn every_level_matches_the_scalar_reference() {
                 let x = rng.vec(n, 2.0);
                 let acts = acts_of(&x);
                 let reference = call(row_dot(ty, SimdLevel::Scalar).unwrap(), &row, &x, &acts);
-                // Tolerance: f32 rounding of the block sums, relative to Σ|w·x|.
-                let magnitude: f32 = dequantize(ty, &row)
-                    .unwrap()
-                    .iter()
-                    .zip(&x)
-                    .map(|(a, b)| (a * b).abs())
-                    .sum();
+                let magnitude = magnitude(ty, &row, &x);
                 let tol = 2e-5 * magnitude + 1e-30;
                 for &level in levels {
                     let got = call(row_dot(ty, level).unwrap(), &row, &x, &acts);
@@ -185,12 +186,7 @@ fn four_token_kernels_match_the_single_token_reference() {
             let single = row_dot(ty, SimdLevel::Scalar).unwrap();
             for k in 0..4 {
                 let want = call(single, &row, &xs[k], &acts[k]);
-                let magnitude: f32 = dequantize(ty, &row)
-                    .unwrap()
-                    .iter()
-                    .zip(&xs[k])
-                    .map(|(a, b)| (a * b).abs())
-                    .sum();
+                let magnitude = magnitude(ty, &row, &xs[k]);
                 assert!(
                     (got[k] - want).abs() <= 2e-5 * magnitude,
                     "{ty} {} token {k}: {} vs {want}",
@@ -255,13 +251,7 @@ fn panel_kernels_match_the_single_token_reference() {
                         }
                         let row = &weights[lane];
                         let want = call(single, row, &xs[tt], &acts[tt]);
-                        // Tolerance: f32 rounding of the block sums, relative to Σ|w·x|.
-                        let magnitude: f32 = dequantize(ty, row)
-                            .unwrap()
-                            .iter()
-                            .zip(&xs[tt])
-                            .map(|(a, b)| (a * b).abs())
-                            .sum();
+                        let magnitude = magnitude(ty, row, &xs[tt]);
                         assert!(
                             (got - want).abs() <= 2e-5 * magnitude,
                             "{ty} {} rows={rows} t={t}: token {tt} row {lane}: {got} vs {want}",
@@ -330,13 +320,7 @@ fn four_row_kernels_match_the_single_row_reference() {
                         assert_eq!(sums, &run(j, 1)[0], "{what}: differs from the token alone");
                         for r in 0..4 {
                             let want = call(single, rows[r], &xs[j], &acts[j]);
-                            // Tolerance: f32 rounding of the block sums, relative to Σ|w·x|.
-                            let magnitude: f32 = dequantize(ty, rows[r])
-                                .unwrap()
-                                .iter()
-                                .zip(&xs[j])
-                                .map(|(a, b)| (a * b).abs())
-                                .sum();
+                            let magnitude = magnitude(ty, rows[r], &xs[j]);
                             assert!(
                                 (sums[r] - want).abs() <= 2e-5 * magnitude,
                                 "{what} row {r}: {} vs {want}",
@@ -428,12 +412,7 @@ fn repacked_group_kernels_match_the_single_row_reference() {
                                     continue;
                                 }
                                 let want = call(single, &weights[r], &xs[j], &acts[j]);
-                                let magnitude: f32 = dequantize(ty, &weights[r])
-                                    .unwrap()
-                                    .iter()
-                                    .zip(&xs[j])
-                                    .map(|(a, b)| (a * b).abs())
-                                    .sum();
+                                let magnitude = magnitude(ty, &weights[r], &xs[j]);
                                 assert!(
                                     (got - want).abs() <= 2e-5 * magnitude,
                                     "{what} row {r}: {got} vs {want}"
