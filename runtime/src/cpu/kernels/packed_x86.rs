@@ -91,6 +91,13 @@ impl Token<'_, ActBlock16, BroadcastBlock16> {
 type Token8<'a> = Token<'a, ActBlock, BroadcastBlock>;
 type Token16<'a> = Token<'a, ActBlock16, BroadcastBlock16>;
 
+/// The 8 lanes (rows) of a register of sums.
+#[inline(always)]
+fn lanes(a: __m256) -> [f32; 8] {
+    // SAFETY: `__m256` and `[f32; 8]` have the same size, every bit pattern valid in both.
+    unsafe { std::mem::transmute(a) }
+}
+
 /// A group block's 8 registers of nibbles (4 × 32 bytes at `q`): groups 0..4 the low nibbles,
 /// 4..8 the high ones.
 ///
@@ -160,11 +167,7 @@ unsafe fn group_q4_0<const N: usize, const B: bool>(
             acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[t]);
         }
     }
-    acc.map(|a| {
-        let mut out = [0f32; 8];
-        _mm256_storeu_ps(out.as_mut_ptr(), a);
-        out
-    })
+    acc.map(lanes)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -280,11 +283,7 @@ unsafe fn group_q6_k_avx2<const N: usize, const B: bool>(
             }
         }
     }
-    acc.map(|a| {
-        let mut out = [0f32; 8];
-        _mm256_storeu_ps(out.as_mut_ptr(), a);
-        out
-    })
+    acc.map(lanes)
 }
 
 /// Eight Q4_K rows (one group of super-blocks) against N tokens: per sub-block of 32 the Q4_0
@@ -337,11 +336,7 @@ unsafe fn group_q4_k_avx2<const N: usize, const B: bool>(
             }
         }
     }
-    acc.map(|a| {
-        let mut out = [0f32; 8];
-        _mm256_storeu_ps(out.as_mut_ptr(), a);
-        out
-    })
+    acc.map(lanes)
 }
 
 /// Eight Q8_0 rows (one group) against N tokens of 16-bit activations: per block, each pair
@@ -379,11 +374,7 @@ unsafe fn group_q8_0_avx2<const N: usize, const B: bool>(
             acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums[t]), acc[t]);
         }
     }
-    acc.map(|a| {
-        let mut out = [0f32; 8];
-        _mm256_storeu_ps(out.as_mut_ptr(), a);
-        out
-    })
+    acc.map(lanes)
 }
 
 /// `$imp::<n, $b>` on the `n` (1..=4) tokens from `t`.
