@@ -67,6 +67,34 @@ pub(crate) struct Weights {
     pub output: MatrixRef,
 }
 
+impl Weights {
+    /// The product matrices of every layer, then the LM head.
+    fn products(&self) -> impl Iterator<Item = MatrixRef> + '_ {
+        self.layers
+            .iter()
+            .flat_map(|l| [l.wq, l.wk, l.wv, l.wo, l.w_gate, l.w_up, l.w_down])
+            .chain(std::iter::once(self.output))
+    }
+
+    /// [`Weights::products`], to change.
+    fn products_mut(&mut self) -> impl Iterator<Item = &mut MatrixRef> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| {
+                [
+                    &mut l.wq,
+                    &mut l.wk,
+                    &mut l.wv,
+                    &mut l.wo,
+                    &mut l.w_gate,
+                    &mut l.w_up,
+                    &mut l.w_down,
+                ]
+            })
+            .chain(std::iter::once(&mut self.output))
+    }
+}
+
 /// Options that apply to a loaded model.
 /// A sequence's state may always take this much, whatever the file's size (a real model's
 /// state is a small fraction of its weights: 4.4 MB for SmolLM2-135M, 34 MB for Llama-3-8B).
@@ -265,18 +293,7 @@ impl Model {
     /// Bytes of weight matrices one decode step reads: every layer's and the LM head (the
     /// embedding is only gathered, a row per token).
     pub fn weight_bytes_per_token(&self) -> u64 {
-        let w = &self.weights;
-        let layers: usize = w
-            .layers
-            .iter()
-            .map(|l| {
-                [l.wq, l.wk, l.wv, l.wo, l.w_gate, l.w_up, l.w_down]
-                    .iter()
-                    .map(|m| m.n_bytes)
-                    .sum::<usize>()
-            })
-            .sum();
-        (layers + w.output.n_bytes) as u64
+        self.weights.products().map(|m| m.n_bytes as u64).sum()
     }
 
     /// The grammar compiler of this model's vocabulary (built on the first call; an error if
@@ -308,25 +325,6 @@ impl Model {
     }
 }
 
-/// The product matrices of every layer and the LM head.
-fn product_matrices(weights: &mut Weights) -> impl Iterator<Item = &mut MatrixRef> {
-    weights
-        .layers
-        .iter_mut()
-        .flat_map(|l| {
-            [
-                &mut l.wq,
-                &mut l.wk,
-                &mut l.wv,
-                &mut l.wo,
-                &mut l.w_gate,
-                &mut l.w_up,
-                &mut l.w_down,
-            ]
-        })
-        .chain(std::iter::once(&mut weights.output))
-}
-
 /// Gives a slot of [`Model::packed`] to each product matrix whose type the CPU kernels of
 /// `simd` read repacked (`cpu::packed`: Q4_0, Q8_0, Q4_K and Q6_K on x86, Q4_0 on NEON with
 /// dot products; `LIGER_REPACK=0` keeps them all in place).
@@ -335,7 +333,7 @@ fn plan_repack(weights: &mut Weights, simd: SimdLevel) {
         return;
     }
     let mut slots = 0;
-    for m in product_matrices(weights) {
+    for m in weights.products_mut() {
         if WeightMatrix::repacks(m.ty, m.cols, simd) {
             m.packed = Some(slots);
             slots += 1;
@@ -347,16 +345,9 @@ fn plan_repack(weights: &mut Weights, simd: SimdLevel) {
 /// the file's pages of each go (they are not read again; a tied embedding's rows are gathered
 /// from the file, so only the rows of the tokens seen come back).
 fn repack(file: &GgufFile, weights: &Weights, pool: &WorkerPool) -> Vec<Vec<u8>> {
-    let mut matrices: Vec<MatrixRef> = weights
-        .layers
-        .iter()
-        .flat_map(|l| [l.wq, l.wk, l.wv, l.wo, l.w_gate, l.w_up, l.w_down])
-        .chain(std::iter::once(weights.output))
-        .filter(|m| m.packed.is_some())
-        .collect();
-    matrices.sort_by_key(|m| m.packed);
-    let mut packed = Vec::with_capacity(matrices.len());
-    for m in matrices {
+    let mut packed = Vec::new();
+    // The same order as `plan_repack`'s: slot after slot.
+    for m in weights.products().filter(|m| m.packed.is_some()) {
         debug_assert_eq!(m.packed, Some(packed.len()));
         let mut copy = vec![0u8; crate::cpu::packed::packed_len(m.ty, m.rows, m.cols)];
         let data = &file.bytes()[m.offset..m.offset + m.n_bytes];
