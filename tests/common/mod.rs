@@ -2,6 +2,7 @@
 //! that print the first mismatch.
 
 pub mod alloc;
+pub mod schema;
 
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
