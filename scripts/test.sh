@@ -4,6 +4,9 @@
 # every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each phase's start, in seconds since this script began (CI's time is bounded).
+phase() { echo "[test.sh +${SECONDS}s] $*" >&2; }
+phase "Python tools"
 PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check "gguf==0.19.0" "numpy<3" \
   "openai==3.57.0" "nvidia-cuda-nvrtc-cu12==12.9.86"
 # NVRTC from PyPI (no driver, no GPU): the CUDA backend's kernels compile to PTX in the tests
@@ -11,6 +14,7 @@ PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-chec
 nvrtc_lib=$(python3 -c 'import nvidia.cuda_nvrtc as m, os; print(os.path.join(list(m.__path__)[0], "lib"))')
 export LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" LIGER_REQUIRE_NVRTC=1
 export LIGER_TEST_DATA=${LIGER_TEST_DATA:-$HOME/.cache/liger-test-data}
+phase "test data"
 scripts/fetch-test-data.sh "$LIGER_TEST_DATA" >/dev/null
 export LIGER_REQUIRE_TEST_DATA=1
 # The Kotlin compiler and kotlinx.coroutines (PyPI's kotlin-jupyter-kernel jars) for the
@@ -24,6 +28,7 @@ if cargo fmt --version >/dev/null 2>&1; then cargo fmt --all -- --check; fi
 # elsewhere); the CUDA tests compile every kernel with NVRTC and skip the rest without a GPU
 # (LIGER_REQUIRE_CUDA=1 makes them fail instead, on the GPU machine).
 export LIGER_TEST_FEATURES=liger-tests/wgpu,liger-tests/cuda,liger-cli/wgpu,liger-cli/cuda
+phase "cargo test"
 cargo test --workspace --locked --features "$LIGER_TEST_FEATURES"
 # CI machines have little disk: with LIGER_CI_PRUNE=1 each build is removed once it has served.
 prune() { if [[ -n ${LIGER_CI_PRUNE:-} ]]; then rm -rf "$@"; fi; }
@@ -33,6 +38,7 @@ prune() { if [[ -n ${LIGER_CI_PRUNE:-} ]]; then rm -rf "$@"; fi; }
 # no GPU backend, so that build is checked too.
 if command -v qemu-aarch64-static >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/null &&
   rustup target list --installed 2>/dev/null | grep -q aarch64-unknown-linux-gnu; then
+  phase "NEON kernels under qemu"
   for cpu in max cortex-a53; do
     CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
       CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -cpu $cpu -L /usr/aarch64-linux-gnu" \
@@ -49,6 +55,7 @@ fi
 # Android: the runtime and the JNI bridge type-check for the phone target (no NDK needed; the
 # bridge itself is tested on the host JVM by `cargo test` above).
 if rustup target list --installed 2>/dev/null | grep -q aarch64-linux-android; then
+  phase "Android check"
   cargo check --locked --target aarch64-linux-android -p liger-runtime -p liger-android \
     --features liger-runtime/capi,liger-android/wgpu
   prune target/aarch64-linux-android
@@ -73,6 +80,7 @@ for target in "${platforms[@]}"; do
     echo "$target check skipped: rustup target add $target (.ci/run does)" >&2
     continue
   fi
+  phase "$target check"
   packages=(-p liger-runtime --features liger-runtime/capi,liger-runtime/wgpu)
   [[ $target == *ios ]] || packages+=(-p liger-cli --no-default-features --features liger-cli/wgpu)
   cargo check --locked --target "$target" "${packages[@]}"
@@ -80,6 +88,7 @@ for target in "${platforms[@]}"; do
 done
 # The criterion benches compile (in the test profile, reusing the test build's dependencies;
 # `cargo bench` runs them).
+phase "benches build"
 cargo test --workspace --locked --features "$LIGER_TEST_FEATURES" --benches --no-run
 # The fuzz seeds come from the test build's converter: made before that build is pruned.
 [[ -n $(ls -A fuzz/corpus/server_request 2>/dev/null) ]] || scripts/fuzz-seed-corpus.sh
@@ -88,4 +97,6 @@ prune target/debug
 # Every fuzz target (GGUF reader, HF checkpoint reader, state restore, tokenizer rebuild, the
 # server's request parser) for a bounded time from the seed corpus; longer by hand
 # (fuzz/README.md). Installs cargo-fuzz if missing.
+phase "fuzz"
 scripts/fuzz.sh "${LIGER_FUZZ_SECONDS:-15}"
+phase "done"

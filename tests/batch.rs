@@ -159,7 +159,14 @@ fn check_backend(
     let name = format!("{case_name} on {}", backend.kind().name());
     {
         let together = run(backend, scripts, true);
-        let alone = run(backend, scripts, false);
+        // Each sequence alone: on the CPU all three; on a GPU the third only, the two others
+        // being held to the reference (lavapipe in CI makes every GPU step slow).
+        let first_alone = if backend.kind() == liger::backend::BackendKind::Cpu {
+            0
+        } else {
+            2
+        };
+        let alone = run(backend, &scripts[first_alone..], false);
 
         // The case in window semantics: logits_full at the last position of each call.
         let full = reference(case, "logits_full");
@@ -186,7 +193,8 @@ fn check_backend(
         }
         // Every sequence as it is alone.
         let mut worst = 0f32;
-        for (i, (t, a)) in together.iter().zip(&alone).enumerate() {
+        for (i, (t, a)) in together[first_alone..].iter().zip(&alone).enumerate() {
+            let i = i + first_alone;
             assert_eq!(
                 t.1, a.1,
                 "{name} sequence {i}: tokens in the batch vs alone"
@@ -210,12 +218,12 @@ fn check_backend(
 /// More sequences than one step takes ([`liger::model::device_plan::MAX_TOGETHER`] on a GPU)
 /// with prompts longer than a step's rows (256), so that steps run without logits and groups
 /// follow one another: every sequence's logits and greedy tokens as alone, on every backend,
-/// at f32 and Q8_0 weights. Q8_0 on the CPU: 1e-4 of the largest |logit| — a prompt is cut
+/// at f32 weights, and Q8_0 on the CPU. Q8_0 on the CPU: 1e-4 of the largest |logit| — a prompt is cut
 /// into other chunks beside other sequences, so a row may go through the panel kernel rather
 /// than the four-row one, which add the blocks' partial sums in another order (≈ 1 ulp), and
 /// the 16-bit quantization of the next product's activations can turn that into one step of
-/// max|x|/32767 (measured 4e-5 of the largest |logit|; see `session::tests`). A GPU
-/// dequantizes to f32 and is held to the f32 tolerance.
+/// max|x|/32767 (measured 4e-5 of the largest |logit|; see `session::tests`). A GPU runs the
+/// f32 model only (it dequantizes Q8_0 to f32), held to the f32 tolerance.
 #[test]
 fn many_sequences_with_long_prompts_together_equal_each_alone() {
     const Q8_0_CPU_RELATIVE: f32 = 1e-4;
@@ -249,6 +257,11 @@ fn many_sequences_with_long_prompts_together_equal_each_alone() {
             .collect();
         for backend in every_backend(&model) {
             let on_cpu = backend.kind() == liger::backend::BackendKind::Cpu;
+            if ty == "q8_0" && !on_cpu {
+                // A GPU dequantizes Q8_0 to f32 in its products (each checked against the CPU
+                // in `gpu::tests`): how it batches sequences is the f32 run's.
+                continue;
+            }
             let together = run(&backend, &scripts, true);
             let alone = run(&backend, &scripts, false);
             let mut worst = 0f32;

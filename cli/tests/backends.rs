@@ -34,13 +34,22 @@ fn read_npy(path: &Path) -> Vec<f32> {
         .collect()
 }
 
+/// One fixture per mixer (GLA, GSA, HGRN2): every variant on wgpu in both semantics is the
+/// integration test `backends::every_backend_reproduces_the_reference_logits_in_both_semantics`;
+/// here the command and its output file, on lavapipe in CI, where every step is slow.
 #[test]
-fn score_on_wgpu_reproduces_every_fixture_in_both_semantics() {
+fn score_on_wgpu_reproduces_a_fixture_of_each_mixer_in_both_semantics() {
     if !wgpu_runs(LIGER) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    for case in liger_cases() {
+    let mixers = ["liger_gla", "liger_gsa", "liger_hgrn2"];
+    let cases: Vec<_> = liger_cases()
+        .into_iter()
+        .filter(|c| mixers.iter().any(|m| c.ends_with(m)))
+        .collect();
+    assert_eq!(cases.len(), mixers.len(), "fixtures {mixers:?}");
+    for case in cases {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
         let model = convert_case(&case, "f32", dir.path());
         let reference = read_bytes(&case.join("reference.safetensors"));
