@@ -6,16 +6,17 @@ cd "$(dirname "$0")/.."
 corpus=fuzz/corpus
 mkdir -p $corpus/{gguf_reader,hf_checkpoint,state_restore,tokenizer_gguf,server_request}
 
-# The test profile's build (target/debug), so that after `cargo test` nothing is rebuilt;
-# scripts/test.sh names the features its tests were built with (LIGER_TEST_FEATURES).
-if [[ -n ${LIGER_TEST_FEATURES:-} ]]; then
-  cargo build -q --locked --profile test --workspace --features "$LIGER_TEST_FEATURES" --bin liger
-else
+# The converter: $LIGER_BIN where scripts/test.sh names the one its `cargo test` built (a
+# `cargo build` of the binary alone resolves the dependencies' features without the tests'
+# dev-dependencies and rebuilds much of the tree), else the test profile's build.
+liger=${LIGER_BIN:-}
+if [[ -z $liger ]]; then
   cargo build -q --locked --profile test -p liger-cli
+  liger=target/debug/liger
 fi
 for case in liger_gla liger_gsa liger_qwen2_gla; do
   for t in q4_0 q4_k_m f16; do
-    target/debug/liger convert -q "tests/fixtures/liger/$case" -o "$corpus/gguf_reader/$case.$t.gguf" --type "$t" 2>/dev/null
+    "$liger" convert -q "tests/fixtures/liger/$case" -o "$corpus/gguf_reader/$case.$t.gguf" --type "$t" 2>/dev/null
   done
 done
 

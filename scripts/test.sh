@@ -91,7 +91,8 @@ done
 phase "benches build"
 cargo test --workspace --locked --features "$LIGER_TEST_FEATURES" --benches --no-run
 # The fuzz seeds come from the test build's converter: made before that build is pruned.
-[[ -n $(ls -A fuzz/corpus/server_request 2>/dev/null) ]] || scripts/fuzz-seed-corpus.sh
+phase "fuzz seeds"
+[[ -n $(ls -A fuzz/corpus/server_request 2>/dev/null) ]] || LIGER_BIN=target/debug/liger scripts/fuzz-seed-corpus.sh
 prune target/debug
 
 # Every fuzz target (GGUF reader, HF checkpoint reader, state restore, tokenizer rebuild, the
