@@ -191,7 +191,7 @@ fn check_backend(
                 "{name} hf-compat greedy step {k}: max |Δ| {d:e}"
             );
         }
-        // Every sequence as it is alone.
+        // The sequences run alone above, as they are alone.
         let mut worst = 0f32;
         for (i, (t, a)) in together[first_alone..].iter().zip(&alone).enumerate() {
             let i = i + first_alone;
@@ -217,13 +217,13 @@ fn check_backend(
 
 /// More sequences than one step takes ([`liger::model::device_plan::MAX_TOGETHER`] on a GPU)
 /// with prompts longer than a step's rows (256), so that steps run without logits and groups
-/// follow one another: every sequence's logits and greedy tokens as alone, on every backend,
-/// at f32 weights, and Q8_0 on the CPU. Q8_0 on the CPU: 1e-4 of the largest |logit| — a prompt is cut
-/// into other chunks beside other sequences, so a row may go through the panel kernel rather
-/// than the four-row one, which add the blocks' partial sums in another order (≈ 1 ulp), and
-/// the 16-bit quantization of the next product's activations can turn that into one step of
-/// max|x|/32767 (measured 4e-5 of the largest |logit|; see `session::tests`). A GPU runs the
-/// f32 model only (it dequantizes Q8_0 to f32), held to the f32 tolerance.
+/// follow one another: every sequence's logits and greedy tokens as alone, on every backend
+/// at f32 weights, and on the CPU at Q8_0. Q8_0 on the CPU: 1e-4 of the largest |logit| — a
+/// prompt is cut into other chunks beside other sequences, so a row may go through the panel
+/// kernel rather than the four-row one, which add the blocks' partial sums in another order
+/// (≈ 1 ulp), and the 16-bit quantization of the next product's activations can turn that into
+/// one step of max|x|/32767 (measured 4e-5 of the largest |logit|; see `session::tests`). A GPU
+/// runs the f32 model only (it dequantizes Q8_0 to f32), held to the f32 tolerance.
 #[test]
 fn many_sequences_with_long_prompts_together_equal_each_alone() {
     const Q8_0_CPU_RELATIVE: f32 = 1e-4;
