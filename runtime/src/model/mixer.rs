@@ -324,15 +324,17 @@ impl LayerMixer<'_> {
         for t in 0..self.n {
             let p = self.pos0 + t;
             let lo = p.saturating_sub(w).max(self.oldest);
-            // Key and value of KV head j at position kp: the chunk, or the ring before it.
-            let key_at = |kp: usize| -> (&[f32], &[f32]) {
-                if kp >= self.pos0 {
-                    let r = k_head(kp - self.pos0);
-                    (&self.k_rot[r.clone()], &self.v[r])
+            // Rows of KV head j's keys and values at positions lo..=p: the ring's slots
+            // (lo mod W onwards, wrapping; one division per token, not per key), then the
+            // chunk's rows.
+            let in_ring = self.pos0.clamp(lo, p + 1) - lo;
+            let slot0 = lo % w;
+            let row_at = |i: usize| -> (bool, std::ops::Range<usize>) {
+                if i < in_ring {
+                    let slot = slot0 + i;
+                    (true, k_head(if slot >= w { slot - w } else { slot }))
                 } else {
-                    let r = k_head(kp % w);
-                    // SAFETY: the ring is only read while the mixer's tasks run.
-                    unsafe { (&*self.ring_k.slice(r.clone()), &*self.ring_v.slice(r)) }
+                    (false, k_head(lo + i - self.pos0))
                 }
             };
             let head = t * hd + h * d..t * hd + (h + 1) * d;
@@ -340,14 +342,23 @@ impl LayerMixer<'_> {
             // SAFETY: query head h's own columns of y.
             let yh = unsafe { self.y.slice(head) };
             let scores = &mut scores[..p - lo + 1];
-            for (i, kp) in (lo..=p).enumerate() {
-                scores[i] = dot(qh, key_at(kp).0) * scale;
+            for (i, score) in scores.iter_mut().enumerate() {
+                let key = match row_at(i) {
+                    // SAFETY: the ring is only read while the mixer's tasks run.
+                    (true, r) => unsafe { &*self.ring_k.slice(r) },
+                    (false, r) => &self.k_rot[r],
+                };
+                *score = dot(qh, key) * scale;
             }
             softmax(scores);
             yh.fill(0.0);
-            for (i, kp) in (lo..=p).enumerate() {
-                let (pw, vk) = (scores[i], key_at(kp).1);
-                yh.iter_mut().zip(vk).for_each(|(o, v)| *o += pw * v);
+            for (i, &pw) in scores.iter().enumerate() {
+                let value = match row_at(i) {
+                    // SAFETY: as above.
+                    (true, r) => unsafe { &*self.ring_v.slice(r) },
+                    (false, r) => &self.v[r],
+                };
+                yh.iter_mut().zip(value).for_each(|(o, v)| *o += pw * v);
             }
         }
     }

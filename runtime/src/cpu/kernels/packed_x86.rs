@@ -115,28 +115,43 @@ unsafe fn nibble_groups(q: *const u8) -> [__m256i; 8] {
     w
 }
 
-/// `Σ_g pmaddubsw(w[g], xs[g])` in i16 lanes: nibbles ≤ 15, |a| ≤ 128, so a group's pair sums
-/// are ≤ 3840 and eight groups' ≤ 30720 (no saturation).
+/// Per token, `Σ_g pmaddubsw(nibbles of group g, token's group g of block `block`)` in i16
+/// lanes, for the group block's nibbles at `q` (128 bytes): nibbles ≤ 15, |a| ≤ 128, so a
+/// group's pair sums are ≤ 3840 and eight groups' ≤ 30720 (no saturation). Each register of
+/// nibbles is unpacked once and used by every token before the next (a kernel holding all 8
+/// across the tokens spilled with 4 tokens: 16 registers).
 ///
 /// # Safety
-/// AVX2.
+/// AVX2; 128 bytes readable at `q`; `block < x[t].len::<B>()` for every token.
 #[inline(always)]
-unsafe fn nibble_products(w: &[__m256i; 8], xs: &[__m256i; 8]) -> __m256i {
-    let mut s = _mm256_maddubs_epi16(w[0], xs[0]);
-    for g in 1..8 {
-        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[g], xs[g]));
+unsafe fn nibble_sums<const N: usize, const B: bool>(
+    q: *const u8,
+    x: &[Token8; N],
+    block: usize,
+) -> [__m256i; N] {
+    let low = _mm256_set1_epi8(0x0f);
+    let mut s = [_mm256_setzero_si256(); N];
+    for k in 0..4 {
+        let v = _mm256_loadu_si256(q.add(32 * k) as *const __m256i);
+        let lows = _mm256_and_si256(v, low);
+        let highs = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+        for t in 0..N {
+            let lo = _mm256_maddubs_epi16(lows, x[t].group::<B>(block, k));
+            let hi = _mm256_maddubs_epi16(highs, x[t].group::<B>(block, k + 4));
+            s[t] = _mm256_add_epi16(s[t], _mm256_add_epi16(lo, hi));
+        }
     }
     s
 }
 
-/// Eight rows (one group, `blocks` group blocks) against N tokens; `dot(w, x)` is the
-/// integer products of the 8 weight registers (groups 0..8) with the token's 8 broadcast
-/// groups, as 8 i32 lanes.
+/// Eight rows (one group, `blocks` group blocks) against N tokens; `dot(q, x, b)` is, per
+/// token, the integer products of the group block's nibbles at `q` with the token's block `b`,
+/// as 8 i32 lanes.
 #[inline(always)]
 unsafe fn group_q4_0<const N: usize, const B: bool>(
     group: &[u8],
     x: [Token8; N],
-    dot: impl Fn(&[__m256i; 8], &[__m256i; 8]) -> __m256i,
+    dot: impl Fn(*const u8, &[Token8; N], usize) -> [__m256i; N],
 ) -> [[f32; 8]; N] {
     let n = x
         .iter()
@@ -157,12 +172,11 @@ unsafe fn group_q4_0<const N: usize, const B: bool>(
             blk.wrapping_add(PREFETCH_BLOCKS * GROUP_BLOCK_BYTES + 128) as *const i8
         );
         let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
-        let w = nibble_groups(blk.add(16));
+        let products = dot(blk.add(16), &x, b);
         for t in 0..N {
             let a = x[t].block(b);
-            let xs: [__m256i; 8] = std::array::from_fn(|g| x[t].group::<B>(b, g));
             let sums =
-                _mm256_sub_epi32(dot(&w, &xs), _mm256_set1_epi32(8 * (a.sums[0] + a.sums[1])));
+                _mm256_sub_epi32(products[t], _mm256_set1_epi32(8 * (a.sums[0] + a.sums[1])));
             let scale = _mm256_mul_ps(d, _mm256_set1_ps(a.d));
             acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[t]);
         }
@@ -176,8 +190,8 @@ unsafe fn group_q4_0_avx2<const N: usize, const B: bool>(
     x: [Token8; N],
 ) -> [[f32; 8]; N] {
     let ones = _mm256_set1_epi16(1);
-    group_q4_0::<N, B>(group, x, |w, xs| {
-        _mm256_madd_epi16(nibble_products(w, xs), ones)
+    group_q4_0::<N, B>(group, x, |q, x, b| {
+        nibble_sums::<N, B>(q, x, b).map(|s| _mm256_madd_epi16(s, ones))
     })
 }
 
@@ -186,12 +200,16 @@ unsafe fn group_q4_0_vnni<const N: usize, const B: bool>(
     group: &[u8],
     x: [Token8; N],
 ) -> [[f32; 8]; N] {
-    group_q4_0::<N, B>(group, x, |w, xs| {
-        let mut s = _mm256_setzero_si256();
-        for g in 0..8 {
-            s = _mm256_dpbusd_epi32(s, w[g], xs[g]);
-        }
-        s
+    // 32 registers: the 8 of nibbles stay in registers across the tokens.
+    group_q4_0::<N, B>(group, x, |q, x, b| {
+        let w = nibble_groups(q);
+        x.map(|t| {
+            let mut s = _mm256_setzero_si256();
+            for g in 0..8 {
+                s = _mm256_dpbusd_epi32(s, w[g], t.group::<B>(b, g));
+            }
+            s
+        })
     })
 }
 
@@ -320,11 +338,10 @@ unsafe fn group_q4_k_avx2<const N: usize, const B: bool>(
                 _mm256_cvtepu8_epi16(_mm_loadu_si128(sup.add(32 + 16 * j) as *const __m128i));
             let scales = _mm256_shuffle_epi8(scale_min, scale_pairs);
             let mins = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_srli_epi32(scale_min, 16)));
-            let w = nibble_groups(q);
             let block = sb * 8 + j;
+            let products = nibble_sums::<N, B>(q, &x, block);
             for t in 0..N {
-                let xs: [__m256i; 8] = std::array::from_fn(|g| x[t].group::<B>(block, g));
-                let s = nibble_products(&w, &xs);
+                let s = products[t];
                 let a = x[t].block(block);
                 let scale = _mm256_mul_ps(d, _mm256_set1_ps(a.d));
                 let sum = _mm256_cvtepi32_ps(_mm256_madd_epi16(s, scales));
