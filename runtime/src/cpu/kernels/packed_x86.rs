@@ -118,8 +118,9 @@ unsafe fn nibble_groups(q: *const u8) -> [__m256i; 8] {
 /// Per token, `Σ_g pmaddubsw(nibbles of group g, token's group g of block `block`)` in i16
 /// lanes, for the group block's nibbles at `q` (128 bytes): nibbles ≤ 15, |a| ≤ 128, so a
 /// group's pair sums are ≤ 3840 and eight groups' ≤ 30720 (no saturation). Each register of
-/// nibbles is unpacked once and used by every token before the next (a kernel holding all 8
-/// across the tokens spilled with 4 tokens: 16 registers).
+/// nibbles is unpacked once and used by every token before the next, so fewer values live
+/// across the tokens than with all 8 unpacked first (16 registers: with 4 tokens that spilled
+/// the accumulators; Q4_K with 4 tokens 1.13 → 0.83 ms on a 2048² matrix, Zen 1).
 ///
 /// # Safety
 /// AVX2; 128 bytes readable at `q`; `block < x[t].len::<B>()` for every token.
