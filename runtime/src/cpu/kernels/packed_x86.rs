@@ -176,10 +176,13 @@ unsafe fn group_q4_0<const N: usize, const B: bool>(
         let products = dot(blk.add(16), &x, b);
         for t in 0..N {
             let a = x[t].block(b);
-            let sums =
-                _mm256_sub_epi32(products[t], _mm256_set1_epi32(8 * (a.sums[0] + a.sums[1])));
-            let scale = _mm256_mul_ps(d, _mm256_set1_ps(a.d));
-            acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[t]);
+            // d_a·Σ(q·a) − 8·d_a·Σa, the offset from the block's `dsum` (= d_a·Σa).
+            let row_sums = _mm256_fmsub_ps(
+                _mm256_set1_ps(a.d),
+                _mm256_cvtepi32_ps(products[t]),
+                _mm256_set1_ps(8.0 * a.dsum),
+            );
+            acc[t] = _mm256_fmadd_ps(d, row_sums, acc[t]);
         }
     }
     acc.map(lanes)
