@@ -14,6 +14,7 @@ if [[ -z $liger ]]; then
   cargo build -q --locked --profile test -p liger-cli
   liger=target/debug/liger
 fi
+[[ -x $liger ]] || { echo "fuzz-seed-corpus.sh: no liger binary at $liger" >&2; exit 1; }
 for case in liger_gla liger_gsa liger_qwen2_gla; do
   for t in q4_0 q4_k_m f16; do
     "$liger" convert -q "tests/fixtures/liger/$case" -o "$corpus/gguf_reader/$case.$t.gguf" --type "$t" 2>/dev/null

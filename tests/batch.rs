@@ -191,7 +191,7 @@ fn check_backend(
                 "{name} hf-compat greedy step {k}: max |Δ| {d:e}"
             );
         }
-        // The sequences run alone above, as they are alone.
+        // Each sequence that also ran alone (above) against that run.
         let mut worst = 0f32;
         for (i, (t, a)) in together[first_alone..].iter().zip(&alone).enumerate() {
             let i = i + first_alone;
