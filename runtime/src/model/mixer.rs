@@ -1,6 +1,7 @@
 //! The token mixer of one layer: the recurrent branch, one task per KV head `j` (state of head
-//! j, read by its group of query heads), and the sliding-window attention, one task per query
-//! head (on RoPE'd copies of q and k made before), in one job; then the window update.
+//! j, read by its group of query heads), and the sliding-window attention, one task per KV
+//! head's group of query heads (on RoPE'd copies of q and k made before: the group reads head
+//! j's window while it is in cache), in one job; then the window update.
 //!
 //! Letters: T tokens, H heads, Hkv kv heads, d head dim, M GSA slots, W window.
 
@@ -8,8 +9,11 @@ use super::chunkwise::{ChunkScratch, CHUNK};
 use super::recurrence::{gla_update, gsa_readout, gsa_update, hgrn2_update, softmax_readout};
 use crate::config::{LigerConfig, Variant};
 use crate::cpu::linear::dot;
-use crate::cpu::ops::{adaptive_avg_pool, multiversion, softmax};
+use crate::cpu::ops::{adaptive_avg_pool, multiversion, prefetch, softmax};
 use crate::cpu::pool::Disjoint;
+
+/// Keys the window attention fetches ahead of the one it scores.
+const KEYS_AHEAD: usize = 4;
 
 /// Per-KV-head scratch.
 #[derive(Default, Clone)]
@@ -156,18 +160,19 @@ impl BatchMixer<'_> {
     }
 
     /// The whole layer: every sequence's recurrent branch (one task per sequence and KV
-    /// head), then every window attention (per sequence and query head), then the windows.
+    /// head), then every window attention (per sequence and KV head's group of query heads),
+    /// then the windows.
     pub(crate) fn run(&self, pool: &crate::cpu::pool::WorkerPool) {
-        let (hkv, h) = (self.c.n_kv_heads, self.c.n_heads);
+        let hkv = self.c.n_kv_heads;
         let segments = self.spans.len();
         // The recurrent tasks first (the longest), then the window's: the pool hands tasks out
         // in order, so the short ones fill in beside the long ones.
         let recurrent = segments * hkv;
         pool.run(
-            recurrent + segments * h,
+            recurrent + segments * hkv,
             &|i| match i.checked_sub(recurrent) {
                 None => run_kv_head(&self.segment(i / hkv), i % hkv),
-                Some(i) => run_swa_head(&self.segment(i / h), i % h),
+                Some(i) => run_swa_group(&self.segment(i / hkv), i % hkv),
             },
         );
         for s in 0..segments {
@@ -180,8 +185,8 @@ multiversion!(
 /// The recurrent branch of KV head `j` over the chunk.
 pub(crate) fn run_kv_head(mixer: &LayerMixer, j: usize) => LayerMixer::run_kv_head_body);
 multiversion!(
-/// The sliding-window attention of query head `h` (beside the `run_kv_head`s).
-pub(crate) fn run_swa_head(mixer: &LayerMixer, h: usize) => LayerMixer::swa_head_body);
+/// The sliding-window attention of KV head `j`'s query heads (beside the `run_kv_head`s).
+pub(crate) fn run_swa_group(mixer: &LayerMixer, j: usize) => LayerMixer::swa_group_body);
 
 impl LayerMixer<'_> {
     /// The recurrence for token `t` of KV head `j`: state update, then the readouts of the
@@ -307,6 +312,16 @@ impl LayerMixer<'_> {
         }
     }
 
+    /// Sliding-window attention of KV head `j`'s query heads, one after the other: the first
+    /// brings the head's window rows into cache (prefetched), the others find them there.
+    #[inline(always)]
+    fn swa_group_body(&self, j: usize) {
+        let group = self.c.n_heads / self.c.n_kv_heads;
+        for h in j * group..(j + 1) * group {
+            self.swa_head_body(h);
+        }
+    }
+
     /// Sliding-window attention of query head `h` over the chunk: RoPE'd q·k over the last
     /// W keys and the current one. Reads only the RoPE'd copies and the ring, so it runs
     /// beside the KV heads' [`run_kv_head`].
@@ -317,8 +332,8 @@ impl LayerMixer<'_> {
         let (hd, kv) = (c.n_heads * d, c.n_kv_heads * d);
         let j = h / (c.n_heads / c.n_kv_heads);
         let k_head = |t: usize| t * kv + j * d..t * kv + (j + 1) * d;
-        // SAFETY: task h writes only query head h's columns of y and its own
-        // scores; the ring is only read while these tasks run.
+        // SAFETY: the task of h's group writes only its query heads' columns of y and
+        // their scores; the ring is only read while these tasks run.
         let scores = unsafe { self.scores.slice(h * (w + 1)..(h + 1) * (w + 1)) };
         let scale = 1.0 / (d as f32).sqrt();
         for t in 0..self.n {
@@ -342,23 +357,34 @@ impl LayerMixer<'_> {
             // SAFETY: query head h's own columns of y.
             let yh = unsafe { self.y.slice(head) };
             let scores = &mut scores[..p - lo + 1];
+            // SAFETY (ring slices): the ring is only read while the mixer's tasks run.
+            let key_at = |i: usize| match row_at(i) {
+                (true, r) => unsafe { &*self.ring_k.slice(r) },
+                (false, r) => &self.k_rot[r],
+            };
+            let value_at = |i: usize| match row_at(i) {
+                (true, r) => unsafe { &*self.ring_v.slice(r) },
+                (false, r) => &self.v[r],
+            };
+            let keys = scores.len();
+            for i in 0..keys.min(KEYS_AHEAD) {
+                prefetch(key_at(i));
+            }
             for (i, score) in scores.iter_mut().enumerate() {
-                let key = match row_at(i) {
-                    // SAFETY: the ring is only read while the mixer's tasks run.
-                    (true, r) => unsafe { &*self.ring_k.slice(r) },
-                    (false, r) => &self.k_rot[r],
-                };
-                *score = dot(qh, key) * scale;
+                // The ring's rows are strided (every KV head's between two of this one's):
+                // fetched ahead, the value row for the weighted sum below.
+                if i + KEYS_AHEAD < keys {
+                    prefetch(key_at(i + KEYS_AHEAD));
+                }
+                prefetch(value_at(i));
+                *score = dot(qh, key_at(i)) * scale;
             }
             softmax(scores);
             yh.fill(0.0);
             for (i, &pw) in scores.iter().enumerate() {
-                let value = match row_at(i) {
-                    // SAFETY: as above.
-                    (true, r) => unsafe { &*self.ring_v.slice(r) },
-                    (false, r) => &self.v[r],
-                };
-                yh.iter_mut().zip(value).for_each(|(o, v)| *o += pw * v);
+                yh.iter_mut()
+                    .zip(value_at(i))
+                    .for_each(|(o, v)| *o += pw * v);
             }
         }
     }
