@@ -357,12 +357,13 @@ impl LayerMixer<'_> {
             // SAFETY: query head h's own columns of y.
             let yh = unsafe { self.y.slice(head) };
             let scores = &mut scores[..p - lo + 1];
-            // SAFETY (ring slices): the ring is only read while the mixer's tasks run.
             let key_at = |i: usize| match row_at(i) {
+                // SAFETY: the ring is only read while the mixer's tasks run.
                 (true, r) => unsafe { &*self.ring_k.slice(r) },
                 (false, r) => &self.k_rot[r],
             };
             let value_at = |i: usize| match row_at(i) {
+                // SAFETY: as above.
                 (true, r) => unsafe { &*self.ring_v.slice(r) },
                 (false, r) => &self.v[r],
             };
