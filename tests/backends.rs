@@ -198,3 +198,119 @@ fn only_a_cpu_backend_makes_the_repacked_copies() {
     assert_eq!(s.position(), 3);
     drop(cpu);
 }
+
+/// A backend that runs the CPU's sequences and bends their logits: a GPU whose shaders a driver
+/// miscompiled, for the load-time self-test to catch.
+struct Bent {
+    cpu: backend::CpuBackend,
+    bend: fn(&mut [f32]),
+}
+
+struct BentSequence {
+    inner: Box<dyn backend::Sequence>,
+    bend: fn(&mut [f32]),
+    logits: Vec<f32>,
+}
+
+impl liger::Backend for Bent {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Wgpu
+    }
+    fn describe(&self) -> String {
+        "a bent CPU".into()
+    }
+    fn model(&self) -> &Arc<Model> {
+        self.cpu.model()
+    }
+    fn new_sequence(&self, mode: DecodeMode) -> liger::Result<Box<dyn backend::Sequence>> {
+        Ok(Box::new(BentSequence {
+            inner: self.cpu.new_sequence(mode)?,
+            bend: self.bend,
+            logits: Vec::new(),
+        }))
+    }
+    fn weight_bytes_per_token(&self) -> u64 {
+        self.cpu.weight_bytes_per_token()
+    }
+}
+
+impl backend::Sequence for BentSequence {
+    fn mode(&self) -> DecodeMode {
+        self.inner.mode()
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+    fn feed(&mut self, tokens: &[u32], all: Option<&mut Vec<f32>>) -> liger::Result<()> {
+        self.inner.feed(tokens, all)?;
+        self.logits = self.inner.logits().to_vec();
+        (self.bend)(&mut self.logits);
+        Ok(())
+    }
+    fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+    fn position(&self) -> usize {
+        self.inner.position()
+    }
+    fn reset(&mut self) -> liger::Result<()> {
+        self.inner.reset()
+    }
+    fn state(&self) -> liger::Result<std::borrow::Cow<'_, liger::model::SequenceState>> {
+        self.inner.state()
+    }
+    fn set_state(&mut self, state: liger::model::SequenceState) -> liger::Result<()> {
+        self.inner.set_state(state)
+    }
+    fn fork(&self) -> liger::Result<Box<dyn backend::Sequence>> {
+        Ok(Box::new(BentSequence {
+            inner: self.inner.fork()?,
+            bend: self.bend,
+            logits: self.logits.clone(),
+        }))
+    }
+}
+
+/// The largest |logit| (at least 1): the scale of the self-test's tolerance.
+fn range(logits: &[f32]) -> f32 {
+    logits.iter().fold(1f32, |m, v| m.max(v.abs()))
+}
+
+/// The self-test passes a backend whose logits are the CPU's up to float rounding and refuses
+/// one whose logits are off: one logit by 2 % of their range, reversed, zeroed, or a NaN. (f32
+/// weights: the CPU backend's products are then the unquantized ones the self-test compares to.)
+#[test]
+fn the_gpu_self_test_refuses_wrong_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = load_case(&fixtures().join("liger").join("liger_gla"), dir.path());
+    let bent = |bend| Bent {
+        cpu: backend::CpuBackend::new(Arc::clone(&model)),
+        bend,
+    };
+    let passing: [(&str, fn(&mut [f32])); 2] = [
+        ("as computed", |_| {}),
+        ("every logit off by 0.2 % of the range", |l| {
+            let r = range(l);
+            l.iter_mut().for_each(|v| *v += 0.002 * r);
+        }),
+    ];
+    for (what, bend) in passing {
+        backend::self_test(&bent(bend)).unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+    let failing: [(&str, fn(&mut [f32])); 4] = [
+        ("one logit off by 2 % of the range", |l| {
+            let r = range(l);
+            l[7] += 0.02 * r;
+        }),
+        ("reversed", |l| l.reverse()),
+        ("zeroed", |l| l.fill(0.0)),
+        ("a NaN", |l| l[3] = f32::NAN),
+    ];
+    for (what, bend) in failing {
+        let err = backend::self_test(&bent(bend))
+            .err()
+            .unwrap_or_else(|| panic!("{what}: passed the self-test"))
+            .to_string();
+        assert!(err.contains("failed its self-test"), "{what}: {err}");
+    }
+}

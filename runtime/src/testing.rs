@@ -16,7 +16,6 @@ pub fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
 /// Asserts a device's products `got` ([tokens, rows]) equal `W·x[t]` for the dequantized
 /// weights `w` ([rows, cols]) and `x` ([tokens, cols]), within f32 accumulation in another
 /// order (1e-5 of Σ|w·x|); names the first mismatch.
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub fn assert_products(what: &str, w: &[f32], x: &[f32], rows: usize, got: &[f32]) {
     let cols = w.len() / rows;
     assert_eq!(got.len(), rows * (x.len() / cols), "{what}: output length");

@@ -128,6 +128,15 @@ impl CpuSequence {
             chunk_logits: Vec::new(),
         }
     }
+
+    /// A sequence whose products dequantize the weights and multiply f32 activations, as the
+    /// GPU backends do (the CPU's kernels quantize activations to 8 or 16 bits): the reference
+    /// of their self-test.
+    pub(crate) fn unquantized(model: Arc<Model>, mode: DecodeMode) -> CpuSequence {
+        let mut seq = CpuSequence::new(model, mode);
+        seq.scratch.exact = true;
+        seq
+    }
 }
 
 impl CpuSequence {

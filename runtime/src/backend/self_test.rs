@@ -4,18 +4,20 @@
 use super::cpu::CpuSequence;
 use super::{Backend, Sequence};
 use crate::error::{Error, Result};
-use crate::sampler::argmax;
 use crate::session::DecodeMode;
 use std::sync::Arc;
 
-/// Feeds a 4-token probe on `backend` and on the CPU: the largest logit difference must stay
-/// within 5 % of the CPU logits' range (the CPU quantizes activations to 8 bits for quantized
-/// weights, the GPUs do not) and the argmax must agree.
+/// Feeds a 4-token probe on `backend` and on the CPU computing as the GPUs do (weights
+/// dequantized, f32 activations): the largest logit difference must stay within 1 % of the
+/// CPU logits' range. Computed alike, lavapipe and the CPU agree within 5e-4 at 12 positions
+/// of SmolLM2 Q4_0 (logits up to 33); against the CPU's usual 8-bit activations the gap is the CPU's own
+/// rounding, up to 1.7 for logits up to 18, which would hide a broken shader or refuse a
+/// sound one.
 pub fn self_test(backend: &dyn Backend) -> Result<()> {
     let model = backend.model();
     let vocab = model.config.vocab_size;
     let probe: Vec<u32> = (1..=4).map(|i| (i * 7919 % vocab) as u32).collect();
-    let mut cpu = CpuSequence::new(Arc::clone(model), DecodeMode::Window);
+    let mut cpu = CpuSequence::unquantized(Arc::clone(model), DecodeMode::Window);
     cpu.feed(&probe, None)?;
     let want = cpu.logits();
     let mut seq = backend.new_sequence(DecodeMode::Window)?;
@@ -30,7 +32,7 @@ pub fn self_test(backend: &dyn Backend) -> Result<()> {
             0f32,
             |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
         );
-    if got.len() != want.len() || worst > 0.05 * range || argmax(got) != argmax(want) {
+    if got.len() != want.len() || worst > 0.01 * range {
         return Err(Error::Unsupported(format!(
             "the {} backend ({}) failed its self-test against the CPU: max |Δlogit| {worst:.3e} \
              for logits up to {range:.2}; use the CPU backend",

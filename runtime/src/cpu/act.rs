@@ -236,6 +236,18 @@ impl<'a> Activations<'a> {
         Self::quantized(x, buffers, pool, forms)
     }
 
+    /// `x` in f32 only: every product then dequantizes its weights and dots them in f32, as
+    /// the GPU backends compute (the reference of their self-test; slower).
+    pub fn unquantized(x: &'a [f32]) -> Activations<'a> {
+        Activations {
+            f32: x,
+            q8: &[],
+            q16: &[],
+            broadcast: &[],
+            broadcast16: &[],
+        }
+    }
+
     fn quantized(
         x: &'a [f32],
         buffers: &'a mut ActivationBuffers,
@@ -243,13 +255,7 @@ impl<'a> Activations<'a> {
         forms: ActForms,
     ) -> Activations<'a> {
         if x.len() % ACT_BLOCK != 0 {
-            return Activations {
-                f32: x,
-                q8: &[],
-                q16: &[],
-                broadcast: &[],
-                broadcast16: &[],
-            };
+            return Self::unquantized(x);
         }
         let n = x.len() / ACT_BLOCK;
         // Blocks per task: one task per block run on one thread for a short x (decode).

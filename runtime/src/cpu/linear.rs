@@ -192,6 +192,11 @@ impl<'a> WeightMatrix<'a> {
     /// rows; each weight row is read once and dotted with every activation row.
     pub fn matmul(&self, pool: &WorkerPool, x: &Activations, t: usize, y: &mut [f32]) {
         debug_assert_eq!((x.f32.len(), y.len()), (t * self.cols, t * self.rows));
+        let quantized_rows = !matches!(self.kernel, Some(RowDot::Float(_)));
+        if t > 1 && quantized_rows && x.q8.is_empty() && x.q16.is_empty() {
+            self.matmul_dequantized(pool, x.f32, t, y);
+            return;
+        }
         if self.by_rows(x, t) {
             self.matmul_by_rows(pool, x, t, y);
             return;
@@ -222,6 +227,25 @@ impl<'a> WeightMatrix<'a> {
                 for jj in j..t {
                     // SAFETY: as above.
                     unsafe { out.slice(jj * rows + r..jj * rows + r + 1)[0] = self.dot(r, x, jj) };
+                }
+            }
+        });
+    }
+}
+
+impl WeightMatrix<'_> {
+    /// `Y = X·Wᵀ` with f32 activations ([`Activations::unquantized`]): each row dequantized
+    /// once, then dotted with every token in f32.
+    fn matmul_dequantized(&self, pool: &WorkerPool, x: &[f32], t: usize, y: &mut [f32]) {
+        let (rows, cols) = (self.rows, self.cols);
+        let out = Disjoint::new(y);
+        pool.run(rows.div_ceil(ROWS_PER_TASK), &|c| {
+            let mut row = vec![0f32; cols];
+            for r in c * ROWS_PER_TASK..((c + 1) * ROWS_PER_TASK).min(rows) {
+                self.dequantize_row_into(r, &mut row);
+                for (j, xs) in x.chunks_exact(cols).take(t).enumerate() {
+                    // SAFETY: element (j, r) belongs to this task's rows only.
+                    unsafe { out.slice(j * rows + r..j * rows + r + 1)[0] = dot(&row, xs) };
                 }
             }
         });
@@ -545,6 +569,66 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod unquantized_tests {
+    use super::*;
+    use crate::quant::quantize;
+    use crate::testing::{assert_products, values};
+
+    /// With unquantized activations (the GPU self-test's reference) a product is the
+    /// dequantized weights times the f32 activations (within f32 sums in another order: 1e-5
+    /// of Σ|w·x|), for every quantized type and SIMD level, read in place or repacked, for one
+    /// token (row by row), a few and a prompt's worth (each row dequantized once) — where the
+    /// 8-bit activations of the usual kernels land further off.
+    #[test]
+    fn unquantized_products_are_the_dequantized_weights_in_f32() {
+        let (rows, cols) = (40, 512);
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+        ] {
+            let data = quantize(ty, &values(3, rows * cols, 1.0)).unwrap();
+            let dense = crate::quant::dequantize(ty, &data).unwrap();
+            let mut packed = vec![0u8; packed::packed_len(ty, rows, cols)];
+            packed::pack(ty, &data, rows, cols, &mut packed);
+            for &level in SimdLevel::available() {
+                let in_place = WeightMatrix::new(ty, rows, cols, &data, level);
+                let repacked = in_place.with_packed(&packed, level);
+                for threads in [1, 2] {
+                    let pool = WorkerPool::new(threads).unwrap();
+                    for t in [1, 3, 20] {
+                        let x = values(7, t * cols, 2.0);
+                        for (m, how) in [(&in_place, "in place"), (&repacked, "repacked")] {
+                            let mut y = vec![f32::NAN; t * rows];
+                            m.matmul(&pool, &Activations::unquantized(&x), t, &mut y);
+                            let what =
+                                format!("{ty} {how} {} {threads} threads {t} tokens", level.name());
+                            assert_products(&what, &dense, &x, rows, &y);
+                        }
+                    }
+                }
+            }
+            if ty == GgmlType::Q8_0 {
+                continue; // its 16-bit activations may land within 1e-5 too
+            }
+            // The check tells the two apart: 8-bit activations miss it somewhere.
+            let pool = WorkerPool::new(1).unwrap();
+            let m = WeightMatrix::new(ty, rows, cols, &data, SimdLevel::Scalar);
+            let x = values(7, cols, 2.0);
+            let mut buffers = ActivationBuffers::default();
+            let mut y = vec![0.0; rows];
+            m.matmul(&pool, &Activations::new(&x, &mut buffers, &pool), 1, &mut y);
+            let caught = std::panic::catch_unwind(|| assert_products("", &dense, &x, rows, &y));
+            assert!(
+                caught.is_err(),
+                "{ty}: 8-bit activations pass the 1e-5 check"
+            );
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use super::mixer::{BatchMixer, MixerScratch, Span, StateViews};
 use super::{Model, SequenceState};
-use crate::cpu::linear::{matmul_together, ActivationBuffers, Activations};
+use crate::cpu::linear::{matmul_together, ActivationBuffers, Activations, WeightMatrix};
 use crate::cpu::ops::{multiversion, rms_norm, silu};
 use crate::cpu::pool::{Disjoint, WorkerPool};
 
@@ -56,6 +56,9 @@ pub(crate) struct Scratch {
     rope_sin: Vec<f32>,
     /// Quantized blocks of the input of the current matrix products
     acts: ActivationBuffers,
+    /// Every product with f32 activations (each weight dequantized), as the GPU backends
+    /// compute: the reference of their self-test. Kept by `release`.
+    pub(crate) exact: bool,
 }
 
 impl Scratch {
@@ -63,7 +66,10 @@ impl Scratch {
     /// prompt is what it is before (decode steps then regrow them to one token, once).
     pub(crate) fn release(&mut self) {
         if self.capacity > 1 {
-            *self = Scratch::default();
+            *self = Scratch {
+                exact: self.exact,
+                ..Scratch::default()
+            };
         }
     }
 
@@ -130,6 +136,23 @@ fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
+/// The activations `matrices` read from `x`: quantized as their kernels want them, or in f32
+/// only when `exact`.
+#[inline(always)]
+fn inputs<'a>(
+    model: &Model,
+    x: &'a [f32],
+    acts: &'a mut ActivationBuffers,
+    matrices: &[&WeightMatrix],
+    exact: bool,
+) -> Activations<'a> {
+    if exact {
+        Activations::unquantized(x)
+    } else {
+        Activations::for_matrices(x, acts, &model.pool, matrices)
+    }
+}
+
 /// Fewest rows for which the step's element-wise loops run on the pool (a prefill chunk; a
 /// decode step's few rows cost less than a fork/join).
 const PARALLEL_ROWS_MIN: usize = 16;
@@ -178,8 +201,10 @@ fn forward_body(model: &Model, segments: &mut [Segment<'_>], scratch: &mut Scrat
         rope_cos,
         rope_sin,
         logits: batch_logits,
+        exact,
         ..
     } = scratch;
+    let exact = *exact;
     let (x, h, q, k, v) = (
         &mut x[..n * dm],
         &mut h[..n * dm],
@@ -248,7 +273,7 @@ fn forward_body(model: &Model, segments: &mut [Segment<'_>], scratch: &mut Scrat
                 model.matrix(&lw.wk),
                 model.matrix(&lw.wv),
             );
-            let input = Activations::for_matrices(h, acts, &model.pool, &[&wq, &wk, &wv]);
+            let input = inputs(model, h, acts, &[&wq, &wk, &wv], exact);
             matmul_together(&model.pool, &input, n, [(&wq, q), (&wk, k), (&wv, v)]);
             for (out, bias) in [(&mut *q, &lw.bq), (&mut *k, &lw.bk), (&mut *v, &lw.bv)] {
                 if let Some(b) = bias {
@@ -296,12 +321,7 @@ fn forward_body(model: &Model, segments: &mut [Segment<'_>], scratch: &mut Scrat
                 *yv = c.mix_swa * *yv + (1.0 - c.mix_swa) * r;
             }
             let wo = model.matrix(&lw.wo);
-            wo.matmul(
-                &model.pool,
-                &Activations::for_matrices(y, acts, &model.pool, &[&wo]),
-                n,
-                proj,
-            );
+            wo.matmul(&model.pool, &inputs(model, y, acts, &[&wo], exact), n, proj);
             by_rows(&model.pool, x, dm, &|r, out| {
                 let p = &proj[r * dm..][..out.len()];
                 out.iter_mut().zip(p).for_each(|(x, p)| *x += p)
@@ -312,7 +332,7 @@ fn forward_body(model: &Model, segments: &mut [Segment<'_>], scratch: &mut Scrat
                 rms_norm_rows(&x[r * dm..][..out.len()], &lw.ffn_norm, c.rms_eps, out)
             });
             let (w_gate, w_up) = (model.matrix(&lw.w_gate), model.matrix(&lw.w_up));
-            let input = Activations::for_matrices(h, acts, &model.pool, &[&w_gate, &w_up]);
+            let input = inputs(model, h, acts, &[&w_gate, &w_up], exact);
             matmul_together(&model.pool, &input, n, [(&w_gate, gate), (&w_up, up)]);
             by_rows(&model.pool, gate, c.ffn, &|r, out| {
                 let u = &up[r * c.ffn..][..out.len()];
@@ -321,7 +341,7 @@ fn forward_body(model: &Model, segments: &mut [Segment<'_>], scratch: &mut Scrat
             let w_down = model.matrix(&lw.w_down);
             w_down.matmul(
                 &model.pool,
-                &Activations::for_matrices(gate, acts, &model.pool, &[&w_down]),
+                &inputs(model, gate, acts, &[&w_down], exact),
                 n,
                 proj,
             );
@@ -357,7 +377,7 @@ fn forward_body(model: &Model, segments: &mut [Segment<'_>], scratch: &mut Scrat
     // The LM head over them, straight into a single sequence's logits.
     let vocab = c.vocab_size;
     let head = model.matrix(&model.weights.output);
-    let input = Activations::for_matrices(&h[..wanted * dm], acts, &model.pool, &[&head]);
+    let input = inputs(model, &h[..wanted * dm], acts, &[&head], exact);
     if let [only] = segments {
         only.logits.resize(wanted * vocab, 0.0);
         head.matmul(&model.pool, &input, wanted, only.logits);
