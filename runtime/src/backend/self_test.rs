@@ -10,9 +10,9 @@ use std::sync::Arc;
 /// Feeds a 4-token probe on `backend` and on the CPU computing as the GPUs do (weights
 /// dequantized, f32 activations): the largest logit difference must stay within 1 % of the
 /// CPU logits' range. Computed alike, lavapipe and the CPU agree within 5e-4 at 12 positions
-/// of SmolLM2 Q4_0 (logits up to 33); against the CPU's usual 8-bit activations the gap is the CPU's own
-/// rounding, up to 1.7 for logits up to 18, which would hide a broken shader or refuse a
-/// sound one.
+/// of SmolLM2 Q4_0 (logits up to 33); against the CPU's usual 8-bit activations the gap is
+/// the CPU's own rounding, up to 1.7 for logits up to 18, which would hide a broken shader or
+/// refuse a sound one.
 pub fn self_test(backend: &dyn Backend) -> Result<()> {
     let model = backend.model();
     let vocab = model.config.vocab_size;
