@@ -17,9 +17,18 @@ pub fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
 /// weights `w` ([rows, cols]) and `x` ([tokens, cols]), within f32 accumulation in another
 /// order (1e-5 of Σ|w·x|); names the first mismatch.
 pub fn assert_products(what: &str, w: &[f32], x: &[f32], rows: usize, got: &[f32]) {
+    if let Some(mismatch) = products_mismatch(w, x, rows, got) {
+        panic!("{what}: {mismatch}");
+    }
+}
+
+/// The first of `got`'s products that [`assert_products`] would refuse, described.
+pub fn products_mismatch(w: &[f32], x: &[f32], rows: usize, got: &[f32]) -> Option<String> {
     let cols = w.len() / rows;
-    assert_eq!(got.len(), rows * (x.len() / cols), "{what}: output length");
-    for (i, g) in got.iter().enumerate() {
+    if got.len() != rows * (x.len() / cols) {
+        return Some(format!("output length {} for {rows} rows", got.len()));
+    }
+    got.iter().enumerate().find_map(|(i, g)| {
         let (t, r) = (i / rows, i % rows);
         let row = &w[r * cols..(r + 1) * cols];
         let xt = &x[t * cols..(t + 1) * cols];
@@ -30,9 +39,8 @@ pub fn assert_products(what: &str, w: &[f32], x: &[f32], rows: usize, got: &[f32
             .map(|(a, b)| (*a as f64 * *b as f64).abs())
             .sum();
         let tol = 1e-5 * magnitude + 1e-6;
-        assert!(
-            (*g as f64 - want).abs() <= tol,
-            "{what}: first mismatch at token {t}, row {r}: device {g}, cpu {want} (tol {tol:e})"
-        );
-    }
+        ((*g as f64 - want).abs() > tol).then(|| {
+            format!("first mismatch at token {t}, row {r}: device {g}, cpu {want} (tol {tol:e})")
+        })
+    })
 }

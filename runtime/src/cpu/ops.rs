@@ -111,20 +111,14 @@ pub fn prefetch(row: &[f32]) {
         let (start, bytes) = (row.as_ptr() as *const i8, std::mem::size_of_val(row));
         let mut at = 0;
         while at < bytes {
-            // SAFETY: a hint for an address inside `row`; it reads nothing.
-            #[allow(unused_unsafe)]
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(start.add(at))
-            };
+            // SAFETY: `at` < `bytes`: an address inside `row`; a prefetch reads nothing.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(at)) };
             at += 64;
         }
-        if bytes > 0 {
-            // The last line, when `row` does not start on a line.
-            #[allow(unused_unsafe)]
+        if let Some(last) = bytes.checked_sub(1) {
+            // The last byte's line, when `row` does not start on a line.
             // SAFETY: as above.
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(start.add(bytes - 1))
-            };
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(last)) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
