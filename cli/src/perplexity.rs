@@ -17,8 +17,23 @@ pub struct PerplexityArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// The text (UTF-8), tokenized with the file's tokenizer (BOS added if the model uses one).
+    #[arg(long, required_unless_present = "ids", conflicts_with = "ids")]
+    pub text: Option<PathBuf>,
+    /// Token ids instead of a text: a file of integers separated by commas or white space (say
+    /// a chat a model wrote, exactly as it was sampled).
     #[arg(long)]
-    pub text: PathBuf,
+    pub ids: Option<PathBuf>,
+    /// Do not score the first N predictions (a prompt the text starts with); they are fed.
+    #[arg(long, default_value_t = 0)]
+    pub skip: usize,
+    /// Write the token ids (comma-separated) to this file: the same tokens can then be scored
+    /// elsewhere (say by another runtime or the recovery recipe's teacher).
+    #[arg(long)]
+    pub save_ids: Option<PathBuf>,
+    /// Also print the perplexity of every stretch of N scored positions (does it hold up along
+    /// a long text?).
+    #[arg(long)]
+    pub stretch: Option<usize>,
     /// Score at most this many tokens.
     #[arg(long)]
     pub max_tokens: Option<usize>,
@@ -60,6 +75,27 @@ fn kl_divergence(log_p: &[f32], q_logits: &[f32]) -> (f64, bool) {
     (kl.max(0.0), argmax(log_p) == argmax(q_logits))
 }
 
+/// Token ids from a file of integers separated by commas or white space, each below `vocab`.
+fn read_ids(path: &std::path::Path, vocab: usize) -> Result<Vec<u32>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|t| !t.is_empty())
+        .enumerate()
+        .map(|(i, t)| {
+            let id: u32 = t.parse().with_context(|| {
+                format!("{}: item {i} ('{t}') is not a token id", path.display())
+            })?;
+            ensure!(
+                (id as usize) < vocab,
+                "{}: token {id} (item {i}) is outside the vocabulary of {vocab}",
+                path.display()
+            );
+            Ok(id)
+        })
+        .collect()
+}
+
 /// FNV-1a of the token ids: a reference file must be of the same tokens.
 fn ids_hash(ids: &[u32]) -> u64 {
     ids.iter()
@@ -76,20 +112,38 @@ pub fn perplexity(args: PerplexityArgs) -> Result<()> {
         .tokenizer
         .as_ref()
         .context("this file has no tokenizer")?;
-    let text = std::fs::read_to_string(&args.text)
-        .with_context(|| format!("reading {}", args.text.display()))?;
-    let mut ids = tok.encode(&text, true)?;
-    if let Some(n) = args.max_tokens {
-        ids.truncate(n + 1);
-    }
-    ensure!(ids.len() >= 2, "the text has fewer than 2 tokens");
     let vocab = model.config.vocab_size;
-    let scored = ids.len() - 1;
+    let mut ids = match (&args.text, &args.ids) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            tok.encode(&text, true)?
+        }
+        (None, Some(path)) => read_ids(path, vocab)?,
+        (None, None) => bail!("give --text or --ids"),
+    };
+    if let Some(n) = args.max_tokens {
+        ids.truncate(args.skip + n + 1);
+    }
+    ensure!(
+        ids.len() >= args.skip + 2,
+        "{} tokens: nothing to score after skipping {}",
+        ids.len(),
+        args.skip
+    );
+    let scored = ids.len() - 1 - args.skip;
+    if let Some(path) = &args.save_ids {
+        let list: Vec<String> = ids.iter().map(u32::to_string).collect();
+        std::fs::write(path, list.join(",") + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     let header = |w: &mut dyn Write| -> std::io::Result<()> {
         w.write_all(MAGIC)?;
         w.write_all(&(vocab as u64).to_le_bytes())?;
         w.write_all(&(scored as u64).to_le_bytes())?;
-        w.write_all(&ids_hash(&ids).to_le_bytes())
+        // the same tokens, scored from the same position
+        let skip = (args.skip as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        w.write_all(&(ids_hash(&ids) ^ skip).to_le_bytes())
     };
     let mut save = match &args.save_logprobs {
         Some(p) => {
@@ -126,14 +180,29 @@ pub fn perplexity(args: PerplexityArgs) -> Result<()> {
     let mut session = loaded.session()?;
     let started = Instant::now();
     let (mut nll, mut kl_sum, mut agree) = (0f64, 0f64, 0usize);
+    let mut stretches = Vec::new();
     let mut ref_row = vec![0f32; vocab];
     let mut ref_bytes = vec![0u8; vocab * 2];
-    for (c, chunk) in ids[..scored].chunks(CHUNK).enumerate() {
+    let fed = ids.len() - 1;
+    for (c, chunk) in ids[..fed].chunks(CHUNK).enumerate() {
         let logits = session.feed_all_logits(chunk)?;
         for (i, row) in logits.chunks_exact(vocab).enumerate() {
-            let next = ids[c * CHUNK + i + 1] as usize;
+            let position = c * CHUNK + i;
+            if position < args.skip {
+                continue;
+            }
+            let next = ids[position + 1] as usize;
             let lse = log_sum_exp(row);
-            nll += lse - row[next] as f64;
+            let token_nll = lse - row[next] as f64;
+            nll += token_nll;
+            if let Some(n) = args.stretch {
+                let k = (position - args.skip) / n.max(1);
+                if k == stretches.len() {
+                    stretches.push((0f64, 0usize));
+                }
+                stretches[k].0 += token_nll;
+                stretches[k].1 += 1;
+            }
             if let Some(w) = &mut save {
                 for &v in row {
                     w.write_all(&f16::from_f32((v as f64 - lse) as f32).to_le_bytes())?;
@@ -150,10 +219,7 @@ pub fn perplexity(args: PerplexityArgs) -> Result<()> {
                 agree += usize::from(same);
             }
         }
-        eprint!(
-            "\r{} / {scored} tokens",
-            (c * CHUNK + chunk.len()).min(scored)
-        );
+        eprint!("\r{} / {fed} tokens", c * CHUNK + chunk.len());
     }
     eprintln!();
     if let Some(mut w) = save {
@@ -165,6 +231,14 @@ pub fn perplexity(args: PerplexityArgs) -> Result<()> {
         (nll / scored as f64).exp(),
         scored as f64 / seconds
     );
+    for (k, (sum, n)) in stretches.iter().enumerate() {
+        let from = args.skip + k * args.stretch.unwrap_or(1);
+        println!(
+            "  positions {from}..{}: perplexity {:.4}",
+            from + n,
+            (sum / *n as f64).exp()
+        );
+    }
     if reference.is_some() {
         println!(
             "KL divergence to the reference: mean {:.6} nats per token; same top token {:.2} %",
@@ -210,5 +284,21 @@ mod tests {
             .sum();
         assert!((kl - want).abs() < 1e-12 && kl > 0.1, "{kl} vs {want}");
         assert!(!same);
+    }
+
+    #[test]
+    fn ids_files_are_read_and_checked_against_the_vocabulary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ids.txt");
+        std::fs::write(&path, "1, 2,3\n 40\t5,\n").unwrap();
+        assert_eq!(read_ids(&path, 41).unwrap(), vec![1, 2, 3, 40, 5]);
+        let err = read_ids(&path, 40).unwrap_err().to_string();
+        assert!(
+            err.contains("token 40 (item 3) is outside the vocabulary of 40"),
+            "{err}"
+        );
+        std::fs::write(&path, "1,x").unwrap();
+        let err = read_ids(&path, 40).unwrap_err().to_string();
+        assert!(err.contains("item 1 ('x') is not a token id"), "{err}");
     }
 }
