@@ -117,13 +117,11 @@ fn open_source(src: &Path) -> Result<OpenedSource> {
         .map(String::from)
         .unwrap_or_else(|| file_name(src));
     Ok(OpenedSource {
-        description: format!(
-            "llama GGUF {} (linearized without Liger training or LoRA)",
-            file_name(src)
-        ),
+        description: format!("llama GGUF {} (linearized here)", file_name(src)),
         weights: Box::new(source),
         tokenizer,
-        name: format!("{name} (Liger-GLA, untrained linearization)"),
+        // `convert` says whether an adapter recovered it
+        name,
         ignored: vec![],
     })
 }
@@ -172,7 +170,7 @@ fn check_tensors(weights: &dyn WeightSource, plan: &[PlannedTensor]) -> Result<(
 /// Converts `opts.src` into a liger GGUF at `opts.out`.
 pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport> {
     let source = open_source(&opts.src)?;
-    let config = source.weights.config().clone();
+    let mut config = source.weights.config().clone();
     let plan = liger::layout::tensor_specs(&config);
     check_tensors(source.weights.as_ref(), &plan)?;
     let adapter = opts.lora.as_deref().map(LoraAdapter::open).transpose()?;
@@ -199,7 +197,21 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport> {
         });
     }
 
-    let name = opts.name.clone().unwrap_or(source.name.clone());
+    // A base model linearized here is untrained, unless an adapter recovers it (recovery/).
+    let linearized_here = config.untrained;
+    config.untrained = linearized_here && adapter.is_none();
+    let name = opts
+        .name
+        .clone()
+        .unwrap_or_else(|| match (linearized_here, &adapter) {
+            (false, _) => source.name.clone(),
+            (true, None) => format!("{} (Liger-GLA, untrained linearization)", source.name),
+            (true, Some(a)) => format!(
+                "{} (Liger-GLA, recovered by the LoRA adapter {})",
+                source.name,
+                file_name(&a.dir)
+            ),
+        });
     let mut metadata = file_metadata(&name, opts.out_type, &config, &source.description);
     if let Some(a) = &adapter {
         metadata.push((
