@@ -7,6 +7,7 @@ mod concurrency;
 mod convert;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod demo_model;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod device;
 mod gguf_reader;

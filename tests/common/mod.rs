@@ -56,6 +56,30 @@ pub fn smollm2_liger_q8_0() -> Option<PathBuf> {
     }))
 }
 
+/// The demo model: SmolLM2 converted to Q8_0 with the recovery adapter this repository ships
+/// (`recovery/adapter`), made like [`smollm2_liger_q8_0`]. The name carries the adapter's
+/// hash, so a new adapter is converted anew.
+pub fn smollm2_recovered_q8_0() -> Option<PathBuf> {
+    let source = test_data("SmolLM2-135M-Instruct.Q4_1.gguf")?;
+    let adapter = repo_root().join("recovery/adapter");
+    let weights = read_bytes(&adapter.join("adapter_model.safetensors"));
+    let hash = weights.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    Some(derived_test_data(
+        &format!("smollm2-recovered-{hash:016x}.Q8_0.gguf"),
+        |out| {
+            if let Err(e) = convert_to(&source, out, "q8_0", Some(&adapter)) {
+                panic!(
+                    "converting {} with {}: {e}",
+                    source.display(),
+                    adapter.display()
+                );
+            }
+        },
+    ))
+}
+
 /// SmolLM2 as a liger F16 file, made like [`smollm2_liger_q8_0`]: for the GPU backends'
 /// comparisons with the CPU (with F16 weights the CPU's products take f32 activations, as the
 /// GPUs' do; Q8_0 and Q4 weights take 16- and 8-bit ones on the CPU).
