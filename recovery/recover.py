@@ -131,43 +131,36 @@ def load_peft(w, adapter_dir):
 
 # ---------------------------------------------------------------- sample
 
+def sample_part(a, w, name, prefix, n_seq, length, seed):
+    """Teacher samples saved as data/<name>.pt (kept if already there). A prefix shorter than the
+    chat prefix has its first predictions dropped, so that prediction j of every part is of
+    token len(CHAT_PREFIX) + j."""
+    path = os.path.join(a.work, "data", f"{name}.pt")
+    if os.path.exists(path):
+        return
+    t0 = time.time()
+    ids, top_ids, top_logp = lm.sample_teacher(w, prefix, n_seq, length, seed=seed)
+    drop = len(CHAT_PREFIX) - len(prefix)
+    save_atomic({"ids": ids, "top_ids": top_ids[:, drop:], "top_logp": top_logp[:, drop:]}, path)
+    n = (length - len(prefix)) * n_seq
+    log(a.work, f"sample: {name} {tuple(ids.shape)} in {time.time() - t0:.0f}s ({n / (time.time() - t0):.0f} tok/s)")
+
+
 def cmd_sample(a):
+    """Chats from the chat prefix (held-out ones first), then free text: documents the teacher
+    writes from <|endoftext|> alone (web-like prose, lists, code), so that the student also
+    reads text that is not a chat."""
     os.makedirs(os.path.join(a.work, "data"), exist_ok=True)
     w = load_model(a)
     t_start = time.time()
-    path = os.path.join(a.work, "data", "heldout.pt")
-    if not os.path.exists(path):
-        t0 = time.time()
-        ids, top_ids, top_logp = lm.sample_teacher(w, CHAT_PREFIX, a.heldout_seqs, a.heldout_len, seed=10_000)
-        save_atomic({"ids": ids, "top_ids": top_ids, "top_logp": top_logp}, path)
-        n = ids.numel() - len(CHAT_PREFIX) * ids.shape[0]
-        log(a.work, f"sample: held-out {tuple(ids.shape)} in {time.time() - t0:.0f}s ({n / (time.time() - t0):.0f} tok/s)")
-    for part in range(a.parts):
-        path = os.path.join(a.work, "data", f"train_{part:03d}.pt")
-        if os.path.exists(path):
-            continue
+    sample_part(a, w, "heldout", CHAT_PREFIX, a.heldout_seqs, a.heldout_len, seed=10_000)
+    parts = [(f"train_{p:03d}", CHAT_PREFIX, p) for p in range(a.parts)] + \
+        [(f"train_free_{p:03d}", [ENDOFTEXT], 1000 + p) for p in range(a.free_parts)]
+    for name, prefix, seed in parts:
         if time.time() - t_start > a.sample_minutes * 60:
-            log(a.work, f"sample: time box reached before part {part}")
+            log(a.work, f"sample: time box reached before {name}")
             break
-        t0 = time.time()
-        ids, top_ids, top_logp = lm.sample_teacher(w, CHAT_PREFIX, a.sample_batch, a.seq, seed=part)
-        save_atomic({"ids": ids, "top_ids": top_ids, "top_logp": top_logp}, path)
-        n = ids.numel() - len(CHAT_PREFIX) * ids.shape[0]
-        log(a.work, f"sample: part {part} {tuple(ids.shape)} in {time.time() - t0:.0f}s ({n / (time.time() - t0):.0f} tok/s)")
-    # free text: the teacher writes a document from <|endoftext|> alone (web-like prose, code,
-    # lists), so that the student also reads text that is not a chat. Its first predictions are
-    # dropped so that its positions line up with the chat samples' (prediction j is of token
-    # len(CHAT_PREFIX) + j).
-    for part in range(a.free_parts):
-        path = os.path.join(a.work, "data", f"train_free_{part:03d}.pt")
-        if os.path.exists(path):
-            continue
-        t0 = time.time()
-        ids, top_ids, top_logp = lm.sample_teacher(w, [ENDOFTEXT], a.sample_batch, a.seq, seed=1000 + part)
-        drop = len(CHAT_PREFIX) - 1
-        save_atomic({"ids": ids, "top_ids": top_ids[:, drop:], "top_logp": top_logp[:, drop:]}, path)
-        log(a.work, f"sample: free text part {part} {tuple(ids.shape)} in {time.time() - t0:.0f}s "
-                    f"({ids.numel() / (time.time() - t0):.0f} tok/s)")
+        sample_part(a, w, name, prefix, a.sample_batch, a.seq, seed)
     return 0
 
 
