@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The recovered demo model measured with the runtime itself: converts SmolLM2 with the adapter
 # (Q8_0), then `liger perplexity` on the text fixture and on the held-out teacher chats (token
-# ids as sampled, the chat prefix fed but not scored, per 512 positions), and `liger chat`
-# (greedy) on ten everyday questions. The teacher's side of each number comes from
+# ids as sampled, the chat prefix fed but not scored, per 512 positions), and greedy answers
+# (`liger run --chat`) to ten everyday questions. The teacher's side of each number comes from
 # `recover.py evaluate` (recovery/work/evaluation.json).
 # Usage: recovery/measure.sh [ADAPTER_DIR]   (default recovery/adapter; needs recovery/work/data)
 set -euo pipefail
@@ -27,10 +27,12 @@ for f in $WORK/heldout*.ids; do
   echo "== held-out teacher chat $(basename "$f") (2,048 tokens; the 23 predictions inside the prefix not scored)"
   $LIGER perplexity -m "$MODEL" --ids "$f" --skip 23 --stretch 512 2>/dev/null
 done
-echo "== liger chat, greedy, ten questions (one conversation)"
-printf '%s\n' "What is the capital of France?" "How many days are there in a week?" \
+echo "== ten everyday questions, each in a fresh chat (greedy, repeat penalty 1.15)"
+for q in "What is the capital of France?" "How many days are there in a week?" \
   "What do bees make?" "What color is the sky on a clear day?" "Why do we have seasons on Earth?" \
   "Explain in two sentences what a computer does." "List three fruits that are red." \
   "Write a one-line poem about the sea." "Who wrote Romeo and Juliet?" \
-  "What is the boiling point of water in Celsius?" |
-  $LIGER chat -m "$MODEL" --temp 0 -n 160 2>/dev/null
+  "What is the boiling point of water in Celsius?"; do
+  echo "Q: $q"
+  echo "A: $($LIGER run -m "$MODEL" --chat -p "$q" --temp 0 --repeat-penalty 1.15 -n 80 2>/dev/null | tr '\n' ' ')"
+done

@@ -122,11 +122,12 @@ pub fn perplexity(args: PerplexityArgs) -> Result<()> {
         (None, Some(path)) => read_ids(path, vocab)?,
         (None, None) => bail!("give --text or --ids"),
     };
+    ensure!(args.stretch != Some(0), "--stretch must be at least 1");
     if let Some(n) = args.max_tokens {
-        ids.truncate(args.skip + n + 1);
+        ids.truncate(args.skip.saturating_add(n).saturating_add(1));
     }
     ensure!(
-        ids.len() >= args.skip + 2,
+        ids.len() >= args.skip.saturating_add(2),
         "{} tokens: nothing to score after skipping {}",
         ids.len(),
         args.skip
@@ -196,7 +197,7 @@ pub fn perplexity(args: PerplexityArgs) -> Result<()> {
             let token_nll = lse - row[next] as f64;
             nll += token_nll;
             if let Some(n) = args.stretch {
-                let k = (position - args.skip) / n.max(1);
+                let k = (position - args.skip) / n;
                 if k == stretches.len() {
                     stretches.push((0f64, 0usize));
                 }
