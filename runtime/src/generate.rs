@@ -1,6 +1,7 @@
 //! The generation loop, written once for every front end (`liger run` and `chat`, the server,
 //! the C ABI, JNI) and every backend: sample the next token from the session's logits, stop at
-//! one of the model's stop ids (or the caller's), feed it, and turn it into text.
+//! one of the model's stop ids (or the caller's), feed it, turn it into text, and stop where
+//! the text reaches one of the caller's stop strings.
 
 use crate::constraint::{Constraint, Grammar};
 use crate::error::{Error, Result};
@@ -21,13 +22,15 @@ pub enum StopReason {
     Cancelled,
     /// The output grammar admits no further token (the constrained output is complete).
     Complete,
+    /// The text reached one of the caller's stop strings (cut where it begins).
+    StopString,
 }
 
 impl StopReason {
     /// OpenAI's `finish_reason`: "stop", "length" or "cancelled".
     pub fn finish_reason(self) -> &'static str {
         match self {
-            StopReason::StopToken(_) | StopReason::Complete => "stop",
+            StopReason::StopToken(_) | StopReason::Complete | StopReason::StopString => "stop",
             StopReason::Length => "length",
             StopReason::Cancelled => "cancelled",
         }
@@ -46,6 +49,9 @@ pub struct GenerateOptions {
     pub skip_special: bool,
     /// Only text of this grammar (JSON schema, JSON object, Lark, regex) is generated.
     pub grammar: Option<Grammar>,
+    /// The text ends where it reaches one of these (OpenAI's `stop`), which is not shown;
+    /// text that may begin one is held back until it is clear it does not.
+    pub stop_strings: Vec<String>,
 }
 
 impl Default for GenerateOptions {
@@ -56,6 +62,7 @@ impl Default for GenerateOptions {
             extra_stops: Vec::new(),
             skip_special: false,
             grammar: None,
+            stop_strings: Vec::new(),
         }
     }
 }
@@ -91,6 +98,7 @@ pub struct Generator {
     decoder: StreamDecoder,
     /// The output grammar's state, when there is one.
     constraint: Option<Constraint>,
+    stop_strings: StopStrings,
 }
 
 impl Generator {
@@ -110,6 +118,7 @@ impl Generator {
             Some(g) => Some(model.grammars()?.constraint(g)?),
             None => None,
         };
+        let stop_strings = StopStrings::new(&options.stop_strings);
         Ok(Generator {
             model: Arc::clone(model),
             stops,
@@ -117,6 +126,7 @@ impl Generator {
             generated: 0,
             decoder,
             constraint,
+            stop_strings,
         })
     }
 
@@ -144,6 +154,9 @@ impl Generator {
         session: &Session,
         sampler: &mut Sampler,
     ) -> Result<std::result::Result<u32, StopReason>> {
+        if self.stop_strings.reached {
+            return Ok(Err(StopReason::StopString));
+        }
         if self.generated >= self.options.max_tokens {
             return Ok(Err(StopReason::Length));
         }
@@ -175,15 +188,21 @@ impl Generator {
             Some(t) => self.decoder.push(t, id)?.unwrap_or_default(),
             None => String::new(),
         };
-        Ok(Step::Token { id, text })
+        Ok(Step::Token {
+            id,
+            text: self.stop_strings.push(&text),
+        })
     }
 
-    /// Text still held back at the end (an incomplete character, decoded lossily).
+    /// Text still held back at the end (an incomplete character, decoded lossily; the start
+    /// of a stop string that did not come).
     pub fn finish(&mut self) -> Result<String> {
-        match &self.model.tokenizer {
-            Some(t) => self.decoder.flush(t),
-            None => Ok(String::new()),
-        }
+        let rest = match &self.model.tokenizer {
+            Some(t) => self.decoder.flush(t)?,
+            None => String::new(),
+        };
+        let rest = self.stop_strings.push(&rest);
+        Ok(rest + &self.stop_strings.flush())
     }
 
     /// Steps until the generation ends; `on_token(id, text)` sees each token (returning
@@ -216,5 +235,98 @@ impl Generator {
             stop,
             seconds: started.elapsed().as_secs_f64(),
         })
+    }
+}
+
+/// The caller's stop strings over the text as it is generated: [`Self::push`] returns what may
+/// be shown — all of it but a tail that could still begin a stop string, or everything before
+/// the first stop string once one is complete (then nothing more).
+#[derive(Clone, Debug, Default)]
+pub struct StopStrings {
+    stops: Vec<String>,
+    /// Text not shown yet: a tail that a stop string begins with.
+    held: String,
+    /// A stop string was reached.
+    pub reached: bool,
+}
+
+impl StopStrings {
+    pub fn new(stops: &[String]) -> StopStrings {
+        StopStrings {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            ..Default::default()
+        }
+    }
+
+    /// The text that can be shown once `text` follows what came before.
+    pub fn push(&mut self, text: &str) -> String {
+        if self.reached {
+            return String::new();
+        }
+        if self.stops.is_empty() {
+            return text.to_owned();
+        }
+        self.held.push_str(text);
+        let found = self
+            .stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min();
+        if let Some(at) = found {
+            self.reached = true;
+            self.held.truncate(at);
+            return std::mem::take(&mut self.held);
+        }
+        // The earliest character from which the rest could still grow into a stop string.
+        let keep_from = self
+            .held
+            .char_indices()
+            .map(|(i, _)| i)
+            .find(|&i| self.stops.iter().any(|s| s.starts_with(&self.held[i..])))
+            .unwrap_or(self.held.len());
+        let rest = self.held.split_off(keep_from);
+        std::mem::replace(&mut self.held, rest)
+    }
+
+    /// The held-back tail, once no more text comes.
+    pub fn flush(&mut self) -> String {
+        std::mem::take(&mut self.held)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StopStrings;
+
+    /// Pushes `pieces` one by one: the text shown after each, and whether a stop was reached.
+    fn run(stops: &[&str], pieces: &[&str]) -> (Vec<String>, bool) {
+        let mut s = StopStrings::new(&stops.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let shown = pieces.iter().map(|p| s.push(p)).collect();
+        (shown, s.reached)
+    }
+
+    #[test]
+    fn stop_strings_cut_where_they_begin_across_pieces() {
+        // Within one piece.
+        assert_eq!(run(&["."], &["Paris. It"]), (vec!["Paris".into()], true));
+        // Across two pieces: "Par" is shown, "is" held (it may begin "is."), then cut.
+        let (shown, reached) = run(&["is."], &["Par", "is", ". More", "x"]);
+        assert_eq!(shown, ["Par", "", "", ""]);
+        assert!(reached);
+        // A tail that turns out not to be a stop is shown once that is clear.
+        assert_eq!(run(&["END"], &["the E", "NVY"]).0, ["the ", "ENVY"]);
+        // The earliest stop wins; multi-byte characters are never split.
+        assert_eq!(run(&["b", "ab"], &["xxab"]).0, ["xx"]);
+        assert_eq!(run(&["éé"], &["café", "é!"]).0, ["caf", ""]);
+        // No stops: everything passes.
+        assert_eq!(run(&[], &["a", "b"]), (vec!["a".into(), "b".into()], false));
+    }
+
+    #[test]
+    fn held_text_comes_out_at_the_end() {
+        let mut s = StopStrings::new(&["<end>".to_string()]);
+        assert_eq!(s.push("done <en"), "done ");
+        assert_eq!(s.flush(), "<en");
+        assert!(!s.reached);
     }
 }

@@ -1,5 +1,6 @@
-//! Choosing the next token from logits: greedy, temperature, top-k, top-p, min-p,
-//! repetition penalty, with a seeded RNG (runs are reproducible).
+//! Choosing the next token from logits: logit bias, repetition / presence / frequency
+//! penalties, greedy, temperature, top-k, top-p, min-p, with a seeded RNG (runs are
+//! reproducible); and the log-probabilities OpenAI's `logprobs` report.
 
 /// Sampling settings. `temperature <= 0` is greedy.
 #[derive(Clone, Debug)]
@@ -13,8 +14,16 @@ pub struct SamplerOptions {
     pub min_p: f32,
     /// Divide positive logits (multiply negative ones) of recently seen tokens (1 = off).
     pub repeat_penalty: f32,
-    /// How many recent tokens the penalty looks at.
+    /// How many recent tokens the penalties look at.
     pub repeat_last_n: usize,
+    /// Subtracted from the logit of each recent token once (OpenAI's `presence_penalty`).
+    pub presence_penalty: f32,
+    /// Subtracted from the logit of each recent token once per occurrence (OpenAI's
+    /// `frequency_penalty`).
+    pub frequency_penalty: f32,
+    /// Added to a token's logit before everything else (OpenAI's `logit_bias`: -100 bans a
+    /// token, +100 all but forces it).
+    pub logit_bias: Vec<(u32, f32)>,
     pub seed: u64,
 }
 
@@ -27,6 +36,9 @@ impl Default for SamplerOptions {
             min_p: 0.05,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            logit_bias: Vec::new(),
             seed: 0x5eed,
         }
     }
@@ -109,6 +121,21 @@ impl Sampler {
         self.candidates.clear();
         self.candidates
             .extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, l)));
+        for &(id, bias) in &o.logit_bias {
+            if let Some(c) = self.candidates.get_mut(id as usize) {
+                c.1 += bias;
+            }
+        }
+        if o.presence_penalty != 0.0 || o.frequency_penalty != 0.0 {
+            // Each recent token: the frequency penalty once per occurrence, the presence
+            // penalty once (at its first occurrence in the window).
+            for (i, &id) in self.recent.iter().enumerate() {
+                let first = !self.recent.iter().take(i).any(|&earlier| earlier == id);
+                if let Some(c) = self.candidates.get_mut(id as usize) {
+                    c.1 -= o.frequency_penalty + if first { o.presence_penalty } else { 0.0 };
+                }
+            }
+        }
         if o.repeat_penalty != 1.0 {
             for &id in &self.recent {
                 if let Some(c) = self.candidates.get_mut(id as usize) {
@@ -182,6 +209,41 @@ impl Sampler {
     }
 }
 
+/// A generated token's log-probability under the model (the log-softmax of the raw logits,
+/// before any penalty or filter), with the `top` most likely tokens' (OpenAI's `logprobs`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprob {
+    pub id: u32,
+    pub logprob: f32,
+    /// The most likely tokens and their log-probabilities, most likely first.
+    pub top: Vec<(u32, f32)>,
+}
+
+impl TokenLogprob {
+    /// `id`'s log-probability in `logits` and the `top` most likely (ties: lower id first).
+    pub fn of(logits: &[f32], id: u32, top: usize) -> TokenLogprob {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let log_sum = max + logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
+        let logprob = logits
+            .get(id as usize)
+            .map_or(f32::NEG_INFINITY, |&l| l - log_sum);
+        let mut best: Vec<(u32, f32)> = Vec::with_capacity(top + 1);
+        for (i, &l) in logits.iter().enumerate() {
+            if best.len() == top && best.last().is_none_or(|b| l <= b.1) {
+                continue;
+            }
+            let at = best.partition_point(|b| b.1 >= l);
+            best.insert(at, (i as u32, l));
+            best.truncate(top);
+        }
+        TokenLogprob {
+            id,
+            logprob,
+            top: best.into_iter().map(|(i, l)| (i, l - log_sum)).collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +301,62 @@ mod tests {
             // The top 3 of e^{i/10} hold 0.095 + 0.086 + 0.078 = 0.26 < 0.3; the 4th reaches it.
             assert!(p.sample(&logits) >= 96);
         }
+    }
+
+    #[test]
+    fn logit_bias_forces_and_bans_tokens() {
+        let logits = [0.0, 5.0, 1.0, 2.0];
+        let mut s = Sampler::new(SamplerOptions {
+            logit_bias: vec![(1, -100.0)],
+            ..SamplerOptions::greedy()
+        });
+        assert_eq!(s.sample(&logits), 3, "token 1 banned");
+        let mut s = Sampler::new(SamplerOptions {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            logit_bias: vec![(0, 100.0)],
+            ..Default::default()
+        });
+        for _ in 0..100 {
+            assert_eq!(s.sample(&logits), 0, "token 0 forced");
+        }
+    }
+
+    #[test]
+    fn presence_and_frequency_penalties_count_as_openai_says() {
+        // Token 1 seen twice, token 2 once: logits 3 - 2*0.5 - 1 = 1 and 2.5 - 0.5 - 1 = 1;
+        // token 0 (2.0) now leads.
+        let mut s = Sampler::new(SamplerOptions {
+            presence_penalty: 1.0,
+            frequency_penalty: 0.5,
+            ..SamplerOptions::greedy()
+        });
+        for id in [1, 2, 1] {
+            s.observe(id);
+        }
+        assert_eq!(s.sample(&[2.0, 3.0, 2.5]), 0);
+        assert_eq!(
+            s.sample(&[0.9, 3.0, 2.5]),
+            1,
+            "ties go to the lower id: 1 and 1"
+        );
+    }
+
+    #[test]
+    fn logprobs_are_the_log_softmax_and_the_top_sorted() {
+        let logits = [1.0f32, 3.0, 2.0, 3.0, -1.0];
+        let lp = TokenLogprob::of(&logits, 2, 3);
+        let sum: f32 = logits.iter().map(|l| l.exp()).sum();
+        assert!(
+            (lp.logprob - (2f32.exp() / sum).ln()).abs() < 1e-6,
+            "{lp:?}"
+        );
+        let ids: Vec<u32> = lp.top.iter().map(|t| t.0).collect();
+        assert_eq!(ids, [1, 3, 2]);
+        assert!((lp.top[0].1 - (3f32.exp() / sum).ln()).abs() < 1e-6);
+        assert!(TokenLogprob::of(&logits, 0, 0).top.is_empty());
     }
 
     #[test]

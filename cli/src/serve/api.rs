@@ -1,261 +1,297 @@
-//! The HTTP surface of `liger serve`: routing, request parsing (bounded), OpenAI-shaped
-//! responses, server-sent events, JSON errors.
+//! The HTTP surface of `liger serve`: the routes, who may use them (API keys, CORS), the
+//! request body's limits, and errors as OpenAI writes them.
+//!
+//! Layers, outermost first: CORS (answers a preflight itself, so it needs no key), the access
+//! log, then per route: `/health` and the chat page `/` open; the API and `/metrics` behind the
+//! key check.
 
-use super::request::{parse_body, ApiError, Request, MAX_BODY};
-use super::{Completion, Server};
-use liger::tools::ToolCall;
+use super::completion;
+use super::request::{ApiError, MAX_BODY};
+use super::Server;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, MethodRouter};
+use axum::Router;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::time::{SystemTime, UNIX_EPOCH};
-use tiny_http::{Header, Method, Response, StatusCode};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
-fn json_response(status: u16, body: &Value) -> Response<std::io::Cursor<Vec<u8>>> {
-    Response::from_data(body.to_string().into_bytes())
-        .with_status_code(StatusCode(status))
-        .with_header(header("Content-Type", "application/json"))
-}
-
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header")
-}
-
-fn unix_time() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Answers one HTTP request (errors are answered, never propagated).
-pub(crate) fn handle(server: &Server, mut request: tiny_http::Request) {
-    let path = request.url().split('?').next().unwrap_or("").to_owned();
-    let method = request.method().clone();
-    let outcome = match (method, path.as_str()) {
-        (Method::Get, "/health") => Ok(json!({"status": "ok"})),
-        (Method::Get, "/v1/models") => Ok(json!({
-            "object": "list",
-            "data": [{"id": server.name, "object": "model", "created": 0, "owned_by": "liger"}],
-        })),
-        (Method::Post, "/v1/chat/completions" | "/v1/completions") => {
-            let chat = path == "/v1/chat/completions";
-            match read_body(&mut request).and_then(|body| parse_body(&body, chat)) {
-                Ok(req) if req.stream => return stream(server, request, &req, chat),
-                Ok(req) => complete(server, &req, chat),
-                Err(e) => Err(e),
-            }
-        }
-        (_, "/health" | "/v1/models" | "/v1/chat/completions" | "/v1/completions") => {
-            Err(ApiError {
-                status: 405,
-                message: format!("{} is not allowed on {path}", request.method()),
-            })
-        }
-        _ => Err(ApiError {
-            status: 404,
-            message: format!("no route {path}"),
-        }),
-    };
-    let response = match outcome {
-        Ok(body) => json_response(200, &body),
-        Err(e) => json_response(e.status, &e.body()),
-    };
-    let _ = request.respond(response);
-}
-
-/// The body, at most [`MAX_BODY`] bytes (413 beyond).
-fn read_body(request: &mut tiny_http::Request) -> Result<Vec<u8>, ApiError> {
-    if request.body_length().is_some_and(|n| n > MAX_BODY) {
-        return Err(ApiError::too_large());
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(self.body())).into_response()
     }
-    let mut body = Vec::new();
-    let n = request
-        .as_reader()
-        .take(MAX_BODY as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
-    if n > MAX_BODY {
-        return Err(ApiError::too_large());
+}
+
+/// Who may come in: the API keys (none: everyone) and the origins a browser may call from.
+#[derive(Clone, Default)]
+pub(crate) struct Access {
+    pub keys: Vec<String>,
+    /// `*` for any origin; empty for none (no CORS headers at all).
+    pub cors_origins: Vec<String>,
+}
+
+/// The router over `server`.
+pub(crate) fn router(server: Arc<Server>, access: &Access) -> anyhow::Result<Router> {
+    let json_only = |route: MethodRouter<Arc<Server>>| route.fallback(method_not_allowed);
+    let api = Router::new()
+        .route("/v1/chat/completions", json_only(post(completion::chat)))
+        .route("/v1/completions", json_only(post(completion::text)))
+        .route("/v1/models", json_only(get(models)))
+        .route("/metrics", json_only(get(metrics)))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&server),
+            authorize,
+        ));
+    let mut router = Router::new()
+        .route("/", get(page).fallback(method_not_allowed))
+        .route("/health", get(health).fallback(method_not_allowed))
+        .merge(api)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&server),
+            access_log,
+        ))
+        .with_state(server);
+    if !access.cors_origins.is_empty() {
+        router = router.layer(cors(&access.cors_origins)?);
     }
-    Ok(body)
+    Ok(router)
 }
 
-fn usage(c: &Completion) -> Value {
-    json!({
-        "prompt_tokens": c.prompt_tokens,
-        "completion_tokens": c.completion_tokens,
-        "total_tokens": c.prompt_tokens + c.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": c.cached_tokens},
-    })
-}
-
-fn new_id(chat: bool) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{}-{nanos:x}", if chat { "chatcmpl" } else { "cmpl" })
-}
-
-/// Calls as OpenAI writes them: ids, `"type": "function"`, arguments as a JSON string; in a
-/// streamed delta each also carries its `index`.
-fn openai_calls(calls: &[ToolCall], streamed: bool) -> Value {
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    calls
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let mut call = json!({"id": format!("call_{stamp:x}_{i}"), "type": "function",
-                                  "function": {"name": c.name, "arguments": c.arguments.to_string()}});
-            if streamed {
-                call["index"] = json!(i);
-            }
-            call
-        })
-        .collect()
-}
-
-/// A whole (non-streamed) completion.
-fn complete(server: &Server, req: &Request, chat: bool) -> Result<Value, ApiError> {
-    let prompt = server.prompt_ids(req)?;
-    let c = server.complete(&prompt, req, |_| true)?;
-    let choice = if chat {
-        let (content, calls) = if req.uses_tools() {
-            server.template.tool_format().parse(&c.text)
-        } else {
-            (c.text.clone(), Vec::new())
-        };
-        let mut message = json!({"role": "assistant", "content": content});
-        let mut finish = c.finish_reason;
-        if !calls.is_empty() {
-            message["content"] = if content.is_empty() {
-                Value::Null
-            } else {
-                json!(content)
-            };
-            message["tool_calls"] = openai_calls(&calls, false);
-            finish = "tool_calls";
-        }
-        json!({"index": 0, "message": message, "finish_reason": finish, "logprobs": null})
+fn cors(origins: &[String]) -> anyhow::Result<CorsLayer> {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
     } else {
-        json!({"index": 0, "text": c.text, "finish_reason": c.finish_reason, "logprobs": null})
+        let list = origins
+            .iter()
+            .map(|o| {
+                HeaderValue::from_str(o.trim_end_matches('/'))
+                    .map_err(|_| anyhow::anyhow!("--cors-origins: {o:?} is not an origin"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        AllowOrigin::list(list)
     };
-    Ok(json!({
-        "id": new_id(chat),
-        "object": if chat { "chat.completion" } else { "text_completion" },
-        "created": unix_time(),
-        "model": server.name,
-        "choices": [choice],
-        "usage": usage(&c),
+    Ok(CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("x-api-key"),
+        ])
+        .max_age(Duration::from_secs(600)))
+}
+
+/// The key check: `Authorization: Bearer KEY` (or `X-Api-Key: KEY`), compared in constant
+/// time; 401 as OpenAI answers it otherwise.
+async fn authorize(State(server): State<Arc<Server>>, request: Request, next: Next) -> Response {
+    if server.access.keys.is_empty() {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim);
+    let known = presented.is_some_and(|p| {
+        // Every key compared (no early exit on a match), each in constant time.
+        server.access.keys.iter().fold(false, |hit, k| {
+            hit | bool::from(k.as_bytes().ct_eq(p.as_bytes()))
+        })
+    });
+    if known {
+        return next.run(request).await;
+    }
+    server.metrics.unauthorized();
+    let message = if presented.is_some() {
+        "Incorrect API key provided."
+    } else {
+        "You didn't provide an API key: send it as `Authorization: Bearer KEY`."
+    };
+    let body = json!({"error": {"message": message, "type": "invalid_request_error",
+                                "param": null, "code": "invalid_api_key"}});
+    let mut response = (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// What a completion tells the access log (set on the response by its handler; a stream logs
+/// its own line when it ends).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Served {
+    pub prompt_tokens: usize,
+    pub cached_tokens: usize,
+    pub completion_tokens: usize,
+    pub first_token: Option<Duration>,
+    /// The answer is a stream that logs when it ends.
+    pub streamed: bool,
+}
+
+/// One line per request: method, path, status, tokens, time to first token and in all.
+async fn access_log(State(server): State<Arc<Server>>, request: Request, next: Next) -> Response {
+    let (method, path, start) = (
+        request.method().clone(),
+        request.uri().path().to_owned(),
+        Instant::now(),
+    );
+    let response = next.run(request).await;
+    server.metrics.answered(response.status().as_u16());
+    let served = response.extensions().get::<Served>().copied();
+    if !served.is_some_and(|s| s.streamed) {
+        log_request(
+            &method,
+            &path,
+            response.status().as_u16(),
+            served,
+            start.elapsed(),
+        );
+    }
+    response
+}
+
+pub(crate) fn log_request(
+    method: &Method,
+    path: &str,
+    status: u16,
+    served: Option<Served>,
+    total: Duration,
+) {
+    match served {
+        Some(s) => tracing::info!(
+            "{method} {path} {status}: {} prompt tokens ({} cached), {} generated, first token {}, {:.0} ms",
+            s.prompt_tokens,
+            s.cached_tokens,
+            s.completion_tokens,
+            s.first_token
+                .map(|t| format!("{:.0} ms", t.as_secs_f64() * 1e3))
+                .unwrap_or_else(|| "-".into()),
+            total.as_secs_f64() * 1e3
+        ),
+        None => tracing::info!("{method} {path} {status}: {:.0} ms", total.as_secs_f64() * 1e3),
+    }
+}
+
+/// The scheduler's real state: 503 with the reason once it is gone.
+async fn health(State(server): State<Arc<Server>>) -> Response {
+    let status = server.scheduler.status();
+    match status.gone {
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "error", "reason": reason})),
+        )
+            .into_response(),
+        None => axum::Json(json!({
+            "status": "ok",
+            "active": status.active,
+            "waiting": status.waiting,
+            "slots": server.slots,
+        }))
+        .into_response(),
+    }
+}
+
+async fn models(State(server): State<Arc<Server>>) -> axum::Json<Value> {
+    axum::Json(json!({
+        "object": "list",
+        "data": [{"id": server.name, "object": "model", "created": 0, "owned_by": "liger"}],
     }))
 }
 
-/// A streamed completion: server-sent events, one per piece of text, then `[DONE]`, written
-/// and flushed as they come (the response is close-delimited). A client that leaves (a write
-/// fails) stops generation at the next token.
-fn stream(server: &Server, request: tiny_http::Request, req: &Request, chat: bool) {
-    let prompt = match server.prompt_ids(req) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = request.respond(json_response(e.status, &e.body()));
-            return;
-        }
-    };
-    let (id, created) = (new_id(chat), unix_time());
-    let event = |choice: Value, usage: Option<Value>| -> Vec<u8> {
-        let mut chunk = json!({
-            "id": id,
-            "object": if chat { "chat.completion.chunk" } else { "text_completion" },
-            "created": created,
-            "model": server.name,
-            "choices": if choice.is_null() { json!([]) } else { json!([choice]) },
-        });
-        if let Some(u) = usage {
-            chunk["usage"] = u;
-        }
-        format!("data: {chunk}\n\n").into_bytes()
-    };
-    let piece = |text: &str, finish: Option<&str>| {
-        if chat {
-            let delta = if finish.is_some() {
-                json!({})
-            } else {
-                json!({"content": text})
-            };
-            json!({"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null})
-        } else {
-            json!({"index": 0, "text": text, "finish_reason": finish, "logprobs": null})
-        }
-    };
-    // The response is written here, event by event, each one chunk of a chunked body flushed
-    // at once (tiny_http's own writer would buffer them).
-    let mut out = request.into_writer();
-    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
-                Transfer-Encoding: chunked\r\n\r\n";
-    if out
-        .write_all(head.as_bytes())
-        .and_then(|()| out.flush())
-        .is_err()
-    {
-        return;
+/// The chat page (`page.html`, in the binary): open, since it holds nothing; it asks for the
+/// key when the API answers 401.
+async fn page() -> Response {
+    let policy = "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'";
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, policy),
+        ],
+        include_str!("page.html"),
+    )
+        .into_response()
+}
+
+async fn metrics(State(server): State<Arc<Server>>) -> Response {
+    let text = server.metrics.render(&server.scheduler);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError {
+        status: 404,
+        message: format!("no route {method} {}", uri.path()),
     }
-    let mut send = |bytes: &[u8]| {
-        let framed = [format!("{:x}\r\n", bytes.len()).as_bytes(), bytes, b"\r\n"].concat();
-        out.write_all(&framed).and_then(|()| out.flush()).is_ok()
-    };
-    if chat {
-        let first = json!({"index": 0, "delta": {"role": "assistant", "content": ""},
-                           "finish_reason": null, "logprobs": null});
-        send(&event(first, None));
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError {
+        status: 405,
+        message: format!("{method} is not allowed on {}", uri.path()),
     }
-    // With tools, text that may begin a call is held back until the answer ends: then it is
-    // either content after all or the calls, sent as one `tool_calls` delta.
-    let format = server.template.tool_format();
-    let tools = chat && req.uses_tools();
-    let (mut answer, mut shown) = (String::new(), 0);
-    let completed = server.complete(&prompt, req, |text| {
-        if !tools {
-            return send(&event(piece(text, None), None));
+}
+
+/// A POST's JSON body: at most [`MAX_BODY`] bytes (413), all of it within `deadline` (408);
+/// a body declared as something other than JSON is refused (415) — so a browser on another
+/// origin cannot send one without a CORS preflight.
+pub(crate) async fn json_body(
+    headers: &HeaderMap,
+    body: Body,
+    deadline: Duration,
+) -> Result<Vec<u8>, ApiError> {
+    if let Some(kind) = headers.get(header::CONTENT_TYPE) {
+        let essence = kind
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if essence != "application/json" {
+            return Err(ApiError {
+                status: 415,
+                message: format!(
+                    "the body must be JSON (Content-Type: application/json), not {:?}",
+                    kind.to_str().unwrap_or("?")
+                ),
+            });
         }
-        answer.push_str(text);
-        let upto = format.shown_prefix(&answer);
-        if upto <= shown {
-            return true;
-        }
-        let fresh = &answer[shown..upto];
-        shown = upto;
-        send(&event(piece(fresh, None), None))
-    });
-    match completed {
-        Ok(c) => {
-            let mut finish = c.finish_reason;
-            if tools {
-                let (_, calls) = format.parse(&answer);
-                if calls.is_empty() {
-                    if answer.len() > shown {
-                        send(&event(piece(&answer[shown..], None), None));
-                    }
-                } else {
-                    let delta = json!({"tool_calls": openai_calls(&calls, true)});
-                    send(&event(
-                        json!({"index": 0, "delta": delta, "finish_reason": null, "logprobs": null}),
-                        None,
-                    ));
-                    finish = "tool_calls";
-                }
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(ApiError::too_large());
+    }
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+            if bytes.len() + chunk.len() > MAX_BODY {
+                return Err(ApiError::too_large());
             }
-            send(&event(piece("", Some(finish)), None));
-            if req.include_usage {
-                send(&event(Value::Null, Some(usage(&c))));
-            }
+            bytes.extend_from_slice(&chunk);
         }
-        Err(e) => {
-            send(format!("data: {}\n\n", e.body()).as_bytes());
-        }
-    }
-    send(b"data: [DONE]\n\n");
-    // The last chunk.
-    let _ = out.write_all(b"0\r\n\r\n").and_then(|()| out.flush());
+        Ok(bytes)
+    };
+    tokio::time::timeout(deadline, read)
+        .await
+        .map_err(|_| ApiError {
+            status: 408,
+            message: format!("the body did not arrive within {deadline:?}"),
+        })?
 }

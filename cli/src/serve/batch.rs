@@ -6,16 +6,20 @@
 //! The HTTP threads only parse, queue a [`Job`] and forward its [`Event`]s to their client.
 
 use super::cache::PrefixCache;
+use super::metrics::{Metrics, SchedulerState};
 use super::request::ApiError;
 use super::Completion;
 use liger::backend::share_rows;
 use liger::constraint::Grammar;
 use liger::generate::{GenerateOptions, Generator, Step, StopReason};
 use liger::model::SequenceState;
+use liger::sampler::TokenLogprob;
 use liger::{Backend, DecodeMode, Model, Sampler, SamplerOptions, Session};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc::UnboundedSender;
 
 /// A request for the scheduler.
 pub(crate) struct Job {
@@ -25,13 +29,24 @@ pub(crate) struct Job {
     pub ignore_eos: bool,
     /// The output's grammar (`response_format`), checked when the request came in.
     pub grammar: Option<Grammar>,
-    /// Set by the HTTP thread when its client leaves: the job ends at the next step.
+    /// The answer ends where its text reaches one of these.
+    pub stop_strings: Vec<String>,
+    /// Each token's log-probability with this many alternatives, if asked for.
+    pub logprobs: Option<usize>,
+    /// Set by the HTTP side when its client leaves: the job ends at the next step.
     pub cancelled: Arc<AtomicBool>,
-    pub events: Sender<Event>,
+    pub events: UnboundedSender<Event>,
 }
 
 /// What the scheduler tells a job's HTTP thread.
 pub(crate) enum Event {
+    /// A generated token: the text it adds (may be empty: an incomplete character, or text
+    /// that may begin a stop string) and, when asked for, its log-probability.
+    Token {
+        text: String,
+        logprob: Option<TokenLogprob>,
+    },
+    /// Text held back until the end (no token of its own).
     Text(String),
     Done(Result<Completion, ApiError>),
 }
@@ -46,6 +61,9 @@ pub(crate) struct Scheduler {
     pub slots: usize,
     /// Most tokens in a step (`--step-tokens`).
     pub step_rows: usize,
+    /// What `/health` and `/metrics` read; `end_all` ends every job (shutdown).
+    pub state: Arc<SchedulerState>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// A job being served.
@@ -59,6 +77,8 @@ struct Active {
     cached_tokens: usize,
     /// Tokens generated and fed.
     generated: Vec<u32>,
+    /// The log-probability of the token being fed, from the logits it was sampled from.
+    logprob: Option<TokenLogprob>,
     text: String,
     /// Why the job failed, if it did.
     error: Option<String>,
@@ -94,9 +114,13 @@ impl Scheduler {
                     Err(_) => break,
                 }
             }
+            self.state.active.store(active.len(), Ordering::Relaxed);
             // A bug in one step must not take the server with it: its jobs get an error.
+            let start = Instant::now();
             let stepped =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(&mut active)));
+            self.metrics.step(start.elapsed().as_micros() as u64);
+            self.state.active.store(active.len(), Ordering::Relaxed);
             if stepped.is_err() {
                 eprintln!("serve: a batched step panicked; its requests get an error");
                 for a in active.drain(..) {
@@ -110,6 +134,7 @@ impl Scheduler {
 
     /// Starts `job` from the longest cached prefix of its prompt.
     fn admit(&mut self, job: Job, active: &mut Vec<Active>) {
+        self.state.waiting.fetch_sub(1, Ordering::Relaxed);
         let started = (|| -> liger::Result<(Session, usize, Sampler, Generator)> {
             let mut session = Session::on(&self.backend, DecodeMode::Window)?;
             let cached_tokens = match self.cache.longest_prefix(&job.prompt) {
@@ -126,6 +151,7 @@ impl Scheduler {
                 ignore_eos: job.ignore_eos,
                 skip_special: true,
                 grammar: job.grammar.clone(),
+                stop_strings: job.stop_strings.clone(),
                 ..Default::default()
             };
             let generator = Generator::new(&self.model, options)?;
@@ -139,6 +165,7 @@ impl Scheduler {
                 fed: cached_tokens,
                 cached_tokens,
                 generated: Vec::new(),
+                logprob: None,
                 text: String::new(),
                 error: None,
                 job,
@@ -157,14 +184,23 @@ impl Scheduler {
         // What each job feeds: a decoding job its next token (or its end), a prefilling one a
         // share of the rows left.
         let mut feeds: Vec<Feed> = Vec::with_capacity(active.len());
+        let end_all = self.state.end_all.load(Ordering::Relaxed);
         for a in active.iter_mut() {
-            let feed = if a.job.cancelled.load(Ordering::Relaxed) {
+            let feed = if end_all || a.job.cancelled.load(Ordering::Relaxed) {
                 Feed::Stop(StopReason::Cancelled)
             } else if a.prefilling() {
                 Feed::Prompt(0)
             } else {
                 match a.generator.next_token(&a.session, &mut a.sampler) {
-                    Ok(Ok(id)) => Feed::Token(id),
+                    Ok(Ok(id)) => {
+                        // The model's own distribution (before penalties and filters), read
+                        // before the step overwrites the logits.
+                        a.logprob = a
+                            .job
+                            .logprobs
+                            .map(|k| TokenLogprob::of(a.session.logits(), id, k));
+                        Feed::Token(id)
+                    }
                     Ok(Err(stop)) => Feed::Stop(stop),
                     Err(e) => {
                         a.error = Some(e.to_string());
@@ -235,9 +271,10 @@ impl Scheduler {
                 Feed::Token(id) => match a.generator.accept(id, &mut a.sampler) {
                     Ok(Step::Token { id, text }) => {
                         a.generated.push(id);
-                        if !text.is_empty() {
-                            a.text.push_str(&text);
-                            let _ = a.job.events.send(Event::Text(text));
+                        a.text.push_str(&text);
+                        let logprob = a.logprob.take();
+                        if !text.is_empty() || logprob.is_some() {
+                            let _ = a.job.events.send(Event::Token { text, logprob });
                         }
                     }
                     Ok(Step::Done(stop)) => finished.push((i, stop)),
@@ -275,6 +312,8 @@ impl Scheduler {
                 self.cache.insert(fed, state);
             }
         }
+        self.metrics
+            .completed(prompt_tokens, a.cached_tokens, a.generated.len());
         let completion = Completion {
             text: a.text,
             prompt_tokens,

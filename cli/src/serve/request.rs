@@ -66,6 +66,11 @@ pub struct Request {
     /// The tools offered (`tools`) and `tool_choice`.
     pub tools: Vec<Tool>,
     pub tool_choice: ToolChoice,
+    /// The answer ends where its text reaches one of these (`stop`).
+    pub stop: Vec<String>,
+    /// Report each generated token's log-probability and this many alternatives
+    /// (`logprobs` / `top_logprobs` in chat, `logprobs: k` in completions).
+    pub logprobs: Option<usize>,
 }
 
 impl Request {
@@ -82,11 +87,79 @@ pub fn parse_body(body: &[u8], chat: bool) -> Result<Request, ApiError> {
     parse(&body, chat)
 }
 
+/// The fields a request may carry: those honoured, and those that change nothing in the
+/// answer (`model`: one model is served; `user`, `store`, `metadata`, `service_tier`).
+/// Anything else is refused by name, never silently dropped.
+const KNOWN_FIELDS: &[&str] = &[
+    "model",
+    "user",
+    "store",
+    "metadata",
+    "service_tier",
+    "stream",
+    "stream_options",
+    "n",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "repeat_penalty",
+    "repeat_last_n",
+    "logit_bias",
+    "stop",
+    "logprobs",
+    "top_logprobs",
+    "ignore_eos",
+    "response_format",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "messages",
+    "prompt",
+    "echo",
+    "best_of",
+    "suffix",
+];
+
+/// Most alternatives `top_logprobs` may ask for (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
 /// A request's fields, checked.
 fn parse(body: &Value, chat: bool) -> Result<Request, ApiError> {
     let bad = |m: String| Err(ApiError::bad_request(m));
-    if !body.is_object() {
+    let Some(fields) = body.as_object() else {
         return bad("the body must be a JSON object".into());
+    };
+    if let Some(unknown) = fields.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
+        return bad(format!("'{unknown}' is not supported by this server"));
+    }
+    // Fields of the API that this server takes only at their default.
+    for (key, default) in [
+        ("echo", json!(false)),
+        ("best_of", json!(1)),
+        ("suffix", Value::Null),
+    ] {
+        if fields
+            .get(key)
+            .is_some_and(|v| !v.is_null() && *v != default)
+        {
+            return bad(format!(
+                "'{key}' is not supported by this server (only {default})"
+            ));
+        }
+    }
+    if chat && fields.contains_key("prompt") {
+        return bad("'prompt' belongs to /v1/completions; a chat takes 'messages'".into());
+    }
+    if !chat && fields.contains_key("messages") {
+        return bad(
+            "'messages' belongs to /v1/chat/completions; a completion takes 'prompt'".into(),
+        );
     }
     let number = |key: &str| -> Result<Option<f64>, ApiError> {
         match body.get(key) {
@@ -156,17 +229,42 @@ fn parse(body: &Value, chat: bool) -> Result<Request, ApiError> {
             _ => return bad("'prompt' must be a string".into()),
         }
     };
+    let penalty =
+        |key: &str, range: std::ops::RangeInclusive<f64>| -> Result<Option<f64>, ApiError> {
+            let v = number(key)?;
+            if v.is_some_and(|x| !range.contains(&x)) {
+                return Err(ApiError::bad_request(format!(
+                    "'{key}' must be in [{}, {}]",
+                    range.start(),
+                    range.end()
+                )));
+            }
+            Ok(v)
+        };
+    let mut options = sampling(
+        temperature,
+        top_p,
+        count("top_k")?,
+        number("min_p")?,
+        count("seed")?,
+    );
+    options.presence_penalty = penalty("presence_penalty", -2.0..=2.0)?.unwrap_or(0.0) as f32;
+    options.frequency_penalty = penalty("frequency_penalty", -2.0..=2.0)?.unwrap_or(0.0) as f32;
+    options.repeat_penalty = penalty("repeat_penalty", 0.0..=10.0)?.unwrap_or(1.0) as f32;
+    if options.repeat_penalty == 0.0 {
+        return bad("'repeat_penalty' must be positive".into());
+    }
+    if let Some(n) = count("repeat_last_n")? {
+        options.repeat_last_n = n.min(1 << 16) as usize;
+    }
+    options.logit_bias = logit_bias(body)?;
     Ok(Request {
         messages,
         prompt,
         max_tokens,
-        sampling: sampling(
-            temperature,
-            top_p,
-            count("top_k")?,
-            number("min_p")?,
-            count("seed")?,
-        ),
+        sampling: options,
+        stop: stop(body)?,
+        logprobs: logprobs(body, chat)?,
         stream,
         include_usage,
         ignore_eos,
@@ -174,6 +272,101 @@ fn parse(body: &Value, chat: bool) -> Result<Request, ApiError> {
         tools,
         tool_choice,
     })
+}
+
+/// `stop`: a string or up to 4 strings, none empty.
+fn stop(body: &Value) -> Result<Vec<String>, ApiError> {
+    let bad = || {
+        ApiError::bad_request("'stop' must be a string or an array of up to 4 non-empty strings")
+    };
+    let stops = match body.get("stop") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(list)) if list.len() <= 4 => list
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned).ok_or_else(bad))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(bad()),
+    };
+    if stops.iter().any(String::is_empty) {
+        return Err(bad());
+    }
+    Ok(stops)
+}
+
+/// `logit_bias`: `{"token id": bias in [-100, 100]}` (the ids checked against the vocabulary
+/// when the request is queued).
+fn logit_bias(body: &Value) -> Result<Vec<(u32, f32)>, ApiError> {
+    let map = match body.get("logit_bias") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Object(map)) => map,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "'logit_bias' must map token ids to numbers",
+            ))
+        }
+    };
+    if map.len() > 1024 {
+        return Err(ApiError::bad_request(
+            "'logit_bias' may hold at most 1024 tokens",
+        ));
+    }
+    map.iter()
+        .map(|(id, bias)| {
+            let id: u32 = id.parse().map_err(|_| {
+                ApiError::bad_request(format!("'logit_bias': {id:?} is not a token id"))
+            })?;
+            match bias.as_f64() {
+                Some(b) if (-100.0..=100.0).contains(&b) => Ok((id, b as f32)),
+                _ => Err(ApiError::bad_request(format!(
+                    "'logit_bias' of token {id} must be a number in [-100, 100]"
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// How many alternatives to report with each token's log-probability, if any: chat's
+/// `logprobs: true` with `top_logprobs: k`, completions' `logprobs: k`.
+fn logprobs(body: &Value, chat: bool) -> Result<Option<usize>, ApiError> {
+    let top = |v: Option<&Value>, key: &str| -> Result<usize, ApiError> {
+        match v {
+            None | Some(Value::Null) => Ok(0),
+            Some(v) => v
+                .as_u64()
+                .filter(|&k| k as usize <= MAX_TOP_LOGPROBS)
+                .map(|k| k as usize)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "'{key}' must be an integer in [0, {MAX_TOP_LOGPROBS}]"
+                    ))
+                }),
+        }
+    };
+    if chat {
+        let wanted = match body.get("logprobs") {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+            Some(Value::Bool(true)) => true,
+            Some(_) => return Err(ApiError::bad_request("'logprobs' must be a boolean")),
+        };
+        let k = top(body.get("top_logprobs"), "top_logprobs")?;
+        if k > 0 && !wanted {
+            return Err(ApiError::bad_request(
+                "'top_logprobs' needs 'logprobs': true",
+            ));
+        }
+        Ok(wanted.then_some(k))
+    } else {
+        if body.get("top_logprobs").is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::bad_request(
+                "'top_logprobs' belongs to chat; a completion takes 'logprobs': k",
+            ));
+        }
+        match body.get("logprobs") {
+            None | Some(Value::Null) => Ok(None),
+            v => Ok(Some(top(v, "logprobs")?)),
+        }
+    }
 }
 
 /// OpenAI's `response_format`: `{"type": "text"}` (none), `{"type": "json_object"}`, or
@@ -355,6 +548,9 @@ pub fn sampling(
         min_p: min_p.unwrap_or(0.0) as f32,
         repeat_penalty: 1.0,
         repeat_last_n: 64,
+        presence_penalty: 0.0,
+        frequency_penalty: 0.0,
+        logit_bias: Vec::new(),
         seed: seed.unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -36,6 +36,7 @@ impl From<LigerSamplerOptions> for SamplerOptions {
             repeat_penalty: o.repeat_penalty,
             repeat_last_n: o.repeat_last_n as usize,
             seed: o.seed,
+            ..SamplerOptions::default()
         }
     }
 }

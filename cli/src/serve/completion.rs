@@ -1,0 +1,432 @@
+//! `/v1/chat/completions` and `/v1/completions`: a request parsed, queued for the scheduler,
+//! and its events turned into one OpenAI-shaped answer or a stream of server-sent events.
+//!
+//! A client that leaves — the connection closes, or a write stalls past its deadline — drops
+//! the answer being built here; with it goes the [`Submitted`] guard, which tells the scheduler
+//! to end the sequence at its next step, during prefill or decode.
+
+use super::api::{json_body, log_request, Served};
+use super::batch::Event;
+use super::request::{parse_body, ApiError, Request};
+use super::{Completion, Server, Submitted};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use liger::sampler::TokenLogprob;
+use liger::tools::ToolCall;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+pub(crate) async fn chat(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    answer(server, headers, body, true).await
+}
+
+pub(crate) async fn text(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    answer(server, headers, body, false).await
+}
+
+async fn answer(server: Arc<Server>, headers: HeaderMap, body: Body, chat: bool) -> Response {
+    let start = Instant::now();
+    let parsed = match json_body(&headers, body, server.read_timeout).await {
+        Ok(bytes) => parse_body(&bytes, chat),
+        Err(e) => Err(e),
+    };
+    let started = parsed.and_then(|req| {
+        let prompt = server.prompt_ids(&req)?;
+        let submitted = server.submit(&prompt, &req)?;
+        Ok((req, submitted))
+    });
+    match started {
+        Ok((req, submitted)) if req.stream => stream(server, req, submitted, chat, start),
+        Ok((req, submitted)) => whole(&server, &req, submitted, chat, start)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn unix_time() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn usage(c: &Completion) -> Value {
+    json!({
+        "prompt_tokens": c.prompt_tokens,
+        "completion_tokens": c.completion_tokens,
+        "total_tokens": c.prompt_tokens + c.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": c.cached_tokens},
+    })
+}
+
+fn served(c: &Completion, first_token: Option<std::time::Duration>, streamed: bool) -> Served {
+    Served {
+        prompt_tokens: c.prompt_tokens,
+        cached_tokens: c.cached_tokens,
+        completion_tokens: c.completion_tokens,
+        first_token,
+        streamed,
+    }
+}
+
+fn new_id(chat: bool) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}-{nanos:x}", if chat { "chatcmpl" } else { "cmpl" })
+}
+
+/// Calls as OpenAI writes them: ids, `"type": "function"`, arguments as a JSON string; in a
+/// streamed delta each also carries its `index`.
+fn openai_calls(calls: &[ToolCall], streamed: bool) -> Value {
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut call = json!({"id": format!("call_{stamp:x}_{i}"), "type": "function",
+                                  "function": {"name": c.name, "arguments": c.arguments.to_string()}});
+            if streamed {
+                call["index"] = json!(i);
+            }
+            call
+        })
+        .collect()
+}
+
+/// Tokens' log-probabilities as OpenAI writes them: chat's `{"content": [{token, logprob, bytes,
+/// top_logprobs}]}`, or completions' `{tokens, token_logprobs, top_logprobs, text_offset}`
+/// (`offsets`: where each token's text begins in the answer).
+fn logprobs_json(server: &Server, chat: bool, tokens: &[TokenLogprob], offsets: &[usize]) -> Value {
+    let text = |id: u32| server.tokenizer().decode(&[id], false).unwrap_or_default();
+    if chat {
+        let entry = |id: u32, logprob: f32| {
+            let t = text(id);
+            json!({"token": t, "logprob": logprob, "bytes": t.as_bytes()})
+        };
+        let content: Vec<Value> = tokens
+            .iter()
+            .map(|lp| {
+                let mut v = entry(lp.id, lp.logprob);
+                v["top_logprobs"] = lp.top.iter().map(|&(id, l)| entry(id, l)).collect();
+                v
+            })
+            .collect();
+        json!({"content": content})
+    } else {
+        let top: Vec<Value> = tokens
+            .iter()
+            .map(|lp| {
+                let map: serde_json::Map<String, Value> =
+                    lp.top.iter().map(|&(id, l)| (text(id), json!(l))).collect();
+                Value::Object(map)
+            })
+            .collect();
+        json!({
+            "tokens": tokens.iter().map(|lp| text(lp.id)).collect::<Vec<_>>(),
+            "token_logprobs": tokens.iter().map(|lp| lp.logprob).collect::<Vec<_>>(),
+            "top_logprobs": top,
+            "text_offset": offsets,
+        })
+    }
+}
+
+/// A whole (non-streamed) completion: the events gathered, then one JSON answer.
+async fn whole(
+    server: &Server,
+    req: &Request,
+    mut submitted: Submitted,
+    chat: bool,
+    start: Instant,
+) -> Result<Response, ApiError> {
+    let mut first_token = None;
+    let (mut logprobs, mut offsets, mut shown) = (Vec::new(), Vec::new(), 0);
+    let c = loop {
+        match submitted.events.recv().await {
+            Some(Event::Token { text, logprob }) => {
+                first_token.get_or_insert_with(|| start.elapsed());
+                if let Some(lp) = logprob {
+                    logprobs.push(lp);
+                    offsets.push(shown);
+                }
+                shown += text.len();
+            }
+            Some(Event::Text(_)) => {}
+            Some(Event::Done(outcome)) => break outcome?,
+            None => return Err(ApiError::internal("the scheduler stopped")),
+        }
+    };
+    let choice = if chat {
+        let (content, calls) = if req.uses_tools() {
+            server.template.tool_format().parse(&c.text)
+        } else {
+            (c.text.clone(), Vec::new())
+        };
+        let mut message = json!({"role": "assistant", "content": content});
+        let mut finish = c.finish_reason;
+        if !calls.is_empty() {
+            message["content"] = if content.is_empty() {
+                Value::Null
+            } else {
+                json!(content)
+            };
+            message["tool_calls"] = openai_calls(&calls, false);
+            finish = "tool_calls";
+        }
+        json!({"index": 0, "message": message, "finish_reason": finish, "logprobs": null})
+    } else {
+        json!({"index": 0, "text": c.text, "finish_reason": c.finish_reason, "logprobs": null})
+    };
+    let mut choice = choice;
+    if req.logprobs.is_some() {
+        choice["logprobs"] = logprobs_json(server, chat, &logprobs, &offsets);
+    }
+    let mut response = axum::Json(json!({
+        "id": new_id(chat),
+        "object": if chat { "chat.completion" } else { "text_completion" },
+        "created": unix_time(),
+        "model": server.name,
+        "choices": [choice],
+        "usage": usage(&c),
+    }))
+    .into_response();
+    response
+        .extensions_mut()
+        .insert(served(&c, first_token, false));
+    Ok(response)
+}
+
+/// What a stream carries from one event to the next.
+struct Streaming {
+    server: Arc<Server>,
+    req: Request,
+    submitted: Submitted,
+    chat: bool,
+    id: String,
+    created: u64,
+    start: Instant,
+    first_token: Option<std::time::Duration>,
+    /// With tools, the answer so far and how much of it was shown: text that may begin a call
+    /// is held back until the answer ends (then it is content after all, or the calls).
+    answer: String,
+    shown: usize,
+    /// The last event is out.
+    ended: bool,
+    /// Log-probabilities of tokens whose text is not out yet, and where each begins.
+    logprobs: Vec<TokenLogprob>,
+    offsets: Vec<usize>,
+    /// Bytes of answer text sent.
+    sent: usize,
+}
+
+impl Streaming {
+    fn event(&self, choice: Value, usage: Option<Value>) -> String {
+        let mut chunk = json!({
+            "id": self.id,
+            "object": if self.chat { "chat.completion.chunk" } else { "text_completion" },
+            "created": self.created,
+            "model": self.server.name,
+            "choices": if choice.is_null() { json!([]) } else { json!([choice]) },
+        });
+        if let Some(u) = usage {
+            chunk["usage"] = u;
+        }
+        format!("data: {chunk}\n\n")
+    }
+
+    /// A chunk of answer text (with the log-probabilities of the tokens it holds, when asked
+    /// for), or the last chunk with its `finish`.
+    fn piece(&mut self, text: &str, finish: Option<&str>) -> String {
+        let mut choice = if self.chat {
+            let delta = if finish.is_some() {
+                json!({})
+            } else {
+                json!({"content": text})
+            };
+            json!({"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null})
+        } else {
+            json!({"index": 0, "text": text, "finish_reason": finish, "logprobs": null})
+        };
+        if !self.logprobs.is_empty() {
+            choice["logprobs"] =
+                logprobs_json(&self.server, self.chat, &self.logprobs, &self.offsets);
+            self.logprobs.clear();
+            self.offsets.clear();
+        }
+        self.sent += text.len();
+        self.event(choice, None)
+    }
+
+    fn tools(&self) -> bool {
+        self.chat && self.req.uses_tools()
+    }
+
+    /// The events for one generated token (none while its text may begin a tool call, or
+    /// while it has no text: its log-probability then waits for the next piece).
+    fn token(&mut self, piece: &str, logprob: Option<TokenLogprob>) -> String {
+        self.first_token.get_or_insert_with(|| self.start.elapsed());
+        if let Some(lp) = logprob {
+            self.logprobs.push(lp);
+            self.offsets
+                .push(self.sent + self.answer.len().saturating_sub(self.shown));
+        }
+        self.text(piece)
+    }
+
+    /// The events for a piece of generated text.
+    fn text(&mut self, piece: &str) -> String {
+        if piece.is_empty() {
+            return String::new();
+        }
+        if !self.tools() {
+            return self.piece(piece, None);
+        }
+        self.answer.push_str(piece);
+        let upto = self
+            .server
+            .template
+            .tool_format()
+            .shown_prefix(&self.answer);
+        if upto <= self.shown {
+            return String::new();
+        }
+        let fresh = self.answer[self.shown..upto].to_owned();
+        self.shown = upto;
+        self.piece(&fresh, None)
+    }
+
+    /// The last events: held-back text or the calls, the finish, the usage, `[DONE]`.
+    fn done(&mut self, outcome: Result<Completion, ApiError>) -> String {
+        self.ended = true;
+        let mut out = String::new();
+        match outcome {
+            Ok(c) => {
+                let mut finish = c.finish_reason;
+                if self.tools() {
+                    let (_, calls) = self.server.template.tool_format().parse(&self.answer);
+                    if calls.is_empty() {
+                        if self.answer.len() > self.shown {
+                            let rest = self.answer[self.shown..].to_owned();
+                            out += &self.piece(&rest, None);
+                        }
+                    } else {
+                        let delta = json!({"tool_calls": openai_calls(&calls, true)});
+                        out += &self.event(
+                            json!({"index": 0, "delta": delta, "finish_reason": null, "logprobs": null}),
+                            None,
+                        );
+                        finish = "tool_calls";
+                    }
+                }
+                if !self.logprobs.is_empty() {
+                    // Tokens whose text never came (a stop string's start, cut).
+                    out += &self.piece("", None);
+                }
+                out += &self.piece("", Some(finish));
+                if self.req.include_usage {
+                    out += &self.event(Value::Null, Some(usage(&c)));
+                }
+                let path = if self.chat {
+                    "/v1/chat/completions"
+                } else {
+                    "/v1/completions"
+                };
+                log_request(
+                    &Method::POST,
+                    path,
+                    200,
+                    Some(served(&c, self.first_token, true)),
+                    self.start.elapsed(),
+                );
+            }
+            Err(e) => out += &format!("data: {}\n\n", e.body()),
+        }
+        out + "data: [DONE]\n\n"
+    }
+}
+
+/// A streamed completion: server-sent events, one per piece of text, then `[DONE]`.
+fn stream(
+    server: Arc<Server>,
+    req: Request,
+    submitted: Submitted,
+    chat: bool,
+    start: Instant,
+) -> Response {
+    let state = Streaming {
+        server,
+        req,
+        submitted,
+        chat,
+        id: new_id(chat),
+        created: unix_time(),
+        start,
+        first_token: None,
+        answer: String::new(),
+        shown: 0,
+        ended: false,
+        logprobs: Vec::new(),
+        offsets: Vec::new(),
+        sent: 0,
+    };
+    let opening = if chat {
+        let first = json!({"index": 0, "delta": {"role": "assistant", "content": ""},
+                           "finish_reason": null, "logprobs": null});
+        state.event(first, None)
+    } else {
+        String::new()
+    };
+    let head = futures_util::stream::iter(
+        (!opening.is_empty()).then(|| Ok::<_, std::convert::Infallible>(Bytes::from(opening))),
+    );
+    let events = futures_util::stream::unfold(state, |mut s| async move {
+        loop {
+            if s.ended {
+                return None;
+            }
+            let out = match s.submitted.events.recv().await {
+                Some(Event::Token { text, logprob }) => s.token(&text, logprob),
+                Some(Event::Text(piece)) => s.text(&piece),
+                Some(Event::Done(outcome)) => s.done(outcome),
+                None => s.done(Err(ApiError::internal("the scheduler stopped"))),
+            };
+            if !out.is_empty() {
+                return Some((Ok(Bytes::from(out)), s));
+            }
+        }
+    });
+    let mut response = Response::new(Body::from_stream(futures_util::StreamExt::chain(
+        head, events,
+    )));
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    response.extensions_mut().insert(Served {
+        streamed: true,
+        ..Served::default()
+    });
+    response
+}

@@ -1,0 +1,520 @@
+//! `liger serve` put on a network: API keys and CORS (llama.cpp's server security tests,
+//! ported), the limits every client meets (head size 431, body 413 / 415 / 408, open
+//! connections 503, idle and stalled connections dropped), cancellation of a client that
+//! leaves, and a graceful shutdown on SIGTERM.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// An answer read off the wire.
+struct Answer {
+    status: u16,
+    /// Header lines, names lower-cased.
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+fn host(base: &str) -> &str {
+    base.trim_start_matches("http://")
+}
+
+/// One request on its own connection (`Connection: close`), read to the end.
+fn exchange(base: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+    let mut stream = TcpStream::connect(host(base)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+        host(base)
+    );
+    for (name, value) in headers {
+        request += &format!("{name}: {value}\r\n");
+    }
+    if !body.is_empty() || method == "POST" {
+        request += &format!("Content-Length: {}\r\n", body.len());
+    }
+    request += "\r\n";
+    request += body;
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    parse_answer(&raw)
+}
+
+fn parse_answer(raw: &[u8]) -> Answer {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    // A chunked body joined (enough for these small answers).
+    let body = if headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"))
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 || after.len() < n {
+                break;
+            }
+            out += &after[..n];
+            rest = after[n..].trim_start_matches("\r\n");
+        }
+        out
+    } else {
+        body.to_owned()
+    };
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A value of `/metrics` (`key`: the server's API key, or "" for none).
+fn metric(base: &str, key: &str, name: &str) -> f64 {
+    let auth = format!("Bearer {key}");
+    let headers: &[(&str, &str)] = if key.is_empty() {
+        &[]
+    } else {
+        &[("Authorization", &auth)]
+    };
+    let a = exchange(base, "GET", "/metrics", headers, "");
+    assert_eq!(a.status, 200, "{}", a.body);
+    a.body
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{}", a.body))
+}
+
+fn health(base: &str) -> Value {
+    exchange(base, "GET", "/health", &[], "").json()
+}
+
+/// Waits up to `limit` for the scheduler to have no sequence and no waiting request.
+fn wait_idle(base: &str, limit: Duration) -> Result<Duration, Value> {
+    let start = Instant::now();
+    loop {
+        let h = health(base);
+        if h["active"] == 0 && h["waiting"] == 0 {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return Err(h);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits (up to 30 s) until a sequence is running.
+fn wait_active(base: &str) {
+    let start = Instant::now();
+    while health(base)["active"] == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no sequence started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+const CHAT: &str =
+    r#"{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4, "temperature": 0}"#;
+
+/// llama.cpp's `test_security.py`, ported: `/health` open, a missing or wrong key 401 (as
+/// OpenAI answers it), the right key (Bearer or X-Api-Key) 200, 100 unauthenticated
+/// completions of which none reaches the scheduler, CORS preflights answered for the allowed
+/// origin only, a body that is not JSON 415.
+#[test]
+fn serve_keeps_out_who_has_no_key_and_answers_cors() {
+    let Some(model) = chat_model() else {
+        return;
+    };
+    let key = "sk-test-4f9c2";
+    let s = serve_with(
+        &model,
+        &["--api-key", key, "--cors-origins", "http://allowed.example"],
+    );
+    let base = s.base.as_str();
+    let bearer = format!("Bearer {key}");
+    let json_type = ("Content-Type", "application/json");
+
+    assert_eq!(exchange(base, "GET", "/health", &[], "").status, 200);
+    let page = exchange(base, "GET", "/", &[], "");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("/v1/chat/completions"), "the chat page");
+
+    for (headers, says) in [
+        (vec![], "didn't provide"),
+        (vec![("Authorization", "Bearer wrong-key")], "Incorrect"),
+        (vec![("Authorization", key)], "didn't provide"), // no "Bearer "
+        (vec![("X-Api-Key", "sk-test-4f9c")], "Incorrect"), // a prefix of the key
+    ] {
+        let a = exchange(base, "GET", "/v1/models", &headers, "");
+        assert_eq!(a.status, 401, "{headers:?}: {}", a.body);
+        let error = &a.json()["error"];
+        assert_eq!(error["code"], "invalid_api_key", "{error}");
+        assert!(error["message"].as_str().unwrap().contains(says), "{error}");
+        assert_eq!(a.header("www-authenticate"), Some("Bearer"));
+    }
+    assert_eq!(
+        exchange(base, "GET", "/v1/models", &[("Authorization", &bearer)], "").status,
+        200
+    );
+    assert_eq!(
+        exchange(base, "GET", "/v1/models", &[("X-Api-Key", key)], "").status,
+        200
+    );
+
+    for i in 0..100 {
+        let headers: &[(&str, &str)] = match i % 3 {
+            0 => &[json_type],
+            1 => &[json_type, ("Authorization", "Bearer nope")],
+            _ => &[json_type, ("Authorization", "Basic c2stdGVzdA==")],
+        };
+        let path = if i % 2 == 0 {
+            "/v1/chat/completions"
+        } else {
+            "/v1/completions"
+        };
+        let body = if i % 2 == 0 {
+            CHAT
+        } else {
+            r#"{"prompt": "Hi", "max_tokens": 2}"#
+        };
+        assert_eq!(exchange(base, "POST", path, headers, body).status, 401);
+    }
+    assert_eq!(
+        metric(base, key, "liger_jobs_total"),
+        0.0,
+        "an unauthenticated request was run"
+    );
+    assert_eq!(metric(base, key, "liger_unauthorized_total"), 100.0 + 4.0);
+
+    let a = exchange(
+        base,
+        "POST",
+        "/v1/chat/completions",
+        &[json_type, ("Authorization", &bearer)],
+        CHAT,
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(metric(base, key, "liger_jobs_total"), 1.0);
+    let a = exchange(
+        base,
+        "POST",
+        "/v1/chat/completions",
+        &[("Content-Type", "text/plain"), ("Authorization", &bearer)],
+        CHAT,
+    );
+    assert_eq!(a.status, 415, "{}", a.body);
+
+    // CORS: a preflight needs no key; the allowed origin gets its grant, another none.
+    let preflight = |origin: &str| {
+        exchange(
+            base,
+            "OPTIONS",
+            "/v1/chat/completions",
+            &[
+                ("Origin", origin),
+                ("Access-Control-Request-Method", "POST"),
+                (
+                    "Access-Control-Request-Headers",
+                    "authorization, content-type",
+                ),
+            ],
+            "",
+        )
+    };
+    let allowed = preflight("http://allowed.example");
+    assert_eq!(allowed.status, 200, "{:?}", allowed.headers);
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("http://allowed.example")
+    );
+    let methods = allowed.header("access-control-allow-methods").unwrap_or("");
+    assert!(methods.contains("POST"), "{methods}");
+    let headers = allowed
+        .header("access-control-allow-headers")
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    assert!(
+        headers.contains("authorization") && headers.contains("content-type"),
+        "{headers}"
+    );
+    assert_eq!(
+        preflight("http://evil.example").header("access-control-allow-origin"),
+        None
+    );
+    let a = exchange(
+        base,
+        "GET",
+        "/v1/models",
+        &[
+            ("Origin", "http://allowed.example"),
+            ("Authorization", &bearer),
+        ],
+        "",
+    );
+    assert_eq!(
+        a.header("access-control-allow-origin"),
+        Some("http://allowed.example")
+    );
+}
+
+/// Every resource a client can hold is bounded and every wait has a deadline: a head with no
+/// end (431, memory flat), a body larger than 1 MiB (413), a body that trickles (408), idle
+/// connections (closed), connections beyond the cap (503; a new one succeeds once they
+/// close), a streaming client that never reads (dropped, its sequence freed), a client that
+/// leaves during prefill (its sequence freed).
+#[test]
+fn serve_bounds_what_a_client_can_hold() {
+    let Some(model) = chat_model() else {
+        return;
+    };
+    let s = serve_with(
+        &model,
+        &[
+            "--read-timeout",
+            "2",
+            "--write-timeout",
+            "2",
+            "--max-connections",
+            "24",
+            "--max-header-bytes",
+            "16384",
+        ],
+    );
+    let (base, pid) = (s.base.clone(), s.child.id());
+    let base = base.as_str();
+
+    // A 64 MiB header line with no end: refused once past the limit, memory unmoved.
+    let (rss_before, _) = rss(pid);
+    let mut stream = TcpStream::connect(host(base)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nX-Long: ")
+        .unwrap();
+    let line = vec![b'a'; 1 << 20];
+    let mut sent = 0usize;
+    for _ in 0..64 {
+        match stream.write_all(&line) {
+            Ok(()) => sent += line.len(),
+            Err(_) => break, // the server closed the connection
+        }
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = parse_answer(&answer);
+    assert_eq!(answer.status, 431, "after {sent} bytes of header");
+    let (_, hwm) = rss(pid);
+    assert!(
+        hwm < rss_before + (64 << 20),
+        "RSS {rss_before} -> high-water {hwm}"
+    );
+
+    // A body too large, a body that is not JSON, a body that stops coming.
+    let big = format!(r#"{{"prompt": "{}"}}"#, "a".repeat(1 << 20));
+    assert_eq!(
+        exchange(base, "POST", "/v1/completions", &[], &big).status,
+        413
+    );
+    let mut slow = TcpStream::connect(host(base)).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let start = Instant::now();
+    write!(
+        slow,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"pro"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = slow.read_to_end(&mut answer);
+    let answer = parse_answer(&answer);
+    assert_eq!(answer.status, 408, "{}", answer.body);
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "408 after {:?}",
+        start.elapsed()
+    );
+
+    // Idle connections are closed after the read deadline; past the cap, 503 at once.
+    let idle: Vec<TcpStream> = (0..24)
+        .map(|_| TcpStream::connect(host(base)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let over = exchange(base, "GET", "/health", &[], "");
+    assert_eq!(over.status, 503, "{}", over.body);
+    for mut c in idle {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let start = Instant::now();
+        let mut buf = [0u8; 64];
+        let n = c.read(&mut buf).unwrap_or(0);
+        assert_eq!(
+            n,
+            0,
+            "an idle connection got {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        assert!(start.elapsed() < Duration::from_secs(3));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        exchange(base, "GET", "/health", &[], "").status,
+        200,
+        "a new connection after the flood"
+    );
+
+    // A streaming client that never reads: dropped within the write deadline (+1 s), its
+    // sequence freed.
+    let body = r#"{"prompt": "Once upon a time", "max_tokens": 1024, "temperature": 1.0, "seed": 3, "stream": true, "ignore_eos": true}"#;
+    let stalled = stalled_stream(base, body);
+    wait_active(base);
+    let freed = wait_idle(base, Duration::from_secs(30));
+    drop(stalled);
+    let freed = freed.unwrap_or_else(|h| panic!("the stalled stream still holds a slot: {h}"));
+    println!("stalled stream freed after {freed:?}");
+
+    // Ten clients that leave 100 ms into long prefills: each sequence ends at the next step,
+    // long before its prompt could have been fed (10 x ~3,000 tokens at 256 per step would
+    // take over 100 steps).
+    let steps_before = metric(base, "", "liger_steps_total");
+    let long = "The quick brown fox jumps over the lazy dog. ".repeat(300);
+    let body = json!({"prompt": long, "max_tokens": 8}).to_string();
+    let leaving: Vec<TcpStream> = (0..10)
+        .map(|_| {
+            let mut c = TcpStream::connect(host(base)).unwrap();
+            write!(
+                c,
+                "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            c
+        })
+        .collect();
+    wait_active(base);
+    std::thread::sleep(Duration::from_millis(100));
+    drop(leaving);
+    let freed = wait_idle(base, Duration::from_secs(60))
+        .unwrap_or_else(|h| panic!("60 s after the clients left: {h}"));
+    let steps = metric(base, "", "liger_steps_total") - steps_before;
+    println!("10 clients gone during prefill: every slot free {freed:?} after, {steps} steps");
+    assert!(
+        steps <= 10.0,
+        "{steps} steps: the prefills went on after their clients left"
+    );
+}
+
+/// Opens a streamed completion and reads nothing; the socket's receive buffer is made small
+/// so that the server's writes stall soon.
+fn stalled_stream(base: &str, body: &str) -> TcpStream {
+    let stream = TcpStream::connect(host(base)).unwrap();
+    set_receive_buffer(&stream, 4096);
+    let mut s = &stream;
+    write!(
+        s,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    stream
+}
+
+fn set_receive_buffer(stream: &TcpStream, bytes: i32) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt reads one int through a pointer to a live local, on an open socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+}
+
+/// SIGTERM during a stream: no new connections, the stream ends with its last chunk and
+/// `[DONE]` once the grace period is over, the process exits cleanly.
+#[test]
+fn serve_shuts_down_gracefully_on_sigterm() {
+    let Some(model) = chat_model() else {
+        return;
+    };
+    let mut s = serve_with(&model, &["--shutdown-grace", "1"]);
+    let base = s.base.clone();
+    let mut stream = TcpStream::connect(host(&base)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let body = r#"{"prompt": "Once upon a time", "max_tokens": 100000, "temperature": 1.0, "seed": 1, "stream": true, "ignore_eos": true}"#;
+    write!(
+        stream,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut first = [0u8; 256];
+    let n = stream.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    // SAFETY: kill sends a signal to our own child's pid.
+    assert_eq!(unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) }, 0);
+    let start = Instant::now();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.contains("data: [DONE]"),
+        "the stream ended without [DONE]: ...{}",
+        &rest[rest.len().saturating_sub(300)..]
+    );
+    assert!(
+        rest.contains(r#""finish_reason":"cancelled""#),
+        "no last chunk with a finish reason"
+    );
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        start.elapsed()
+    );
+    assert!(
+        TcpStream::connect(host(&base)).is_err(),
+        "still accepting after shutdown"
+    );
+}
