@@ -446,7 +446,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             .unwrap_or(address);
         eprintln!(
             "serving {} on http://{bound} ({slots} sequences at once{}): /v1/chat/completions, \
-             /v1/completions, /v1/models, /health, /metrics",
+             /v1/completions, /v1/models, /tokenize, /detokenize, /health, /metrics, / (chat page)",
             server.name,
             if keyed { ", API key required" } else { "" },
         );

@@ -172,22 +172,6 @@ fn serve_answers_openai_requests_and_feeds_only_new_tokens() {
     openai_script("openai_client.py", base);
 }
 
-/// Whether the official openai Python client is installed (required in CI).
-fn has_openai() -> bool {
-    let has = Command::new("python3")
-        .args(["-c", "import openai"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the openai Python package is required in CI"
-        );
-        eprintln!("SKIPPED: the openai Python client (pip install openai)");
-    }
-    has
-}
-
 /// Runs `tests/python/<script>` against the server at `base`; fails with its output.
 fn openai_script(script: &str, base: &str) {
     let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));

@@ -222,8 +222,10 @@ pub struct TokenLogprob {
 impl TokenLogprob {
     /// `id`'s log-probability in `logits` and the `top` most likely (ties: lower id first).
     pub fn of(logits: &[f32], id: u32, top: usize) -> TokenLogprob {
+        // Summed in f64: 10^5 terms in f32 drift by ~1e-4.
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let log_sum = max + logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
+        let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+        let log_sum = max + sum.ln() as f32;
         let logprob = logits
             .get(id as usize)
             .map_or(f32::NEG_INFINITY, |&l| l - log_sum);

@@ -45,6 +45,8 @@ pub(crate) fn router(server: Arc<Server>, access: &Access) -> anyhow::Result<Rou
         .route("/v1/completions", json_only(post(completion::text)))
         .route("/v1/models", json_only(get(models)))
         .route("/metrics", json_only(get(metrics)))
+        .route("/tokenize", json_only(post(tokenize)))
+        .route("/detokenize", json_only(post(detokenize)))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&server),
             authorize,
@@ -225,6 +227,67 @@ async fn page() -> Response {
 async fn metrics(State(server): State<Arc<Server>>) -> Response {
     let text = server.metrics.render(&server.scheduler);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// llama-server's `POST /tokenize`: `{"content": TEXT, "add_special": bool}` → `{"tokens"}`.
+async fn tokenize(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<axum::Json<Value>, ApiError> {
+    let body = json_object(&json_body(&headers, body, server.read_timeout).await?)?;
+    let Some(text) = body.get("content").and_then(Value::as_str) else {
+        return Err(ApiError::bad_request("'content' must be a string"));
+    };
+    let add_special = body
+        .get("add_special")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let tokens = server
+        .tokenizer()
+        .encode(text, add_special)
+        .map_err(|e| ApiError::bad_request(format!("tokenizing: {e}")))?;
+    Ok(axum::Json(json!({"tokens": tokens})))
+}
+
+/// llama-server's `POST /detokenize`: `{"tokens": [ids]}` → `{"content"}`.
+async fn detokenize(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<axum::Json<Value>, ApiError> {
+    let body = json_object(&json_body(&headers, body, server.read_timeout).await?)?;
+    let vocab = server.model.config.vocab_size;
+    let tokens = body
+        .get("tokens")
+        .and_then(Value::as_array)
+        .and_then(|list| {
+            list.iter()
+                .map(|v| {
+                    v.as_u64()
+                        .filter(|&id| (id as usize) < vocab)
+                        .map(|id| id as u32)
+                })
+                .collect::<Option<Vec<u32>>>()
+        })
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "'tokens' must be an array of token ids below {vocab}"
+            ))
+        })?;
+    let content = server
+        .tokenizer()
+        .decode(&tokens, false)
+        .map_err(|e| ApiError::bad_request(format!("detokenizing: {e}")))?;
+    Ok(axum::Json(json!({"content": content})))
+}
+
+fn json_object(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
+    match serde_json::from_slice(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::bad_request("the body must be a JSON object")),
+        Err(e) => Err(ApiError::bad_request(format!("the body is not JSON: {e}"))),
+    }
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {

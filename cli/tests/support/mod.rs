@@ -125,3 +125,19 @@ pub fn raw(base: &str, request: &[u8], read_some_then_leave: bool) -> u16 {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
 }
+
+/// Whether the official openai Python client is installed (required in CI).
+pub fn has_openai() -> bool {
+    let has = Command::new("python3")
+        .args(["-c", "import openai"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the openai Python package is required in CI"
+        );
+        eprintln!("SKIPPED: the openai Python client (pip install openai)");
+    }
+    has
+}
