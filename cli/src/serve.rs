@@ -102,6 +102,10 @@ pub(crate) struct Server {
     scheduler: Arc<SchedulerState>,
     metrics: Arc<Metrics>,
     access: Access,
+    /// The device, as the backend describes it.
+    backend: String,
+    /// Bound to a loopback address: requests must name a loopback host.
+    loopback_only: bool,
     slots: usize,
     max_tokens: usize,
     max_prompt_tokens: usize,
@@ -373,6 +377,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let (jobs, queue) = channel();
     let scheduler_state = Arc::new(SchedulerState::default());
     let metrics = Arc::new(Metrics::default());
+    let backend_name = backend.describe();
     let scheduler = Scheduler {
         model: Arc::clone(&model),
         backend,
@@ -414,6 +419,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         args.cache
     );
     let keyed = !access.keys.is_empty();
+    let loopback_only = match args.host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => args.host.eq_ignore_ascii_case("localhost"),
+    };
     let server = Arc::new(Server {
         model,
         name,
@@ -422,6 +431,8 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         scheduler: Arc::clone(&scheduler_state),
         metrics,
         access,
+        backend: backend_name,
+        loopback_only,
         slots,
         max_tokens: args.max_tokens,
         max_prompt_tokens: args.max_prompt_tokens,

@@ -187,10 +187,27 @@ fn serve_keeps_out_who_has_no_key_and_answers_cors() {
         assert!(error["message"].as_str().unwrap().contains(says), "{error}");
         assert_eq!(a.header("www-authenticate"), Some("Bearer"));
     }
-    assert_eq!(
-        exchange(base, "GET", "/v1/models", &[("Authorization", &bearer)], "").status,
-        200
+    let models = exchange(base, "GET", "/v1/models", &[("Authorization", &bearer)], "");
+    assert_eq!(models.status, 200);
+    let meta = &models.json()["data"][0]["meta"];
+    assert!(
+        meta["context_length"].is_null() && meta["state_bytes"].as_u64() > Some(0),
+        "{meta}"
     );
+    // On loopback, a request to another host name (DNS rebinding) is refused before the key.
+    let with_host = |name: &str, path: &str| {
+        let mut c = TcpStream::connect(host(base)).unwrap();
+        write!(c, "GET {path} HTTP/1.1\r\nHost: {name}\r\nAuthorization: {bearer}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut raw = Vec::new();
+        let _ = c.read_to_end(&mut raw);
+        parse_answer(&raw).status
+    };
+    for host in ["evil.example", "evil.example:80", "127.0.0.1.nip.io"] {
+        assert_eq!(with_host(host, "/v1/models"), 421, "Host: {host}");
+    }
+    for host in ["localhost:1", "[::1]:8080", "127.0.0.1"] {
+        assert_eq!(with_host(host, "/health"), 200, "Host: {host}");
+    }
     assert_eq!(
         exchange(base, "GET", "/v1/models", &[("X-Api-Key", key)], "").status,
         200
@@ -357,7 +374,7 @@ fn serve_bounds_what_a_client_can_hold() {
     let start = Instant::now();
     write!(
         slow,
-        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"pro"
+        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"pro"
     )
     .unwrap();
     let mut answer = Vec::new();
@@ -418,7 +435,7 @@ fn serve_bounds_what_a_client_can_hold() {
             let mut c = TcpStream::connect(host(base)).unwrap();
             write!(
                 c,
-                "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
             )
             .unwrap();
@@ -446,7 +463,7 @@ fn stalled_stream(base: &str, body: &str) -> TcpStream {
     let mut s = &stream;
     write!(
         s,
-        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -484,7 +501,7 @@ fn serve_shuts_down_gracefully_on_sigterm() {
     let body = r#"{"prompt": "Once upon a time", "max_tokens": 100000, "temperature": 1.0, "seed": 1, "stream": true, "ignore_eos": true}"#;
     write!(
         stream,
-        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();

@@ -58,6 +58,10 @@ pub(crate) fn router(server: Arc<Server>, access: &Access) -> anyhow::Result<Rou
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&server),
+            loopback_host,
+        ))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&server),
             access_log,
         ))
         .with_state(server);
@@ -140,6 +144,41 @@ pub(crate) struct Served {
     pub streamed: bool,
 }
 
+/// A server on loopback answers only requests addressed to a loopback name: a web page the
+/// user visits cannot reach it through a DNS name rebound to 127.0.0.1 (421 otherwise). A
+/// server on another address (`--host 0.0.0.0`) takes any Host: guard it with a key.
+async fn loopback_host(
+    State(server): State<Arc<Server>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if server.loopback_only {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let name = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+        };
+        let loopback = name.eq_ignore_ascii_case("localhost")
+            || name
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return ApiError {
+                status: 421,
+                message: format!(
+                    "this server listens on loopback and answers only requests to a loopback host, not {host:?}"
+                ),
+            }
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
 /// One line per request: method, path, status, tokens, time to first token and in all.
 async fn access_log(State(server): State<Arc<Server>>, request: Request, next: Next) -> Response {
     let (method, path, start) = (
@@ -203,10 +242,27 @@ async fn health(State(server): State<Arc<Server>>) -> Response {
     }
 }
 
+/// The one model served, with what a client may want to know of it: no context limit (the
+/// state has a fixed size), the state's bytes, the backend.
 async fn models(State(server): State<Arc<Server>>) -> axum::Json<Value> {
+    let c = &server.model.config;
     axum::Json(json!({
         "object": "list",
-        "data": [{"id": server.name, "object": "model", "created": 0, "owned_by": "liger"}],
+        "data": [{
+            "id": server.name, "object": "model", "created": 0, "owned_by": "liger",
+            "meta": {
+                "architecture": format!("liger-{:?}", c.variant).to_lowercase(),
+                "context_length": null,
+                "trained_context_length": c.context_length,
+                "state_bytes": server.model.state_bytes(),
+                "n_vocab": c.vocab_size,
+                "n_layers": c.n_layers,
+                "n_embd": c.hidden,
+                "backend": server.backend,
+                "slots": server.slots,
+                "untrained_linearization": c.untrained,
+            },
+        }],
     }))
 }
 
