@@ -8,7 +8,6 @@ mod support;
 use liger_tests::*;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read};
-use std::process::Command;
 use support::*;
 
 #[test]
@@ -174,18 +173,7 @@ fn serve_answers_openai_requests_and_feeds_only_new_tokens() {
 
 /// Runs `tests/python/<script>` against the server at `base`; fails with its output.
 fn openai_script(script: &str, base: &str) {
-    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("python3")
-        .arg(path)
-        .arg(format!("{base}/v1"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python_script(script, &[&format!("{base}/v1")]);
 }
 
 /// A tool round trip through the openai client on the demo model's own template (ChatML,

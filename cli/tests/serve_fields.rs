@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::process::Command;
 use support::*;
 
 /// On the F16 file: the CPU's products then take f32 activations, so the server's token-by-token
@@ -20,24 +19,9 @@ fn serve_honours_openai_sampling_fields() {
         return;
     }
     let s = serve(&model);
-    let script = format!(
-        "{}/tests/python/openai_fields.py",
-        env!("CARGO_MANIFEST_DIR")
+    let said = python_script(
+        "openai_fields.py",
+        &[s.base.as_str(), env!("CARGO_BIN_EXE_liger"), model.as_str()],
     );
-    let out = Command::new("python3")
-        .args([
-            script.as_str(),
-            s.base.as_str(),
-            env!("CARGO_BIN_EXE_liger"),
-            model.as_str(),
-        ])
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "openai_fields.py: {said}");
     println!("{said}");
 }

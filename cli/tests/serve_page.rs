@@ -37,22 +37,10 @@ fn serve_chat_page_streams_and_stops_in_a_real_browser() {
     let key = "sk-page-test";
     let s = serve_with(model.to_str().unwrap(), &["--api-key", key]);
     let shot = std::env::temp_dir().join(format!("liger-chat-page-{}.png", std::process::id()));
-    let script = format!("{}/tests/python/chat_page.py", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("python3")
-        .args([
-            script.as_str(),
-            s.base.as_str(),
-            key,
-            shot.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let said = python_script(
+        "chat_page.py",
+        &[s.base.as_str(), key, shot.to_str().unwrap()],
     );
-    assert!(out.status.success(), "chat_page.py: {said}");
     println!("{said}screenshot: {}", shot.display());
     let png = std::fs::read(&shot).unwrap();
     assert!(png.starts_with(b"\x89PNG"), "no screenshot");

@@ -141,3 +141,20 @@ pub fn has_openai() -> bool {
     }
     has
 }
+
+/// Runs `tests/python/<script> ARGS...`; fails with its output, else returns it.
+pub fn python_script(script: &str, args: &[&str]) -> String {
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(path)
+        .args(args)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{script}: {said}");
+    said
+}
