@@ -132,6 +132,16 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_else(|| p.display().to_string())
 }
 
+/// An adapter's folder as a name: with its parent's (`recovery/adapter`), since adapters'
+/// folders are often named just `adapter`.
+fn adapter_label(dir: &Path) -> String {
+    let name = file_name(dir);
+    match dir.parent().and_then(Path::file_name) {
+        Some(parent) => format!("{}/{name}", parent.to_string_lossy()),
+        None => name,
+    }
+}
+
 /// Checks that the source has exactly the tensors the model needs, with their shapes.
 fn check_tensors(weights: &dyn WeightSource, plan: &[PlannedTensor]) -> Result<()> {
     for t in plan {
@@ -207,9 +217,9 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport> {
             (false, _) => source.name.clone(),
             (true, None) => format!("{} (Liger-GLA, untrained linearization)", source.name),
             (true, Some(a)) => format!(
-                "{} (Liger-GLA, recovered by the LoRA adapter {})",
+                "{} (Liger-GLA, recovered with the LoRA adapter {})",
                 source.name,
-                file_name(&a.dir)
+                adapter_label(&a.dir)
             ),
         });
     let mut metadata = file_metadata(&name, opts.out_type, &config, &source.description);
