@@ -190,7 +190,7 @@ impl Generator {
         };
         Ok(Step::Token {
             id,
-            text: self.stop_strings.push(&text),
+            text: self.stop_strings.push(text),
         })
     }
 
@@ -201,7 +201,7 @@ impl Generator {
             Some(t) => self.decoder.flush(t)?,
             None => String::new(),
         };
-        let rest = self.stop_strings.push(&rest);
+        let rest = self.stop_strings.push(rest);
         Ok(rest + &self.stop_strings.flush())
     }
 
@@ -258,15 +258,16 @@ impl StopStrings {
         }
     }
 
-    /// The text that can be shown once `text` follows what came before.
-    pub fn push(&mut self, text: &str) -> String {
+    /// The text that can be shown once `text` follows what came before (`text` itself, not
+    /// a copy, when there are no stop strings).
+    pub fn push(&mut self, text: String) -> String {
         if self.reached {
             return String::new();
         }
         if self.stops.is_empty() {
-            return text.to_owned();
+            return text;
         }
-        self.held.push_str(text);
+        self.held.push_str(&text);
         let found = self
             .stops
             .iter()
@@ -301,7 +302,7 @@ mod tests {
     /// Pushes `pieces` one by one: the text shown after each, and whether a stop was reached.
     fn run(stops: &[&str], pieces: &[&str]) -> (Vec<String>, bool) {
         let mut s = StopStrings::new(&stops.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        let shown = pieces.iter().map(|p| s.push(p)).collect();
+        let shown = pieces.iter().map(|p| s.push(p.to_string())).collect();
         (shown, s.reached)
     }
 
@@ -325,7 +326,7 @@ mod tests {
     #[test]
     fn held_text_comes_out_at_the_end() {
         let mut s = StopStrings::new(&["<end>".to_string()]);
-        assert_eq!(s.push("done <en"), "done ");
+        assert_eq!(s.push("done <en".into()), "done ");
         assert_eq!(s.flush(), "<en");
         assert!(!s.reached);
     }
