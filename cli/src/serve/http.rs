@@ -98,6 +98,7 @@ pub(crate) async fn run(
 }
 
 /// Bytes a connection may queue that the client has not taken into its receive window.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 const UNSENT_BYTES: i32 = 16 << 10;
 
 /// Makes the socket writable only while fewer than [`UNSENT_BYTES`] wait to be sent, so that a
