@@ -438,7 +438,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         max_prompt_tokens: args.max_prompt_tokens,
         read_timeout: limits.read_timeout,
     });
-    let router = api::router(Arc::clone(&server), &server.access)?;
+    let router = api::router(Arc::clone(&server))?;
     // Two threads are plenty for HTTP: the model's work is the scheduler's and its pool's.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -38,7 +38,8 @@ pub(crate) struct Access {
 }
 
 /// The router over `server`.
-pub(crate) fn router(server: Arc<Server>, access: &Access) -> anyhow::Result<Router> {
+pub(crate) fn router(server: Arc<Server>) -> anyhow::Result<Router> {
+    let origins = server.access.cors_origins.clone();
     let json_only = |route: MethodRouter<Arc<Server>>| route.fallback(method_not_allowed);
     let api = Router::new()
         .route("/v1/chat/completions", json_only(post(completion::chat)))
@@ -65,8 +66,8 @@ pub(crate) fn router(server: Arc<Server>, access: &Access) -> anyhow::Result<Rou
             access_log,
         ))
         .with_state(server);
-    if !access.cors_origins.is_empty() {
-        router = router.layer(cors(&access.cors_origins)?);
+    if !origins.is_empty() {
+        router = router.layer(cors(&origins)?);
     }
     Ok(router)
 }

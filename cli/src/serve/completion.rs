@@ -172,7 +172,7 @@ async fn whole(
             None => return Err(ApiError::internal("the scheduler stopped")),
         }
     };
-    let choice = if chat {
+    let mut choice = if chat {
         let (content, calls) = if req.uses_tools() {
             server.template.tool_format().parse(&c.text)
         } else {
@@ -193,7 +193,6 @@ async fn whole(
     } else {
         json!({"index": 0, "text": c.text, "finish_reason": c.finish_reason, "logprobs": null})
     };
-    let mut choice = choice;
     if req.logprobs.is_some() {
         choice["logprobs"] = logprobs_json(server, chat, &logprobs, &offsets);
     }
