@@ -113,6 +113,7 @@ pub(crate) struct Server {
 }
 
 /// The outcome of one completion.
+#[derive(Clone)]
 pub(crate) struct Completion {
     pub text: String,
     pub prompt_tokens: usize,
@@ -193,6 +194,12 @@ impl Server {
                 "'logit_bias' names token {id}; the vocabulary has {vocab}"
             )));
         }
+        if req.n > self.slots {
+            return Err(ApiError::bad_request(format!(
+                "'n' is {}; this server decodes at most {} sequences at once (--parallel)",
+                req.n, self.slots
+            )));
+        }
         let (events, received) = unbounded_channel();
         let cancelled = Arc::new(AtomicBool::new(false));
         let max_tokens = req
@@ -223,6 +230,7 @@ impl Server {
             grammar,
             stop_strings: req.stop.clone(),
             logprobs: req.logprobs,
+            choices: req.n,
             cancelled: Arc::clone(&cancelled),
             events,
         };

@@ -112,7 +112,7 @@ fn serve_answers_openai_requests_and_feeds_only_new_tokens() {
         ),
         (
             "/v1/chat/completions",
-            r#"{"messages": [{"role": "user", "content": "x"}], "n": 2}"#,
+            r#"{"messages": [{"role": "user", "content": "x"}], "n": 0}"#,
             400,
         ),
         (

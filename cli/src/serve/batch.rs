@@ -4,6 +4,9 @@
 //! decode tokens, a step holding at most `step_rows` tokens so that a long prompt does not
 //! stall the others — and leave when they stop, run out of tokens or their client leaves.
 //! The HTTP threads only parse, queue a [`Job`] and forward its [`Event`]s to their client.
+//!
+//! A job asking for `n` answers is fed once: when its prompt is in, the sequence is forked
+//! into `n` (the fixed-size state copied), and the `n` decode side by side in the same steps.
 
 use super::cache::PrefixCache;
 use super::metrics::{Metrics, SchedulerState};
@@ -33,22 +36,39 @@ pub(crate) struct Job {
     pub stop_strings: Vec<String>,
     /// Each token's log-probability with this many alternatives, if asked for.
     pub logprobs: Option<usize>,
+    /// Answers to give, each its own sequence after the prompt (`n`).
+    pub choices: usize,
     /// Set by the HTTP side when its client leaves: the job ends at the next step.
     pub cancelled: Arc<AtomicBool>,
     pub events: UnboundedSender<Event>,
 }
 
-/// What the scheduler tells a job's HTTP thread.
+/// What the scheduler tells a job's HTTP thread, about one of its answers (`choice` in
+/// `0..n`).
 pub(crate) enum Event {
     /// A generated token: the text it adds (may be empty: an incomplete character, or text
     /// that may begin a stop string) and, when asked for, its log-probability.
     Token {
+        choice: usize,
         text: String,
         logprob: Option<TokenLogprob>,
     },
     /// Text held back until the end (no token of its own).
-    Text(String),
-    Done(Result<Completion, ApiError>),
+    Text { choice: usize, text: String },
+    /// The answer is complete (each choice ends with one).
+    Done {
+        choice: usize,
+        outcome: Result<Completion, ApiError>,
+    },
+}
+
+impl Event {
+    fn failed(choice: usize, message: impl Into<String>) -> Event {
+        Event::Done {
+            choice,
+            outcome: Err(ApiError::internal(message)),
+        }
+    }
 }
 
 /// What the scheduler needs of the server.
@@ -66,9 +86,12 @@ pub(crate) struct Scheduler {
     pub metrics: Arc<Metrics>,
 }
 
-/// A job being served.
+/// One answer of a job being served.
 struct Active {
-    job: Job,
+    /// Shared by the job's answers.
+    job: Arc<Job>,
+    /// Which answer this is (`0..job.choices`).
+    choice: usize,
     session: Session,
     sampler: Sampler,
     generator: Generator,
@@ -124,9 +147,10 @@ impl Scheduler {
             if stepped.is_err() {
                 eprintln!("serve: a batched step panicked; its requests get an error");
                 for a in active.drain(..) {
-                    let _ = a.job.events.send(Event::Done(Err(ApiError::internal(
-                        "the batched step failed",
-                    ))));
+                    let _ = a
+                        .job
+                        .events
+                        .send(Event::failed(a.choice, "the batched step failed"));
                 }
             }
         }
@@ -144,36 +168,80 @@ impl Scheduler {
                 }
                 None => 0,
             };
-            let mut sampler = Sampler::new(job.sampling.clone());
-            job.prompt.iter().for_each(|&t| sampler.observe(t));
-            let options = GenerateOptions {
-                max_tokens: job.max_tokens,
-                ignore_eos: job.ignore_eos,
-                skip_special: true,
-                grammar: job.grammar.clone(),
-                stop_strings: job.stop_strings.clone(),
-                ..Default::default()
-            };
-            let generator = Generator::new(&self.model, options)?;
+            let (sampler, generator) = self.answer_tools(&job, 0)?;
             Ok((session, cached_tokens, sampler, generator))
         })();
         match started {
-            Ok((session, cached_tokens, sampler, generator)) => active.push(Active {
-                session,
-                sampler,
-                generator,
-                fed: cached_tokens,
-                cached_tokens,
-                generated: Vec::new(),
-                logprob: None,
-                text: String::new(),
-                error: None,
-                job,
-            }),
+            Ok((session, cached_tokens, sampler, generator)) => {
+                let first = Active {
+                    session,
+                    sampler,
+                    generator,
+                    fed: cached_tokens,
+                    cached_tokens,
+                    generated: Vec::new(),
+                    logprob: None,
+                    text: String::new(),
+                    error: None,
+                    job: Arc::new(job),
+                    choice: 0,
+                };
+                let fed = !first.prefilling();
+                active.push(first);
+                if fed {
+                    self.fork_choices(active, active.len() - 1);
+                }
+            }
             Err(e) => {
-                let _ = job
-                    .events
-                    .send(Event::Done(Err(ApiError::internal(e.to_string()))));
+                let _ = job.events.send(Event::failed(0, e.to_string()));
+            }
+        }
+    }
+
+    /// The sampler and the generation loop of answer `choice` of `job` (a seed moved by the
+    /// choice, so that `n` sampled answers differ and repeat with the seed).
+    fn answer_tools(&self, job: &Job, choice: usize) -> liger::Result<(Sampler, Generator)> {
+        let mut sampling = job.sampling.clone();
+        sampling.seed = sampling.seed.wrapping_add(choice as u64);
+        let mut sampler = Sampler::new(sampling);
+        job.prompt.iter().for_each(|&t| sampler.observe(t));
+        let options = GenerateOptions {
+            max_tokens: job.max_tokens,
+            ignore_eos: job.ignore_eos,
+            skip_special: true,
+            grammar: job.grammar.clone(),
+            stop_strings: job.stop_strings.clone(),
+            ..Default::default()
+        };
+        Ok((sampler, Generator::new(&self.model, options)?))
+    }
+
+    /// Once answer 0 of a job has its prompt in (`active[i]`), the job's other answers start
+    /// from a copy of its state.
+    fn fork_choices(&self, active: &mut Vec<Active>, i: usize) {
+        let job = Arc::clone(&active[i].job);
+        for choice in 1..job.choices {
+            let forked = active[i].session.fork().and_then(|session| {
+                let (sampler, generator) = self.answer_tools(&job, choice)?;
+                Ok((session, sampler, generator))
+            });
+            match forked {
+                Ok((session, sampler, generator)) => active.push(Active {
+                    session,
+                    sampler,
+                    generator,
+                    fed: job.prompt.len(),
+                    cached_tokens: active[i].cached_tokens,
+                    generated: Vec::new(),
+                    logprob: None,
+                    text: String::new(),
+                    error: None,
+                    job: Arc::clone(&job),
+                    choice,
+                }),
+                Err(e) => {
+                    let _ = job.events.send(Event::failed(choice, e.to_string()));
+                }
             }
         }
     }
@@ -245,20 +313,21 @@ impl Scheduler {
         if let Err(e) = Session::feed_many(&mut work) {
             drop(work);
             for a in active.drain(..) {
-                let _ = a
-                    .job
-                    .events
-                    .send(Event::Done(Err(ApiError::internal(e.to_string()))));
+                let _ = a.job.events.send(Event::failed(a.choice, e.to_string()));
             }
             return;
         }
         drop(work);
 
         let mut finished = Vec::new();
+        let mut prompts_in = Vec::new();
         for (i, (a, feed)) in active.iter_mut().zip(&feeds).enumerate() {
             match *feed {
                 Feed::Prompt(n) => {
                     a.fed += n;
+                    if !a.prefilling() && a.job.choices > 1 {
+                        prompts_in.push(i);
+                    }
                     // The prompt's own state too: a follow-up whose history does not
                     // re-tokenize as the answer was generated, or a regenerated answer, still
                     // starts from here.
@@ -274,7 +343,11 @@ impl Scheduler {
                         a.text.push_str(&text);
                         let logprob = a.logprob.take();
                         if !text.is_empty() || logprob.is_some() {
-                            let _ = a.job.events.send(Event::Token { text, logprob });
+                            let _ = a.job.events.send(Event::Token {
+                                choice: a.choice,
+                                text,
+                                logprob,
+                            });
                         }
                     }
                     Ok(Step::Done(stop)) => finished.push((i, stop)),
@@ -286,6 +359,10 @@ impl Scheduler {
                 Feed::Stop(stop) => finished.push((i, stop)),
             }
         }
+        // Forks go to the end: the indices of `finished` still hold.
+        for i in prompts_in {
+            self.fork_choices(active, i);
+        }
         for (i, stop) in finished.into_iter().rev() {
             let a = active.swap_remove(i);
             self.finish(a, stop);
@@ -294,26 +371,38 @@ impl Scheduler {
 
     /// Sends a job's last text and its completion; its final state goes to the prefix cache.
     fn finish(&mut self, mut a: Active, stop: StopReason) {
+        let choice = a.choice;
         if let Some(e) = a.error {
-            let _ = a.job.events.send(Event::Done(Err(ApiError::internal(e))));
+            let _ = a.job.events.send(Event::failed(choice, e));
             return;
         }
         let prompt_tokens = a.job.prompt.len();
-        if let Ok(rest) = a.generator.finish() {
-            if !rest.is_empty() {
-                a.text.push_str(&rest);
-                let _ = a.job.events.send(Event::Text(rest));
+        // Stopped before its prompt was in (shutdown): the answers never forked end too.
+        let unforked = if choice == 0 && a.prefilling() {
+            a.job.choices
+        } else {
+            choice + 1
+        };
+        if let Ok(text) = a.generator.finish() {
+            if !text.is_empty() {
+                a.text.push_str(&text);
+                let _ = a.job.events.send(Event::Text { choice, text });
             }
         }
         if !a.prefilling() {
-            let mut fed = std::mem::take(&mut a.job.prompt);
+            let mut fed = a.job.prompt.clone();
             fed.extend_from_slice(&a.generated);
             if let Ok(state) = a.session.state() {
                 self.cache.insert(fed, state);
             }
         }
-        self.metrics
-            .completed(prompt_tokens, a.cached_tokens, a.generated.len());
+        // The prompt was fed once, whatever the number of answers.
+        let (fed, cached) = if choice == 0 {
+            (prompt_tokens, a.cached_tokens)
+        } else {
+            (0, 0)
+        };
+        self.metrics.completed(fed, cached, a.generated.len());
         let completion = Completion {
             text: a.text,
             prompt_tokens,
@@ -321,6 +410,11 @@ impl Scheduler {
             completion_tokens: a.generated.len(),
             finish_reason: stop.finish_reason(),
         };
-        let _ = a.job.events.send(Event::Done(Ok(completion)));
+        for choice in choice..unforked {
+            let _ = a.job.events.send(Event::Done {
+                choice,
+                outcome: Ok(completion.clone()),
+            });
+        }
     }
 }

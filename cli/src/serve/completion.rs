@@ -147,7 +147,25 @@ fn logprobs_json(server: &Server, chat: bool, tokens: &[TokenLogprob], offsets: 
     }
 }
 
-/// A whole (non-streamed) completion: the events gathered, then one JSON answer.
+/// The usage of a request's answers together: the prompt once, every answer's tokens.
+fn together(answers: &[Completion]) -> Completion {
+    let mut total = answers[0].clone();
+    total.completion_tokens = answers.iter().map(|c| c.completion_tokens).sum();
+    total
+}
+
+/// A non-streamed answer's pieces as they come.
+#[derive(Default)]
+struct Gathered {
+    logprobs: Vec<TokenLogprob>,
+    /// Where each token's text begins in the answer.
+    offsets: Vec<usize>,
+    shown: usize,
+    done: Option<Completion>,
+}
+
+/// A whole (non-streamed) completion: the events of its `n` answers gathered, then one JSON
+/// answer.
 async fn whole(
     server: &Server,
     req: &Request,
@@ -156,52 +174,71 @@ async fn whole(
     start: Instant,
 ) -> Result<Response, ApiError> {
     let mut first_token = None;
-    let (mut logprobs, mut offsets, mut shown) = (Vec::new(), Vec::new(), 0);
-    let c = loop {
+    let mut answers: Vec<Gathered> = (0..req.n).map(|_| Gathered::default()).collect();
+    let mut left = req.n;
+    while left > 0 {
         match submitted.events.recv().await {
-            Some(Event::Token { text, logprob }) => {
+            Some(Event::Token {
+                choice,
+                text,
+                logprob,
+            }) => {
                 first_token.get_or_insert_with(|| start.elapsed());
+                let g = &mut answers[choice];
                 if let Some(lp) = logprob {
-                    logprobs.push(lp);
-                    offsets.push(shown);
+                    g.logprobs.push(lp);
+                    g.offsets.push(g.shown);
                 }
-                shown += text.len();
+                g.shown += text.len();
             }
-            Some(Event::Text(_)) => {}
-            Some(Event::Done(outcome)) => break outcome?,
+            Some(Event::Text { .. }) => {}
+            Some(Event::Done { choice, outcome }) => {
+                answers[choice].done = Some(outcome?);
+                left -= 1;
+            }
             None => return Err(ApiError::internal("the scheduler stopped")),
         }
-    };
-    let mut choice = if chat {
-        let (content, calls) = if req.uses_tools() {
-            server.template.tool_format().parse(&c.text)
-        } else {
-            (c.text.clone(), Vec::new())
-        };
-        let mut message = json!({"role": "assistant", "content": content});
-        let mut finish = c.finish_reason;
-        if !calls.is_empty() {
-            message["content"] = if content.is_empty() {
-                Value::Null
-            } else {
-                json!(content)
-            };
-            message["tool_calls"] = openai_calls(&calls, false);
-            finish = "tool_calls";
-        }
-        json!({"index": 0, "message": message, "finish_reason": finish, "logprobs": null})
-    } else {
-        json!({"index": 0, "text": c.text, "finish_reason": c.finish_reason, "logprobs": null})
-    };
-    if req.logprobs.is_some() {
-        choice["logprobs"] = logprobs_json(server, chat, &logprobs, &offsets);
     }
+    let mut choices = Vec::with_capacity(req.n);
+    let mut completions = Vec::with_capacity(req.n);
+    for (index, g) in answers.into_iter().enumerate() {
+        let Some(c) = g.done else {
+            return Err(ApiError::internal("an answer never ended"));
+        };
+        let mut choice = if chat {
+            let (content, calls) = if req.uses_tools() {
+                server.template.tool_format().parse(&c.text)
+            } else {
+                (c.text.clone(), Vec::new())
+            };
+            let mut message = json!({"role": "assistant", "content": content});
+            let mut finish = c.finish_reason;
+            if !calls.is_empty() {
+                message["content"] = if content.is_empty() {
+                    Value::Null
+                } else {
+                    json!(content)
+                };
+                message["tool_calls"] = openai_calls(&calls, false);
+                finish = "tool_calls";
+            }
+            json!({"index": index, "message": message, "finish_reason": finish, "logprobs": null})
+        } else {
+            json!({"index": index, "text": c.text, "finish_reason": c.finish_reason, "logprobs": null})
+        };
+        if req.logprobs.is_some() {
+            choice["logprobs"] = logprobs_json(server, chat, &g.logprobs, &g.offsets);
+        }
+        choices.push(choice);
+        completions.push(c);
+    }
+    let c = together(&completions);
     let mut response = axum::Json(json!({
         "id": new_id(chat),
         "object": if chat { "chat.completion" } else { "text_completion" },
         "created": unix_time(),
         "model": server.name,
-        "choices": [choice],
+        "choices": choices,
         "usage": usage(&c),
     }))
     .into_response();
@@ -209,6 +246,21 @@ async fn whole(
         .extensions_mut()
         .insert(served(&c, first_token, false));
     Ok(response)
+}
+
+/// One streamed answer between its events.
+#[derive(Default)]
+struct Answer {
+    /// With tools, the answer so far and how much of it was shown: text that may begin a call
+    /// is held back until the answer ends (then it is content after all, or the calls).
+    text: String,
+    shown: usize,
+    /// Log-probabilities of tokens whose text is not out yet, and where each begins.
+    logprobs: Vec<TokenLogprob>,
+    offsets: Vec<usize>,
+    /// Bytes of answer text sent.
+    sent: usize,
+    done: Option<Completion>,
 }
 
 /// What a stream carries from one event to the next.
@@ -221,17 +273,11 @@ struct Streaming {
     created: u64,
     start: Instant,
     first_token: Option<std::time::Duration>,
-    /// With tools, the answer so far and how much of it was shown: text that may begin a call
-    /// is held back until the answer ends (then it is content after all, or the calls).
-    answer: String,
-    shown: usize,
+    answers: Vec<Answer>,
+    /// Answers not ended yet.
+    left: usize,
     /// The last event is out.
     ended: bool,
-    /// Log-probabilities of tokens whose text is not out yet, and where each begins.
-    logprobs: Vec<TokenLogprob>,
-    offsets: Vec<usize>,
-    /// Bytes of answer text sent.
-    sent: usize,
 }
 
 impl Streaming {
@@ -249,26 +295,28 @@ impl Streaming {
         format!("data: {chunk}\n\n")
     }
 
-    /// A chunk of answer text (with the log-probabilities of the tokens it holds, when asked
-    /// for), or the last chunk with its `finish`.
-    fn piece(&mut self, text: &str, finish: Option<&str>) -> String {
+    /// A chunk of answer `index`'s text (with the log-probabilities of the tokens it holds,
+    /// when asked for), or its last chunk with its `finish`.
+    fn piece(&mut self, index: usize, text: &str, finish: Option<&str>) -> String {
         let mut choice = if self.chat {
             let delta = if finish.is_some() {
                 json!({})
             } else {
                 json!({"content": text})
             };
-            json!({"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null})
+            json!({"index": index, "delta": delta, "finish_reason": finish, "logprobs": null})
         } else {
-            json!({"index": 0, "text": text, "finish_reason": finish, "logprobs": null})
+            json!({"index": index, "text": text, "finish_reason": finish, "logprobs": null})
         };
-        if !self.logprobs.is_empty() {
-            choice["logprobs"] =
-                logprobs_json(&self.server, self.chat, &self.logprobs, &self.offsets);
-            self.logprobs.clear();
-            self.offsets.clear();
+        let a = &mut self.answers[index];
+        if !a.logprobs.is_empty() {
+            let (logprobs, offsets) = (
+                std::mem::take(&mut a.logprobs),
+                std::mem::take(&mut a.offsets),
+            );
+            choice["logprobs"] = logprobs_json(&self.server, self.chat, &logprobs, &offsets);
         }
-        self.sent += text.len();
+        self.answers[index].sent += text.len();
         self.event(choice, None)
     }
 
@@ -278,84 +326,97 @@ impl Streaming {
 
     /// The events for one generated token (none while its text may begin a tool call, or
     /// while it has no text: its log-probability then waits for the next piece).
-    fn token(&mut self, piece: &str, logprob: Option<TokenLogprob>) -> String {
+    fn token(&mut self, index: usize, piece: &str, logprob: Option<TokenLogprob>) -> String {
         self.first_token.get_or_insert_with(|| self.start.elapsed());
         if let Some(lp) = logprob {
-            self.logprobs.push(lp);
-            self.offsets
-                .push(self.sent + self.answer.len().saturating_sub(self.shown));
+            let a = &mut self.answers[index];
+            a.logprobs.push(lp);
+            a.offsets
+                .push(a.sent + a.text.len().saturating_sub(a.shown));
         }
-        self.text(piece)
+        self.text(index, piece)
     }
 
     /// The events for a piece of generated text.
-    fn text(&mut self, piece: &str) -> String {
+    fn text(&mut self, index: usize, piece: &str) -> String {
         if piece.is_empty() {
             return String::new();
         }
         if !self.tools() {
-            return self.piece(piece, None);
+            return self.piece(index, piece, None);
         }
-        self.answer.push_str(piece);
-        let upto = self
-            .server
-            .template
-            .tool_format()
-            .shown_prefix(&self.answer);
-        if upto <= self.shown {
+        let a = &mut self.answers[index];
+        a.text.push_str(piece);
+        let upto = self.server.template.tool_format().shown_prefix(&a.text);
+        if upto <= a.shown {
             return String::new();
         }
-        let fresh = self.answer[self.shown..upto].to_owned();
-        self.shown = upto;
-        self.piece(&fresh, None)
+        let fresh = a.text[a.shown..upto].to_owned();
+        a.shown = upto;
+        self.piece(index, &fresh, None)
     }
 
-    /// The last events: held-back text or the calls, the finish, the usage, `[DONE]`.
-    fn done(&mut self, outcome: Result<Completion, ApiError>) -> String {
-        self.ended = true;
-        let mut out = String::new();
-        match outcome {
-            Ok(c) => {
-                let mut finish = c.finish_reason;
-                if self.tools() {
-                    let (_, calls) = self.server.template.tool_format().parse(&self.answer);
-                    if calls.is_empty() {
-                        if self.answer.len() > self.shown {
-                            let rest = self.answer[self.shown..].to_owned();
-                            out += &self.piece(&rest, None);
-                        }
-                    } else {
-                        let delta = json!({"tool_calls": openai_calls(&calls, true)});
-                        out += &self.event(
-                            json!({"index": 0, "delta": delta, "finish_reason": null, "logprobs": null}),
-                            None,
-                        );
-                        finish = "tool_calls";
-                    }
-                }
-                if !self.logprobs.is_empty() {
-                    // Tokens whose text never came (a stop string's start, cut).
-                    out += &self.piece("", None);
-                }
-                out += &self.piece("", Some(finish));
-                if self.req.include_usage {
-                    out += &self.event(Value::Null, Some(usage(&c)));
-                }
-                let path = if self.chat {
-                    "/v1/chat/completions"
-                } else {
-                    "/v1/completions"
-                };
-                log_request(
-                    &Method::POST,
-                    path,
-                    200,
-                    Some(served(&c, self.first_token, true)),
-                    self.start.elapsed(),
-                );
+    /// The last events of answer `index`: held-back text or the calls, its finish; after the
+    /// last answer, the usage and `[DONE]`. An error ends the stream.
+    fn done(&mut self, index: usize, outcome: Result<Completion, ApiError>) -> String {
+        let c = match outcome {
+            Ok(c) => c,
+            Err(e) => {
+                self.ended = true;
+                return format!("data: {}\n\ndata: [DONE]\n\n", e.body());
             }
-            Err(e) => out += &format!("data: {}\n\n", e.body()),
+        };
+        let mut out = String::new();
+        let mut finish = c.finish_reason;
+        if self.tools() {
+            let a = &self.answers[index];
+            let (_, calls) = self.server.template.tool_format().parse(&a.text);
+            if calls.is_empty() {
+                if a.text.len() > a.shown {
+                    let rest = a.text[a.shown..].to_owned();
+                    out += &self.piece(index, &rest, None);
+                }
+            } else {
+                let delta = json!({"tool_calls": openai_calls(&calls, true)});
+                out += &self.event(
+                    json!({"index": index, "delta": delta, "finish_reason": null, "logprobs": null}),
+                    None,
+                );
+                finish = "tool_calls";
+            }
         }
+        if !self.answers[index].logprobs.is_empty() {
+            // Tokens whose text never came (a stop string's start, cut).
+            out += &self.piece(index, "", None);
+        }
+        out += &self.piece(index, "", Some(finish));
+        self.answers[index].done = Some(c);
+        self.left -= 1;
+        if self.left > 0 {
+            return out;
+        }
+        self.ended = true;
+        let completions: Vec<Completion> = self
+            .answers
+            .iter_mut()
+            .filter_map(|a| a.done.take())
+            .collect();
+        let c = together(&completions);
+        if self.req.include_usage {
+            out += &self.event(Value::Null, Some(usage(&c)));
+        }
+        let path = if self.chat {
+            "/v1/chat/completions"
+        } else {
+            "/v1/completions"
+        };
+        log_request(
+            &Method::POST,
+            path,
+            200,
+            Some(served(&c, self.first_token, true)),
+            self.start.elapsed(),
+        );
         out + "data: [DONE]\n\n"
     }
 }
@@ -370,24 +431,25 @@ fn stream(
 ) -> Response {
     let state = Streaming {
         server,
-        req,
         submitted,
         chat,
         id: new_id(chat),
         created: unix_time(),
         start,
         first_token: None,
-        answer: String::new(),
-        shown: 0,
+        answers: (0..req.n).map(|_| Answer::default()).collect(),
+        left: req.n,
         ended: false,
-        logprobs: Vec::new(),
-        offsets: Vec::new(),
-        sent: 0,
+        req,
     };
     let opening = if chat {
-        let first = json!({"index": 0, "delta": {"role": "assistant", "content": ""},
-                           "finish_reason": null, "logprobs": null});
-        state.event(first, None)
+        (0..state.req.n)
+            .map(|index| {
+                let first = json!({"index": index, "delta": {"role": "assistant", "content": ""},
+                                   "finish_reason": null, "logprobs": null});
+                state.event(first, None)
+            })
+            .collect()
     } else {
         String::new()
     };
@@ -400,10 +462,14 @@ fn stream(
                 return None;
             }
             let out = match s.submitted.events.recv().await {
-                Some(Event::Token { text, logprob }) => s.token(&text, logprob),
-                Some(Event::Text(piece)) => s.text(&piece),
-                Some(Event::Done(outcome)) => s.done(outcome),
-                None => s.done(Err(ApiError::internal("the scheduler stopped"))),
+                Some(Event::Token {
+                    choice,
+                    text,
+                    logprob,
+                }) => s.token(choice, &text, logprob),
+                Some(Event::Text { choice, text }) => s.text(choice, &text),
+                Some(Event::Done { choice, outcome }) => s.done(choice, outcome),
+                None => s.done(0, Err(ApiError::internal("the scheduler stopped"))),
             };
             if !out.is_empty() {
                 return Some((Ok(Bytes::from(out)), s));

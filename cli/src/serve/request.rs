@@ -11,6 +11,9 @@ use serde_json::{json, Value};
 /// Largest request body accepted (413 beyond).
 pub const MAX_BODY: usize = 1 << 20;
 
+/// Most answers one request may ask for (`n`; the server may allow fewer: `--parallel`).
+pub const MAX_CHOICES: u64 = 128;
+
 /// An error answered as OpenAI's `{"error": {...}}` with an HTTP status.
 #[derive(Debug)]
 pub struct ApiError {
@@ -71,6 +74,8 @@ pub struct Request {
     /// Report each generated token's log-probability and this many alternatives
     /// (`logprobs` / `top_logprobs` in chat, `logprobs: k` in completions).
     pub logprobs: Option<usize>,
+    /// Answers to give (`n`): the prompt fed once, its state forked for each.
+    pub n: usize,
 }
 
 impl Request {
@@ -179,9 +184,11 @@ fn parse(body: &Value, chat: bool) -> Result<Request, ApiError> {
             }),
         }
     };
-    if count("n")?.is_some_and(|n| n != 1) {
-        return bad("only n = 1 is supported".into());
-    }
+    let n = match count("n")? {
+        None => 1,
+        Some(n @ 1..=MAX_CHOICES) => n as usize,
+        Some(n) => return bad(format!("'n' is {n}; it must be in 1..={MAX_CHOICES}")),
+    };
     let temperature = number("temperature")?;
     if temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
         return bad("'temperature' must be in [0, 2]".into());
@@ -265,6 +272,7 @@ fn parse(body: &Value, chat: bool) -> Result<Request, ApiError> {
         sampling: options,
         stop: stop(body)?,
         logprobs: logprobs(body, chat)?,
+        n,
         stream,
         include_usage,
         ignore_eos,

@@ -7,6 +7,8 @@ cli/tests/serve_fields.rs):
   `liger score`'s logits at that position, within 1e-4;
 - `stop` cuts the text where the string begins, also when the string spans two tokens;
 - `logit_bias` +100 forces a token, -100 bans one; a token id outside the vocabulary is a 400;
+- `n: 3` gives three choices: greedy, all equal to the one greedy answer; sampled with a seed,
+  reproducible (whole and streamed alike) and not all equal; `n` beyond `--parallel` is a 400;
 - `seed` makes a sampled answer reproducible; penalties out of range and unknown fields are a
   400 that names the field; chat `logprobs` / `top_logprobs` come in OpenAI's shape.
 """
@@ -33,8 +35,8 @@ def post(path, body):
         return json.load(r)
 
 
-def greedy(prompt, n, **extra):
-    return client.completions.create(model="m", prompt=prompt, max_tokens=n, temperature=0, **extra)
+def greedy(prompt, max_tokens, **extra):
+    return client.completions.create(model="m", prompt=prompt, max_tokens=max_tokens, temperature=0, **extra)
 
 
 def log_softmax(x):
@@ -124,6 +126,40 @@ for bad, field in [({"presence_penalty": 3}, "presence_penalty"), ({"frequency_p
     except openai.BadRequestError as e:
         assert field in str(e), (bad, e)
 print("seed reproducible with penalties; bad penalties and unknown fields named in a 400")
+
+# --- n answers from one prompt (fed once, its state forked)
+one = greedy(prompt, 10, extra_body={"ignore_eos": True}).choices[0].text
+three = greedy(prompt, 10, n=3, extra_body={"ignore_eos": True})
+assert [c.index for c in three.choices] == [0, 1, 2], three
+assert all(c.text == one for c in three.choices), ([c.text for c in three.choices], one)
+assert three.usage.completion_tokens == 30 and three.usage.prompt_tokens == len(prompt_ids), three.usage
+
+
+def sampled_n(stream):
+    args = dict(model="m", prompt="Once upon a time", max_tokens=16, temperature=1.0, seed=7, n=3,
+                extra_body={"ignore_eos": True})
+    if not stream:
+        return [c.text for c in client.completions.create(**args).choices]
+    texts, finished = ["", "", ""], [None] * 3
+    for chunk in client.completions.create(stream=True, **args):
+        for c in chunk.choices:
+            texts[c.index] += c.text
+            finished[c.index] = c.finish_reason or finished[c.index]
+    assert all(finished), finished
+    return texts
+
+
+runs = [sampled_n(False), sampled_n(False), sampled_n(True)]
+assert runs[0] == runs[1] == runs[2], runs
+assert len(set(runs[0])) > 1, runs[0]
+for too_many in [5, 1000]:  # beyond --parallel 4; beyond any server's bound
+    try:
+        greedy(prompt, 1, n=too_many)
+        raise AssertionError(f"n = {too_many} was accepted")
+    except openai.BadRequestError as e:
+        assert f"'n' is {too_many}" in str(e), e
+print(f"n: greedy x3 equal to the one answer {one!r}; sampled x3 with a seed reproducible, streamed too:",
+      runs[0])
 
 # --- chat logprobs, OpenAI's shape
 chat = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Say hi."}], max_tokens=4,
