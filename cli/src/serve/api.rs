@@ -361,6 +361,11 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     }
 }
 
+/// A body refused for its size is still read (and dropped) up to this many bytes, so that
+/// its client, still sending, reads the 413 instead of a reset (a lingering close, as nginx's);
+/// beyond it the connection is closed.
+const DISCARD_LIMIT: usize = 16 << 20;
+
 /// A POST's JSON body: at most [`MAX_BODY`] bytes (413), all of it within `deadline` (408);
 /// a body declared as something other than JSON is refused (415) — so a browser on another
 /// origin cannot send one without a CORS preflight.
@@ -392,19 +397,31 @@ pub(crate) async fn json_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+    if declared.is_some_and(|n| n > DISCARD_LIMIT as u64) {
         return Err(ApiError::too_large());
     }
     let read = async {
         let mut stream = body.into_data_stream();
         let mut bytes = Vec::new();
+        let mut seen = 0;
+        let mut too_large = declared.is_some_and(|n| n > MAX_BODY as u64);
         while let Some(chunk) = stream.next().await {
-            let chunk =
-                chunk.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
-            if bytes.len() + chunk.len() > MAX_BODY {
-                return Err(ApiError::too_large());
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(_) if too_large => break,
+                Err(e) => return Err(ApiError::bad_request(format!("reading the body: {e}"))),
+            };
+            seen += chunk.len();
+            too_large |= seen > MAX_BODY;
+            if too_large && seen > DISCARD_LIMIT {
+                break;
             }
-            bytes.extend_from_slice(&chunk);
+            if !too_large {
+                bytes.extend_from_slice(&chunk);
+            }
+        }
+        if too_large {
+            return Err(ApiError::too_large());
         }
         Ok(bytes)
     };
