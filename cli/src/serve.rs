@@ -11,6 +11,7 @@ mod api;
 mod batch;
 mod cache;
 mod completion;
+mod connections;
 mod http;
 mod metrics;
 mod request;
@@ -72,8 +73,8 @@ pub struct ServeArgs {
     /// default (a page on another origin cannot read the answers).
     #[arg(long, value_name = "ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
-    /// Open connections at most; one more is answered 503 (lowered to fit the process's
-    /// descriptor limit).
+    /// Open connections at most (lowered to fit the process's descriptor limit); for one
+    /// more, the connection idle the longest is closed, or when all are busy it is answered 503.
     #[arg(long, default_value_t = 512)]
     pub max_connections: usize,
     /// Largest request head (request line and headers), bytes: 431 beyond.

@@ -1,6 +1,7 @@
 //! `liger serve` put on a network: API keys and CORS (llama.cpp's server security tests,
 //! ported), the limits every client meets (head size 431, body 413 / 415 / 408, open
-//! connections 503, idle and stalled connections dropped), cancellation of a client that
+//! connections: the idlest evicted past the cap, 503 when all are busy; idle and stalled
+//! connections dropped), cancellation of a client that
 //! leaves, and a graceful shutdown on SIGTERM.
 
 mod support;
@@ -387,16 +388,21 @@ fn serve_bounds_what_a_client_can_hold() {
         start.elapsed()
     );
 
-    // Idle connections are closed after the read deadline; past the cap, 503 at once.
+    // Past the cap, the connection idle the longest makes room; idle connections are closed
+    // after the read deadline.
     let idle: Vec<TcpStream> = (0..24)
-        .map(|_| TcpStream::connect(host(base)).unwrap())
+        .map(|_| {
+            let c = TcpStream::connect(host(base)).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+            c
+        })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let over = exchange(base, "GET", "/health", &[], "");
-    assert_eq!(over.status, 503, "{}", over.body);
-    for mut c in idle {
+    let start = Instant::now();
+    let newcomer = exchange(base, "GET", "/health", &[], "");
+    assert_eq!(newcomer.status, 200, "{}", newcomer.body);
+    for (i, mut c) in idle.into_iter().enumerate() {
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let start = Instant::now();
         let mut buf = [0u8; 64];
         let n = c.read(&mut buf).unwrap_or(0);
         assert_eq!(
@@ -405,7 +411,35 @@ fn serve_bounds_what_a_client_can_hold() {
             "an idle connection got {:?}",
             String::from_utf8_lossy(&buf[..n])
         );
-        assert!(start.elapsed() < Duration::from_secs(3));
+        let closed = start.elapsed();
+        if i == 0 {
+            assert!(
+                closed < Duration::from_millis(1500),
+                "evicted after {closed:?}"
+            );
+        }
+        assert!(
+            closed < Duration::from_secs(3),
+            "idle {i} closed after {closed:?}"
+        );
+    }
+    // Past the cap with every connection busy (a body on its way): 503 at once, then 408s.
+    let busy: Vec<TcpStream> = (0..24)
+        .map(|_| {
+            let mut c = TcpStream::connect(host(base)).unwrap();
+            c.write_all(b"POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+                .unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let over = exchange(base, "GET", "/health", &[], "");
+    assert_eq!(over.status, 503, "{}", over.body);
+    for mut c in busy {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answer = Vec::new();
+        let _ = c.read_to_end(&mut answer);
+        assert_eq!(parse_answer(&answer).status, 408);
     }
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(

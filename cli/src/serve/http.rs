@@ -1,8 +1,10 @@
 //! The connection layer of `liger serve`: our own accept loop over hyper 1 connections, so that
 //! every resource a client can hold is bounded and every wait has a deadline.
 //!
-//! - open connections: at most `max_connections`; one more is answered 503 and closed at once.
-//!   An `accept` error (EMFILE: out of descriptors) pauses accepting briefly, never ends it.
+//! - open connections: at most `max_connections`; for one more, the connection idle the
+//!   longest is closed (`connections.rs`), and only when all are busy is it answered 503 and
+//!   closed at once. An `accept` error (EMFILE: out of descriptors) pauses accepting briefly,
+//!   never ends it.
 //! - request head: at most `max_header_bytes` (hyper answers 431 beyond), read within
 //!   `read_timeout` (the connection is closed when it is not; the same deadline ends an idle
 //!   keep-alive connection). The body's own limit (413) and deadline (408) are the router's.
@@ -12,8 +14,9 @@
 //! - shutdown: accepting stops, in-flight answers finish up to `shutdown_grace`, then the
 //!   scheduler ends what is left (streams get their last chunk and `[DONE]`).
 
+use super::connections::Connections;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -22,7 +25,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 
 /// What the connection layer allows a client (the `liger serve` flags).
@@ -35,6 +38,25 @@ pub(crate) struct Limits {
     pub shutdown_grace: Duration,
 }
 
+/// What every connection's task shares.
+struct Shared {
+    http: hyper::server::conn::http1::Builder,
+    router: axum::Router,
+    limits: Limits,
+    connections: Arc<Connections>,
+    /// Turns true when the server shuts down.
+    shutting_down: watch::Receiver<bool>,
+}
+
+/// How long a newcomer waits for an evicted connection's place (it is given up in
+/// [`EVICTION_GRACE`]) before it is answered 503.
+const ROOM_WAIT: Duration = Duration::from_millis(500);
+
+/// How long an evicted connection has to close by itself (an idle keep-alive one closes at
+/// once; one part-way through a request head, or flushing to a client that stopped reading, is
+/// dropped after this).
+const EVICTION_GRACE: Duration = Duration::from_millis(50);
+
 /// Serves `router` on `listener` until `shutdown` resolves, then drains as the module says;
 /// `end_answers` is called when the grace period is over.
 pub(crate) async fn run(
@@ -44,13 +66,21 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()>,
     end_answers: impl FnOnce(),
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    let cap = limits.max_connections;
+    let permits = Arc::new(Semaphore::new(cap));
+    let (shut, shutting_down) = watch::channel(false);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
+    let shared = Arc::new(Shared {
+        http,
+        router,
+        limits: limits.clone(),
+        connections: Connections::new(),
+        shutting_down,
+    });
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -65,27 +95,31 @@ pub(crate) async fn run(
             },
             () = &mut shutdown => break,
         };
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            tokio::spawn(refuse(stream, limits.write_timeout));
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        bound_unsent_bytes(&stream);
-        let io = TokioIo::new(WriteDeadline::new(stream, limits.write_timeout));
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
-        let connection = graceful.watch(http.serve_connection(io, service));
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("connection ended: {e}");
+        match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(serve(Arc::clone(&shared), stream, permit));
             }
-            drop(permit);
-        });
+            Err(_) if shared.connections.evict_idlest() => {
+                let (shared, permits) = (Arc::clone(&shared), Arc::clone(&permits));
+                tokio::spawn(async move {
+                    match tokio::time::timeout(ROOM_WAIT, permits.acquire_owned()).await {
+                        Ok(Ok(permit)) => serve(shared, stream, permit).await,
+                        _ => refuse(stream, shared.limits.write_timeout).await,
+                    }
+                });
+            }
+            Err(_) => {
+                tokio::spawn(refuse(stream, limits.write_timeout));
+            }
+        }
     }
     tracing::info!(
         "shutting down: no new connections; answers in flight have {:?} to finish",
         limits.shutdown_grace
     );
-    let closed = graceful.shutdown();
+    let _ = shut.send(true);
+    // Every connection closed: every permit back.
+    let closed = permits.acquire_many(cap as u32);
     tokio::pin!(closed);
     if tokio::time::timeout(limits.shutdown_grace, &mut closed)
         .await
@@ -95,6 +129,52 @@ pub(crate) async fn run(
         end_answers();
         let _ = tokio::time::timeout(Duration::from_secs(5), closed).await;
     }
+}
+
+/// One connection, from accepted to closed: HTTP/1.1 with keep-alive until the client leaves,
+/// a deadline passes, it is evicted to make room, or the server shuts down.
+async fn serve(shared: Arc<Shared>, stream: TcpStream, permit: OwnedSemaphorePermit) {
+    let _ = stream.set_nodelay(true);
+    bound_unsent_bytes(&stream);
+    let registered = shared.connections.open();
+    let service = shared
+        .connections
+        .tracked(shared.router.clone(), &registered);
+    let io = TokioIo::new(WriteDeadline::new(stream, shared.limits.write_timeout));
+    let connection = shared
+        .http
+        .serve_connection(io, TowerToHyperService::new(service));
+    tokio::pin!(connection);
+    let mut shutting_down = shared.shutting_down.clone();
+    // Shutting down already (a newcomer that waited for room): it serves one request.
+    let mut closing = *shutting_down.borrow_and_update();
+    if closing {
+        connection.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!("connection ended: {e}");
+                }
+                break;
+            }
+            () = registered.connection.evict.notified(), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+                let ended = tokio::time::timeout(EVICTION_GRACE, connection.as_mut()).await;
+                if ended.is_ok() || !registered.connection.is_busy() {
+                    break;
+                }
+                // A request began meanwhile: it finishes, then the connection closes.
+            }
+            _ = shutting_down.changed(), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+    drop(permit);
 }
 
 /// Bytes a connection may queue that the client has not taken into its receive window.
