@@ -19,7 +19,7 @@ mod request;
 use crate::generate::{chat_template, load, Loaded, ModelArgs};
 use anyhow::{Context, Result};
 use api::Access;
-use batch::{Event, Job, Scheduler};
+use batch::{event_channel, EventReceiver, Job, Scheduler};
 use cache::PrefixCache;
 use clap::Args;
 use liger::chat::ChatTemplate;
@@ -30,7 +30,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -127,7 +126,7 @@ pub(crate) struct Completion {
 /// A job in the scheduler's hands: its events, and on drop (the client left, or the answer
 /// is done) the word to end it at the next step.
 pub(crate) struct Submitted {
-    pub events: UnboundedReceiver<Event>,
+    pub events: EventReceiver,
     cancelled: Arc<AtomicBool>,
 }
 
@@ -201,7 +200,7 @@ impl Server {
                 req.n, self.slots
             )));
         }
-        let (events, received) = unbounded_channel();
+        let (events, received) = event_channel();
         let cancelled = Arc::new(AtomicBool::new(false));
         let max_tokens = req
             .max_tokens

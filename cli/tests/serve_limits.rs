@@ -6,148 +6,11 @@
 
 mod support;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use support::*;
-
-/// An answer read off the wire.
-struct Answer {
-    status: u16,
-    /// Header lines, names lower-cased.
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-}
-
-fn host(base: &str) -> &str {
-    base.trim_start_matches("http://")
-}
-
-/// One request on its own connection (`Connection: close`), read to the end.
-fn exchange(base: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
-    let mut stream = TcpStream::connect(host(base)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-        host(base)
-    );
-    for (name, value) in headers {
-        request += &format!("{name}: {value}\r\n");
-    }
-    if !body.is_empty() || method == "POST" {
-        request += &format!("Content-Length: {}\r\n", body.len());
-    }
-    request += "\r\n";
-    request += body;
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    parse_answer(&raw)
-}
-
-fn parse_answer(raw: &[u8]) -> Answer {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    // A chunked body joined (enough for these small answers).
-    let body = if headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"))
-    {
-        let mut out = String::new();
-        let mut rest = body;
-        while let Some((size, after)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 || after.len() < n {
-                break;
-            }
-            out += &after[..n];
-            rest = after[n..].trim_start_matches("\r\n");
-        }
-        out
-    } else {
-        body.to_owned()
-    };
-    Answer {
-        status,
-        headers,
-        body,
-    }
-}
-
-/// A value of `/metrics` (`key`: the server's API key, or "" for none).
-fn metric(base: &str, key: &str, name: &str) -> f64 {
-    let auth = format!("Bearer {key}");
-    let headers: &[(&str, &str)] = if key.is_empty() {
-        &[]
-    } else {
-        &[("Authorization", &auth)]
-    };
-    let a = exchange(base, "GET", "/metrics", headers, "");
-    assert_eq!(a.status, 200, "{}", a.body);
-    a.body
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{}", a.body))
-}
-
-fn health(base: &str) -> Value {
-    exchange(base, "GET", "/health", &[], "").json()
-}
-
-/// Waits up to `limit` for the scheduler to have no sequence and no waiting request.
-fn wait_idle(base: &str, limit: Duration) -> Result<Duration, Value> {
-    let start = Instant::now();
-    loop {
-        let h = health(base);
-        if h["active"] == 0 && h["waiting"] == 0 {
-            return Ok(start.elapsed());
-        }
-        if start.elapsed() > limit {
-            return Err(h);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Waits (up to 30 s) until a sequence is running.
-fn wait_active(base: &str) {
-    let start = Instant::now();
-    while health(base)["active"] == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no sequence started"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 const CHAT: &str =
     r#"{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4, "temperature": 0}"#;
@@ -487,36 +350,6 @@ fn serve_bounds_what_a_client_can_hold() {
         steps <= 10.0,
         "{steps} steps: the prefills went on after their clients left"
     );
-}
-
-/// Opens a streamed completion and reads nothing; the socket's receive buffer is made small
-/// so that the server's writes stall soon.
-fn stalled_stream(base: &str, body: &str) -> TcpStream {
-    let stream = TcpStream::connect(host(base)).unwrap();
-    set_receive_buffer(&stream, 4096);
-    let mut s = &stream;
-    write!(
-        s,
-        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    stream
-}
-
-fn set_receive_buffer(stream: &TcpStream, bytes: i32) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: setsockopt reads one int through a pointer to a live local, on an open socket.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&bytes as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
 }
 
 /// SIGTERM during a stream: no new connections, the stream ends with its last chunk and

@@ -237,6 +237,7 @@ async fn health(State(server): State<Arc<Server>>) -> Response {
             "status": "ok",
             "active": status.active,
             "waiting": status.waiting,
+            "lagging": status.lagging,
             "slots": server.slots,
         }))
         .into_response(),

@@ -18,11 +18,12 @@ use liger::generate::{GenerateOptions, Generator, Step, StopReason};
 use liger::model::SequenceState;
 use liger::sampler::TokenLogprob;
 use liger::{Backend, DecodeMode, Model, Sampler, SamplerOptions, Session};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::Instant;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 /// A request for the scheduler.
 pub(crate) struct Job {
@@ -40,7 +41,61 @@ pub(crate) struct Job {
     pub choices: usize,
     /// Set by the HTTP side when its client leaves: the job ends at the next step.
     pub cancelled: Arc<AtomicBool>,
-    pub events: UnboundedSender<Event>,
+    pub events: EventSender,
+}
+
+/// How long the scheduler sleeps when every answer waits for its client.
+const IDLE_WAIT: Duration = Duration::from_millis(5);
+
+/// A job's answer is not decoded further while this many of its events wait for its client
+/// (a stream whose client reads slowly or not at all costs no compute; the write deadline
+/// drops it).
+const UNREAD_EVENTS: usize = 4;
+
+/// The scheduler's end of a job's events, counting those its client has not taken yet.
+pub(crate) struct EventSender {
+    sender: UnboundedSender<Event>,
+    unread: Arc<AtomicUsize>,
+}
+
+/// The HTTP side's end of a job's events.
+pub(crate) struct EventReceiver {
+    receiver: UnboundedReceiver<Event>,
+    unread: Arc<AtomicUsize>,
+}
+
+pub(crate) fn event_channel() -> (EventSender, EventReceiver) {
+    let (sender, receiver) = unbounded_channel();
+    let unread = Arc::new(AtomicUsize::new(0));
+    let receiver = EventReceiver {
+        receiver,
+        unread: Arc::clone(&unread),
+    };
+    (EventSender { sender, unread }, receiver)
+}
+
+impl EventSender {
+    /// Sends `event`; false when its receiver is gone.
+    pub fn send(&self, event: Event) -> bool {
+        self.unread.fetch_add(1, Ordering::Relaxed);
+        self.sender.send(event).is_ok()
+    }
+
+    /// Whether the client lags so far behind that its answer should wait.
+    fn backlogged(&self) -> bool {
+        self.unread.load(Ordering::Relaxed) >= UNREAD_EVENTS
+    }
+}
+
+impl EventReceiver {
+    /// The next event; None once the scheduler has dropped the job.
+    pub async fn recv(&mut self) -> Option<Event> {
+        let event = self.receiver.recv().await;
+        if event.is_some() {
+            self.unread.fetch_sub(1, Ordering::Relaxed);
+        }
+        event
+    }
 }
 
 /// What the scheduler tells a job's HTTP thread, about one of its answers (`choice` in
@@ -118,6 +173,8 @@ enum Feed {
     Prompt(usize),
     Token(u32),
     Stop(StopReason),
+    /// Nothing: its client has not taken what it was sent.
+    Wait,
 }
 
 impl Scheduler {
@@ -142,15 +199,23 @@ impl Scheduler {
             let start = Instant::now();
             let stepped =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(&mut active)));
-            self.metrics.step(start.elapsed().as_micros() as u64);
             self.state.active.store(active.len(), Ordering::Relaxed);
-            if stepped.is_err() {
-                eprintln!("serve: a batched step panicked; its requests get an error");
-                for a in active.drain(..) {
-                    let _ = a
-                        .job
-                        .events
-                        .send(Event::failed(a.choice, "the batched step failed"));
+            match stepped {
+                Ok(true) => self.metrics.step(start.elapsed().as_micros() as u64),
+                // Every answer waits for its client: wait for a new job or a moment.
+                Ok(false) => match jobs.recv_timeout(IDLE_WAIT) {
+                    Ok(job) => self.admit(job, &mut active),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => std::thread::sleep(IDLE_WAIT),
+                },
+                Err(_) => {
+                    eprintln!("serve: a batched step panicked; its requests get an error");
+                    for a in active.drain(..) {
+                        let _ = a
+                            .job
+                            .events
+                            .send(Event::failed(a.choice, "the batched step failed"));
+                    }
                 }
             }
         }
@@ -247,8 +312,9 @@ impl Scheduler {
     }
 
     /// One step over every active job: prompt chunks and decode tokens fed together, then
-    /// each job's text sent, and finished jobs retired.
-    fn step(&mut self, active: &mut Vec<Active>) {
+    /// each job's text sent, and finished jobs retired. False when nothing was done (every
+    /// answer waits for its client).
+    fn step(&mut self, active: &mut Vec<Active>) -> bool {
         // What each job feeds: a decoding job its next token (or its end), a prefilling one a
         // share of the rows left.
         let mut feeds: Vec<Feed> = Vec::with_capacity(active.len());
@@ -258,6 +324,8 @@ impl Scheduler {
                 Feed::Stop(StopReason::Cancelled)
             } else if a.prefilling() {
                 Feed::Prompt(0)
+            } else if a.job.events.backlogged() {
+                Feed::Wait
             } else {
                 match a.generator.next_token(&a.session, &mut a.sampler) {
                     Ok(Ok(id)) => {
@@ -284,7 +352,7 @@ impl Scheduler {
             .map(|(a, f)| match f {
                 Feed::Prompt(_) => a.job.prompt.len() - a.fed,
                 Feed::Token(_) => 1,
-                Feed::Stop(_) => 0,
+                Feed::Stop(_) | Feed::Wait => 0,
             })
             .collect();
         let mut take = Vec::new();
@@ -301,7 +369,7 @@ impl Scheduler {
             .map(|(a, f)| match *f {
                 Feed::Prompt(n) => a.job.prompt[a.fed..a.fed + n].to_vec(),
                 Feed::Token(id) => vec![id],
-                Feed::Stop(_) => Vec::new(),
+                Feed::Stop(_) | Feed::Wait => Vec::new(),
             })
             .collect();
         let mut work: Vec<(&mut Session, &[u32])> = active
@@ -310,12 +378,15 @@ impl Scheduler {
             .filter(|(_, t)| !t.is_empty())
             .map(|(a, t)| (&mut a.session, t.as_slice()))
             .collect();
+        let fed_any = !work.is_empty();
+        let lagging = feeds.iter().filter(|f| matches!(f, Feed::Wait)).count();
+        self.state.lagging.store(lagging, Ordering::Relaxed);
         if let Err(e) = Session::feed_many(&mut work) {
             drop(work);
             for a in active.drain(..) {
                 let _ = a.job.events.send(Event::failed(a.choice, e.to_string()));
             }
-            return;
+            return true;
         }
         drop(work);
 
@@ -357,8 +428,10 @@ impl Scheduler {
                     }
                 },
                 Feed::Stop(stop) => finished.push((i, stop)),
+                Feed::Wait => {}
             }
         }
+        let worked = fed_any || !finished.is_empty();
         // Forks go to the end: the indices of `finished` still hold.
         for i in prompts_in {
             self.fork_choices(active, i);
@@ -367,6 +440,7 @@ impl Scheduler {
             let a = active.swap_remove(i);
             self.finish(a, stop);
         }
+        worked
     }
 
     /// Sends a job's last text and its completion; its final state goes to the prefix cache.

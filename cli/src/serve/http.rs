@@ -10,7 +10,7 @@
 //!   keep-alive connection). The body's own limit (413) and deadline (408) are the router's.
 //! - writing: a client that takes nothing for `write_timeout` while a response waits to be
 //!   written is dropped; its answer is dropped with it and the scheduler frees its slot. At
-//!   most 16 KiB wait unsent in the kernel for it (beyond what its receive window took).
+//!   most 4 KiB wait unsent in the kernel for it (beyond what its receive window took).
 //! - shutdown: accepting stops, in-flight answers finish up to `shutdown_grace`, then the
 //!   scheduler ends what is left (streams get their last chunk and `[DONE]`).
 
@@ -179,7 +179,7 @@ async fn serve(shared: Arc<Shared>, stream: TcpStream, permit: OwnedSemaphorePer
 
 /// Bytes a connection may queue that the client has not taken into its receive window.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-const UNSENT_BYTES: i32 = 16 << 10;
+const UNSENT_BYTES: i32 = 4 << 10;
 
 /// Makes the socket writable only while fewer than [`UNSENT_BYTES`] wait to be sent, so that a
 /// client that stops reading stalls the writer at once (and meets the write deadline) instead

@@ -113,6 +113,12 @@ impl Metrics {
             &[("", status.active as u64)],
         );
         metric(
+            "lagging_sequences",
+            "gauge",
+            "Sequences paused because their client has not taken what it was sent.",
+            &[("", status.lagging as u64)],
+        );
+        metric(
             "waiting_requests",
             "gauge",
             "Requests waiting for a slot.",
@@ -141,6 +147,8 @@ pub(crate) struct SchedulerState {
     gone: Mutex<Option<String>>,
     pub active: AtomicUsize,
     pub waiting: AtomicUsize,
+    /// Active sequences paused for a client that does not read.
+    pub lagging: AtomicUsize,
     /// Set when the shutdown grace is over: every sequence ends at the next step.
     pub end_all: AtomicBool,
 }
@@ -150,6 +158,7 @@ pub(crate) struct SchedulerStatus {
     pub gone: Option<String>,
     pub active: usize,
     pub waiting: usize,
+    pub lagging: usize,
 }
 
 impl SchedulerState {
@@ -162,6 +171,7 @@ impl SchedulerState {
                 .unwrap_or_else(|p| p.into_inner().clone()),
             active: self.active.load(Relaxed),
             waiting: self.waiting.load(Relaxed),
+            lagging: self.lagging.load(Relaxed),
         }
     }
 

@@ -2,6 +2,10 @@
 //! small HTTP helpers.
 #![allow(dead_code)]
 
+mod wire;
+
+pub use wire::*;
+
 use liger_tests::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
@@ -30,7 +34,12 @@ pub fn serve_on(model: &str, backend: &str) -> Served {
 
 pub fn serve_with(model: &str, args: &[&str]) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_liger"))
-        .args(["serve", "-m", model, "--port", "0", "--parallel", "4"])
+        .args(["serve", "-m", model, "--port", "0"])
+        .args(if args.contains(&"--parallel") {
+            &[][..]
+        } else {
+            &["--parallel", "4"][..]
+        })
         .args(args)
         .stderr(Stdio::piped())
         .spawn()
