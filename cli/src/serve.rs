@@ -73,7 +73,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
     /// Open connections at most (lowered to fit the process's descriptor limit); for one
-    /// more, the connection idle the longest is closed, or when all are busy it is answered 503.
+    /// more, the connection idle the longest is closed, or when all stay busy for a second it is
+    /// answered 503.
     #[arg(long, default_value_t = 512)]
     pub max_connections: usize,
     /// Largest request head (request line and headers), bytes: 431 beyond.

@@ -286,7 +286,8 @@ fn serve_bounds_what_a_client_can_hold() {
             "idle {i} closed after {closed:?}"
         );
     }
-    // Past the cap with every connection busy (a body on its way): 503 at once, then 408s.
+    // Past the cap with every connection busy (a body on its way): 503 within a second, then
+    // 408s.
     let busy: Vec<TcpStream> = (0..24)
         .map(|_| {
             let mut c = TcpStream::connect(host(base)).unwrap();

@@ -7,10 +7,13 @@ mod support;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 use support::*;
+
+/// The tests here measure times: one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// What a normal client asks: 32 greedy tokens.
 const NORMAL: &str = r#"{"prompt": "The capital of France is", "max_tokens": 32, "temperature": 0, "ignore_eos": true}"#;
@@ -159,6 +162,7 @@ fn sequence_sampler(
 /// gone, at most 1.5 × its time alone.
 #[test]
 fn serve_stays_fair_beside_slow_and_stalled_clients() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let Some(model) = chat_model() else {
         return;
     };
@@ -273,6 +277,7 @@ fn serve_stays_fair_beside_slow_and_stalled_clients() {
 /// ahead of it.
 #[test]
 fn serve_paces_a_stream_to_a_slow_reader() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let Some(model) = chat_model() else {
         return;
     };
@@ -321,5 +326,118 @@ fn serve_paces_a_stream_to_a_slow_reader() {
     assert!(
         steps <= events + 64.0,
         "{steps} steps for a client that read {events} events: decoded far ahead of it"
+    );
+}
+
+/// Raises this process's own descriptor limit as far as it may go: the soft limit now.
+fn raise_descriptor_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit / setrlimit read and write one `rlimit` through a pointer to a local.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    limit.rlim_cur as u64
+}
+
+/// A flood against a server under `ulimit -n 1024`: 2,000 idle connections and a 256 MiB
+/// header with no line end, while 4 normal clients run. The server's memory grows by less
+/// than 64 MiB, the normal clients see no failure (idle connections make room for them), and
+/// a new connection succeeds afterwards.
+#[test]
+fn serve_outlasts_a_flood_of_idle_connections() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(model) = chat_model() else {
+        return;
+    };
+    let own_limit = raise_descriptor_limit();
+    let flood = 2000.min(own_limit.saturating_sub(200) as usize);
+    if flood < 2000 {
+        println!("this process may open {own_limit} files: a flood of {flood}");
+    }
+    let s = serve_with_descriptor_limit(&model, &["--read-timeout", "10"], 1024);
+    let (base, pid) = (s.base.as_str(), s.child.id());
+    for _ in 0..3 {
+        normal_request(base).unwrap(); // warm: the scratch memory of a step
+    }
+    let (rss_before, _) = rss(pid);
+
+    let epoch = Instant::now();
+    let normal_stop = Arc::new(AtomicBool::new(false));
+    let normal = {
+        let (base, normal_stop) = (base.to_owned(), Arc::clone(&normal_stop));
+        thread::spawn(move || normal_clients(&base, usize::MAX, &normal_stop, epoch))
+    };
+    // The header: refused at the head limit, whatever follows.
+    let header = {
+        let base = base.to_owned();
+        thread::spawn(move || {
+            let mut c = TcpStream::connect(host(&base)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            c.write_all(b"GET /health HTTP/1.1\r\nX-Flood: ").unwrap();
+            let line = vec![b'a'; 1 << 20];
+            let mut sent = 0usize;
+            for _ in 0..256 {
+                match c.write_all(&line) {
+                    Ok(()) => sent += line.len(),
+                    Err(_) => break,
+                }
+            }
+            let mut answer = Vec::new();
+            let _ = c.read_to_end(&mut answer);
+            (parse_answer(&answer).status, sent)
+        })
+    };
+    let mut idle = Vec::with_capacity(flood);
+    let mut refused = 0;
+    for _ in 0..flood {
+        match TcpStream::connect(host(base)) {
+            Ok(c) => idle.push(c),
+            Err(_) => refused += 1,
+        }
+    }
+    let opened = epoch.elapsed();
+    thread::sleep(Duration::from_secs(3));
+    let (status, sent) = header.join().unwrap();
+    let (_, high_water) = rss(pid);
+    normal_stop.store(true, Ordering::Relaxed);
+    let (times, failures) = normal.join().unwrap();
+    let fresh = exchange(base, "GET", "/health", &[], "");
+    // How many of the flood's connections the server still holds.
+    let mut still_open = 0;
+    for c in &idle {
+        c.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        if matches!((&*c).read(&mut byte), Err(e) if e.kind() == ErrorKind::WouldBlock) {
+            still_open += 1;
+        }
+    }
+    drop(idle);
+    let (median, max) = median_max(&times);
+    println!(
+        "flood: {flood} connections opened in {opened:?} ({refused} refused by the kernel), {still_open} \
+         still open 3 s later; the 256 MiB header: {status} after {} MiB sent; RSS {} -> high-water {} MiB; \
+         normal clients: {} requests, median {median:?}, max {max:?}, {} failures",
+        sent >> 20,
+        rss_before >> 20,
+        high_water >> 20,
+        times.len(),
+        failures.len()
+    );
+    assert_eq!(status, 431, "the endless header");
+    assert!(failures.is_empty(), "normal clients failed: {failures:?}");
+    assert!(
+        high_water < rss_before + (64 << 20),
+        "RSS {rss_before} -> high-water {high_water}"
+    );
+    assert_eq!(
+        fresh.status, 200,
+        "a new connection after the flood: {}",
+        fresh.body
     );
 }

@@ -2,8 +2,8 @@
 //! every resource a client can hold is bounded and every wait has a deadline.
 //!
 //! - open connections: at most `max_connections`; for one more, the connection idle the
-//!   longest is closed (`connections.rs`), and only when all are busy is it answered 503 and
-//!   closed at once. An `accept` error (EMFILE: out of descriptors) pauses accepting briefly,
+//!   longest is closed (`connections.rs`), and only when all stay busy for a second is it
+//!   answered 503 and closed. An `accept` error (EMFILE: out of descriptors) pauses accepting briefly,
 //!   never ends it.
 //! - request head: at most `max_header_bytes` (hyper answers 431 beyond), read within
 //!   `read_timeout` (the connection is closed when it is not; the same deadline ends an idle
@@ -48,9 +48,8 @@ struct Shared {
     shutting_down: watch::Receiver<bool>,
 }
 
-/// How long a newcomer waits for an evicted connection's place (it is given up in
-/// [`EVICTION_GRACE`]) before it is answered 503.
-const ROOM_WAIT: Duration = Duration::from_millis(500);
+/// How long a newcomer past the cap waits for a place before it is answered 503.
+const ROOM_WAIT: Duration = Duration::from_secs(1);
 
 /// How long an evicted connection has to close by itself (an idle keep-alive one closes at
 /// once; one part-way through a request head, or flushing to a client that stopped reading, is
@@ -99,17 +98,8 @@ pub(crate) async fn run(
             Ok(permit) => {
                 tokio::spawn(serve(Arc::clone(&shared), stream, permit));
             }
-            Err(_) if shared.connections.evict_idlest() => {
-                let (shared, permits) = (Arc::clone(&shared), Arc::clone(&permits));
-                tokio::spawn(async move {
-                    match tokio::time::timeout(ROOM_WAIT, permits.acquire_owned()).await {
-                        Ok(Ok(permit)) => serve(shared, stream, permit).await,
-                        _ => refuse(stream, shared.limits.write_timeout).await,
-                    }
-                });
-            }
             Err(_) => {
-                tokio::spawn(refuse(stream, limits.write_timeout));
+                tokio::spawn(make_room(Arc::clone(&shared), Arc::clone(&permits), stream));
             }
         }
     }
@@ -129,6 +119,21 @@ pub(crate) async fn run(
         end_answers();
         let _ = tokio::time::timeout(Duration::from_secs(5), closed).await;
     }
+}
+
+/// A connection past the cap: idle connections are evicted for it, one at a time, until a
+/// place is free (it waits its turn behind other newcomers); after [`ROOM_WAIT`] without one
+/// (every connection busy), 503.
+async fn make_room(shared: Arc<Shared>, permits: Arc<Semaphore>, stream: TcpStream) {
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < ROOM_WAIT {
+        shared.connections.evict_idlest();
+        let waited = tokio::time::timeout(EVICTION_GRACE, Arc::clone(&permits).acquire_owned());
+        if let Ok(Ok(permit)) = waited.await {
+            return serve(shared, stream, permit).await;
+        }
+    }
+    refuse(stream, shared.limits.write_timeout).await
 }
 
 /// One connection, from accepted to closed: HTTP/1.1 with keep-alive until the client leaves,

@@ -33,7 +33,32 @@ pub fn serve_on(model: &str, backend: &str) -> Served {
 }
 
 pub fn serve_with(model: &str, args: &[&str]) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_liger"))
+    serve_command(model, args, Command::new(env!("CARGO_BIN_EXE_liger")))
+}
+
+/// A server whose process may open at most `descriptors` files (`ulimit -n`).
+#[cfg(unix)]
+pub fn serve_with_descriptor_limit(model: &str, args: &[&str], descriptors: u64) -> Served {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_liger"));
+    // SAFETY: between fork and exec only setrlimit runs (async-signal-safe), on a local.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: descriptors as libc::rlim_t,
+                rlim_max: descriptors as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    serve_command(model, args, command)
+}
+
+fn serve_command(model: &str, args: &[&str], mut command: Command) -> Served {
+    let mut child = command
         .args(["serve", "-m", model, "--port", "0"])
         .args(if args.contains(&"--parallel") {
             &[][..]
