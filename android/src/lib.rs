@@ -400,6 +400,54 @@ pub extern "system" fn Java_io_liger_LigerNative_sessionSetGrammar(
 }
 
 #[no_mangle]
+pub extern "system" fn Java_io_liger_LigerNative_sessionSetStopStrings(
+    mut env: JNIEnv,
+    _: JClass,
+    s: jlong,
+    stops: JObjectArray,
+) {
+    bridge(&mut env, (), |env| {
+        let stops = strings(env, &stops)?;
+        let pointers: Vec<*const c_char> = stops.iter().map(|c| c.as_ptr()).collect();
+        check(liger_session_set_stop_strings(
+            session(s),
+            pointers.as_ptr(),
+            pointers.len(),
+        ))
+    })
+}
+
+#[no_mangle]
+pub extern "system" fn Java_io_liger_LigerNative_sessionSetLogitBias(
+    mut env: JNIEnv,
+    _: JClass,
+    s: jlong,
+    id_array: JIntArray,
+    bias_array: JFloatArray,
+) {
+    bridge(&mut env, (), |env| {
+        let ids = ids(env, &id_array)?;
+        if bias_array.is_null() {
+            return Err(Thrown(LIGER_ERROR_NULL, "bias array is null".into()));
+        }
+        let mut biases = vec![0f32; env.get_array_length(&bias_array)? as usize];
+        env.get_float_array_region(&bias_array, 0, &mut biases)?;
+        if biases.len() != ids.len() {
+            return Err(Thrown(
+                LIGER_ERROR_INVALID_ARGUMENT,
+                format!("{} ids but {} biases", ids.len(), biases.len()),
+            ));
+        }
+        check(liger_session_set_logit_bias(
+            session(s),
+            ids.as_ptr(),
+            biases.as_ptr(),
+            ids.len(),
+        ))
+    })
+}
+
+#[no_mangle]
 pub extern "system" fn Java_io_liger_LigerNative_sessionLogits(
     mut env: JNIEnv,
     _: JClass,

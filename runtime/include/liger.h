@@ -344,7 +344,8 @@ LigerStatus liger_session_sample(struct LigerSession *session,
 /*
  Generates up to `max_tokens` tokens after what was fed: sample (`options`, NULL = greedy),
  feed, call `callback` (may be NULL) — until a stop token of the model (not fed, not
- reported), `max_tokens`, or the callback returns non-zero. `*out_n_generated` (may be NULL)
+ reported), a stop string of the session (its text and what follows not reported; the tokens
+ that wrote it are fed), `max_tokens`, or the callback returns non-zero. `*out_n_generated` (may be NULL)
  = tokens generated and fed. The session is not locked while the callback runs.
  */
 LigerStatus liger_session_generate(struct LigerSession *session,
@@ -385,6 +386,27 @@ LigerStatus liger_state_save(const struct LigerSession *session,
  error the session is unchanged.
  */
 LigerStatus liger_state_load(struct LigerSession *session, const uint8_t *data, size_t len);
+
+/*
+ Ends every later `liger_session_generate` of this session where its text reaches one of
+ `stops` (`n_stops` NUL-terminated UTF-8 strings, matched across tokens; text that may begin
+ one is held back until it cannot). At most 16, each 1 to 1024 bytes; `n_stops` 0 removes
+ them (`stops` may then be NULL). On error the session keeps its previous stop strings.
+ */
+LigerStatus liger_session_set_stop_strings(struct LigerSession *session,
+                                           const char *const *stops,
+                                           size_t n_stops);
+
+/*
+ Adds `biases[i]` to the logit of token `ids[i]` before every later sample of this session
+ (`liger_session_sample`, `liger_session_generate`), as OpenAI's `logit_bias`: -100 bans a
+ token, +100 all but forces it. Ids must be in the vocabulary and biases finite; `n` 0
+ removes the bias (`ids`, `biases` may then be NULL). On error the session is unchanged.
+ */
+LigerStatus liger_session_set_logit_bias(struct LigerSession *session,
+                                         const uint32_t *ids,
+                                         const float *biases,
+                                         size_t n);
 
 /*
  A new, independent session starting from this one's state (free it separately).

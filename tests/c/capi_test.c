@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 static int failures = 0;
@@ -421,6 +422,51 @@ static void test_text(const char *path) {
           (strstr(json.text, "true") || strstr(json.text, "false")) &&
           json.text[json.text_bytes - 1] == '}');
     CHECK(liger_session_set_grammar(s, NULL, NULL) == LIGER_OK);
+
+    /* Stop strings: the greedy text cut where the stop string begins (found mid-way through
+     * it, so that it may span tokens); bad lists are errors that keep the session's. */
+    LigerSession *plain = NULL, *cut = NULL, *banned = NULL, *forced = NULL;
+    CHECK(liger_session_feed_text(s, " The capital of Italy is", false) == LIGER_OK);
+    CHECK(liger_session_fork(s, &plain) == LIGER_OK && liger_session_fork(s, &cut) == LIGER_OK &&
+          liger_session_fork(s, &banned) == LIGER_OK && liger_session_fork(s, &forced) == LIGER_OK);
+    Collected full = {0}, stopped = {0};
+    CHECK(liger_session_generate(plain, NULL, 24, collect, &full, &n) == LIGER_OK);
+    CHECK(full.text_bytes >= 8 && full.text_bytes < sizeof full.text);
+    char stop[4] = {0};
+    memcpy(stop, full.text + full.text_bytes / 2, 3);
+    const char *stop_list[] = {"never in this text", stop};
+    const char *too_many[17];
+    for (int i = 0; i < 17; i++) too_many[i] = "x";
+    const char *empty[] = {""};
+    EXPECT_ERROR(liger_session_set_stop_strings(cut, too_many, 17), LIGER_ERROR_INVALID_ARGUMENT);
+    EXPECT_ERROR(liger_session_set_stop_strings(cut, NULL, 1), LIGER_ERROR_NULL);
+    EXPECT_ERROR(liger_session_set_stop_strings(cut, empty, 1), LIGER_ERROR_INVALID_ARGUMENT);
+    EXPECT_ERROR(liger_session_set_stop_strings(NULL, stop_list, 2), LIGER_ERROR_NULL);
+    CHECK(liger_session_set_stop_strings(cut, stop_list, 2) == LIGER_OK);
+    CHECK(liger_session_generate(cut, NULL, 24, collect, &stopped, &n) == LIGER_OK);
+    size_t want = (size_t)(strstr(full.text, stop) - full.text);
+    CHECK(stopped.text_bytes == want && memcmp(stopped.text, full.text, want) == 0);
+    CHECK(liger_session_set_stop_strings(cut, NULL, 0) == LIGER_OK);
+
+    /* Logit bias: -100 bans the greedy first token, +100 forces a token every step. */
+    uint32_t first = full.tokens[0], forced_id = 42;
+    float ban = -100.0f, force = 100.0f, nan = NAN;
+    uint32_t outside = 1u << 30;
+    EXPECT_ERROR(liger_session_set_logit_bias(banned, &outside, &ban, 1),
+                 LIGER_ERROR_INVALID_ARGUMENT);
+    EXPECT_ERROR(liger_session_set_logit_bias(banned, &first, &nan, 1),
+                 LIGER_ERROR_INVALID_ARGUMENT);
+    EXPECT_ERROR(liger_session_set_logit_bias(banned, NULL, &ban, 1), LIGER_ERROR_NULL);
+    CHECK(liger_session_set_logit_bias(banned, &first, &ban, 1) == LIGER_OK);
+    Collected other = {0}, all_forced = {0};
+    CHECK(liger_session_generate(banned, NULL, 1, collect, &other, &n) == LIGER_OK);
+    CHECK(other.n == 1 && other.tokens[0] != first);
+    CHECK(liger_session_set_logit_bias(forced, &forced_id, &force, 1) == LIGER_OK);
+    CHECK(liger_session_generate(forced, NULL, 3, collect, &all_forced, &n) == LIGER_OK);
+    CHECK(all_forced.n == 3 && all_forced.tokens[0] == forced_id &&
+          all_forced.tokens[1] == forced_id && all_forced.tokens[2] == forced_id);
+    CHECK(liger_session_free(plain) == LIGER_OK && liger_session_free(cut) == LIGER_OK &&
+          liger_session_free(banned) == LIGER_OK && liger_session_free(forced) == LIGER_OK);
     CHECK(liger_session_free(s) == LIGER_OK);
 }
 

@@ -67,7 +67,15 @@ pub struct LigerSession {
     recent: std::collections::VecDeque<u32>,
     /// The grammar every `liger_session_generate` output follows (`liger_session_set_grammar`).
     grammar: Option<Grammar>,
+    /// Where every `liger_session_generate` output ends (`liger_session_set_stop_strings`).
+    stop_strings: Vec<String>,
+    /// Added to logits before sampling (`liger_session_set_logit_bias`).
+    logit_bias: Vec<(u32, f32)>,
 }
+
+/// Most stop strings a session holds, and the longest one (bytes).
+const MAX_STOP_STRINGS: usize = 16;
+const MAX_STOP_BYTES: usize = 1024;
 
 /// Tokens remembered for the repetition penalty of a sampler made later.
 const RECENT: usize = 1024;
@@ -98,7 +106,7 @@ impl LigerSession {
                 "nothing fed yet: feed a prompt before sampling",
             ));
         }
-        let sampler = sampler_for(&mut self.sampler, &self.recent, options);
+        let sampler = sampler_for(&mut self.sampler, &self.recent, &self.logit_bias, options);
         Ok(sampler.sample(self.session.logits()))
     }
 
@@ -108,7 +116,7 @@ impl LigerSession {
         generator: &mut Generator,
         options: LigerSamplerOptions,
     ) -> CResult<Step> {
-        let sampler = sampler_for(&mut self.sampler, &self.recent, options);
+        let sampler = sampler_for(&mut self.sampler, &self.recent, &self.logit_bias, options);
         let step = generator.step(&mut self.session, sampler)?;
         if let Step::Token { id, .. } = step {
             self.remember(id);
@@ -117,18 +125,22 @@ impl LigerSession {
     }
 }
 
-/// The session's sampler for `options`, made anew (with the tokens fed so far) when the
-/// options change.
+/// The session's sampler for `options` and `logit_bias`, made anew (with the tokens fed so
+/// far) when the options change (a new bias empties the slot).
 fn sampler_for<'s>(
     slot: &'s mut Option<(LigerSamplerOptions, Sampler)>,
     recent: &std::collections::VecDeque<u32>,
+    logit_bias: &[(u32, f32)],
     options: LigerSamplerOptions,
 ) -> &'s mut Sampler {
     if slot.as_ref().is_some_and(|(o, _)| *o != options) {
         *slot = None;
     }
     let made = slot.get_or_insert_with(|| {
-        let mut sampler = Sampler::new(options.into());
+        let mut sampler = Sampler::new(SamplerOptions {
+            logit_bias: logit_bias.to_vec(),
+            ..options.into()
+        });
         recent.iter().for_each(|&t| sampler.observe(t));
         (options, sampler)
     });
@@ -200,6 +212,8 @@ pub extern "C" fn liger_session_new(
             sampler: None,
             recent: Default::default(),
             grammar: None,
+            stop_strings: Vec::new(),
+            logit_bias: Vec::new(),
         };
         hand_out(out_session, register_session(session), true)
     })
@@ -360,7 +374,8 @@ pub extern "C" fn liger_session_sample(
 
 /// Generates up to `max_tokens` tokens after what was fed: sample (`options`, NULL = greedy),
 /// feed, call `callback` (may be NULL) — until a stop token of the model (not fed, not
-/// reported), `max_tokens`, or the callback returns non-zero. `*out_n_generated` (may be NULL)
+/// reported), a stop string of the session (its text and what follows not reported; the tokens
+/// that wrote it are fed), `max_tokens`, or the callback returns non-zero. `*out_n_generated` (may be NULL)
 /// = tokens generated and fed. The session is not locked while the callback runs.
 #[no_mangle]
 pub extern "C" fn liger_session_generate(
@@ -374,15 +389,17 @@ pub extern "C" fn liger_session_generate(
     ffi(|| {
         let options = sampler_options(options)?;
         let s = session_of(session)?;
-        let (model, grammar) = {
+        let (model, grammar, stop_strings) = {
             let s = lock(&s);
-            (Arc::clone(&s.model.model), s.grammar.clone())
+            let stops = s.stop_strings.clone();
+            (Arc::clone(&s.model.model), s.grammar.clone(), stops)
         };
         let mut generator = Generator::new(
             &model,
             GenerateOptions {
                 max_tokens,
                 grammar,
+                stop_strings,
                 ..Default::default()
             },
         )?;
@@ -507,6 +524,76 @@ pub extern "C" fn liger_state_load(
     })
 }
 
+/// Ends every later `liger_session_generate` of this session where its text reaches one of
+/// `stops` (`n_stops` NUL-terminated UTF-8 strings, matched across tokens; text that may begin
+/// one is held back until it cannot). At most 16, each 1 to 1024 bytes; `n_stops` 0 removes
+/// them (`stops` may then be NULL). On error the session keeps its previous stop strings.
+#[no_mangle]
+pub extern "C" fn liger_session_set_stop_strings(
+    session: *mut LigerSession,
+    stops: *const *const c_char,
+    n_stops: usize,
+) -> LigerStatus {
+    ffi(|| {
+        if n_stops > MAX_STOP_STRINGS {
+            return Err(CError::new(
+                LIGER_ERROR_INVALID_ARGUMENT,
+                format!("{n_stops} stop strings: at most {MAX_STOP_STRINGS}"),
+            ));
+        }
+        let pointers = slice_arg(stops, n_stops, "stops")?;
+        let mut strings = Vec::with_capacity(n_stops);
+        for (i, &p) in pointers.iter().enumerate() {
+            let stop = str_arg(p, &format!("stops[{i}]"))?;
+            if stop.is_empty() || stop.len() > MAX_STOP_BYTES {
+                return Err(CError::new(
+                    LIGER_ERROR_INVALID_ARGUMENT,
+                    format!("stops[{i}] is {} bytes: 1 to {MAX_STOP_BYTES}", stop.len()),
+                ));
+            }
+            strings.push(stop.to_owned());
+        }
+        with_session(session, |s| {
+            s.stop_strings = strings;
+            Ok(())
+        })
+    })
+}
+
+/// Adds `biases[i]` to the logit of token `ids[i]` before every later sample of this session
+/// (`liger_session_sample`, `liger_session_generate`), as OpenAI's `logit_bias`: -100 bans a
+/// token, +100 all but forces it. Ids must be in the vocabulary and biases finite; `n` 0
+/// removes the bias (`ids`, `biases` may then be NULL). On error the session is unchanged.
+#[no_mangle]
+pub extern "C" fn liger_session_set_logit_bias(
+    session: *mut LigerSession,
+    ids: *const u32,
+    biases: *const f32,
+    n: usize,
+) -> LigerStatus {
+    ffi(|| {
+        let ids = slice_arg(ids, n, "ids")?;
+        let biases = slice_arg(biases, n, "biases")?;
+        with_session(session, |s| {
+            let vocab = s.model.model.config.vocab_size;
+            let mut bias = Vec::with_capacity(n);
+            for (&id, &b) in ids.iter().zip(biases) {
+                if id as usize >= vocab || !b.is_finite() {
+                    return Err(CError::new(
+                        LIGER_ERROR_INVALID_ARGUMENT,
+                        format!("logit bias {b} for token {id}: the vocabulary has {vocab} tokens and a bias must be finite"),
+                    ));
+                }
+                bias.push((id, b));
+            }
+            s.logit_bias = bias;
+            // The sampler is made anew with it at the next sample.
+            s.sampler = None;
+            Ok(())
+        })
+    })
+}
+
 /// A new, independent session starting from this one's state (free it separately).
 #[no_mangle]
 pub extern "C" fn liger_session_fork(
@@ -524,6 +611,8 @@ pub extern "C" fn liger_session_fork(
                 sampler: s.sampler.clone(),
                 recent: s.recent.clone(),
                 grammar: s.grammar.clone(),
+                stop_strings: s.stop_strings.clone(),
+                logit_bias: s.logit_bias.clone(),
             })
         })?;
         hand_out(out_session, register_session(fork), true)

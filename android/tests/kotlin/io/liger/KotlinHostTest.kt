@@ -85,6 +85,25 @@ fun main(args: Array<String>) {
                 check(digits.length == 3 && digits.all { it.isDigit() }, "regex output '$digits'")
                 expectThrows<LigerException>("a bad schema") { s.setGrammar(Grammar.jsonSchema("{not json")) }
                 s.setGrammar(null)
+                // Stop strings cut the greedy text where one begins; logit bias bans and forces.
+                s.reset()
+                s.feed("The capital of Italy is", addSpecial = true)
+                val start2 = s.saveState()
+                val full = runBlocking { s.generateText(24, SamplerOptions.GREEDY).toList() }.joinToString("")
+                check(full.length >= 8, "greedy text '$full'")
+                val stop = full.substring(full.length / 2, full.length / 2 + 3)
+                s.loadState(start2)
+                s.setStopStrings(listOf("never in this text", stop))
+                val cut = runBlocking { s.generateText(24, SamplerOptions.GREEDY).toList() }.joinToString("")
+                check(cut == full.substring(0, full.indexOf(stop)), "stop '$stop': '$cut' of '$full'")
+                s.setStopStrings(emptyList())
+                expectThrows<LigerException>("an empty stop string") { s.setStopStrings(listOf("")) }
+                s.loadState(start2)
+                s.setLogitBias(mapOf(42 to 100f))
+                val forced = runBlocking { s.generate(3, SamplerOptions.GREEDY).toList() }.map { it.id }
+                check(forced == listOf(42, 42, 42), "logit bias +100 on 42: $forced")
+                expectThrows<LigerException>("a bias outside the vocabulary") { s.setLogitBias(mapOf(1 shl 30 to 1f)) }
+                s.setLogitBias(emptyMap())
             }
         }
     }

@@ -54,6 +54,10 @@ public final class LigerNative {
     public static native int[] stopIds(long model);
     /** kind: "json_schema", "json_object", "lark", "regex", or null to lift the constraint. */
     public static native void sessionSetGrammar(long session, String kind, String grammar);
+
+    public static native void sessionSetStopStrings(long session, String[] stops);
+
+    public static native void sessionSetLogitBias(long session, int[] ids, float[] biases);
     public static native float[] sessionLogits(long session);
 
     /**

@@ -73,6 +73,25 @@ class LigerSession internal constructor(private var handle: Long) : Closeable {
     fun setGrammar(grammar: Grammar?) =
         LigerNative.sessionSetGrammar(live(), grammar?.kind, grammar?.text)
 
+    /**
+     * Every later [generate] ends where its text reaches one of [stops] (matched across
+     * tokens; text that may begin one is held back until it cannot). At most 16, each 1 to
+     * 1024 bytes; an empty list removes them. A bad list throws [LigerException] and keeps the
+     * previous one.
+     */
+    fun setStopStrings(stops: List<String>) =
+        LigerNative.sessionSetStopStrings(live(), stops.toTypedArray())
+
+    /**
+     * Adds `bias[id]` to that token's logit before every later sample, as OpenAI's
+     * `logit_bias`: -100 bans a token, +100 all but forces it. An id outside the vocabulary or
+     * a bias that is not finite throws [LigerException]; an empty map removes the bias.
+     */
+    fun setLogitBias(bias: Map<Int, Float>) {
+        val ids = bias.keys.toIntArray()
+        LigerNative.sessionSetLogitBias(live(), ids, FloatArray(ids.size) { bias.getValue(ids[it]) })
+    }
+
     /** The state as bytes (versioned, checksummed, bound to this model file). */
     fun saveState(): ByteArray = LigerNative.stateSave(live())
 
