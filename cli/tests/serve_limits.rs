@@ -326,6 +326,7 @@ fn serve_bounds_what_a_client_can_hold() {
     // long before its prompt could have been fed (10 x ~3,000 tokens at 256 per step would
     // take over 100 steps).
     let steps_before = metric(base, "", "liger_steps_total");
+    let refused_before = metric(base, "", "liger_requests_total{status=\"4xx\"}");
     let long = "The quick brown fox jumps over the lazy dog. ".repeat(300);
     let body = json!({"prompt": long, "max_tokens": 8}).to_string();
     let leaving: Vec<TcpStream> = (0..10)
@@ -351,6 +352,9 @@ fn serve_bounds_what_a_client_can_hold() {
         steps <= 10.0,
         "{steps} steps: the prefills went on after their clients left"
     );
+    // Each counted (and logged) as a client that left: 499.
+    let left = metric(base, "", "liger_requests_total{status=\"4xx\"}") - refused_before;
+    assert!(left >= 10.0, "{left} requests counted as left");
 }
 
 /// SIGTERM during a stream: no new connections, the stream ends with its last chunk and

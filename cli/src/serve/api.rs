@@ -187,7 +187,14 @@ async fn access_log(State(server): State<Arc<Server>>, request: Request, next: N
         request.uri().path().to_owned(),
         Instant::now(),
     );
+    let mut unanswered = Unanswered {
+        server: Arc::clone(&server),
+        method: method.clone(),
+        path: path.clone(),
+        start,
+    };
     let response = next.run(request).await;
+    unanswered.path.clear(); // answered
     server.metrics.answered(response.status().as_u16());
     let served = response.extensions().get::<Served>().copied();
     if !served.is_some_and(|s| s.streamed) {
@@ -201,6 +208,33 @@ async fn access_log(State(server): State<Arc<Server>>, request: Request, next: N
     }
     response
 }
+
+/// A request whose client leaves before its answer is ready (the handler is dropped): logged
+/// as nginx does, 499.
+struct Unanswered {
+    server: Arc<Server>,
+    method: Method,
+    /// Emptied once the answer is ready.
+    path: String,
+    start: Instant,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if !self.path.is_empty() {
+            self.server.metrics.answered(CLIENT_LEFT);
+            tracing::info!(
+                "{} {} {CLIENT_LEFT} (the client left before the answer): {:.0} ms",
+                self.method,
+                self.path,
+                self.start.elapsed().as_secs_f64() * 1e3
+            );
+        }
+    }
+}
+
+/// The status logged for a request whose client left (nginx's).
+pub(crate) const CLIENT_LEFT: u16 = 499;
 
 pub(crate) fn log_request(
     method: &Method,

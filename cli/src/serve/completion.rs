@@ -5,7 +5,7 @@
 //! the answer being built here; with it goes the [`Submitted`] guard, which tells the scheduler
 //! to end the sequence at its next step, during prefill or decode.
 
-use super::api::{json_body, log_request, Served};
+use super::api::{json_body, log_request, Served, CLIENT_LEFT};
 use super::batch::Event;
 use super::request::{parse_body, ApiError, Request};
 use super::{Completion, Server, Submitted};
@@ -276,6 +276,8 @@ struct Streaming {
     answers: Vec<Answer>,
     /// Answers not ended yet.
     left: usize,
+    /// Tokens sent so far (all answers).
+    tokens: usize,
     /// The last event is out.
     ended: bool,
 }
@@ -328,6 +330,7 @@ impl Streaming {
     /// while it has no text: its log-probability then waits for the next piece).
     fn token(&mut self, index: usize, piece: &str, logprob: Option<TokenLogprob>) -> String {
         self.first_token.get_or_insert_with(|| self.start.elapsed());
+        self.tokens += 1;
         if let Some(lp) = logprob {
             let a = &mut self.answers[index];
             a.logprobs.push(lp);
@@ -421,6 +424,25 @@ impl Streaming {
     }
 }
 
+impl Drop for Streaming {
+    /// A stream whose client left (the connection closed, or a write stalled past its
+    /// deadline) logs its line here, 499.
+    fn drop(&mut self) {
+        if !self.ended {
+            // Counted with its 200 already: only the log says how it ended.
+            tracing::info!(
+                "POST {} {CLIENT_LEFT} (the client left the stream): {} tokens sent, first token {}, {:.0} ms",
+                if self.chat { "/v1/chat/completions" } else { "/v1/completions" },
+                self.tokens,
+                self.first_token
+                    .map(|t| format!("{:.0} ms", t.as_secs_f64() * 1e3))
+                    .unwrap_or_else(|| "-".into()),
+                self.start.elapsed().as_secs_f64() * 1e3
+            );
+        }
+    }
+}
+
 /// A streamed completion: server-sent events, one per piece of text, then `[DONE]`.
 fn stream(
     server: Arc<Server>,
@@ -439,6 +461,7 @@ fn stream(
         first_token: None,
         answers: (0..req.n).map(|_| Answer::default()).collect(),
         left: req.n,
+        tokens: 0,
         ended: false,
         req,
     };
