@@ -102,8 +102,8 @@ fn writer_output_reads_back_identically() {
 
 fn json_value(v: &Value) -> serde_json::Value {
     match v {
-        Value::Array { items, .. } => {
-            serde_json::Value::Array(items.iter().map(json_value).collect())
+        Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(|v| json_value(&v)).collect())
         }
         Value::String(s) => s.clone().into(),
         Value::Bool(b) => (*b).into(),

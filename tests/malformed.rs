@@ -3,7 +3,7 @@
 //! nothing changed, and allocate no more than a bound while being refused. Each test prints
 //! how many inputs it tried (`cargo test malformed -- --nocapture`).
 
-use liger::gguf::{GgufFile, GgufWriter, TensorDecl, Value};
+use liger::gguf::{GgufFile, GgufWriter, TensorDecl, Value, ValueType};
 use liger::{DecodeMode, Model, ModelOptions, Session};
 use liger_tests::alloc::peak_during;
 use liger_tests::*;
@@ -571,4 +571,75 @@ fn hostile_tokenizer_metadata_is_a_clean_error() {
         "{} malformed tokenizer inputs: each a clean error naming the field",
         cases.len() + carried.len() + stops.len()
     );
+}
+
+/// A GGUF file whose only metadata is one array of `n` items of `element`, each byte
+/// `fill` (the array's bytes left sparse on disk when `fill` is 0).
+fn file_with_one_array(path: &std::path::Path, element: ValueType, n: u64, fill: u8) {
+    use std::io::Write;
+    let mut head = Vec::new();
+    head.extend_from_slice(b"GGUF");
+    head.extend_from_slice(&3u32.to_le_bytes());
+    head.extend_from_slice(&0u64.to_le_bytes()); // tensors
+    head.extend_from_slice(&1u64.to_le_bytes()); // metadata
+    let key = b"test.big_array";
+    head.extend_from_slice(&(key.len() as u64).to_le_bytes());
+    head.extend_from_slice(key);
+    head.extend_from_slice(&(ValueType::Array as u32).to_le_bytes());
+    head.extend_from_slice(&(element as u32).to_le_bytes());
+    head.extend_from_slice(&n.to_le_bytes());
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(&head).unwrap();
+    if fill == 0 {
+        f.set_len(head.len() as u64 + n).unwrap();
+    } else {
+        let chunk = vec![fill; 1 << 20];
+        for _ in 0..n / chunk.len() as u64 {
+            f.write_all(&chunk).unwrap();
+        }
+    }
+}
+
+/// Metadata arrays cost their bytes, not a boxed value per item: a 16 MiB file holding a
+/// 16 Mi-item u8 array, or bool array, reads within the hostile-file bound (boxed, it took
+/// 24-32× its size), and is then refused as a model; a 1 GiB one through the C ABI is an
+/// error and this process lives on.
+#[test]
+fn metadata_arrays_cost_their_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("array.gguf");
+    for (element, fill) in [(ValueType::U8, 7u8), (ValueType::Bool, 1u8)] {
+        file_with_one_array(&path, element, 16 << 20, fill);
+        let bytes = std::fs::read(&path).unwrap();
+        let (err, peak) = load_and_run(&bytes);
+        println!(
+            "{element:?} array of 16 Mi items: {} MiB allocated at the peak for a {} MiB file",
+            peak >> 20,
+            bytes.len() >> 20
+        );
+        assert!(
+            peak <= file_bound(bytes.len()),
+            "{element:?}: allocated {peak} bytes for a {}-byte file",
+            bytes.len()
+        );
+        assert!(
+            err.is_some(),
+            "{element:?}: a file of one array loaded as a model"
+        );
+        let file = GgufFile::from_bytes(bytes).unwrap();
+        let array = file
+            .get("test.big_array")
+            .and_then(Value::as_array)
+            .unwrap();
+        assert_eq!((array.element(), array.len()), (element, 16 << 20));
+    }
+    file_with_one_array(&path, ValueType::U8, 1 << 30, 0);
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let mut model = std::ptr::null_mut();
+    let status = liger::capi::liger_model_load(c_path.as_ptr(), std::ptr::null(), &mut model);
+    // SAFETY: liger_last_error returns a NUL-terminated string owned by the library.
+    let message = unsafe { std::ffi::CStr::from_ptr(liger::capi::liger_last_error()) };
+    println!("1 GiB array through the C ABI: status {status}: {message:?}");
+    assert_ne!(status, liger::capi::LIGER_OK);
+    assert!(model.is_null());
 }

@@ -11,7 +11,7 @@ const CUT: usize = 96;
 
 fn short(v: &Value, full: bool) -> String {
     let s = match v {
-        Value::Array { items, .. } if full => {
+        Value::Array(items) if full => {
             format!(
                 "[{}]",
                 items

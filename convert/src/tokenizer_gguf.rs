@@ -54,13 +54,10 @@ fn strings<'a>(file: &'a GgufFile, key: &str) -> Result<Vec<&'a str>> {
         .get(key)
         .and_then(Value::as_array)
         .ok_or_else(|| Error::Tokenizer(format!("'{key}' is missing or not an array")))?;
-    items
-        .iter()
-        .map(|v| {
-            v.as_str()
-                .ok_or_else(|| Error::Tokenizer(format!("'{key}' holds a non-string")))
-        })
-        .collect()
+    let strings = items
+        .strings()
+        .ok_or_else(|| Error::Tokenizer(format!("'{key}' is not an array of strings")))?;
+    Ok(strings.iter().collect())
 }
 
 fn numbers(file: &GgufFile, key: &str, n: usize, default: f64) -> Result<Vec<f64>> {

@@ -44,7 +44,7 @@ pub fn stop_ids(file: &GgufFile, vocab: usize) -> Result<Vec<u32>> {
         let items = list
             .as_array()
             .ok_or_else(|| Error::Tokenizer("liger.stop_token_ids is not an array".into()))?;
-        for v in items {
+        for v in items.iter() {
             match v.as_u64() {
                 Some(id) if (id as usize) < vocab => ids.push(id as u32),
                 _ => {

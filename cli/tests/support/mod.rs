@@ -4,6 +4,7 @@
 
 mod wire;
 
+#[allow(unused_imports)]
 pub use wire::*;
 
 use liger_tests::*;

@@ -17,13 +17,15 @@
 //! The reader checks every count, length, offset and dimension product against the bytes
 //! that are really there before it uses them.
 
+mod array;
 mod reader;
 mod writer;
 
+pub use array::{Array, Strings};
 pub use reader::{GgufFile, TensorInfo};
 pub use writer::{GgufWriter, TensorDecl};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
 pub const GGUF_VERSION: u32 = 3;
@@ -32,8 +34,6 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 pub const MAX_DIMS: usize = 4;
 /// ggml's `GGML_MAX_NAME` (including the NUL it keeps): names are at most 63 bytes.
 pub const MAX_NAME_LEN: usize = 63;
-/// Deepest nesting of arrays accepted (real files use 1).
-pub const MAX_ARRAY_DEPTH: usize = 4;
 
 /// Metadata value type ids (`enum gguf_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,10 +91,8 @@ pub enum Value {
     F64(f64),
     Bool(bool),
     String(String),
-    Array {
-        element: ValueType,
-        items: Vec<Value>,
-    },
+    /// Packed by element type (`array.rs`).
+    Array(Array),
 }
 
 impl Value {
@@ -112,7 +110,7 @@ impl Value {
             Value::F64(_) => ValueType::F64,
             Value::Bool(_) => ValueType::Bool,
             Value::String(_) => ValueType::String,
-            Value::Array { .. } => ValueType::Array,
+            Value::Array(_) => ValueType::Array,
         }
     }
 
@@ -160,39 +158,24 @@ impl Value {
         }
     }
 
-    pub fn as_array(&self) -> Option<&[Value]> {
+    pub fn as_array(&self) -> Option<&Array> {
         match self {
-            Value::Array { items, .. } => Some(items),
+            Value::Array(items) => Some(items),
             _ => None,
         }
     }
 
     /// A homogeneous array value; errors if an item has another type.
     pub fn array(element: ValueType, items: Vec<Value>) -> Result<Value> {
-        if let Some(bad) = items.iter().find(|v| v.value_type() != element) {
-            return Err(Error::InvalidArgument(format!(
-                "array of {element:?} holds a {:?}",
-                bad.value_type()
-            )));
-        }
-        Ok(Value::Array { element, items })
+        Array::of(element, &items).map(Value::Array)
     }
 
     pub fn u32_array(values: &[u32]) -> Value {
-        Value::Array {
-            element: ValueType::U32,
-            items: values.iter().map(|v| Value::U32(*v)).collect(),
-        }
+        Value::Array(Array::U32(values.to_vec()))
     }
 
     pub fn string_array<S: AsRef<str>>(values: &[S]) -> Value {
-        Value::Array {
-            element: ValueType::String,
-            items: values
-                .iter()
-                .map(|s| Value::String(s.as_ref().to_owned()))
-                .collect(),
-        }
+        Value::Array(Array::String(values.iter().collect()))
     }
 }
 
@@ -201,8 +184,8 @@ impl std::fmt::Display for Value {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Value::String(s) => write!(f, "{s:?}"),
-            Value::Array { element, items } => {
-                write!(f, "[{element:?}; {}]", items.len())?;
+            Value::Array(items) => {
+                write!(f, "[{:?}; {}]", items.element(), items.len())?;
                 let shown: Vec<String> = items.iter().take(4).map(|v| v.to_string()).collect();
                 if !shown.is_empty() {
                     write!(

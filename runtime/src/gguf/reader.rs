@@ -1,9 +1,8 @@
 //! The GGUF reader: parses the header, metadata and tensor directory of a file mapped in
 //! memory, validating everything, and hands out tensors as zero-copy byte slices.
 
-use super::{
-    Value, ValueType, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH, MAX_DIMS, MAX_NAME_LEN,
-};
+use super::array::{Array, Strings};
+use super::{Value, ValueType, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS, MAX_NAME_LEN};
 use crate::error::{Error, Result};
 use crate::quant::GgmlType;
 use std::collections::HashMap;
@@ -241,14 +240,25 @@ impl<'a> Cursor<'a> {
     }
 
     fn string(&mut self, what: &str) -> Result<String> {
+        self.str(what).map(str::to_owned)
+    }
+
+    /// A string borrowed from the file (no allocation: arrays read millions of them).
+    fn str(&mut self, what: &str) -> Result<&'a str> {
         let at = self.pos;
-        let len = self.count(1, &format!("length of {what}"))?;
-        let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec())
+        let len = self.u64(what)?;
+        if len > self.remaining() as u64 {
+            return Err(Error::Format(format!(
+                "length of {what} at offset {at} is {len}, but only {} bytes follow",
+                self.remaining()
+            )));
+        }
+        let bytes = self.take(len as usize, what)?;
+        std::str::from_utf8(bytes)
             .map_err(|e| Error::Format(format!("{what} at offset {at} is not valid UTF-8: {e}")))
     }
 
-    fn value(&mut self, ty: ValueType, depth: usize, what: &str) -> Result<Value> {
+    fn value(&mut self, ty: ValueType, what: &str) -> Result<Value> {
         Ok(match ty {
             ValueType::U8 => Value::U8(u8::from_le_bytes(self.array(what)?)),
             ValueType::I8 => Value::I8(i8::from_le_bytes(self.array(what)?)),
@@ -274,19 +284,27 @@ impl<'a> Cursor<'a> {
             }
             ValueType::String => Value::String(self.string(what)?),
             ValueType::Array => {
-                if depth >= MAX_ARRAY_DEPTH {
-                    return Err(Error::Format(format!(
-                        "{what} at offset {}: arrays nested deeper than {MAX_ARRAY_DEPTH}",
-                        self.pos
-                    )));
-                }
                 let element = self.value_type(&format!("element type of {what}"))?;
                 let n = self.count(element.min_encoded_size(), &format!("item count of {what}"))?;
-                let mut items = Vec::with_capacity(n);
-                for i in 0..n {
-                    items.push(self.value(element, depth + 1, &format!("{what}[{i}]"))?);
-                }
-                Value::Array { element, items }
+                Value::Array(match element {
+                    ValueType::Array => {
+                        return Err(Error::Format(format!(
+                            "{what} at offset {}: arrays of arrays are not supported",
+                            self.pos
+                        )))
+                    }
+                    ValueType::String => {
+                        let mut strings = Strings::default();
+                        for _ in 0..n {
+                            strings.push(self.str(what)?);
+                        }
+                        Array::String(strings)
+                    }
+                    fixed => {
+                        let bytes = self.take(n * fixed.min_encoded_size(), what)?;
+                        Array::from_le_bytes(fixed, bytes, what)?
+                    }
+                })
             }
         })
     }
@@ -323,7 +341,7 @@ fn parse_header(buf: &[u8]) -> Result<Header> {
         let key = c.string(&format!("metadata key #{i}"))?;
         let what = format!("metadata '{key}'");
         let ty = c.value_type(&format!("type of {what}"))?;
-        let value = c.value(ty, 0, &what)?;
+        let value = c.value(ty, &what)?;
         if seen.insert(key.clone(), i).is_some() {
             return Err(Error::Format(format!("metadata key '{key}' appears twice")));
         }
@@ -509,7 +527,7 @@ mod tests {
         assert_eq!(
             file.get("test.array")
                 .and_then(Value::as_array)
-                .map(<[_]>::len),
+                .map(Array::len),
             Some(3)
         );
         assert_eq!(file.tensor_data(file.tensor("a").unwrap()), &a[..]);

@@ -82,7 +82,7 @@ impl<W: Write> GgufWriter<W> {
             }
             put_string(&mut header, key);
             header.extend_from_slice(&(value.value_type() as u32).to_le_bytes());
-            put_value(&mut header, value, key)?;
+            put_value(&mut header, value);
         }
         let mut sized = Vec::with_capacity(tensors.len());
         let mut names = std::collections::HashSet::new();
@@ -195,7 +195,7 @@ fn put_string(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-fn put_value(out: &mut Vec<u8>, value: &Value, key: &str) -> Result<()> {
+fn put_value(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::U8(v) => out.push(*v),
         Value::I8(v) => out.extend_from_slice(&v.to_le_bytes()),
@@ -209,19 +209,10 @@ fn put_value(out: &mut Vec<u8>, value: &Value, key: &str) -> Result<()> {
         Value::F64(v) => out.extend_from_slice(&v.to_le_bytes()),
         Value::Bool(v) => out.push(*v as u8),
         Value::String(s) => put_string(out, s),
-        Value::Array { element, items } => {
-            out.extend_from_slice(&(*element as u32).to_le_bytes());
+        Value::Array(items) => {
+            out.extend_from_slice(&(items.element() as u32).to_le_bytes());
             out.extend_from_slice(&(items.len() as u64).to_le_bytes());
-            for item in items {
-                if item.value_type() != *element {
-                    return Err(Error::InvalidArgument(format!(
-                        "metadata '{key}': array of {element:?} holds a {:?}",
-                        item.value_type()
-                    )));
-                }
-                put_value(out, item, key)?;
-            }
+            items.put_items(out);
         }
     }
-    Ok(())
 }
