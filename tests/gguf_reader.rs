@@ -412,3 +412,46 @@ fn random_bit_flips_never_panic() {
         "bit flips in the header should mostly be caught ({ok} parsed, {errors} errors)"
     );
 }
+
+/// `--no-mmap` (`FileAccess::Read`): a model read into memory decodes on after its file is
+/// truncated and rewritten under it (a mapped one would fault), with the same logits.
+#[test]
+fn a_model_read_into_memory_outlives_its_file() {
+    use liger::gguf::FileAccess;
+    use liger::{DecodeMode, Model, ModelOptions, Session};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let path = convert_case(
+        &fixtures().join("liger").join("liger_gla"),
+        "q8_0",
+        dir.path(),
+    );
+    let tokens: Vec<u32> = (0..40).map(|i| (i * 7 + 3) % 100).collect();
+    let options = |file_access| ModelOptions {
+        threads: Some(1),
+        file_access,
+        ..Default::default()
+    };
+    let mapped = Arc::new(Model::load(&path, &options(FileAccess::Map)).unwrap());
+    let mut reference = Session::new(mapped, DecodeMode::Window);
+    // Fed in the same two calls: a step's grouping changes the last bits.
+    let mut want = reference.feed_all_logits(&tokens[..20]).unwrap();
+    want.extend(reference.feed_all_logits(&tokens[20..]).unwrap());
+    drop(reference);
+
+    let read = Arc::new(Model::load(&path, &options(FileAccess::Read)).unwrap());
+    let mut session = Session::new(read, DecodeMode::Window);
+    let mut got = session.feed_all_logits(&tokens[..20]).unwrap();
+    // The file cut to nothing, then rewritten with other bytes, while the session lives.
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(0).unwrap();
+    std::fs::write(&path, b"not a model any more").unwrap();
+    got.extend(session.feed_all_logits(&tokens[20..]).unwrap());
+    assert_eq!(got.len(), want.len());
+    if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+        panic!(
+            "logit {i}: {} after the file went, {} mapped",
+            got[i], want[i]
+        );
+    }
+}

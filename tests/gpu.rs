@@ -93,6 +93,7 @@ fn c_api_runs_sessions_on_the_gpu_after_its_self_test() {
         backend: LIGER_BACKEND_WGPU,
         threads: 1,
         decode_mode: LIGER_DECODE_HF_COMPAT,
+        use_mmap: 1,
     };
     let mut model = std::ptr::null_mut();
     assert_eq!(

@@ -130,6 +130,7 @@ pub extern "system" fn Java_io_liger_LigerNative_modelLoad(
     threads: jint,
     decode_mode: jint,
     backend: jint,
+    use_mmap: jboolean,
 ) -> jlong {
     bridge(&mut env, 0, |env| {
         let path = string(env, &path)?;
@@ -140,6 +141,7 @@ pub extern "system" fn Java_io_liger_LigerNative_modelLoad(
         options.threads = threads.max(0) as u32;
         options.decode_mode = decode_mode;
         options.backend = backend;
+        options.use_mmap = i32::from(use_mmap != 0);
         let mut out = std::ptr::null_mut();
         check(liger_model_load(path.as_ptr(), &options, &mut out))?;
         Ok(out as usize as jlong)

@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// auto (CUDA when a device passes the self-test, else the CPU), cpu, wgpu or cuda.
     #[arg(long, default_value = "auto")]
     pub backend: String,
+    /// Read the model file into memory instead of mapping it (timings then include no page
+    /// faults on first touch).
+    #[arg(long)]
+    pub no_mmap: bool,
     /// Sequences run together, comma separated (llama-batched-bench's idea): each test runs
     /// with that many sequences in one batched step per token; t/s is their aggregate.
     #[arg(long, default_value = "1")]
@@ -178,6 +182,11 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         &ModelOptions {
             threads: args.threads,
             simd: None,
+            file_access: if args.no_mmap {
+                liger::gguf::FileAccess::Read
+            } else {
+                liger::gguf::FileAccess::Map
+            },
         },
     )?);
     let opened = liger::backend::open(kind, &model)?;

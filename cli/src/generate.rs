@@ -32,6 +32,11 @@ pub struct ModelArgs {
     /// cpu, wgpu (Vulkan / Metal / DX12) or cuda.
     #[arg(long, default_value = "auto")]
     pub backend: String,
+    /// Read the model file into memory instead of mapping it: the file may then be replaced
+    /// or truncated while the model runs (mapped, that would crash the process), at the cost
+    /// of the file's size in memory.
+    #[arg(long)]
+    pub no_mmap: bool,
 }
 
 #[derive(Args, Clone)]
@@ -127,6 +132,11 @@ pub fn load(args: &ModelArgs) -> Result<Loaded> {
         &ModelOptions {
             threads: args.threads,
             simd: None,
+            file_access: if args.no_mmap {
+                liger::gguf::FileAccess::Read
+            } else {
+                liger::gguf::FileAccess::Map
+            },
         },
     )
     .with_context(|| format!("loading {}", args.model.display()))?;

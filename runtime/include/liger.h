@@ -11,7 +11,7 @@
 /*
  The version of this C interface: bumped on any incompatible change.
  */
-#define LIGER_ABI_VERSION 1
+#define LIGER_ABI_VERSION 2
 
 /*
  `LigerModelOptions::backend`.
@@ -71,6 +71,13 @@ typedef struct LigerModelOptions {
    Sessions' decode semantics: `LIGER_DECODE_WINDOW` (default) or `LIGER_DECODE_HF_COMPAT`.
    */
   int32_t decode_mode;
+  /*
+   1 (default): the file is memory-mapped — pages read on demand, shared with the page
+   cache, but the file must not be truncated or rewritten while the model is loaded (the
+   process would fault, SIGBUS). 0: it is read into memory at load (its size in memory)
+   and may then change or go, as when an app updates its model file.
+   */
+  int32_t use_mmap;
 } LigerModelOptions;
 
 /*
@@ -205,7 +212,7 @@ const char *liger_last_error(void);
 LigerStatus liger_model_options_default(struct LigerModelOptions *out);
 
 /*
- Loads (memory-maps) a liger GGUF file. `options` may be NULL (defaults). On success
+ Loads a liger GGUF file (memory-mapped unless `options->use_mmap` is 0). `options` may be NULL (defaults). On success
  `*out_model` is a handle to free with `liger_model_free`. A GPU backend
  (`LIGER_BACKEND_WGPU`, `LIGER_BACKEND_CUDA`: builds with the `wgpu` / `cuda` feature) first
  compares its logits with the CPU's on a short probe and fails with `LIGER_ERROR_UNSUPPORTED`

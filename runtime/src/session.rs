@@ -308,7 +308,7 @@ mod tests {
                 file,
                 &ModelOptions {
                     threads: Some(threads),
-                    simd: None,
+                    ..Default::default()
                 },
             )
             .unwrap(),

@@ -125,7 +125,11 @@ static void test_loading_errors(const char *model_path) {
     EXPECT_ERROR(liger_model_load("\xff\xfe.gguf", NULL, &m), LIGER_ERROR_UTF8);
     EXPECT_ERROR(liger_model_options_default(NULL), LIGER_ERROR_NULL);
     CHECK(liger_model_options_default(&o) == LIGER_OK);
-    CHECK(o.backend == LIGER_BACKEND_CPU && o.decode_mode == LIGER_DECODE_WINDOW);
+    CHECK(o.backend == LIGER_BACKEND_CPU && o.decode_mode == LIGER_DECODE_WINDOW &&
+          o.use_mmap == 1);
+    o.use_mmap = 2;
+    EXPECT_ERROR(liger_model_load(model_path, &o, &m), LIGER_ERROR_INVALID_ARGUMENT);
+    o.use_mmap = 1;
     o.decode_mode = 7;
     EXPECT_ERROR(liger_model_load(model_path, &o, &m), LIGER_ERROR_INVALID_ARGUMENT);
     o.decode_mode = LIGER_DECODE_WINDOW;
@@ -489,6 +493,7 @@ int main(int argc, char **argv) {
     LigerModel *model = NULL, *window_model = NULL;
     CHECK(liger_model_load(argv[1], &o, &model) == LIGER_OK);
     o.decode_mode = LIGER_DECODE_WINDOW;
+    o.use_mmap = 0; /* read into memory: the same model */
     CHECK(liger_model_load(argv[1], &o, &window_model) == LIGER_OK);
     if (model && window_model) {
         test_handles(model);

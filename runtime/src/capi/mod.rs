@@ -25,6 +25,7 @@ pub use session::*;
 
 use crate::backend::{self, Backend, BackendKind};
 use crate::error::Error;
+use crate::gguf::FileAccess;
 use crate::model::{Model, ModelOptions};
 use crate::session::DecodeMode;
 use std::cell::RefCell;
@@ -34,7 +35,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
 /// The version of this C interface: bumped on any incompatible change.
-pub const LIGER_ABI_VERSION: u32 = 1;
+pub const LIGER_ABI_VERSION: u32 = 2;
 
 /// A function's result: `LIGER_OK` (0) or one of the `LIGER_ERROR_*` codes.
 pub type LigerStatus = i32;
@@ -83,6 +84,11 @@ pub struct LigerModelOptions {
     pub threads: u32,
     /// Sessions' decode semantics: `LIGER_DECODE_WINDOW` (default) or `LIGER_DECODE_HF_COMPAT`.
     pub decode_mode: i32,
+    /// 1 (default): the file is memory-mapped — pages read on demand, shared with the page
+    /// cache, but the file must not be truncated or rewritten while the model is loaded (the
+    /// process would fault, SIGBUS). 0: it is read into memory at load (its size in memory)
+    /// and may then change or go, as when an app updates its model file.
+    pub use_mmap: i32,
 }
 
 /// A loaded model (opaque).
@@ -332,10 +338,11 @@ fn default_options() -> LigerModelOptions {
         backend: LIGER_BACKEND_CPU,
         threads: 0,
         decode_mode: LIGER_DECODE_WINDOW,
+        use_mmap: 1,
     }
 }
 
-/// Loads (memory-maps) a liger GGUF file. `options` may be NULL (defaults). On success
+/// Loads a liger GGUF file (memory-mapped unless `options->use_mmap` is 0). `options` may be NULL (defaults). On success
 /// `*out_model` is a handle to free with `liger_model_free`. A GPU backend
 /// (`LIGER_BACKEND_WGPU`, `LIGER_BACKEND_CUDA`: builds with the `wgpu` / `cuda` feature) first
 /// compares its logits with the CPU's on a short probe and fails with `LIGER_ERROR_UNSUPPORTED`
@@ -384,8 +391,19 @@ pub extern "C" fn liger_model_load(
         if out_model.is_null() {
             return Err(CError::new(LIGER_ERROR_NULL, "out_model is NULL"));
         }
+        let file_access = match o.use_mmap {
+            1 => FileAccess::Map,
+            0 => FileAccess::Read,
+            m => {
+                return Err(CError::new(
+                    LIGER_ERROR_INVALID_ARGUMENT,
+                    format!("use_mmap {m} (1: map the file, 0: read it into memory)"),
+                ))
+            }
+        };
         let options = ModelOptions {
             threads: (o.threads > 0).then_some(o.threads as usize),
+            file_access,
             ..Default::default()
         };
         let model = Arc::new(Model::load(path, &options)?);

@@ -22,6 +22,17 @@ mod reader;
 mod writer;
 
 pub use array::{Array, Strings};
+
+/// How a model file is held while it is used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FileAccess {
+    /// Mapped: pages are read on demand and shared with the page cache; the file must not be
+    /// truncated or rewritten while loaded (a read of a page gone faults: SIGBUS).
+    #[default]
+    Map,
+    /// Read into memory at load (`--no-mmap`): the file may change or go; costs its size.
+    Read,
+}
 pub use reader::{GgufFile, TensorInfo};
 pub use writer::{GgufWriter, TensorDecl};
 

@@ -2,7 +2,7 @@
 //! memory, validating everything, and hands out tensors as zero-copy byte slices.
 
 use super::array::{Array, Strings};
-use super::{Value, ValueType, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS, MAX_NAME_LEN};
+use super::{FileAccess, Value, ValueType, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS, MAX_NAME_LEN};
 use crate::error::{Error, Result};
 use crate::quant::GgmlType;
 use std::collections::HashMap;
@@ -88,6 +88,26 @@ impl GgufFile {
             Error::Format(m) => Error::Format(format!("{}: {m}", path.display())),
             other => other,
         })
+    }
+
+    /// Reads `path` into memory and parses it: the file may then change or go while the
+    /// model runs (a mapping would fault, SIGBUS, on a truncated file), at the cost of its
+    /// size in memory.
+    pub fn read(path: impl AsRef<Path>) -> Result<GgufFile> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(Bytes::Owned(bytes)).map_err(|e| match e {
+            Error::Format(m) => Error::Format(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Opens `path` as `access` says: mapped ([`GgufFile::open`]) or read ([`GgufFile::read`]).
+    pub fn load(path: impl AsRef<Path>, access: FileAccess) -> Result<GgufFile> {
+        match access {
+            FileAccess::Map => Self::open(path),
+            FileAccess::Read => Self::read(path),
+        }
     }
 
     /// Parses a GGUF held in memory (tests, fuzzing, embedded models).

@@ -107,6 +107,8 @@ pub struct ModelOptions {
     /// SIMD level (default: the best this CPU has, or `LIGER_SIMD`); an unavailable one
     /// falls back to scalar.
     pub simd: Option<SimdLevel>,
+    /// Mapped (default) or read into memory (`--no-mmap`).
+    pub file_access: crate::gguf::FileAccess,
 }
 
 pub struct Model {
@@ -147,7 +149,7 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 
 impl Model {
     pub fn load(path: impl AsRef<Path>, options: &ModelOptions) -> Result<Model> {
-        Self::from_file(GgufFile::open(path)?, options)
+        Self::from_file(GgufFile::load(path, options.file_access)?, options)
     }
 
     pub fn from_file(file: GgufFile, options: &ModelOptions) -> Result<Model> {

@@ -49,7 +49,7 @@ public final class JniHostTest {
         check(!LigerNative.version().isEmpty(), "version");
 
         long model = LigerNative.modelLoad(path, 1, LigerNative.DECODE_HF_COMPAT,
-                LigerNative.BACKEND_CPU);
+                LigerNative.BACKEND_CPU, false);
         check(LigerNative.vocabSize(model) > 0, "vocab size");
         long session = LigerNative.sessionNew(model);
         LigerNative.sessionFeed(session, prompt);
@@ -86,9 +86,9 @@ public final class JniHostTest {
         expectThrows(() -> LigerNative.sessionFeed(0, prompt), "1", "null session");
         expectThrows(() -> LigerNative.sessionNew(12345), "2", "foreign model handle");
         expectThrows(() -> LigerNative.stateLoad(session, new byte[] {1, 2, 3}), "10", "bad state");
-        expectThrows(() -> LigerNative.modelLoad("/nonexistent.gguf", 0, 0, 0), "5",
+        expectThrows(() -> LigerNative.modelLoad("/nonexistent.gguf", 0, 0, 0, true), "5",
                 "missing file");
-        expectThrows(() -> LigerNative.modelLoad(path, 0, 0, 7), "3", "unknown backend");
+        expectThrows(() -> LigerNative.modelLoad(path, 0, 0, 7, true), "3", "unknown backend");
         expectThrows(() -> LigerNative.tokenize(model, "hi", true), "8", "no tokenizer");
         expectThrows(() -> LigerNative.sessionSetGrammar(session, "yaml", "a: 1"), "3",
                 "unknown grammar kind");

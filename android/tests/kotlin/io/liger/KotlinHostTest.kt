@@ -66,7 +66,7 @@ fun main(args: Array<String>) {
     expectThrows<LigerException>("a missing file") { LigerModel("/nonexistent.gguf") }
 
     if (args.size > 3) {
-        LigerModel(args[3], threads = 1).use { model ->
+        LigerModel(args[3], threads = 1, useMmap = false).use { model ->
             val text = model.applyChatTemplate(listOf(ChatMessage("user", "Hi!")))
             check(text.contains("Hi!"), "chat template: $text")
             check(model.stopIds.isNotEmpty(), "stop ids")

@@ -31,7 +31,9 @@ public final class LigerNative {
      * Memory-maps a liger file; threads 0 = one per core. A GPU backend first checks the GPU's
      * logits against the CPU's and throws if they disagree (broken mobile drivers).
      */
-    public static native long modelLoad(String path, int threads, int decodeMode, int backend);
+    /** useMmap false: the file is read into memory and may change or go while loaded. */
+    public static native long modelLoad(String path, int threads, int decodeMode, int backend,
+            boolean useMmap);
     public static native void modelFree(long model);
     public static native int vocabSize(long model);
     public static native int[] tokenize(long model, String text, boolean addSpecial);

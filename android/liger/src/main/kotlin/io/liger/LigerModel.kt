@@ -33,8 +33,11 @@ enum class Backend(internal val code: Int) {
 }
 
 /**
- * A liger model file, memory-mapped: pages are read when the model touches them, nothing is
- * loaded up front. Runs on the CPU unless asked otherwise. Thread-safe: any number of sessions on any
+ * A liger model file, memory-mapped by default: pages are read when the model touches them,
+ * nothing is loaded up front — but the file must not be truncated or replaced while the model
+ * is loaded (the process would fault). With [useMmap] false it is read into memory (its size)
+ * and may then change or go, as when the app updates its model file. Runs on the CPU unless
+ * asked otherwise. Thread-safe: any number of sessions on any
  * threads; closing the model while sessions live is allowed (they keep it).
  */
 class LigerModel(
@@ -42,8 +45,9 @@ class LigerModel(
     threads: Int = 0,
     val mode: DecodeMode = DecodeMode.WINDOW,
     backend: Backend = Backend.CPU,
+    useMmap: Boolean = true,
 ) : Closeable {
-    private var handle: Long = LigerNative.modelLoad(path, threads, mode.code, backend.code)
+    private var handle: Long = LigerNative.modelLoad(path, threads, mode.code, backend.code, useMmap)
 
     private fun live(): Long = handle.also { check(it != 0L) { "LigerModel is closed" } }
 
