@@ -146,6 +146,8 @@ impl ChatTemplate {
 
     pub fn new(source: &str, bos: &str, eos: &str) -> Result<ChatTemplate> {
         let mut env = minijinja::Environment::new();
+        // A template from a file is code: bounded, so that a hostile one cannot hang a render.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
             "raise_exception",
@@ -218,10 +220,23 @@ impl ChatTemplate {
             .env
             .get_template("chat")
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        tmpl.render(context)
-            .map_err(|e| Error::Tokenizer(format!("chat template: {e}")))
+        tmpl.render(context).map_err(|e| {
+            if e.kind() == minijinja::ErrorKind::OutOfFuel {
+                Error::Tokenizer(format!(
+                    "chat template: rendering took more than {TEMPLATE_FUEL} steps (a loop \
+                     that does not end?); the template is refused"
+                ))
+            } else {
+                Error::Tokenizer(format!("chat template: {e}"))
+            }
+        })
     }
 }
+
+/// Most instructions one render of a chat template may run (minijinja's fuel): real
+/// templates take thousands per message, a hostile one with nested loops is stopped in
+/// well under a second.
+const TEMPLATE_FUEL: u64 = 5_000_000;
 
 /// A multi-turn conversation whose text has been fed to a session exactly once.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -282,6 +297,33 @@ mod tests {
             second,
             "<|im_end|>\n<|im_start|>user\nhow are you?<|im_end|>\n<|im_start|>assistant\n"
         );
+    }
+
+    /// A hostile template (nested loops) is stopped with an error naming the template within
+    /// a second; a long real conversation stays far inside the bound.
+    #[test]
+    fn templates_run_on_bounded_fuel() {
+        let hostile = ChatTemplate::new(
+            "{% for a in range(100000) %}{% for b in range(100000) %}{% for c in range(100000) %}x{% endfor %}{% endfor %}{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        let start = std::time::Instant::now();
+        let err = hostile
+            .render(&[ChatMessage::new("user", "hi")], true)
+            .unwrap_err()
+            .to_string();
+        let took = start.elapsed();
+        assert!(err.contains("chat template") && err.contains("steps"), "{err}");
+        println!("hostile template stopped after {took:?}: {err}");
+        assert!(took < std::time::Duration::from_secs(1), "stopped after {took:?}");
+        let chat = ChatTemplate::new(CHATML, "", "").unwrap();
+        let long: Vec<ChatMessage> = (0..5000)
+            .map(|i| ChatMessage::new(if i % 2 == 0 { "user" } else { "assistant" }, "some words"))
+            .collect();
+        let text = chat.render(&long, true).unwrap();
+        assert!(text.len() > 5000 * 10, "{}", text.len());
     }
 
     #[test]
