@@ -23,6 +23,7 @@ use batch::{event_channel, EventReceiver, Job, Scheduler};
 use cache::PrefixCache;
 use clap::Args;
 use liger::chat::ChatTemplate;
+use liger::constraint::{Constraint, Grammar};
 use liger::{Model, Tokenizer};
 use metrics::{Metrics, SchedulerState};
 use request::{ApiError, Request};
@@ -177,7 +178,55 @@ impl Server {
     }
 
     /// Queues a completion from `prompt` for the scheduler's batch.
-    pub(crate) fn submit(&self, prompt: &[u32], req: &Request) -> Result<Submitted, ApiError> {
+    /// The grammar the answer must follow: `response_format`'s, or the tool calls' when tools
+    /// are required.
+    pub(crate) fn output_grammar(&self, req: &Request) -> Result<Option<Grammar>, ApiError> {
+        let tool_grammar = self
+            .template
+            .tool_format()
+            .grammar(&req.tools, &req.tool_choice)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        Ok(req.grammar.clone().or(tool_grammar))
+    }
+
+    /// `grammar` compiled `n` times (one state per answer) on a blocking thread, not the
+    /// scheduler's: a schema that takes the engine seconds stalls no sequence, and one that
+    /// makes it panic is the client's 400, said before anything runs.
+    pub(crate) async fn constraints(
+        self: &Arc<Self>,
+        grammar: Option<Grammar>,
+        n: usize,
+    ) -> Result<Vec<Option<Constraint>>, ApiError> {
+        let Some(grammar) = grammar else {
+            return Ok((0..n).map(|_| None).collect());
+        };
+        let model = Arc::clone(&self.model);
+        let compiled = tokio::task::spawn_blocking(move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let grammars = model.grammars()?;
+                (0..n)
+                    .map(|_| grammars.constraint(&grammar).map(Some))
+                    .collect::<liger::Result<Vec<_>>>()
+            }))
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("compiling the grammar: {e}")))?;
+        match compiled {
+            Ok(Ok(constraints)) => Ok(constraints),
+            Ok(Err(e)) => Err(ApiError::bad_request(format!("response_format: {e}"))),
+            Err(_) => Err(ApiError::bad_request(
+                "response_format: the grammar engine failed on this schema",
+            )),
+        }
+    }
+
+    /// Queues a job for the scheduler; `constraints`: one per answer (`n`).
+    pub(crate) fn submit(
+        &self,
+        prompt: &[u32],
+        req: &Request,
+        constraints: Vec<Option<Constraint>>,
+    ) -> Result<Submitted, ApiError> {
         if let Some(reason) = self.scheduler.status().gone {
             return Err(ApiError {
                 status: 503,
@@ -207,28 +256,12 @@ impl Server {
             .max_tokens
             .unwrap_or(self.max_tokens)
             .min(self.max_tokens);
-        let tool_grammar = self
-            .template
-            .tool_format()
-            .grammar(&req.tools, &req.tool_choice)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let grammar = req.grammar.clone().or(tool_grammar);
-        if let Some(g) = &grammar {
-            // A schema the engine rejects is the client's error, said before anything runs.
-            let grammars = self
-                .model
-                .grammars()
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
-            grammars
-                .constraint(g)
-                .map_err(|e| ApiError::bad_request(format!("response_format: {e}")))?;
-        }
         let job = Job {
             prompt: prompt.to_vec(),
             sampling: req.sampling.clone(),
             max_tokens,
             ignore_eos: req.ignore_eos,
-            grammar,
+            constraints: std::sync::Mutex::new(constraints),
             stop_strings: req.stop.clone(),
             logprobs: req.logprobs,
             choices: req.n,

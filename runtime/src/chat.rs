@@ -315,9 +315,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         let took = start.elapsed();
-        assert!(err.contains("chat template") && err.contains("steps"), "{err}");
+        assert!(
+            err.contains("chat template") && err.contains("steps"),
+            "{err}"
+        );
         println!("hostile template stopped after {took:?}: {err}");
-        assert!(took < std::time::Duration::from_secs(1), "stopped after {took:?}");
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "stopped after {took:?}"
+        );
         let chat = ChatTemplate::new(CHATML, "", "").unwrap();
         let long: Vec<ChatMessage> = (0..5000)
             .map(|i| ChatMessage::new(if i % 2 == 0 { "user" } else { "assistant" }, "some words"))

@@ -103,6 +103,21 @@ pub struct Generator {
 
 impl Generator {
     pub fn new(model: &Arc<Model>, options: GenerateOptions) -> Result<Generator> {
+        let constraint = match &options.grammar {
+            Some(g) => Some(model.grammars()?.constraint(g)?),
+            None => None,
+        };
+        Self::with_constraint(model, options, constraint)
+    }
+
+    /// As [`Generator::new`] with the output grammar already compiled (`options.grammar` is
+    /// not read): a server compiles it off its step thread, where a slow or failing grammar
+    /// cannot stall the other sequences.
+    pub fn with_constraint(
+        model: &Arc<Model>,
+        options: GenerateOptions,
+        constraint: Option<Constraint>,
+    ) -> Result<Generator> {
         let mut stops = if options.ignore_eos {
             Vec::new()
         } else {
@@ -113,10 +128,6 @@ impl Generator {
             StreamDecoder::skipping_special()
         } else {
             StreamDecoder::new()
-        };
-        let constraint = match &options.grammar {
-            Some(g) => Some(model.grammars()?.constraint(g)?),
-            None => None,
         };
         let stop_strings = StopStrings::new(&options.stop_strings);
         Ok(Generator {

@@ -13,7 +13,7 @@ use super::metrics::{Metrics, SchedulerState};
 use super::request::ApiError;
 use super::Completion;
 use liger::backend::share_rows;
-use liger::constraint::Grammar;
+use liger::constraint::Constraint;
 use liger::generate::{GenerateOptions, Generator, Step, StopReason};
 use liger::model::SequenceState;
 use liger::sampler::TokenLogprob;
@@ -31,8 +31,9 @@ pub(crate) struct Job {
     pub sampling: SamplerOptions,
     pub max_tokens: usize,
     pub ignore_eos: bool,
-    /// The output's grammar (`response_format`), checked when the request came in.
-    pub grammar: Option<Grammar>,
+    /// The output grammar's state for each answer (`response_format`, tool calls), compiled
+    /// when the request came in; each answer takes its own.
+    pub constraints: std::sync::Mutex<Vec<Option<Constraint>>>,
     /// The answer ends where its text reaches one of these.
     pub stop_strings: Vec<String>,
     /// Each token's log-probability with this many alternatives, if asked for.
@@ -274,11 +275,18 @@ impl Scheduler {
             max_tokens: job.max_tokens,
             ignore_eos: job.ignore_eos,
             skip_special: true,
-            grammar: job.grammar.clone(),
             stop_strings: job.stop_strings.clone(),
             ..Default::default()
         };
-        Ok((sampler, Generator::new(&self.model, options)?))
+        let constraint = job
+            .constraints
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get_mut(choice).and_then(Option::take));
+        Ok((
+            sampler,
+            Generator::with_constraint(&self.model, options, constraint)?,
+        ))
     }
 
     /// Once answer 0 of a job has its prompt in (`active[i]`), the job's other answers start

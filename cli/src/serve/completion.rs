@@ -41,11 +41,15 @@ async fn answer(server: Arc<Server>, headers: HeaderMap, body: Body, chat: bool)
         Ok(bytes) => parse_body(&bytes, chat),
         Err(e) => Err(e),
     };
-    let started = parsed.and_then(|req| {
+    let started = async {
+        let req = parsed?;
         let prompt = server.prompt_ids(&req)?;
-        let submitted = server.submit(&prompt, &req)?;
-        Ok((req, submitted))
-    });
+        let grammar = server.output_grammar(&req)?;
+        let constraints = server.constraints(grammar, req.n).await?;
+        let submitted = server.submit(&prompt, &req, constraints)?;
+        Ok::<_, ApiError>((req, submitted))
+    }
+    .await;
     match started {
         Ok((req, submitted)) if req.stream => stream(server, req, submitted, chat, start),
         Ok((req, submitted)) => whole(&server, &req, submitted, chat, start)
