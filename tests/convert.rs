@@ -335,6 +335,37 @@ fn bad_checkpoints_fail_cleanly_and_leave_nothing() {
         &out,
         "adapter_config.json",
     );
+    // A module of rank 0 (its rank_pattern says 0): its scale would be alpha / 0.
+    let rank_zero = tmp.path().join("adapter-rank-zero");
+    std::fs::create_dir_all(&rank_zero).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&read_bytes(&lora_case.join("adapter/adapter_config.json")))
+            .unwrap();
+    cfg["rank_pattern"] = serde_json::json!({"layers.0.self_attn.q_proj": 0});
+    std::fs::write(
+        rank_zero.join("adapter_config.json"),
+        serde_json::to_vec(&cfg).unwrap(),
+    )
+    .unwrap();
+    let empty: [u8; 0] = [];
+    let tensors = vec![
+        (
+            format!("{module}.lora_A.weight"),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![0, 128], &empty)
+                .unwrap(),
+        ),
+        (
+            format!("{module}.lora_B.weight"),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![128, 0], &empty)
+                .unwrap(),
+        ),
+    ];
+    std::fs::write(
+        rank_zero.join("adapter_model.safetensors"),
+        safetensors::serialize(tensors, None).unwrap(),
+    )
+    .unwrap();
+    assert_fails(&lora_case, Some(&rank_zero), &out, "has rank 0");
 }
 
 #[test]

@@ -36,7 +36,8 @@ pub fn save(path: &Path, conversation: &Conversation, session: &Session) -> Resu
     tmp.as_file().sync_all()?;
     tmp.persist(path)
         .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    liger::durable::sync_parent_dir(path)
+        .with_context(|| format!("syncing the directory of {}", path.display()))
 }
 
 /// Restores `session` from a saved chat and returns its conversation; on any error the

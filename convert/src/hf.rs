@@ -11,6 +11,9 @@ use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+/// The Liger authors' `pool_size` of GSA when a config leaves it out.
+const DEFAULT_GSA_SLOTS: usize = 64;
+
 /// model_type → (variant, base). DESIGN §1 lists the released checkpoints.
 pub const MODEL_TYPES: [(&str, Variant, Base); 6] = [
     ("liger_gla", Variant::Gla, Base::Llama),
@@ -112,11 +115,34 @@ pub fn parse_config(cfg: &Json) -> Result<LigerConfig> {
             "config.json: num_attention_heads is 0".into(),
         ));
     }
-    let head_dim = field_usize(cfg, "head_dim")?.unwrap_or(hidden / n_heads);
+    // liger runs SwiGLU MLPs without biases: another activation or an MLP bias would convert
+    // into a model that runs but computes something else.
+    let act = cfg
+        .get("hidden_act")
+        .or_else(|| cfg.get("hidden_activation"))
+        .and_then(Json::as_str)
+        .unwrap_or("silu");
+    if !matches!(act, "silu" | "swish") {
+        return Err(Error::Unsupported(format!(
+            "config.json: hidden_act '{act}' (liger runs SwiGLU MLPs: silu)"
+        )));
+    }
+    if cfg.get("mlp_bias").and_then(Json::as_bool) == Some(true) {
+        return Err(Error::Unsupported(
+            "config.json: mlp_bias is true (liger's MLP projections have no bias)".into(),
+        ));
+    }
+    let head_dim = match base {
+        // The Liger authors' Qwen attention takes hidden / heads, whatever `head_dim` says
+        // (the tensors' shapes are checked against it when the checkpoint opens).
+        Base::Qwen2 | Base::Qwen3 => hidden / n_heads,
+        _ => field_usize(cfg, "head_dim")?.unwrap_or(hidden / n_heads),
+    };
     let gsa_slots = match variant {
+        // The authors' GSA default: 64 slots.
         Variant::Gsa => field_usize(cfg, "pool_size")?
             .or(field_usize(cfg, "num_slots")?)
-            .ok_or_else(|| Error::Config("config.json: liger_gsa needs 'pool_size'".into()))?,
+            .unwrap_or(DEFAULT_GSA_SLOTS),
         _ => head_dim,
     };
     let config = LigerConfig {
@@ -401,5 +427,51 @@ impl WeightSource for HfSource {
                 .map(|c| liger::quant::bf16_to_f32(u16::from_le_bytes([c[0], c[1]])))
                 .collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(model_type: &str) -> Json {
+        json!({"model_type": model_type, "hidden_size": 128, "num_attention_heads": 4,
+               "num_hidden_layers": 2, "intermediate_size": 256, "vocab_size": 512,
+               "hidden_act": "silu"})
+    }
+
+    #[test]
+    fn configs_liger_cannot_run_are_refused_by_name() {
+        let mut gelu = config("liger_gla");
+        gelu["hidden_act"] = "gelu".into();
+        let err = parse_config(&gelu).unwrap_err().to_string();
+        assert!(err.contains("hidden_act 'gelu'"), "{err}");
+        let mut biased = config("liger_gla");
+        biased["mlp_bias"] = true.into();
+        let err = parse_config(&biased).unwrap_err().to_string();
+        assert!(err.contains("mlp_bias"), "{err}");
+        let mut heads = config("liger_gla");
+        heads["num_attention_heads"] = 0.into();
+        assert!(parse_config(&heads).is_err());
+    }
+
+    #[test]
+    fn the_authors_defaults_fill_what_a_config_leaves_out() {
+        // GSA without pool_size: 64 slots, as the authors' code.
+        assert_eq!(parse_config(&config("liger_gsa")).unwrap().gsa_slots, 64);
+        let mut gsa = config("liger_gsa");
+        gsa["pool_size"] = 16.into();
+        assert_eq!(parse_config(&gsa).unwrap().gsa_slots, 16);
+        // Qwen: hidden / heads, whatever head_dim says (the authors' attention does so).
+        for qwen in ["liger_qwen2_gla", "liger_qwen3_gla"] {
+            let mut c = config(qwen);
+            c["head_dim"] = 64.into();
+            assert_eq!(parse_config(&c).unwrap().head_dim, 32, "{qwen}");
+        }
+        // Llama: head_dim taken at its word.
+        let mut llama = config("liger_gla");
+        llama["head_dim"] = 64.into();
+        assert_eq!(parse_config(&llama).unwrap().head_dim, 64);
     }
 }

@@ -380,5 +380,5 @@ pub(crate) fn persist(tmp: tempfile::NamedTempFile, out: &Path) -> Result<()> {
         .sync_all()
         .map_err(|e| Error::io(tmp.path(), e))?;
     tmp.persist(out).map_err(|e| Error::io(out, e.error))?;
-    Ok(())
+    liger::durable::sync_parent_dir(out).map_err(|e| Error::io(out, e))
 }

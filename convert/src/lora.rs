@@ -145,6 +145,9 @@ impl LoraAdapter {
                 ))
             })?;
             let rank = a_shape[0];
+            if rank == 0 {
+                return Err(bad(format!("module '{module}' has rank 0")));
+            }
             let want_r = pattern_value(cfg.get("rank_pattern"), &module)
                 .map(|v| v as usize)
                 .unwrap_or(r);

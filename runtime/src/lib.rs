@@ -20,6 +20,7 @@ pub mod constraint;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod durable;
 pub mod error;
 pub mod generate;
 pub mod gguf;
