@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 corpus=fuzz/corpus
-mkdir -p $corpus/{gguf_reader,hf_checkpoint,state_restore,tokenizer_gguf,server_request}
+mkdir -p $corpus/{gguf_reader,hf_checkpoint,state_restore,tokenizer_gguf,server_request,chat_template,chat_file,lora_adapter,grammar_schema,capi_sequence}
 
 # The converter: $LIGER_BIN where scripts/test.sh names the one its `cargo test` built (a
 # `cargo build` of the binary alone resolves the dependencies' features without the tests'

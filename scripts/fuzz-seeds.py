@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the seed inputs of the hf_checkpoint, state_restore, tokenizer_gguf and
-server_request fuzz targets (see fuzz/fuzz_targets/*.rs for each input's layout) into
+"""Writes the seed inputs of every fuzz target but gguf_reader (see fuzz/fuzz_targets/*.rs for each input's layout) into
 CORPUS/<target>/. Usage: fuzz-seeds.py CORPUS. Needs numpy; the binary GGUF seed needs gguf."""
 import glob, json, os, struct, sys
 import numpy as np
@@ -109,3 +108,56 @@ bodies = [
 ]
 for i, (chat, body) in enumerate(bodies):
     put("server_request", f"body{i}", bytes([chat]) + json.dumps(body).encode())
+
+# chat_template: template source, NUL, {"messages": [...], "tools": [...]}.
+chatml = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+          "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+with_tools = ("{% if tools %}{% for t in tools %}{{ t | tojson }}{% endfor %}{% endif %}"
+              "{% for m in messages %}{% if m.role == 'tool' %}[{{ m.content }}]{% else %}{{ m.role }}: "
+              "{{ m.content | trim }}{% endif %}{% endfor %}{{ raise_exception('x') if messages | length > 9 }}")
+loops = "{% for a in range(10) %}{% for b in range(10) %}{{ a * b }}{% endfor %}{% endfor %}{{ messages[0]['content'].strip().upper() }}"
+context = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                        {"role": "assistant", "content": "Hello"}],
+           "tools": [{"type": "function", "function": {"name": "get_weather", "description": "d",
+                                                       "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]}
+for i, source in enumerate([chatml, with_tools, loops]):
+    put("chat_template", f"template{i}", source.encode() + b"\0" + json.dumps(context).encode())
+
+# chat_file: flags (bit 0 re-seal, bit 1 raw) | n | tokens | (offset u16, xor)*.
+for name, data in {
+    "plain": bytes([0, 3, 1, 2, 3]),
+    "resealed-json": bytes([1, 2, 1, 2]) + struct.pack("<HB", 20, 0x01),
+    "resealed-length": bytes([1, 1, 5]) + struct.pack("<HB", 9, 0x10),
+    "raw": bytes([2, 0]) + b"LGCT\x01\x00\x00\x00" + bytes(24),
+}.items():
+    put("chat_file", name, data)
+
+# lora_adapter: config length (u16 LE), config JSON, safetensors.
+lora = "tests/fixtures/liger/liger_gla_lora/adapter"
+config = open(os.path.join(lora, "adapter_config.json"), "rb").read()
+tensors = open(os.path.join(lora, "adapter_model.safetensors"), "rb").read()
+put("lora_adapter", "fixture", struct.pack("<H", len(config)) + config + tensors)
+cfg = json.loads(config)
+cfg["rank_pattern"] = {"q_proj": 4}
+cfg["use_rslora"] = True
+c = json.dumps(cfg).encode()
+put("lora_adapter", "patterns", struct.pack("<H", len(c)) + c + tensors)
+
+# grammar_schema: kind byte (0 schema, 1 object, 2 lark, 3 regex), then the text.
+for i, (kind, text) in enumerate([
+    (0, {"type": "object", "properties": {"name": {"type": "string", "maxLength": 8}, "ok": {"type": "boolean"}},
+         "required": ["name", "ok"], "additionalProperties": False}),
+    (0, {"type": "array", "items": {"enum": ["a", "b", 3, None]}, "minItems": 1, "maxItems": 3}),
+    (0, {"anyOf": [{"type": "integer", "minimum": -5, "maximum": 500}, {"type": "string", "pattern": "^[a-z]+$"}]}),
+    (0, {"$defs": {"n": {"type": "object", "properties": {"next": {"$ref": "#/$defs/n"}}}}, "$ref": "#/$defs/n"}),
+    (1, ""),
+    (2, 'start: "yes" | "no" | NUMBER\nNUMBER: /[0-9]+/'),
+    (3, "[0-9]{3}-[a-z]+"),
+]):
+    body = text if isinstance(text, str) else json.dumps(text)
+    put("grammar_schema", f"grammar{i}", bytes([kind]) + body.encode())
+
+# capi_sequence: (op, arg) pairs: load, sessions, feed, fork, save, restore, free, in turn.
+put("capi_sequence", "lifecycle", bytes([0, 0, 2, 0, 4, 0x19, 8, 0, 5, 0, 6, 0, 7, 1, 9, 1, 10, 0x30, 3, 0, 1, 0, 4, 1, 3, 1]))
+put("capi_sequence", "corrupt-restore", bytes([0, 1, 2, 2, 4, 0x0a, 6, 2, 7, 0x0a, 7, 0x32, 8, 3, 11, 2]))
+put("capi_sequence", "freed-handles", bytes([2, 0, 0, 2, 2, 3, 3, 3, 4, 3, 5, 3, 1, 0, 2, 4, 9, 4]))
