@@ -194,6 +194,9 @@ fn serve_bounds_what_a_client_can_hold() {
             "24",
             "--max-header-bytes",
             "16384",
+            // Short steps: a client that leaves is seen within one (~0.2 s here).
+            "--step-tokens",
+            "64",
         ],
     );
     let (base, pid) = (s.base.clone(), s.child.id());
@@ -322,12 +325,12 @@ fn serve_bounds_what_a_client_can_hold() {
     let freed = freed.unwrap_or_else(|h| panic!("the stalled stream still holds a slot: {h}"));
     println!("stalled stream freed after {freed:?}");
 
-    // Ten clients that leave 100 ms into long prefills: each sequence ends at the next step,
-    // long before its prompt could have been fed (10 x ~3,000 tokens at 256 per step would
-    // take over 100 steps).
+    // Ten clients that leave 100 ms into ~33,000-token prefills: no job is left 1 s after the
+    // last one closed, long before a prompt could have been fed (10 x ~33,000 tokens at 64
+    // per step would take over 5,000 steps).
     let steps_before = metric(base, "", "liger_steps_total");
     let refused_before = metric(base, "", "liger_requests_total{status=\"4xx\"}");
-    let long = "The quick brown fox jumps over the lazy dog. ".repeat(300);
+    let long = "The quick brown fox jumps over the lazy dog. ".repeat(3000);
     let body = json!({"prompt": long, "max_tokens": 8}).to_string();
     let leaving: Vec<TcpStream> = (0..10)
         .map(|_| {
@@ -344,8 +347,8 @@ fn serve_bounds_what_a_client_can_hold() {
     wait_active(base);
     std::thread::sleep(Duration::from_millis(100));
     drop(leaving);
-    let freed = wait_idle(base, Duration::from_secs(60))
-        .unwrap_or_else(|h| panic!("60 s after the clients left: {h}"));
+    let freed = wait_idle(base, Duration::from_secs(1))
+        .unwrap_or_else(|h| panic!("1 s after the clients left: {h}"));
     let steps = metric(base, "", "liger_steps_total") - steps_before;
     println!("10 clients gone during prefill: every slot free {freed:?} after, {steps} steps");
     assert!(

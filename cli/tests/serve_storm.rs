@@ -324,7 +324,7 @@ fn serve_paces_a_stream_to_a_slow_reader() {
         "{pauses} pauses, {resumes} resumes"
     );
     assert!(
-        steps <= events + 64.0,
+        steps <= events + 96.0,
         "{steps} steps for a client that read {events} events: decoded far ahead of it"
     );
 }

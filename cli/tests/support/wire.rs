@@ -151,10 +151,10 @@ pub fn wait_active(base: &str) {
 }
 
 /// Opens a streamed completion and reads nothing; the socket's receive buffer is made small
-/// so that the server's writes stall soon.
+/// before it connects (so that the window it offers stays small) and the server's writes
+/// stall soon.
 pub fn stalled_stream(base: &str, body: &str) -> TcpStream {
-    let stream = TcpStream::connect(host(base)).unwrap();
-    set_receive_buffer(&stream, 4096);
+    let stream = connect_with_receive_buffer(base, 4096);
     let mut s = &stream;
     write!(
         s,
@@ -165,17 +165,38 @@ pub fn stalled_stream(base: &str, body: &str) -> TcpStream {
     stream
 }
 
-pub fn set_receive_buffer(stream: &TcpStream, bytes: i32) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: setsockopt reads one int through a pointer to a live local, on an open socket.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
+/// A connection to `base` (an IPv4 address) whose receive buffer is `bytes`, set before the
+/// handshake: set later, the window already offered stays large.
+pub fn connect_with_receive_buffer(base: &str, bytes: i32) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let addr: std::net::SocketAddrV4 = host(base).parse().expect("an IPv4 address");
+    // SAFETY: plain socket calls on a descriptor this function owns until it is handed to
+    // TcpStream; the option and address structs are live locals of the sizes given.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let rc = libc::setsockopt(
+            fd,
             libc::SOL_SOCKET,
             libc::SO_RCVBUF,
             (&bytes as *const i32).cast(),
             std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
+        );
+        assert_eq!(rc, 0);
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: addr.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(addr.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+        TcpStream::from_raw_fd(fd)
+    }
 }
