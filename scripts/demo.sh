@@ -36,11 +36,11 @@ if [[ -n $ADAPTER ]]; then
   cat <<MSG
 
 This model is SmolLM2-135M-Instruct (135 M parameters, Apache-2.0) linearized into Liger-GLA
-and recovered with a LoRA adapter on q/k/v (1.7 MB) trained for about four hours on a 2-core
+and recovered with a LoRA adapter on q/k/v (1.7 MB) trained for about six hours on a 2-core
 CPU (recovery/README.md). Unrecovered, its state blew up after a few hundred tokens; recovered,
-its perplexity stays about 1.6x plain SmolLM2's on chats of 2,048 tokens (2.5x on the
-Gettysburg address): it writes readable sentences, mostly on topic, often wrong on facts. The
-recovery is still being improved; a trained Liger checkpoint converts the same way.
+its perplexity stays about 1.6x plain SmolLM2's on chats of 2,048 tokens (2.4x on the
+Gettysburg address): it writes readable sentences, mostly on topic, often wrong on facts. A
+GPU recovery would close more of the gap; a trained Liger checkpoint converts the same way.
 MSG
 else
   cat <<MSG
