@@ -14,7 +14,6 @@ mod completion;
 mod connections;
 mod http;
 mod metrics;
-mod request;
 
 use crate::generate::{chat_template, load, Loaded, ModelArgs};
 use anyhow::{Context, Result};
@@ -26,7 +25,7 @@ use liger::chat::ChatTemplate;
 use liger::constraint::{Constraint, Grammar};
 use liger::{Model, Tokenizer};
 use metrics::{Metrics, SchedulerState};
-use request::{ApiError, Request};
+use liger::openai::{ApiError, Request};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
@@ -145,48 +144,13 @@ impl Server {
 
     /// The prompt's token ids: a chat rendered with the model's template, or plain text.
     pub(crate) fn prompt_ids(&self, req: &Request) -> Result<Vec<u32>, ApiError> {
-        let text = match &req.messages {
-            Some(messages) => {
-                let tools = if req.uses_tools() {
-                    &req.tools[..]
-                } else {
-                    &[]
-                };
-                self.template
-                    .render_with_tools(messages, tools, true)
-                    .map_err(|e| ApiError::bad_request(format!("chat template: {e}")))?
-            }
-            None => req.prompt.clone().unwrap_or_default(),
-        };
-        // A chat's rendering carries its own BOS where the template has one.
-        let add_special = req.messages.is_none();
-        let ids = self
-            .tokenizer()
-            .encode(&text, add_special)
-            .map_err(|e| ApiError::bad_request(format!("tokenizing the prompt: {e}")))?;
-        if ids.is_empty() {
-            return Err(ApiError::bad_request("the prompt is empty"));
-        }
-        if ids.len() > self.max_prompt_tokens {
-            return Err(ApiError::bad_request(format!(
-                "the prompt has {} tokens; this server takes at most {}",
-                ids.len(),
-                self.max_prompt_tokens
-            )));
-        }
-        Ok(ids)
+        liger::openai::prompt_ids(req, &self.template, self.tokenizer(), self.max_prompt_tokens)
     }
 
-    /// Queues a completion from `prompt` for the scheduler's batch.
     /// The grammar the answer must follow: `response_format`'s, or the tool calls' when tools
     /// are required.
     pub(crate) fn output_grammar(&self, req: &Request) -> Result<Option<Grammar>, ApiError> {
-        let tool_grammar = self
-            .template
-            .tool_format()
-            .grammar(&req.tools, &req.tool_choice)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        Ok(req.grammar.clone().or(tool_grammar))
+        liger::openai::output_grammar(req, &self.template)
     }
 
     /// `grammar` compiled `n` times (one state per answer) on a blocking thread, not the

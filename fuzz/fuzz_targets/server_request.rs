@@ -1,13 +1,9 @@
-//! Fuzzes `liger serve`'s request parser (the very source file the server uses) on arbitrary
+//! Fuzzes the OpenAI request parser (`liger::openai`, what `liger serve` and Python use) on arbitrary
 //! bodies: each is a request or a 4xx error, and an accepted chat renders through the chat
 //! templates the server uses.
 //!
 //! Input: bit 0 of the first byte picks chat vs completions; the rest is the body.
 #![no_main]
-
-#[path = "../../cli/src/serve/request.rs"]
-#[allow(dead_code)]
-mod request;
 
 use libfuzzer_sys::fuzz_target;
 use liger::chat::ChatTemplate;
@@ -37,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let chat = flags & 1 != 0;
-    match request::parse_body(body, chat) {
+    match liger::openai::parse_body(body, chat) {
         Ok(req) => {
             assert_eq!(req.messages.is_some(), chat);
             assert_eq!(req.prompt.is_some(), !chat);

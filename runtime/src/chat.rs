@@ -220,7 +220,17 @@ impl ChatTemplate {
             .env
             .get_template("chat")
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        tmpl.render(context).map_err(|e| {
+        // minijinja 2.24 panics on some templates (`''[::-1]`: a reversed slice of an empty
+        // string indexes past its end; found by the `chat_template` fuzzer): a template from a
+        // file is refused with an error, never a crash of the embedding process.
+        let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tmpl.render(context)))
+            .map_err(|_| {
+                Error::Tokenizer(
+                    "chat template: the template engine failed on this template (it panicked)"
+                        .into(),
+                )
+            })?;
+        rendered.map_err(|e| {
             if e.kind() == minijinja::ErrorKind::OutOfFuel {
                 Error::Tokenizer(format!(
                     "chat template: rendering took more than {TEMPLATE_FUEL} steps (a loop \
@@ -350,5 +360,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("user first"), "{err}");
+    }
+
+    /// A template on which the engine itself panics (found by the `chat_template` fuzzer) is
+    /// an error naming the template, and the template still renders other messages.
+    #[test]
+    fn a_panic_of_the_template_engine_is_an_error() {
+        let t = ChatTemplate::new("{{ messages[0].content.strip()[::-1] }}", "<s>", "</s>").unwrap();
+        assert_eq!(t.render(&[ChatMessage::new("user", "ab")], false).unwrap(), "ba");
+        let err = t
+            .render(&[ChatMessage::new("user", "  ")], false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("template engine failed"), "{err}");
     }
 }

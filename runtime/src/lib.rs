@@ -28,6 +28,7 @@ pub mod gguf;
 pub mod gpu;
 pub mod layout;
 pub mod model;
+pub mod openai;
 pub mod quant;
 pub mod sampler;
 pub mod session;

@@ -6,7 +6,7 @@
 //! key check.
 
 use super::completion;
-use super::request::{ApiError, MAX_BODY};
+use liger::openai::{ApiError, MAX_BODY};
 use super::Server;
 use axum::body::Body;
 use axum::extract::{Request, State};

@@ -10,7 +10,7 @@
 
 use super::cache::PrefixCache;
 use super::metrics::{Metrics, SchedulerState};
-use super::request::ApiError;
+use liger::openai::ApiError;
 use super::Completion;
 use liger::backend::share_rows;
 use liger::constraint::Constraint;

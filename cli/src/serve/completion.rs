@@ -7,14 +7,13 @@
 
 use super::api::{json_body, log_request, Served, CLIENT_LEFT};
 use super::batch::Event;
-use super::request::{parse_body, ApiError, Request};
+use liger::openai::{openai_calls, parse_body, ApiError, Request};
 use super::{Completion, Server, Submitted};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use liger::sampler::TokenLogprob;
-use liger::tools::ToolCall;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -91,27 +90,6 @@ fn new_id(chat: bool) -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{}-{nanos:x}", if chat { "chatcmpl" } else { "cmpl" })
-}
-
-/// Calls as OpenAI writes them: ids, `"type": "function"`, arguments as a JSON string; in a
-/// streamed delta each also carries its `index`.
-fn openai_calls(calls: &[ToolCall], streamed: bool) -> Value {
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    calls
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let mut call = json!({"id": format!("call_{stamp:x}_{i}"), "type": "function",
-                                  "function": {"name": c.name, "arguments": c.arguments.to_string()}});
-            if streamed {
-                call["index"] = json!(i);
-            }
-            call
-        })
-        .collect()
 }
 
 /// Tokens' log-probabilities as OpenAI writes them: chat's `{"content": [{token, logprob, bytes,

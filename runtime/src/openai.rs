@@ -1,14 +1,17 @@
-//! Requests of `liger serve`, parsed and checked: the body's JSON into a [`Request`] or an
-//! OpenAI-shaped [`ApiError`]. Depends on nothing but `liger` and `serde_json`, so the fuzzer
-//! (`fuzz/fuzz_targets/server_request.rs`) includes this very file.
+//! OpenAI's completion requests, parsed and checked — the body's JSON into a [`Request`] or an
+//! OpenAI-shaped [`ApiError`] — and what every front end that speaks OpenAI's API does with
+//! one: its prompt ids, its output grammar, its tool calls as OpenAI writes them. `liger
+//! serve` and the Python package's `create_completion` / `create_chat_completion` both go
+//! through here (the fuzzer `server_request` too).
 
-use liger::chat::ChatMessage;
-use liger::constraint::Grammar;
-use liger::tools::{Tool, ToolCall, ToolChoice};
-use liger::SamplerOptions;
+use crate::chat::{ChatMessage, ChatTemplate};
+use crate::constraint::Grammar;
+use crate::tokenizer::Tokenizer;
+use crate::tools::{Tool, ToolCall, ToolChoice};
+use crate::SamplerOptions;
 use serde_json::{json, Value};
 
-/// Largest request body accepted (413 beyond).
+/// Largest request body a server accepts (413 beyond).
 pub const MAX_BODY: usize = 1 << 20;
 
 /// Most answers one request may ask for (`n`; the server may allow fewer: `--parallel`).
@@ -566,4 +569,69 @@ pub fn sampling(
                 .unwrap_or(0)
         }),
     }
+}
+
+/// The prompt's token ids: the messages rendered with `template` (the tools shown when the
+/// request uses them), or the plain prompt with the tokenizer's BOS; at most `max_tokens`.
+pub fn prompt_ids(
+    req: &Request,
+    template: &ChatTemplate,
+    tokenizer: &Tokenizer,
+    max_tokens: usize,
+) -> Result<Vec<u32>, ApiError> {
+    let text = match &req.messages {
+        Some(messages) => {
+            let tools = if req.uses_tools() { &req.tools[..] } else { &[] };
+            template
+                .render_with_tools(messages, tools, true)
+                .map_err(|e| ApiError::bad_request(format!("chat template: {e}")))?
+        }
+        None => req.prompt.clone().unwrap_or_default(),
+    };
+    // A chat's rendering carries its own BOS where the template has one.
+    let add_special = req.messages.is_none();
+    let ids = tokenizer
+        .encode(&text, add_special)
+        .map_err(|e| ApiError::bad_request(format!("tokenizing the prompt: {e}")))?;
+    if ids.is_empty() {
+        return Err(ApiError::bad_request("the prompt is empty"));
+    }
+    if ids.len() > max_tokens {
+        return Err(ApiError::bad_request(format!(
+            "the prompt has {} tokens; at most {max_tokens} are taken",
+            ids.len(),
+        )));
+    }
+    Ok(ids)
+}
+
+/// The grammar the answer must follow: `response_format`'s, or the tool calls' when a call is
+/// required.
+pub fn output_grammar(req: &Request, template: &ChatTemplate) -> Result<Option<Grammar>, ApiError> {
+    let tool_grammar = template
+        .tool_format()
+        .grammar(&req.tools, &req.tool_choice)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(req.grammar.clone().or(tool_grammar))
+}
+
+/// Calls as OpenAI writes them: ids, `"type": "function"`, arguments as a JSON string; in a
+/// streamed delta each also carries its `index`.
+pub fn openai_calls(calls: &[ToolCall], streamed: bool) -> Value {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut call = json!({"id": format!("call_{stamp:x}_{i}"), "type": "function",
+                                  "function": {"name": c.name, "arguments": c.arguments.to_string()}});
+            if streamed {
+                call["index"] = json!(i);
+            }
+            call
+        })
+        .collect()
 }
