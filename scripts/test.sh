@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 phase() { echo "[test.sh +${SECONDS}s] $*" >&2; }
 phase "Python tools"
 PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check "gguf==0.19.0" "numpy<3" \
-  "openai==3.57.0" "nvidia-cuda-nvrtc-cu12==12.9.86" "selenium==4.51.0"
+  "openai==3.57.0" "nvidia-cuda-nvrtc-cu12==12.9.86" "selenium==4.51.0" "pytest==9.2.0"
 # NVRTC from PyPI (no driver, no GPU): the CUDA backend's kernels compile to PTX in the tests
 # through the same code path the backend takes on a GPU.
 nvrtc_lib=$(python3 -c 'import nvidia.cuda_nvrtc as m, os; print(os.path.join(list(m.__path__)[0], "lib"))')
@@ -32,6 +32,15 @@ phase "cargo test"
 cargo test --workspace --locked --features "$LIGER_TEST_FEATURES"
 # CI machines have little disk: with LIGER_CI_PRUNE=1 each build is removed once it has served.
 prune() { if [[ -n ${LIGER_CI_PRUNE:-} ]]; then rm -rf "$@"; fi; }
+
+# The Python package (PyO3 + maturin), installed as a user installs it (`pip install ./python`),
+# then its pytest suite against the CLI the tests above built. Built in the dev profile at the
+# test build's opt-level, so that it reuses that build's dependencies (a release build would
+# compile them all again: minutes on CI's two cores); users get the release profile.
+phase "Python package"
+CARGO_PROFILE_DEV_OPT_LEVEL=2 MATURIN_PEP517_ARGS="--profile dev" PIP_ROOT_USER_ACTION=ignore \
+  python3 -m pip install -q --disable-pip-version-check ./python
+LIGER_BIN=target/debug/liger python3 -m pytest -q python/tests
 
 # NEON kernels: cross-compiled for aarch64 and run under qemu-user, on a CPU model with the
 # dot-product extension and on one without (so both NEON levels run). Built with the C ABI and

@@ -26,6 +26,7 @@ fn every_unsafe_block_says_why_it_is_sound() {
         "convert",
         "cli",
         "android",
+        "python",
         "benches",
         "tests",
         "fuzz/fuzz_targets",

@@ -23,9 +23,9 @@ use cache::PrefixCache;
 use clap::Args;
 use liger::chat::ChatTemplate;
 use liger::constraint::{Constraint, Grammar};
+use liger::openai::{ApiError, Request};
 use liger::{Model, Tokenizer};
 use metrics::{Metrics, SchedulerState};
-use liger::openai::{ApiError, Request};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
@@ -144,7 +144,12 @@ impl Server {
 
     /// The prompt's token ids: a chat rendered with the model's template, or plain text.
     pub(crate) fn prompt_ids(&self, req: &Request) -> Result<Vec<u32>, ApiError> {
-        liger::openai::prompt_ids(req, &self.template, self.tokenizer(), self.max_prompt_tokens)
+        liger::openai::prompt_ids(
+            req,
+            &self.template,
+            self.tokenizer(),
+            self.max_prompt_tokens,
+        )
     }
 
     /// The grammar the answer must follow: `response_format`'s, or the tool calls' when tools

@@ -53,9 +53,9 @@ impl Generation {
         match self.run.try_lock() {
             Ok(run) => Ok(run),
             Err(std::sync::TryLockError::Poisoned(p)) => Ok(p.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => Err(error(
-                "this generation is being read in another thread",
-            )),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                Err(error("this generation is being read in another thread"))
+            }
         }
     }
 }

@@ -72,7 +72,9 @@ impl Model {
             None => Py::new(py, Session::wrap(self.new_session()?))?,
         };
         if prompt.is_empty() && session.get().lock()?.position() == 0 {
-            return Err(error("the prompt is empty (and the session has nothing fed)"));
+            return Err(error(
+                "the prompt is empty (and the session has nothing fed)",
+            ));
         }
         liger::backend::check_vocabulary(&self.model, &prompt).map_err(error)?;
         let generator = Generator::new(&self.model, options).map_err(error)?;
@@ -352,9 +354,17 @@ impl Model {
     #[pyo3(signature = (body, add_generation_prompt = true))]
     fn _render_chat(&self, body: &str, add_generation_prompt: bool) -> PyResult<String> {
         let req = liger::openai::parse_body(body.as_bytes(), true).map_err(|e| error(e.message))?;
-        let tools = if req.uses_tools() { &req.tools[..] } else { &[] };
+        let tools = if req.uses_tools() {
+            &req.tools[..]
+        } else {
+            &[]
+        };
         self.template()?
-            .render_with_tools(req.messages.as_deref().unwrap_or_default(), tools, add_generation_prompt)
+            .render_with_tools(
+                req.messages.as_deref().unwrap_or_default(),
+                tools,
+                add_generation_prompt,
+            )
             .map_err(error)
     }
 
@@ -372,7 +382,9 @@ impl Model {
         let bad = |e: liger::openai::ApiError| error(e.message);
         let req = liger::openai::parse_body(body.as_bytes(), chat).map_err(bad)?;
         if req.n != 1 {
-            return Err(error("n: one answer per call here (fork a session for more)"));
+            return Err(error(
+                "n: one answer per call here (fork a session for more)",
+            ));
         }
         if req.logprobs.is_some() {
             return Err(error(
@@ -380,8 +392,8 @@ impl Model {
             ));
         }
         let template = self.template()?;
-        let prompt =
-            liger::openai::prompt_ids(&req, template, self.tokenizer()?, usize::MAX).map_err(bad)?;
+        let prompt = liger::openai::prompt_ids(&req, template, self.tokenizer()?, usize::MAX)
+            .map_err(bad)?;
         let options = GenerateOptions {
             max_tokens: req.max_tokens.unwrap_or(DEFAULT_ANSWER_TOKENS),
             ignore_eos: req.ignore_eos,

@@ -223,13 +223,14 @@ impl ChatTemplate {
         // minijinja 2.24 panics on some templates (`''[::-1]`: a reversed slice of an empty
         // string indexes past its end; found by the `chat_template` fuzzer): a template from a
         // file is refused with an error, never a crash of the embedding process.
-        let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tmpl.render(context)))
-            .map_err(|_| {
-                Error::Tokenizer(
-                    "chat template: the template engine failed on this template (it panicked)"
-                        .into(),
-                )
-            })?;
+        let rendered =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tmpl.render(context)))
+                .map_err(|_| {
+                    Error::Tokenizer(
+                        "chat template: the template engine failed on this template (it panicked)"
+                            .into(),
+                    )
+                })?;
         rendered.map_err(|e| {
             if e.kind() == minijinja::ErrorKind::OutOfFuel {
                 Error::Tokenizer(format!(
@@ -366,8 +367,12 @@ mod tests {
     /// an error naming the template, and the template still renders other messages.
     #[test]
     fn a_panic_of_the_template_engine_is_an_error() {
-        let t = ChatTemplate::new("{{ messages[0].content.strip()[::-1] }}", "<s>", "</s>").unwrap();
-        assert_eq!(t.render(&[ChatMessage::new("user", "ab")], false).unwrap(), "ba");
+        let t =
+            ChatTemplate::new("{{ messages[0].content.strip()[::-1] }}", "<s>", "</s>").unwrap();
+        assert_eq!(
+            t.render(&[ChatMessage::new("user", "ab")], false).unwrap(),
+            "ba"
+        );
         let err = t
             .render(&[ChatMessage::new("user", "  ")], false)
             .unwrap_err()

@@ -581,7 +581,11 @@ pub fn prompt_ids(
 ) -> Result<Vec<u32>, ApiError> {
     let text = match &req.messages {
         Some(messages) => {
-            let tools = if req.uses_tools() { &req.tools[..] } else { &[] };
+            let tools = if req.uses_tools() {
+                &req.tools[..]
+            } else {
+                &[]
+            };
             template
                 .render_with_tools(messages, tools, true)
                 .map_err(|e| ApiError::bad_request(format!("chat template: {e}")))?

@@ -6,7 +6,6 @@
 //! key check.
 
 use super::completion;
-use liger::openai::{ApiError, MAX_BODY};
 use super::Server;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -16,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use futures_util::StreamExt;
+use liger::openai::{ApiError, MAX_BODY};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -10,12 +10,12 @@
 
 use super::cache::PrefixCache;
 use super::metrics::{Metrics, SchedulerState};
-use liger::openai::ApiError;
 use super::Completion;
 use liger::backend::share_rows;
 use liger::constraint::Constraint;
 use liger::generate::{GenerateOptions, Generator, Step, StopReason};
 use liger::model::SequenceState;
+use liger::openai::ApiError;
 use liger::sampler::TokenLogprob;
 use liger::{Backend, DecodeMode, Model, Sampler, SamplerOptions, Session};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -7,12 +7,12 @@
 
 use super::api::{json_body, log_request, Served, CLIENT_LEFT};
 use super::batch::Event;
-use liger::openai::{openai_calls, parse_body, ApiError, Request};
 use super::{Completion, Server, Submitted};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use liger::openai::{openai_calls, parse_body, ApiError, Request};
 use liger::sampler::TokenLogprob;
 use serde_json::{json, Value};
 use std::sync::Arc;
