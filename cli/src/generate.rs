@@ -2,17 +2,16 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use liger::chat::{ChatTemplate, Conversation};
+use liger::chat::ChatTemplate;
 use liger::constraint::{Grammar, GrammarKind};
 use liger::generate::{GenerateOptions, Generator, StopReason};
 use liger::{
     Backend, BackendKind, DecodeMode, Model, ModelOptions, Sampler, SamplerOptions, Session,
     Tokenizer,
 };
-use std::collections::VecDeque;
-use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -74,7 +73,7 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
-    fn options(&self) -> SamplerOptions {
+    pub(crate) fn options(&self) -> SamplerOptions {
         SamplerOptions {
             temperature: self.temperature,
             top_k: self.top_k,
@@ -162,6 +161,17 @@ pub fn load(args: &ModelArgs) -> Result<Loaded> {
     })
 }
 
+/// A text file ("-": standard input).
+fn read_text(path: &std::path::Path) -> Result<String> {
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("reading standard input")?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
 pub fn parse_ids(text: &str) -> Result<Vec<u32>> {
     text.split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
@@ -172,7 +182,7 @@ pub fn parse_ids(text: &str) -> Result<Vec<u32>> {
         .collect()
 }
 
-fn tokenizer(model: &Model) -> Result<&Tokenizer> {
+pub(crate) fn tokenizer(model: &Model) -> Result<&Tokenizer> {
     model
         .tokenizer
         .as_ref()
@@ -184,20 +194,23 @@ pub(crate) fn chat_template(tok: &Tokenizer) -> Result<ChatTemplate> {
 }
 
 /// A failed write of generated text (a closed pipe, a full disk).
-fn to_stdout(e: std::io::Error) -> liger::Error {
+pub(crate) fn to_stdout(e: std::io::Error) -> liger::Error {
     liger::Error::io("standard output", e)
 }
 
 /// Set by Ctrl-C in `chat`: stops the answer being generated, not the program.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+pub(crate) static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 #[derive(Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Prompt text.
-    #[arg(short, long, conflicts_with = "prompt_ids")]
+    #[arg(short, long, conflicts_with_all = ["prompt_ids", "file"])]
     pub prompt: Option<String>,
+    /// Prompt text read from FILE ("-": standard input).
+    #[arg(short = 'f', long, value_name = "FILE", conflicts_with = "prompt_ids")]
+    pub file: Option<PathBuf>,
     /// Prompt as token ids: 1,2,3
     #[arg(long)]
     pub prompt_ids: Option<String>,
@@ -207,6 +220,12 @@ pub struct RunArgs {
     /// Wrap the prompt in the file's chat template as a user message.
     #[arg(long)]
     pub chat: bool,
+    /// With --chat: a system message before the prompt.
+    #[arg(long, requires = "chat", conflicts_with = "system_file")]
+    pub system: Option<String>,
+    /// With --chat: the system message, read from FILE.
+    #[arg(long, value_name = "FILE", requires = "chat")]
+    pub system_file: Option<PathBuf>,
     /// Print the generated token ids (one line) instead of text.
     #[arg(long)]
     pub ids: bool,
@@ -244,19 +263,32 @@ impl RunArgs {
 pub fn run(args: RunArgs) -> Result<()> {
     let loaded = load(&args.model)?;
     let model = &loaded.model;
-    let prompt: Vec<u32> = match (&args.prompt, &args.prompt_ids) {
+    let text = match (&args.prompt, &args.file) {
+        (Some(text), _) => Some(text.clone()),
+        (None, Some(path)) => Some(read_text(path)?),
+        (None, None) => None,
+    };
+    let prompt: Vec<u32> = match (text, &args.prompt_ids) {
         (_, Some(ids)) => parse_ids(ids)?,
         (Some(text), None) => {
-            let tok = tokenizer(&model)?;
+            let tok = tokenizer(model)?;
             if args.chat {
-                let rendered = chat_template(tok)?
-                    .render(&[liger::chat::ChatMessage::new("user", text)], true)?;
+                let system = match &args.system_file {
+                    Some(path) => Some(read_text(path)?.trim_end().to_string()),
+                    None => args.system.clone(),
+                };
+                let mut messages = Vec::new();
+                if let Some(system) = system {
+                    messages.push(liger::chat::ChatMessage::new("system", &system));
+                }
+                messages.push(liger::chat::ChatMessage::new("user", &text));
+                let rendered = chat_template(tok)?.render(&messages, true)?;
                 tok.encode(&rendered, false)?
             } else {
-                tok.encode(text, true)?
+                tok.encode(&text, true)?
             }
         }
-        (None, None) => bail!("give a prompt with -p TEXT or --prompt-ids 1,2,3"),
+        (None, None) => bail!("give a prompt with -p TEXT, -f FILE or --prompt-ids 1,2,3"),
     };
     if prompt.is_empty() {
         bail!("the prompt is empty");
@@ -373,166 +405,5 @@ pub fn score(args: ScoreArgs) -> Result<()> {
         ids.len(),
         model.config.vocab_size
     );
-    Ok(())
-}
-
-#[derive(Args)]
-pub struct ChatArgs {
-    #[command(flatten)]
-    pub model: ModelArgs,
-    /// A system message for the conversation.
-    #[arg(long)]
-    pub system: Option<String>,
-    /// Most tokens per answer.
-    #[arg(short = 'n', long, default_value_t = 512)]
-    pub n_predict: usize,
-    #[command(flatten)]
-    pub sampling: SamplingArgs,
-}
-
-const COMMANDS: &str = "/undo, /save PATH, /load PATH, /reset, /quit";
-/// Memory for /undo snapshots of the state.
-const UNDO_BYTES: usize = 256 << 20;
-
-pub fn chat(args: ChatArgs) -> Result<()> {
-    let loaded = load(&args.model)?;
-    let model = &loaded.model;
-    let tok = tokenizer(model)?;
-    let template = chat_template(tok)?;
-    let mut session = loaded.session()?;
-    let mut sampler = Sampler::new(args.sampling.options());
-    let fresh = || {
-        let mut c = Conversation::default();
-        if let Some(system) = &args.system {
-            c.messages
-                .push(liger::chat::ChatMessage::new("system", system));
-        }
-        c
-    };
-    let mut conversation = fresh();
-    // Ctrl-C stops an answer; at the prompt it only reminds how to leave.
-    ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed))
-        .context("installing the Ctrl-C handler")?;
-    // Snapshots before each turn for /undo: (state, conversation, sampler), at most
-    // UNDO_BYTES of states.
-    let undo_depth = (UNDO_BYTES / session.state_size().max(1)).clamp(1, 32);
-    let mut undo: VecDeque<(Session, Conversation, Sampler)> = VecDeque::new();
-    eprintln!("chat: type a message; {COMMANDS}; Ctrl-C stops an answer");
-    let stdin = std::io::stdin();
-    let mut stdout = std::io::stdout();
-    loop {
-        write!(stdout, "> ")?;
-        stdout.flush()?;
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line)? == 0 {
-            break;
-        }
-        let line = line.trim_end_matches(['\n', '\r']);
-        let (command, arg) = line
-            .split_once(' ')
-            .map_or((line, ""), |(c, a)| (c, a.trim()));
-        match command {
-            "/quit" | "/exit" => break,
-            "/reset" => {
-                session.reset()?;
-                conversation = fresh();
-                undo.clear();
-                eprintln!("(conversation reset)");
-                continue;
-            }
-            "/undo" => {
-                match undo.pop_back() {
-                    Some((s, c, smp)) => {
-                        (session, conversation, sampler) = (s, c, smp);
-                        eprintln!(
-                            "(last turn undone: {} messages, context {} tokens)",
-                            conversation.messages.len(),
-                            session.position()
-                        );
-                    }
-                    None => eprintln!("(nothing to undo)"),
-                }
-                continue;
-            }
-            "/save" if !arg.is_empty() => {
-                match crate::chat_file::save(Path::new(arg), &conversation, &session) {
-                    Ok(()) => eprintln!(
-                        "(saved {} messages, {} tokens of state to {arg})",
-                        conversation.messages.len(),
-                        session.position()
-                    ),
-                    Err(e) => eprintln!("error: {e:#}"),
-                }
-                continue;
-            }
-            "/load" if !arg.is_empty() => {
-                match crate::chat_file::load(Path::new(arg), &mut session) {
-                    Ok(c) => {
-                        conversation = c;
-                        undo.clear();
-                        eprintln!(
-                            "(loaded {} messages, {} tokens of state)",
-                            conversation.messages.len(),
-                            session.position()
-                        );
-                    }
-                    Err(e) => eprintln!("error: {e:#}"),
-                }
-                continue;
-            }
-            c if c.starts_with('/') && c.len() > 1 => {
-                eprintln!("commands: {COMMANDS}");
-                continue;
-            }
-            _ => {}
-        }
-        if INTERRUPTED.swap(false, Ordering::Relaxed) {
-            eprintln!("(Ctrl-C stops an answer; /quit or Ctrl-D leaves)");
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        if undo.len() == undo_depth {
-            undo.pop_front();
-        }
-        undo.push_back((session.fork()?, conversation.clone(), sampler.clone()));
-        let delta = conversation.user_turn(&template, line)?;
-        let ids = tok.encode(&delta, false)?;
-        ids.iter().for_each(|&t| sampler.observe(t));
-        let started = Instant::now();
-        session.feed(&ids)?;
-        let prefill = started.elapsed().as_secs_f64();
-        let mut answer = String::new();
-        let mut generator = Generator::new(
-            model,
-            GenerateOptions {
-                max_tokens: args.n_predict,
-                skip_special: true,
-                stop_strings: args.sampling.stop.clone(),
-                ..Default::default()
-            },
-        )?;
-        let outcome = generator.run(&mut session, &mut sampler, |_, piece| {
-            answer.push_str(piece);
-            write!(stdout, "{piece}")
-                .and_then(|_| stdout.flush())
-                .map_err(to_stdout)?;
-            Ok(!INTERRUPTED.load(Ordering::Relaxed))
-        })?;
-        writeln!(stdout)?;
-        let (tokens, decode) = (outcome.tokens, outcome.seconds);
-        if INTERRUPTED.swap(false, Ordering::Relaxed) {
-            eprintln!("(stopped)");
-        }
-        conversation.assistant_answer(&answer);
-        eprintln!(
-            "({} new prompt tokens in {:.2}s, {} answer tokens at {:.1} tok/s, context {} tokens)",
-            ids.len(),
-            prefill,
-            tokens.len(),
-            tokens.len() as f64 / decode.max(1e-9),
-            session.position()
-        );
-    }
     Ok(())
 }

@@ -1,6 +1,9 @@
-//! `liger` — convert Liger checkpoints and inspect liger files.
+//! `liger` — convert Liger checkpoints into liger GGUF files, run them (`run`, `chat`,
+//! `serve`, `score`, `perplexity`), measure them (`bench`) and inspect them (`info`). Every
+//! flag can also be set from the environment: `--top-k` as `LIGER_TOP_K` (the flag wins).
 
 mod bench;
+mod chat;
 mod chat_file;
 mod generate;
 mod hub;
@@ -10,7 +13,7 @@ mod perplexity;
 mod serve;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -57,7 +60,7 @@ enum Command {
     /// Perplexity on a text file, and KL divergence to a reference run (quantization quality).
     Perplexity(perplexity::PerplexityArgs),
     /// Chat with the file's chat template; earlier turns are never fed again.
-    Chat(generate::ChatArgs),
+    Chat(chat::ChatArgs),
     /// Measure prompt processing and generation speed (llama-bench's table or JSON).
     Bench(bench::BenchArgs),
     /// Write a random-weight model of a real model's shape (for benchmarks).
@@ -81,12 +84,58 @@ enum Command {
         #[arg(long)]
         full: bool,
     },
+    /// Print a shell completion script: `liger completions bash > ~/.local/share/bash-completion/completions/liger`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `liger man > liger.1; man ./liger.1`.
+    Man,
+}
+
+/// The command line, with every flag also read from `LIGER_<FLAG>` (`--top-k`: `LIGER_TOP_K`).
+fn command() -> clap::Command {
+    with_env(Cli::command())
+}
+
+/// Gives every flag of `cmd` and its subcommands an environment variable, as clap's `env`.
+fn with_env(cmd: clap::Command) -> clap::Command {
+    let cmd = cmd.mut_args(|arg| match arg.get_long() {
+        Some(long) if !arg.is_positional() && long != "help" && long != "version" => {
+            let name = format!("LIGER_{}", long.replace('-', "_").to_uppercase());
+            // Made once per flag at start: clap keeps &'static names.
+            arg.env(&*Box::leak(name.into_boxed_str()))
+        }
+        _ => arg,
+    });
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    names
+        .into_iter()
+        .fold(cmd, |cmd, name| cmd.mut_subcommand(name, with_env))
 }
 
 fn main() {
-    if let Err(e) = run(Cli::parse()) {
+    let cli = command()
+        .get_matches()
+        .and_then_parse()
+        .unwrap_or_else(|e| e.exit());
+    if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// `Cli` from parsed matches.
+trait ParseMatches {
+    fn and_then_parse(self) -> Result<Cli, clap::Error>;
+}
+
+impl ParseMatches for clap::ArgMatches {
+    fn and_then_parse(mut self) -> Result<Cli, clap::Error> {
+        Cli::from_arg_matches_mut(&mut self)
     }
 }
 
@@ -186,7 +235,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => generate::run(args),
         Command::Bench(args) => bench::bench(args),
         Command::Score(args) => generate::score(args),
-        Command::Chat(args) => generate::chat(args),
+        Command::Chat(args) => chat::chat(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut command(), "liger", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            clap_mangen::Man::new(command()).render(&mut std::io::stdout())?;
+            Ok(())
+        }
         Command::Perplexity(args) => perplexity::perplexity(args),
         Command::Serve(args) => serve::serve(args),
     }

@@ -104,6 +104,13 @@ impl Sampler {
         }
     }
 
+    /// Starts the random sequence again from `seed` (the repetition window is kept): another
+    /// answer from the same state.
+    pub fn reseed(&mut self, seed: u64) {
+        self.options.seed = seed;
+        self.rng = Rng(seed);
+    }
+
     /// Records a token fed to the model (prompt or generated) for the repetition penalty.
     pub fn observe(&mut self, id: u32) {
         if self.options.repeat_last_n == 0 {

@@ -22,10 +22,20 @@ use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-impl IntoResponse for ApiError {
+/// An [`ApiError`] answered as OpenAI answers it: its status and `{"error": {...}}`.
+pub(crate) struct Refused(pub ApiError);
+
+impl From<ApiError> for Refused {
+    fn from(e: ApiError) -> Refused {
+        Refused(e)
+    }
+}
+
+impl IntoResponse for Refused {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, axum::Json(self.body())).into_response()
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(self.0.body())).into_response()
     }
 }
 
@@ -168,12 +178,12 @@ async fn loopback_host(
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback());
         if !loopback {
-            return ApiError {
+            return Refused(ApiError {
                 status: 421,
                 message: format!(
                     "this server listens on loopback and answers only requests to a loopback host, not {host:?}"
                 ),
-            }
+            })
             .into_response();
         }
     }
@@ -326,10 +336,10 @@ async fn tokenize(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<Value>, Refused> {
     let body = json_object(&json_body(&headers, body, server.read_timeout).await?)?;
     let Some(text) = body.get("content").and_then(Value::as_str) else {
-        return Err(ApiError::bad_request("'content' must be a string"));
+        return Err(ApiError::bad_request("'content' must be a string").into());
     };
     let add_special = body
         .get("add_special")
@@ -347,7 +357,7 @@ async fn detokenize(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<Value>, Refused> {
     let body = json_object(&json_body(&headers, body, server.read_timeout).await?)?;
     let vocab = server.model.config.vocab_size;
     let tokens = body
@@ -382,18 +392,18 @@ fn json_object(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError>
     }
 }
 
-async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
-    ApiError {
+async fn not_found(method: Method, uri: axum::http::Uri) -> Refused {
+    Refused(ApiError {
         status: 404,
         message: format!("no route {method} {}", uri.path()),
-    }
+    })
 }
 
-async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
-    ApiError {
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Refused {
+    Refused(ApiError {
         status: 405,
         message: format!("{method} is not allowed on {}", uri.path()),
-    }
+    })
 }
 
 /// A body refused for its size is still read (and dropped) up to this many bytes, so that

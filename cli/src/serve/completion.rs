@@ -5,7 +5,7 @@
 //! the answer being built here; with it goes the [`Submitted`] guard, which tells the scheduler
 //! to end the sequence at its next step, during prefill or decode.
 
-use super::api::{json_body, log_request, Served, CLIENT_LEFT};
+use super::api::{json_body, log_request, Refused, Served, CLIENT_LEFT};
 use super::batch::Event;
 use super::{Completion, Server, Submitted};
 use axum::body::{Body, Bytes};
@@ -53,8 +53,8 @@ async fn answer(server: Arc<Server>, headers: HeaderMap, body: Body, chat: bool)
         Ok((req, submitted)) if req.stream => stream(server, req, submitted, chat, start),
         Ok((req, submitted)) => whole(&server, &req, submitted, chat, start)
             .await
-            .unwrap_or_else(IntoResponse::into_response),
-        Err(e) => e.into_response(),
+            .unwrap_or_else(|e| Refused(e).into_response()),
+        Err(e) => Refused(e).into_response(),
     }
 }
 
