@@ -104,7 +104,13 @@ fn with_env(cmd: clap::Command) -> clap::Command {
         Some(long) if !arg.is_positional() && long != "help" && long != "version" => {
             let name = format!("LIGER_{}", long.replace('-', "_").to_uppercase());
             // Made once per flag at start: clap keeps &'static names.
-            arg.env(&*Box::leak(name.into_boxed_str()))
+            let arg = arg.env(&*Box::leak(name.into_boxed_str()));
+            // A switch from the environment: 1 / yes / on / true (0 / no / off / false).
+            if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+                arg.value_parser(clap::builder::BoolishValueParser::new())
+            } else {
+                arg
+            }
         }
         _ => arg,
     });

@@ -558,3 +558,146 @@ fn ctrl_c_in_chat_does_not_end_the_program() {
         "the turn after Ctrl-C ran: {rest}"
     );
 }
+
+/// `liger` with `env` set (and nothing else of the caller's LIGER_* environment).
+fn liger_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_liger"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("LIGER_")) {
+        cmd.env_remove(k);
+    }
+    let out = cmd.args(args).envs(env.iter().copied()).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn flags_come_from_the_environment_files_and_completions() {
+    let case = fixtures().join("liger/liger_gla");
+    let dir = tempfile::tempdir().unwrap();
+    let model = convert(&case, "f32", dir.path());
+    let ids = |out: &str| out.split_whitespace().count();
+    let run = ["run", "-m", &model, "--prompt-ids", "1,2,3", "--ids"];
+    // Every flag from LIGER_<FLAG>; the command line wins over the environment.
+    let env = [
+        ("LIGER_TEMP", "0"),
+        ("LIGER_N_PREDICT", "5"),
+        ("LIGER_IGNORE_EOS", "1"),
+    ];
+    let (ok, from_env, err) = liger_env(&run, &env);
+    assert!(ok && ids(&from_env) == 5, "{from_env}{err}");
+    let (ok, from_flags, err) = liger_env(
+        &[&run[..], &["--temp", "0", "-n", "5", "--ignore-eos"]].concat(),
+        &[],
+    );
+    assert!(
+        ok && from_flags == from_env,
+        "{from_flags} vs {from_env}: {err}"
+    );
+    let (ok, out, err) = liger_env(&[&run[..], &["-n", "3"]].concat(), &env);
+    assert!(ok && ids(&out) == 3, "{out}{err}");
+    let (ok, _, err) = liger_env(&run, &[("LIGER_TOP_K", "many")]);
+    assert!(!ok && err.contains("many"), "{err}");
+    // The runtime's own variables are not taken by a flag.
+    for command in [
+        "run",
+        "chat",
+        "serve",
+        "bench",
+        "score",
+        "perplexity",
+        "convert",
+        "info",
+    ] {
+        let (_, help, _) = liger_env(&[command, "--help"], &[]);
+        assert!(help.contains("[env: LIGER_"), "{command}: {help}");
+        for own in [
+            "LIGER_SIMD",
+            "LIGER_REPACK",
+            "LIGER_LOG",
+            "LIGER_CUDA_GRAPH",
+            "LIGER_TEST_DATA",
+            "LIGER_BIN",
+        ] {
+            assert!(
+                !help.contains(&format!("[env: {own}=")),
+                "{command} --help: {own}"
+            );
+        }
+    }
+    // Shell completions and the man page.
+    let (ok, bash, _) = liger_env(&["completions", "bash"], &[]);
+    assert!(
+        ok && bash.contains("_liger()") && bash.contains("--top-k"),
+        "{bash}"
+    );
+    let (ok, fish, _) = liger_env(&["completions", "fish"], &[]);
+    assert!(ok && fish.contains("complete -c liger"), "{fish}");
+    let (ok, man, _) = liger_env(&["man"], &[]);
+    assert!(
+        ok && man.contains(".TH liger 1") && man.contains("chat"),
+        "{man}"
+    );
+}
+
+#[test]
+fn run_reads_its_prompt_and_system_message_from_files() {
+    let Some(gguf) = smollm2_liger_q8_0() else {
+        return;
+    };
+    let gguf = gguf.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (prompt, system) = (dir.path().join("prompt.txt"), dir.path().join("system.txt"));
+    std::fs::write(&prompt, "The capital of France is").unwrap();
+    std::fs::write(&system, "You answer in one word.\n").unwrap();
+    let greedy = [
+        "run",
+        "-m",
+        gguf,
+        "--temp",
+        "0",
+        "-n",
+        "6",
+        "--ignore-eos",
+        "--ids",
+    ];
+    let (ok, from_text, err) = liger_env(
+        &[&greedy[..], &["-p", "The capital of France is"]].concat(),
+        &[],
+    );
+    assert!(ok, "{err}");
+    let (ok, from_file, err) = liger_env(
+        &[&greedy[..], &["-f", prompt.to_str().unwrap()]].concat(),
+        &[],
+    );
+    assert!(
+        ok && from_file == from_text,
+        "{from_file} vs {from_text}: {err}"
+    );
+    let chat = [&greedy[..], &["--chat", "-p", "The capital of France is"]].concat();
+    let (ok, with_text, err) = liger_env(
+        &[&chat[..], &["--system", "You answer in one word."]].concat(),
+        &[],
+    );
+    assert!(ok, "{err}");
+    let (ok, with_file, err) = liger_env(
+        &[&chat[..], &["--system-file", system.to_str().unwrap()]].concat(),
+        &[],
+    );
+    assert!(
+        ok && with_file == with_text,
+        "{with_file} vs {with_text}: {err}"
+    );
+    let (ok, without, _) = liger_env(&chat, &[]);
+    assert!(
+        ok && without != with_text,
+        "the system message changed nothing"
+    );
+    let (ok, _, err) = liger_env(
+        &[&greedy[..], &["-f", "/nonexistent/prompt.txt"]].concat(),
+        &[],
+    );
+    assert!(!ok && err.contains("/nonexistent/prompt.txt"), "{err}");
+}
