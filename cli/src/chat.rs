@@ -281,6 +281,8 @@ impl Chat {
             conversation,
             mut sampler,
         } = kept.copy()?;
+        // The settings as they are now (/set since), the repetition window as it was then.
+        sampler.options = self.sampler.options.clone();
         self.retries += 1;
         sampler.reseed(sampler.options.seed.wrapping_add(self.retries));
         if sampler.options.temperature <= 0.0 {
@@ -391,8 +393,10 @@ impl Chat {
             "/set" => self.set(arg)?,
             "/undo" => match self.undo.pop_back() {
                 Some(s) => {
+                    let options = self.sampler.options.clone();
                     (self.session, self.conversation, self.sampler) =
                         (s.session, s.conversation, s.sampler);
+                    self.sampler.options = options;
                     self.before_answer = None;
                     eprintln!(
                         "(last turn undone: {} messages, context {} tokens)",

@@ -89,7 +89,9 @@ class Model(_NativeModel):
         session: Optional[Session] = None,
     ) -> Union[Dict[str, Any], Iterator[Dict[str, Any]]]:
         """A text completion, shaped as OpenAI's (``text_completion``); with ``stream=True`` an
-        iterator of chunks. ``max_tokens=None``: up to a stop token, at most 1024."""
+        iterator of chunks. ``max_tokens=None``: up to a stop token, at most 1024.
+        ``session``: continue that session (the prompt is fed after what it holds, without a
+        BOS); by default a new one."""
         body = _body(
             prompt=prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
             top_k=top_k, min_p=min_p, stop=stop, seed=seed, repeat_penalty=repeat_penalty,
@@ -134,7 +136,6 @@ class Model(_NativeModel):
         presence_penalty: float = 0.0,
         frequency_penalty: float = 0.0,
         logit_bias: Optional[Dict[int, float]] = None,
-        session: Optional[Session] = None,
     ) -> Union[Dict[str, Any], Iterator[Dict[str, Any]]]:
         """A chat completion, shaped as OpenAI's (``chat.completion``): the messages through
         the file's chat template, ``response_format`` (``{"type": "json_object"}`` or
@@ -150,7 +151,7 @@ class Model(_NativeModel):
             frequency_penalty=frequency_penalty,
             logit_bias=None if logit_bias is None else {str(k): v for k, v in logit_bias.items()},
         )
-        generation, uses_tools = self._request(body, True, session)
+        generation, uses_tools = self._request(body, True)
         head = {"id": f"chatcmpl-{time.time_ns():x}", "object": "chat.completion",
                 "created": int(time.time()), "model": self.name}
         if stream:
