@@ -392,8 +392,16 @@ impl Model {
             ));
         }
         let template = self.template()?;
-        let prompt = liger::openai::prompt_ids(&req, template, self.tokenizer()?, usize::MAX)
+        let mut prompt = liger::openai::prompt_ids(&req, template, self.tokenizer()?, usize::MAX)
             .map_err(bad)?;
+        // A prompt that continues a session's sequence takes no BOS.
+        let continues = match &session {
+            Some(s) => s.get().lock()?.position() > 0,
+            None => false,
+        };
+        if continues && !chat && prompt.len() > 1 && Some(prompt[0]) == self.tokenizer()?.bos {
+            prompt.remove(0);
+        }
         let options = GenerateOptions {
             max_tokens: req.max_tokens.unwrap_or(DEFAULT_ANSWER_TOKENS),
             ignore_eos: req.ignore_eos,
