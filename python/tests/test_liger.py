@@ -277,3 +277,14 @@ def test_the_readme_example_runs_as_written(smol):
     assert code != block, "the README example has no `path = ...` line"
     done = run(["python3", "-c", code])
     assert done.stdout.strip()
+
+
+def test_a_completion_continues_a_session(smol_model):
+    s = smol_model.session()
+    first = smol_model.create_completion(PROMPT, max_tokens=4, temperature=0, session=s)
+    after_first = s.position
+    assert after_first == first["usage"]["prompt_tokens"] + first["usage"]["completion_tokens"]
+    more = smol_model.create_completion(" And", max_tokens=4, temperature=0, session=s)
+    # Fed after what the session holds, without a BOS.
+    assert more["usage"]["prompt_tokens"] == len(smol_model.tokenize(" And", add_special=False))
+    assert s.position == after_first + more["usage"]["prompt_tokens"] + more["usage"]["completion_tokens"]
