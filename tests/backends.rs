@@ -8,7 +8,7 @@ use liger::{DecodeMode, Model, ModelOptions, Session};
 use liger_tests::*;
 use std::sync::Arc;
 
-/// Max |Δlogit| against the fp32 reference on f32 weights (DESIGN §5), on every backend.
+/// Max |Δlogit| against the fp32 reference on f32 weights (docs/MATH.md §5), on every backend.
 const LOGIT_TOLERANCE: f32 = 1e-3;
 
 fn first_mismatch(got: &[f32], want: &[f32], vocab: usize, what: &str) -> f32 {

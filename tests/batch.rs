@@ -9,7 +9,7 @@ use liger::{Backend, DecodeMode, Model, ModelOptions, Session};
 use liger_tests::*;
 use std::sync::Arc;
 
-/// Max |Δlogit| against the fp32 reference (DESIGN §5), as for one sequence alone.
+/// Max |Δlogit| against the fp32 reference (docs/MATH.md §5), as for one sequence alone.
 const LOGIT_TOLERANCE: f32 = 1e-3;
 /// Max |Δlogit| against the same sequence alone: f32 weights, the same products in the same
 /// order on the CPU (the four-row and row kernels do not depend on how many tokens run

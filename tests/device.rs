@@ -7,7 +7,7 @@ use liger::{Model, ModelOptions};
 use liger_tests::*;
 use std::sync::Arc;
 
-/// Max |Δlogit| against the fp32 reference: the CPU's (DESIGN §5); the GPUs compute in f32
+/// Max |Δlogit| against the fp32 reference: the CPU's (docs/MATH.md §5); the GPUs compute in f32
 /// with f32 weights here, only the summation order differs.
 pub const LOGIT_TOLERANCE: f32 = 1e-3;
 

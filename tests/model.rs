@@ -7,7 +7,7 @@ use liger_tests::*;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Max |Δlogit| allowed against the fp32 reference (DESIGN §5).
+/// Max |Δlogit| allowed against the fp32 reference (docs/MATH.md §5).
 const LOGIT_TOLERANCE: f32 = 1e-3;
 
 fn load(path: &Path) -> Arc<Model> {

@@ -1,4 +1,5 @@
-//! `liger run`, `liger score` and `liger chat`.
+//! `liger run` and `liger score`, and what every command that runs a model shares: the model
+//! flags, the sampling flags, loading.
 
 use anyhow::{bail, Context, Result};
 use clap::Args;

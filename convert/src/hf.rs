@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// The Liger authors' `pool_size` of GSA when a config leaves it out.
 const DEFAULT_GSA_SLOTS: usize = 64;
 
-/// model_type → (variant, base). DESIGN §1 lists the released checkpoints.
+/// model_type → (variant, base). The released checkpoints are of these types.
 pub const MODEL_TYPES: [(&str, Variant, Base); 6] = [
     ("liger_gla", Variant::Gla, Base::Llama),
     ("liger_hgrn2", Variant::Hgrn2, Base::Llama),

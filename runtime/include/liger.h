@@ -28,7 +28,7 @@
 #define LIGER_BACKEND_AUTO 3
 
 /*
- `LigerModelOptions::decode_mode` (DESIGN §1).
+ `LigerModelOptions::decode_mode` (docs/MATH.md §2).
  */
 #define LIGER_DECODE_WINDOW 0
 

@@ -1,4 +1,4 @@
-//! The model configuration a liger file carries (`liger.*` metadata, DESIGN §2), read back
+//! The model configuration a liger file carries (`liger.*` metadata; the format: `gguf/mod.rs`), read back
 //! and validated so that nothing later is sized by an unchecked number.
 
 use crate::error::{Error, Result};
@@ -10,7 +10,7 @@ pub const DEFAULT_WINDOW: u32 = 64;
 pub const DEFAULT_MIX_SWA: f32 = 0.5;
 pub const DEFAULT_GATE_NORMALIZER: f32 = 16.0;
 
-/// Which gated recurrence replaces softmax attention (DESIGN §1 table).
+/// Which gated recurrence replaces softmax attention (docs/MATH.md §1 table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
     Gla,

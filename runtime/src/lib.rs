@@ -1,10 +1,13 @@
 //! `liger` — the runtime library for Liger models: pretrained Llama / Mistral / Qwen LLMs
 //! linearized into gated linear recurrences (GLA, HGRN2, GSA) plus a 64-token sliding-window
-//! attention in every layer (see `DESIGN.md` §1).
+//! attention in every layer (the math: `docs/MATH.md`).
 //!
-//! Data flows one way: file ([`gguf`]) → weights ([`quant`]) → model step → logits.
-//! This crate holds the format reader/writer, the quantization types with their scalar
-//! reference kernels and the model configuration stored in a liger file.
+//! Data flows one way: file ([`gguf`]) → model ([`Model`]: config, weights, tokenizer) →
+//! backend ([`backend::open`]: CPU, wgpu, CUDA) → step → logits → sampler ([`Sampler`]) →
+//! text. A [`Session`] is one sequence on a backend (feed, logits, save / load / fork its
+//! fixed-size state); a [`Generator`] is the generation loop every front end runs. The C ABI
+//! is [`capi`] (feature `capi`); OpenAI-shaped requests are parsed in [`openai`]. Each folder's
+//! job and what a new backend or weight type touches: `docs/ARCHITECTURE.md`.
 
 #[cfg(target_endian = "big")]
 compile_error!(

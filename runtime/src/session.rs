@@ -2,46 +2,11 @@
 //! tokens, read logits, save / restore / fork the state. Its memory is fixed whatever the
 //! number of tokens fed.
 
+pub use crate::backend::DecodeMode;
 use crate::backend::{Backend, CpuBackend, CpuSequence, Sequence};
 use crate::error::{Error, Result};
 use crate::model::{Model, SequenceState};
 use std::sync::Arc;
-
-/// What the sliding-window branch sees (DESIGN §1).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum DecodeMode {
-    /// A rolling cache of the last W keys: token-by-token decoding equals one full forward.
-    #[default]
-    Window,
-    /// The reference HF `generate()`: the window holds only the tokens of the current call.
-    HfCompat,
-}
-
-impl DecodeMode {
-    pub fn name(self) -> &'static str {
-        match self {
-            DecodeMode::Window => "window",
-            DecodeMode::HfCompat => "hf-compat",
-        }
-    }
-
-    fn code(self) -> u8 {
-        self as u8
-    }
-}
-
-impl std::str::FromStr for DecodeMode {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "window" => Ok(DecodeMode::Window),
-            "hf-compat" => Ok(DecodeMode::HfCompat),
-            _ => Err(Error::InvalidArgument(format!(
-                "decode mode '{s}' (window or hf-compat)"
-            ))),
-        }
-    }
-}
 
 /// A sequence state as the bytes [`Session::save_state`] writes: versioned, checksummed, bound
 /// to `model` and `mode`. Every backend saves its sequences this way, so a state moves between

@@ -3,10 +3,10 @@
 //! A step over several sequences runs their rows together, so each weight is read once for
 //! all of them.
 
+use super::DecodeMode;
 use super::{share_rows, Backend, BackendKind, Sequence, STEP_ROWS};
 use crate::error::{Error, Result};
 use crate::model::{forward, Model, Scratch, Segment, SequenceState};
-use crate::session::DecodeMode;
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 

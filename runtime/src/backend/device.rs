@@ -4,11 +4,11 @@
 //! batches, steps over several sequences, decode modes, logits, states, resets and forks are
 //! the same for wgpu and CUDA, and live here ([`DeviceSequence`], [`OnDevice`]).
 
+use super::DecodeMode;
 use super::{share_rows, Backend, BackendKind, Sequence};
 use crate::error::{Error, Result};
 use crate::model::device_plan::{StepWords, MAX_TOGETHER};
 use crate::model::{DeviceInputs, Model, SequenceState};
-use crate::session::DecodeMode;
 use std::borrow::Cow;
 use std::sync::Arc;
 

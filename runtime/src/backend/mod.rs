@@ -25,9 +25,45 @@ pub use self_test::self_test;
 
 use crate::error::{Error, Result};
 use crate::model::{Model, SequenceState};
-use crate::session::DecodeMode;
 use std::borrow::Cow;
 use std::sync::Arc;
+
+/// What the sliding-window branch sees (docs/MATH.md §2); chosen per sequence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DecodeMode {
+    /// A rolling cache of the last W keys: token-by-token decoding equals one full forward.
+    #[default]
+    Window,
+    /// The reference HF `generate()`: the window holds only the tokens of the current call.
+    HfCompat,
+}
+
+impl DecodeMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            DecodeMode::Window => "window",
+            DecodeMode::HfCompat => "hf-compat",
+        }
+    }
+
+    /// Its byte in a saved state.
+    pub(crate) fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+impl std::str::FromStr for DecodeMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "window" => Ok(DecodeMode::Window),
+            "hf-compat" => Ok(DecodeMode::HfCompat),
+            _ => Err(Error::InvalidArgument(format!(
+                "decode mode '{s}' (window or hf-compat)"
+            ))),
+        }
+    }
+}
 
 /// Which device runs a model's sequences.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

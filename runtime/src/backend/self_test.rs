@@ -2,9 +2,9 @@
 //! (some mobile Vulkan drivers miscompile compute shaders; a CUDA driver may refuse a PTX).
 
 use super::cpu::CpuSequence;
+use super::DecodeMode;
 use super::{Backend, Sequence};
 use crate::error::{Error, Result};
-use crate::session::DecodeMode;
 use std::sync::Arc;
 
 /// Feeds a 4-token probe on `backend` and on the CPU computing as the GPUs do (weights

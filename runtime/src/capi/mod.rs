@@ -69,7 +69,7 @@ pub const LIGER_BACKEND_WGPU: i32 = 1;
 pub const LIGER_BACKEND_CUDA: i32 = 2;
 /// CUDA where a device passes the self-test, else the CPU.
 pub const LIGER_BACKEND_AUTO: i32 = 3;
-/// `LigerModelOptions::decode_mode` (DESIGN §1).
+/// `LigerModelOptions::decode_mode` (docs/MATH.md §2).
 pub const LIGER_DECODE_WINDOW: i32 = 0;
 pub const LIGER_DECODE_HF_COMPAT: i32 = 1;
 

@@ -68,7 +68,7 @@ fn round_fast(x: f32) -> f32 {
 }
 
 /// 16-bit activations, for Q8_0 weights: their own error is that of 8-bit activations, and
-/// the two together cost measurable accuracy (DESIGN §5 bar at q8_0). `x[i] ≈ d · qs[i]`.
+/// the two together cost measurable accuracy (the q8_0 bounds of docs/MATH.md §5). `x[i] ≈ d · qs[i]`.
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub struct ActBlock16 {

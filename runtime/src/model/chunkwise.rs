@@ -1,4 +1,4 @@
-//! The GLA / HGRN2 recurrence over a chunk of tokens in the chunkwise-parallel form (DESIGN §1,
+//! The GLA / HGRN2 recurrence over a chunk of tokens in the chunkwise-parallel form (docs/MATH.md §1,
 //! flash-linear-attention's `chunk_gla`), for prefill. Per KV head, for a chunk of L tokens
 //! with per-token decays `a_t` [d] and cumulative log-decays `G_t = Σ_{s≤t} log a_s`:
 //! - inter-chunk: `o_t += (φq_t ⊙ e^{G_t})ᵀ · S₀`;

@@ -1,4 +1,4 @@
-//! The recurrent branch, per KV head `j` and token (DESIGN §1 table). States are f32 and kept
+//! The recurrent branch, per KV head `j` and token (docs/MATH.md §1 table). States are f32 and kept
 //! once per KV head; every query head of the group reads the same state.
 //!
 //! Letters: d head dim, M GSA slots.

@@ -1,7 +1,7 @@
 //! Op-level checks of the GPU step kernels (`step.wgsl`, `step.cu`): each kernel of the step
 //! plan on random data against the CPU's functions (`cpu::ops`, `model::rope`,
 //! `model::recurrence`) or, for the window attention and its ring, a scalar oracle written
-//! from DESIGN §1. Every GPU backend runs them through its own launcher (`gpu::tests`,
+//! from docs/MATH.md §1. Every GPU backend runs them through its own launcher (`gpu::tests`,
 //! `cuda::tests`), so a kernel that drifts from the CPU is named, not only an end-to-end
 //! logit.
 
@@ -467,7 +467,7 @@ fn gsa_matches(s: &Shape, run: RunKernel, what: &dyn Fn(&str) -> String) {
     assert_near(&what("recurrence_gsa readout"), &out[4], &want_o);
 }
 
-/// Window attention, DESIGN §1: token t of the batch attends to the min(window_len + t, W)
+/// Window attention, docs/MATH.md §1: token t of the batch attends to the min(window_len + t, W)
 /// positions before it (the ring holds those before the batch at slot p mod W) and itself.
 fn window_attention_matches(s: &Shape, run: RunKernel, what: &dyn Fn(&str) -> String) {
     let (d, t_len, w, group) = (s.d, s.tokens, s.window, s.heads / s.kv_heads);

@@ -13,7 +13,7 @@ public final class LigerNative {
 
     private LigerNative() {}
 
-    /** Decode semantics (DESIGN §1): a rolling window, or the reference HF generate(). */
+    /** Decode semantics (docs/MATH.md §1): a rolling window, or the reference HF generate(). */
     public static final int DECODE_WINDOW = 0;
     public static final int DECODE_HF_COMPAT = 1;
 

@@ -2,7 +2,7 @@ package io.liger
 
 import java.io.Closeable
 
-/** What the sliding-window branch sees (DESIGN §1). */
+/** What the sliding-window branch sees (docs/MATH.md §2). */
 enum class DecodeMode(internal val code: Int) {
     /** A rolling window of the last 64 keys: token-by-token decoding equals a full forward. */
     WINDOW(LigerNative.DECODE_WINDOW),
