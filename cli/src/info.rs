@@ -1,8 +1,11 @@
-//! `liger info FILE`: what the file is, its metadata, its tensors, the state per sequence.
+//! `liger info FILE`: what the file is, its metadata, its tensors, the state per sequence;
+//! `--kernels`: which CPU kernel runs each product on this CPU.
 
 use anyhow::Result;
+use liger::cpu::kernels::SimdLevel;
+use liger::cpu::linear::planned_paths;
 use liger::gguf::{GgufFile, Value};
-use liger::LigerConfig;
+use liger::{GgmlType, LigerConfig};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
@@ -36,8 +39,18 @@ fn mib(bytes: u64) -> String {
 }
 
 /// Prints the report; a closed pipe (`liger info F | head`) is not an error.
-pub fn print(path: &Path, full: bool) -> Result<()> {
-    let text = render(path, full)?;
+pub fn print(path: Option<&Path>, full: bool, kernels: bool) -> Result<()> {
+    let mut text = match path {
+        Some(path) => render(path, full)?,
+        None => String::new(),
+    };
+    if kernels {
+        let matrices = match path {
+            Some(path) => product_matrices(&GgufFile::open(path)?),
+            None => GgmlType::ALL.iter().map(|&t| (t, 4096)).collect(),
+        };
+        text += &kernel_table(&matrices);
+    }
     match std::io::stdout().lock().write_all(text.as_bytes()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
@@ -171,4 +184,69 @@ fn render(path: &Path, full: bool) -> Result<String> {
         .collect();
     out!(o, "  by type: {}", summary.join(", "));
     Ok(o)
+}
+
+/// Token counts `--kernels` shows: one token (decode), a few (decode of several sequences),
+/// the panel threshold, a prompt chunk.
+const KERNEL_TOKENS: [usize; 4] = [1, 4, 16, 512];
+
+/// The (type, columns) of the file's product matrices: every 2-D tensor but the embedding
+/// (gathered), unless it is tied to the output.
+fn product_matrices(file: &GgufFile) -> Vec<(GgmlType, usize)> {
+    let tied = file.tensor("output.weight").is_none();
+    let mut found: Vec<(GgmlType, usize)> = file
+        .tensors()
+        .iter()
+        .filter(|t| t.dims.len() == 2 && (tied || t.name != "token_embd.weight"))
+        .map(|t| (t.ggml_type, t.dims[0] as usize))
+        .collect();
+    found.sort_by_key(|&(ty, cols)| (ty.name(), cols));
+    found.dedup();
+    found
+}
+
+/// The path each matrix takes at each of [`KERNEL_TOKENS`] on this CPU.
+fn kernel_table(matrices: &[(GgmlType, usize)]) -> String {
+    let level = SimdLevel::detect();
+    let repack = !std::env::var("LIGER_REPACK").is_ok_and(|v| v == "0");
+    let mut o = String::new();
+    out!(
+        o,
+        "\nCPU kernels at {} (LIGER_SIMD forces a level{}):",
+        level.name(),
+        if repack {
+            "; LIGER_REPACK=0 keeps rows in place"
+        } else {
+            "; rows in place: LIGER_REPACK=0"
+        }
+    );
+    let head: Vec<String> = KERNEL_TOKENS.iter().map(|t| format!("{t} tok")).collect();
+    out!(
+        o,
+        "  {:6} {:>6}  {:22} {:22} {:22} {}",
+        "type",
+        "cols",
+        head[0],
+        head[1],
+        head[2],
+        head[3]
+    );
+    for &(ty, cols) in matrices {
+        if cols % ty.block_size() != 0 {
+            continue;
+        }
+        let paths = planned_paths(ty, cols, level, repack, &KERNEL_TOKENS);
+        let names: Vec<&str> = paths.iter().map(|p| p.name()).collect();
+        out!(
+            o,
+            "  {:6} {:>6}  {:22} {:22} {:22} {}",
+            ty.name(),
+            cols,
+            names[0],
+            names[1],
+            names[2],
+            names[3]
+        );
+    }
+    o
 }

@@ -79,10 +79,15 @@ enum Command {
     },
     /// Show what a GGUF file holds: model, metadata, tensors, state size per sequence.
     Info {
-        file: PathBuf,
+        #[arg(required_unless_present = "kernels")]
+        file: Option<PathBuf>,
         /// Print metadata strings and arrays in full.
         #[arg(long)]
         full: bool,
+        /// Which CPU kernel runs each matrix product at 1, 4, 16 and 512 tokens on this CPU
+        /// (the file's matrices; without a file, every weight type).
+        #[arg(long)]
+        kernels: bool,
     },
     /// Print a shell completion script: `liger completions bash > ~/.local/share/bash-completion/completions/liger`.
     Completions {
@@ -217,7 +222,11 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Info { file, full } => info::print(&file, full),
+        Command::Info {
+            file,
+            full,
+            kernels,
+        } => info::print(file.as_deref(), full, kernels),
         Command::Synth {
             like,
             variant,

@@ -701,3 +701,29 @@ fn run_reads_its_prompt_and_system_message_from_files() {
     );
     assert!(!ok && err.contains("/nonexistent/prompt.txt"), "{err}");
 }
+
+#[test]
+fn info_kernels_names_the_path_of_each_product() {
+    let case = fixtures().join("liger/liger_gla");
+    let dir = tempfile::tempdir().unwrap();
+    let model = convert(&case, "q8_0", dir.path());
+    let (ok, out, err) = liger_env(&["info", &model, "--kernels"], &[]);
+    assert!(ok, "{err}");
+    let table = out.split("CPU kernels at ").nth(1).expect("a kernel table");
+    let q8 = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("Q8_0"))
+        .expect("a Q8_0 row");
+    // Decode reads each weight row once for every token; a long prompt runs as panels.
+    assert!(q8.contains("packed panels"), "{table}");
+    // Without a file: every weight type.
+    let (ok, all, _) = liger_env(&["info", "--kernels"], &[]);
+    assert!(
+        ok && ["Q4_0", "Q4_K", "Q6_K", "F16", "BF16"]
+            .iter()
+            .all(|t| all.contains(t)),
+        "{all}"
+    );
+    let (ok, forced, _) = liger_env(&["info", "--kernels"], &[("LIGER_SIMD", "scalar")]);
+    assert!(ok && forced.contains("CPU kernels at scalar"), "{forced}");
+}

@@ -1,7 +1,8 @@
 //! Products with weight matrices stored in any ggml type, read in place from the mapping.
-//! Rows of Q8_0 / Q4_0 / Q4_K / Q6_K are dotted with 8-bit activations, F32 / F16 / BF16 rows
-//! with f32 activations, by the best SIMD kernel of this CPU; other types are dequantized
-//! block by block (scalar).
+//! Rows of Q4_0 / Q4_K / Q6_K are dotted with 8-bit activations, Q8_0 rows with 16-bit ones,
+//! F32 / F16 / BF16 rows with f32 activations, by the best SIMD kernel of this CPU; other types
+//! are dequantized block by block (scalar). Which kernel runs a product is chosen in one place,
+//! [`WeightMatrix::path`] (`liger info --kernels` prints it per type and token count).
 
 use super::act::{ActForms, ACT_BLOCK};
 pub use super::act::{ActivationBuffers, Activations};
@@ -27,10 +28,52 @@ pub struct WeightMatrix<'a> {
     gemm: Option<PanelGemm>,
     /// Four rows at once against one token (decode), where the type has such a kernel.
     rows4: Option<RowsDot4>,
-    /// The matrix repacked in groups of 8 rows and its kernel ([`packed`]; Q4_0 and Q6_K on
-    /// x86): used for decode (and for Q6_K's prefill) and to pack Q4_0's prefill panels,
-    /// instead of `data`.
+    /// The matrix repacked in groups of 8 rows and its kernel ([`packed`]; Q4_0, Q8_0, Q4_K and
+    /// Q6_K on x86, Q4_0 on NEON with dot products): used for decode (and for Q6_K's prefill)
+    /// and to pack the prefill panels, instead of `data`.
     packed: Option<(&'a [u8], GroupKernel)>,
+}
+
+/// Which kernel a product runs over some tokens: [`WeightMatrix::path`] picks it (from the
+/// matrix's type, this CPU's kernels and the token count), [`WeightMatrix::matmul`] runs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// Each row dequantized once to f32 and dotted with every token (quantized rows, f32
+    /// activations: a type without an 8-bit kernel, over several tokens).
+    Dequantized,
+    /// The rows repacked in groups of 8, one register lane per row, against every token
+    /// (decode; and Q6_K's prefill, which has no panels).
+    Groups,
+    /// Four rows at once against every token: each row is read once for all (decode).
+    FourRows,
+    /// One row at a time against every token (one token of a type without multi-row kernels).
+    OneRow,
+    /// Panels of 8 / 16 rows packed per chunk against tiles of tokens (prefill).
+    Panels,
+    /// Each row against four tokens at a time (prefill of a type without panels).
+    FourTokens,
+    /// Each row against each token (prefill of a type without four-token kernels).
+    OneToken,
+}
+
+impl Path {
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Dequantized => "dequantized rows",
+            Path::Groups => "repacked 8-row groups",
+            Path::FourRows => "4 rows at once",
+            Path::OneRow => "row by row",
+            Path::Panels => "packed panels",
+            Path::FourTokens => "4 tokens at once",
+            Path::OneToken => "token by token",
+        }
+    }
+
+    /// Whether the path shares out stretches of rows, each against every token (decode): the
+    /// products of one input can then run in one parallel job ([`matmul_together`]).
+    fn by_rows(self) -> bool {
+        matches!(self, Path::Groups | Path::FourRows | Path::OneRow)
+    }
 }
 
 /// Fewest tokens for which packing panels pays off (the packing reads each row once).
@@ -170,15 +213,6 @@ impl<'a> WeightMatrix<'a> {
         })
     }
 
-    /// Whether `t` tokens take the row-by-row path ([`Self::matmul_by_rows`]): one token, a
-    /// few with a four-row or group kernel, or any number with a group kernel and no panels
-    /// (repacked Q6_K: its file rows are not read again).
-    fn by_rows(&self, x: &Activations, t: usize) -> bool {
-        let packed = self.packed_for(x, t).is_some();
-        let kernel = self.rows4_for(x, t).is_some() || packed;
-        t == 1 || (t < PANEL_MIN_TOKENS && kernel) || (packed && self.gemm.is_none())
-    }
-
     /// The repacked rows and their kernel, if usable on `x` for `t` tokens.
     fn packed_for(&self, x: &Activations, t: usize) -> Option<(&'a [u8], GroupKernel)> {
         let need = t * (self.cols / ACT_BLOCK);
@@ -188,26 +222,88 @@ impl<'a> WeightMatrix<'a> {
         })
     }
 
-    /// `Y = X·Wᵀ` for `t` activation rows (`y`: [t, rows]). Parallel over blocks of weight
-    /// rows; each weight row is read once and dotted with every activation row.
+    /// The path a product over `t` tokens of `x` takes.
+    pub fn path(&self, x: &Activations, t: usize) -> Path {
+        let blocks = self.cols / ACT_BLOCK;
+        let held = Held {
+            q8: x.q8.len() >= t * blocks,
+            q16: x.q16.len() >= t * blocks,
+            none: x.q8.is_empty() && x.q16.is_empty(),
+        };
+        self.choose(t, held)
+    }
+
+    /// The path of `t` tokens when the activations come in the forms this matrix asks for
+    /// ([`Self::activation_forms`]), as the model step makes them: what `liger info --kernels`
+    /// shows.
+    pub fn planned_path(&self, t: usize) -> Path {
+        let forms = self.activation_forms(t);
+        let held = Held {
+            q8: forms.q8,
+            q16: forms.q16,
+            none: !forms.q8 && !forms.q16,
+        };
+        self.choose(t, held)
+    }
+
+    /// Every choice of kernel, in one place: the multi-row kernels below [`PANEL_MIN_TOKENS`]
+    /// tokens (each weight row read once for all of them), panels from there, a fallback for
+    /// what a type lacks.
+    fn choose(&self, t: usize, held: Held) -> Path {
+        let has = |sixteen: bool| if sixteen { held.q16 } else { held.q8 };
+        let quantized_rows = !matches!(self.kernel, Some(RowDot::Float(_)));
+        if t > 1 && quantized_rows && held.none {
+            return Path::Dequantized;
+        }
+        let packed = self
+            .packed
+            .is_some_and(|(_, k)| has(matches!(k, GroupKernel::Quant16(_))));
+        let rows4 = self
+            .rows4
+            .is_some_and(|k| has(matches!(k, RowsDot4::Quant16(_))));
+        // Row stretches for one token, a few with a multi-row kernel, or any number with
+        // groups and no panels (repacked Q6_K: its file rows are not read again).
+        if t == 1 || (t < PANEL_MIN_TOKENS && (rows4 || packed)) || (packed && self.gemm.is_none())
+        {
+            return match (packed, rows4) {
+                (true, _) => Path::Groups,
+                (false, true) => Path::FourRows,
+                (false, false) => Path::OneRow,
+            };
+        }
+        let panels = self.gemm.is_some_and(|g| {
+            has(matches!(g.kernel, PanelKernel::I16(_))) && g.nr <= MAX_PANEL_ROWS
+        });
+        if t >= PANEL_MIN_TOKENS && panels {
+            return Path::Panels;
+        }
+        let four = self
+            .kernel4
+            .is_some_and(|k| has(matches!(k, RowDot4::Quant16(_))));
+        if four {
+            Path::FourTokens
+        } else {
+            Path::OneToken
+        }
+    }
+
+    /// `Y = X·Wᵀ` for `t` activation rows (`y`: [t, rows]), by the path [`Self::path`] picks;
+    /// parallel over blocks of weight rows, each weight row read once for every token.
     pub fn matmul(&self, pool: &WorkerPool, x: &Activations, t: usize, y: &mut [f32]) {
         debug_assert_eq!((x.f32.len(), y.len()), (t * self.cols, t * self.rows));
-        let quantized_rows = !matches!(self.kernel, Some(RowDot::Float(_)));
-        if t > 1 && quantized_rows && x.q8.is_empty() && x.q16.is_empty() {
-            self.matmul_dequantized(pool, x.f32, t, y);
-            return;
-        }
-        if self.by_rows(x, t) {
-            self.matmul_by_rows(pool, x, t, y);
-            return;
-        }
-        if t >= PANEL_MIN_TOKENS {
-            if let Some(gemm) = self.gemm {
-                if self.matmul_panels(gemm, pool, x, t, y) {
-                    return;
-                }
+        match self.path(x, t) {
+            Path::Dequantized => self.matmul_dequantized(pool, x.f32, t, y),
+            path @ (Path::Groups | Path::FourRows | Path::OneRow) => {
+                self.matmul_by_rows(pool, x, t, path, y)
             }
+            Path::Panels => self.matmul_panels(pool, x, t, y),
+            Path::FourTokens | Path::OneToken => self.matmul_by_tokens(pool, x, t, y),
         }
+    }
+
+    /// Blocks of rows per task, each row against four tokens at a time where the type has
+    /// such a kernel, the rest one by one.
+    fn matmul_by_tokens(&self, pool: &WorkerPool, x: &Activations, t: usize, y: &mut [f32]) {
         // Tasks own blocks of weight rows and write their columns of y directly.
         let rows = self.rows;
         let out = Disjoint::new(y);
@@ -231,6 +327,35 @@ impl<'a> WeightMatrix<'a> {
             }
         });
     }
+}
+
+/// The path a matrix of `ty` with `cols` columns takes over each of `tokens` on `level`, as the
+/// CPU backend opens it (repacked where it repacks, unless `repack` is false): what
+/// `liger info --kernels` prints.
+pub fn planned_paths(
+    ty: GgmlType,
+    cols: usize,
+    level: SimdLevel,
+    repack: bool,
+    tokens: &[usize],
+) -> Vec<Path> {
+    let rows = GROUP_ROWS;
+    let data = vec![0u8; rows * (cols / ty.block_size()) * ty.type_size()];
+    let packed = vec![0u8; packed::packed_len(ty, rows, cols)];
+    let mut m = WeightMatrix::new(ty, rows, cols, &data, level);
+    if repack && WeightMatrix::repacks(ty, cols, level) {
+        m = m.with_packed(&packed, level);
+    }
+    tokens.iter().map(|&t| m.planned_path(t)).collect()
+}
+
+/// Which activation forms a product has for its tokens.
+#[derive(Clone, Copy)]
+struct Held {
+    q8: bool,
+    q16: bool,
+    /// Neither quantized form at all (f32 only).
+    none: bool,
 }
 
 impl WeightMatrix<'_> {
@@ -262,7 +387,8 @@ pub fn matmul_together<const M: usize>(
     t: usize,
     products: [(&WeightMatrix<'_>, &mut [f32]); M],
 ) {
-    if !products.iter().all(|(m, _)| m.by_rows(x, t)) {
+    let paths = products.each_ref().map(|(m, _)| m.path(x, t));
+    if !paths.iter().all(|p| p.by_rows()) {
         for (m, y) in products {
             m.matmul(pool, x, t, y);
         }
@@ -275,14 +401,13 @@ pub fn matmul_together<const M: usize>(
         first[i] = total;
         total += m.rows.div_ceil(chunks[i]);
     }
-    let kernels = products.each_ref().map(|(m, _)| m.rows4_for(x, t));
     let outs = products.map(|(m, y)| (m, Disjoint::new(y)));
     pool.run(total, &|task| {
         let i = first.iter().rposition(|&f| f <= task).unwrap_or(0);
         let (m, out) = &outs[i];
         let c = task - first[i];
         let (r0, r1) = (c * chunks[i], ((c + 1) * chunks[i]).min(m.rows));
-        m.rows_task(x, t, kernels[i], out, r0, r1);
+        m.rows_task(x, t, paths[i], out, r0, r1);
     });
 }
 
@@ -300,31 +425,46 @@ impl WeightMatrix<'_> {
     /// stretch of weight rows ([`Self::rows_chunk`]) and runs every token against four rows at
     /// a time (the four-row kernel; the rows are read from memory once for all the tokens),
     /// the rest row by row. A token's result does not depend on how many are run together.
-    fn matmul_by_rows(&self, pool: &WorkerPool, x: &Activations, t: usize, y: &mut [f32]) {
-        let (chunk, rows4) = (self.rows_chunk(pool), self.rows4_for(x, t));
+    fn matmul_by_rows(
+        &self,
+        pool: &WorkerPool,
+        x: &Activations,
+        t: usize,
+        path: Path,
+        y: &mut [f32],
+    ) {
+        let chunk = self.rows_chunk(pool);
         let out = Disjoint::new(y);
         pool.run(self.rows.div_ceil(chunk), &|c| {
             let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(self.rows));
-            self.rows_task(x, t, rows4, &out, r0, r1);
+            self.rows_task(x, t, path, &out, r0, r1);
         });
     }
 
-    /// Rows `r0..r1` (r0 a multiple of 4) of `out` ([t, rows]) for every token.
+    /// Rows `r0..r1` (r0 a multiple of 8) of `out` ([t, rows]) for every token, by `path`
+    /// (groups, four rows or one).
     fn rows_task(
         &self,
         x: &Activations,
         t: usize,
-        rows4: Option<RowsDot4>,
+        path: Path,
         out: &Disjoint<'_, f32>,
         r0: usize,
         r1: usize,
     ) {
         let (rows, blocks) = (self.rows, self.cols / ACT_BLOCK);
-        if let Some((data, kernel)) = self.packed_for(x, t) {
-            self.groups_task(x, t, (data, kernel), out, r0, r1);
-            return;
+        if path == Path::Groups {
+            if let Some(packed) = self.packed_for(x, t) {
+                self.groups_task(x, t, packed, out, r0, r1);
+                return;
+            }
         }
         let mut r = r0;
+        let rows4 = if path == Path::FourRows {
+            self.rows4_for(x, t)
+        } else {
+            None
+        };
         if let Some(f) = rows4 {
             let mut sums = [[0f32; 4]; PANEL_MIN_TOKENS];
             let sums = &mut sums[..t];
@@ -394,24 +534,12 @@ impl WeightMatrix<'_> {
         }
     }
 
-    /// `Y = X·Wᵀ` through packed panels of `gemm.nr` rows, one panel per task; false (nothing
-    /// written) if `x` lacks the activation form the kernel needs.
-    fn matmul_panels(
-        &self,
-        gemm: PanelGemm,
-        pool: &WorkerPool,
-        x: &Activations,
-        t: usize,
-        y: &mut [f32],
-    ) -> bool {
-        let blocks = self.cols / ACT_BLOCK;
-        let have = match gemm.kernel {
-            PanelKernel::U8(_) => x.q8.len(),
-            PanelKernel::I16(_) => x.q16.len(),
+    /// `Y = X·Wᵀ` through packed panels of `gemm.nr` rows, one panel per task ([`Path::Panels`]:
+    /// the matrix has panels and `x` the form they read).
+    fn matmul_panels(&self, pool: &WorkerPool, x: &Activations, t: usize, y: &mut [f32]) {
+        let Some(gemm) = self.gemm else {
+            return self.matmul_by_tokens(pool, x, t, y);
         };
-        if have < t * blocks || gemm.nr > MAX_PANEL_ROWS {
-            return false;
-        }
         let (rows, nr) = (self.rows, gemm.nr);
         // A task's panels span whole 64-byte lines of each output row where the rows allow
         // (two 8-row panels): tasks on different threads then do not write halves of the
@@ -423,7 +551,6 @@ impl WeightMatrix<'_> {
                 self.panel_task(gemm, x, t, p, &out);
             }
         });
-        true
     }
 
     /// Panel `p` of a prefill product (rows `p·nr ..`) over `t` tokens into `out` (`[t, rows]`).

@@ -391,7 +391,7 @@ impl LayerMixer<'_> {
     }
 
     /// The newest W RoPE'd keys (and values) of the chunk enter every KV head's window. Runs
-    /// after every query head's [`run_swa_head`].
+    /// after every query head's window attention ([`run_swa_group`]).
     pub(crate) fn update_window(&self) {
         let c = self.c;
         let (d, w) = (c.head_dim, c.window as usize);
