@@ -11,6 +11,8 @@ use super::kernels::{
     group_kernel, row_dot, row_dot4, rows_dot4, GroupKernel, RowDot, RowDot4, RowsDot4, SimdLevel,
 };
 use super::packed::{self, GROUP_ROWS};
+use super::path::Held;
+pub use super::path::{planned_paths, Path};
 use super::pool::{Disjoint, WorkerPool};
 use crate::quant::{dequantize_row, GgmlType};
 
@@ -32,48 +34,6 @@ pub struct WeightMatrix<'a> {
     /// Q6_K on x86, Q4_0 on NEON with dot products): used for decode (and for Q6_K's prefill)
     /// and to pack the prefill panels, instead of `data`.
     packed: Option<(&'a [u8], GroupKernel)>,
-}
-
-/// Which kernel a product runs over some tokens: [`WeightMatrix::path`] picks it (from the
-/// matrix's type, this CPU's kernels and the token count), [`WeightMatrix::matmul`] runs it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Path {
-    /// Each row dequantized once to f32 and dotted with every token (quantized rows, f32
-    /// activations: a type without an 8-bit kernel, over several tokens).
-    Dequantized,
-    /// The rows repacked in groups of 8, one register lane per row, against every token
-    /// (decode; and Q6_K's prefill, which has no panels).
-    Groups,
-    /// Four rows at once against every token: each row is read once for all (decode).
-    FourRows,
-    /// One row at a time against every token (one token of a type without multi-row kernels).
-    OneRow,
-    /// Panels of 8 / 16 rows packed per chunk against tiles of tokens (prefill).
-    Panels,
-    /// Each row against four tokens at a time (prefill of a type without panels).
-    FourTokens,
-    /// Each row against each token (prefill of a type without four-token kernels).
-    OneToken,
-}
-
-impl Path {
-    pub fn name(self) -> &'static str {
-        match self {
-            Path::Dequantized => "dequantized rows",
-            Path::Groups => "repacked 8-row groups",
-            Path::FourRows => "4 rows at once",
-            Path::OneRow => "row by row",
-            Path::Panels => "packed panels",
-            Path::FourTokens => "4 tokens at once",
-            Path::OneToken => "token by token",
-        }
-    }
-
-    /// Whether the path shares out stretches of rows, each against every token (decode): the
-    /// products of one input can then run in one parallel job ([`matmul_together`]).
-    fn by_rows(self) -> bool {
-        matches!(self, Path::Groups | Path::FourRows | Path::OneRow)
-    }
 }
 
 /// Fewest tokens for which packing panels pays off (the packing reads each row once).
@@ -327,35 +287,6 @@ impl<'a> WeightMatrix<'a> {
             }
         });
     }
-}
-
-/// The path a matrix of `ty` with `cols` columns takes over each of `tokens` on `level`, as the
-/// CPU backend opens it (repacked where it repacks, unless `repack` is false): what
-/// `liger info --kernels` prints.
-pub fn planned_paths(
-    ty: GgmlType,
-    cols: usize,
-    level: SimdLevel,
-    repack: bool,
-    tokens: &[usize],
-) -> Vec<Path> {
-    let rows = GROUP_ROWS;
-    let data = vec![0u8; rows * (cols / ty.block_size()) * ty.type_size()];
-    let packed = vec![0u8; packed::packed_len(ty, rows, cols)];
-    let mut m = WeightMatrix::new(ty, rows, cols, &data, level);
-    if repack && WeightMatrix::repacks(ty, cols, level) {
-        m = m.with_packed(&packed, level);
-    }
-    tokens.iter().map(|&t| m.planned_path(t)).collect()
-}
-
-/// Which activation forms a product has for its tokens.
-#[derive(Clone, Copy)]
-struct Held {
-    q8: bool,
-    q16: bool,
-    /// Neither quantized form at all (f32 only).
-    none: bool,
 }
 
 impl WeightMatrix<'_> {

@@ -7,4 +7,5 @@ pub mod kernels;
 pub mod linear;
 pub mod ops;
 pub mod packed;
+pub mod path;
 pub mod pool;
