@@ -5,6 +5,7 @@ import _thread
 import json
 import pathlib
 import re
+import signal
 import threading
 import time
 
@@ -200,8 +201,19 @@ def test_the_gil_is_released_while_the_model_computes(smol_model):
     assert len(during) > 1000 and gaps.max() < 0.1, (len(during), gaps.max(), end - start)
 
 
-def test_ctrl_c_stops_a_generation_between_tokens(smol_model):
-    g = smol_model.generate(PROMPT, max_tokens=100_000, temperature=0, ignore_eos=True)
+@pytest.fixture
+def sigint_raises():
+    """Ctrl-C as an interactive Python has it: a process started in the background by a
+    non-interactive shell inherits SIGINT ignored, and Python then leaves it so (and
+    `_thread.interrupt_main` does nothing)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_stops_a_generation_between_tokens(smol_model, sigint_raises):
+    # Long enough to be interrupted, bounded so that a missed interrupt fails in seconds.
+    g = smol_model.generate(PROMPT, max_tokens=2000, temperature=0, ignore_eos=True)
     timer = threading.Timer(0.5, _thread.interrupt_main)
     timer.start()
     start = time.perf_counter()
