@@ -329,7 +329,7 @@ impl Chat {
 
     /// `/set NAME VALUE`, or the settings with no argument.
     fn set(&mut self, arg: &str) -> Result<()> {
-        let o = &mut self.sampler.options;
+        let o = &self.sampler.options;
         let Some((name, value)) = arg.split_once(' ').map(|(n, v)| (n, v.trim())) else {
             if !arg.is_empty() {
                 anyhow::bail!("/set {arg}: give a value (/set NAME VALUE)");
@@ -346,17 +346,20 @@ impl Chat {
                 anyhow::anyhow!("/set {name}: {value:?} is not a number of the right kind")
             })
         }
+        // Changed on a copy: a value out of range leaves the settings as they were.
+        let mut o = o.clone();
         match name.replace('-', "_").as_str() {
             "temperature" | "temp" => o.temperature = number(name, value)?,
             "top_p" => o.top_p = number(name, value)?,
             "top_k" => o.top_k = number(name, value)?,
             "min_p" => o.min_p = number(name, value)?,
             "repeat_penalty" => o.repeat_penalty = number(name, value)?,
-            "seed" => {
-                let seed = number(name, value)?;
-                self.sampler.reseed(seed);
+            "seed" => o.seed = number(name, value)?,
+            "max_tokens" | "n" => {
+                self.max_tokens = number(name, value)?;
+                eprintln!("({name} = {value})");
+                return Ok(());
             }
-            "max_tokens" | "n" => self.max_tokens = number(name, value)?,
             "system" => {
                 self.system = (!value.is_empty()).then(|| value.to_string());
                 self.reset()?;
@@ -367,14 +370,22 @@ impl Chat {
                 "/set {name}: not a setting (temperature, top_p, top_k, min_p, repeat_penalty, seed, max_tokens, system)"
             ),
         }
-        let o = &self.sampler.options;
-        if !(o.temperature >= 0.0
+        let in_range = o.temperature.is_finite()
+            && o.temperature >= 0.0
             && o.top_p > 0.0
             && o.top_p <= 1.0
             && o.min_p >= 0.0
-            && o.min_p <= 1.0)
-        {
-            anyhow::bail!("/set {name} {value}: out of range");
+            && o.min_p <= 1.0
+            && o.repeat_penalty.is_finite()
+            && o.repeat_penalty > 0.0;
+        if !in_range {
+            anyhow::bail!("/set {name} {value}: out of range (the setting is unchanged)");
+        }
+        let seed = o.seed;
+        let reseed = seed != self.sampler.options.seed;
+        self.sampler.options = o;
+        if reseed {
+            self.sampler.reseed(seed);
         }
         eprintln!("({name} = {value})");
         Ok(())
