@@ -370,16 +370,8 @@ impl Chat {
                 "/set {name}: not a setting (temperature, top_p, top_k, min_p, repeat_penalty, seed, max_tokens, system)"
             ),
         }
-        let in_range = o.temperature.is_finite()
-            && o.temperature >= 0.0
-            && o.top_p > 0.0
-            && o.top_p <= 1.0
-            && o.min_p >= 0.0
-            && o.min_p <= 1.0
-            && o.repeat_penalty.is_finite()
-            && o.repeat_penalty > 0.0;
-        if !in_range {
-            anyhow::bail!("/set {name} {value}: out of range (the setting is unchanged)");
+        if let Err(e) = o.check() {
+            anyhow::bail!("/set {name} {value}: {e} (the setting is unchanged)");
         }
         let seed = o.seed;
         let reseed = seed != self.sampler.options.seed;

@@ -338,6 +338,7 @@ impl Model {
             logit_bias,
             seed: seed.unwrap_or_else(clock_seed),
         };
+        sampling.check().map_err(error)?;
         let options = GenerateOptions {
             max_tokens,
             ignore_eos,

@@ -268,6 +268,10 @@ def test_hostile_input_is_an_exception_never_a_crash(smol_model, tmp_path):
         smol_model.session().logits()
     with pytest.raises(liger.LigerError, match="temperature"):
         smol_model.create_chat_completion([{"role": "user", "content": "x"}], temperature=-1)
+    for bad in (dict(temperature=float("nan")), dict(top_p=0.0), dict(min_p=2.0),
+                dict(repeat_penalty=0.0), dict(logit_bias={5: float("inf")})):
+        with pytest.raises(liger.LigerError, match=next(iter(bad)).split("_")[0]):
+            smol_model.generate("x", **bad)
     with pytest.raises(liger.LigerError, match="role"):
         smol_model.create_chat_completion([{"role": "wizard", "content": "x"}])
 

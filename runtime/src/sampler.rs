@@ -45,6 +45,38 @@ impl Default for SamplerOptions {
 }
 
 impl SamplerOptions {
+    /// Settings the sampler can use: a finite temperature ≥ 0, top-p in (0, 1], min-p in
+    /// [0, 1], a finite repeat penalty > 0, finite penalties and biases; else an error naming
+    /// the first that is not.
+    pub fn check(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(crate::Error::InvalidArgument(m));
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return bad(format!(
+                "temperature {} must be finite and >= 0",
+                self.temperature
+            ));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad(format!("top_p {} must be in (0, 1]", self.top_p));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad(format!("min_p {} must be in [0, 1]", self.min_p));
+        }
+        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
+            return bad(format!(
+                "repeat_penalty {} must be finite and > 0",
+                self.repeat_penalty
+            ));
+        }
+        if !(self.presence_penalty.is_finite() && self.frequency_penalty.is_finite()) {
+            return bad("presence_penalty and frequency_penalty must be finite".into());
+        }
+        if let Some((id, b)) = self.logit_bias.iter().find(|(_, b)| !b.is_finite()) {
+            return bad(format!("the logit bias of token {id} ({b}) must be finite"));
+        }
+        Ok(())
+    }
+
     pub fn greedy() -> Self {
         SamplerOptions {
             temperature: 0.0,
