@@ -22,6 +22,8 @@ export LIGER_REQUIRE_TEST_DATA=1
 LIGER_KOTLIN=$(scripts/fetch-kotlin.sh)
 export LIGER_KOTLIN
 if cargo fmt --version >/dev/null 2>&1; then cargo fmt --all -- --check; fi
+# No import circle between the runtime's files but the backend registry's (docs/ARCHITECTURE.md).
+python3 scripts/import-graph.py
 # One build for every test, with both GPU backends compiled in. The wgpu tests (each shader
 # against the CPU reference, the GPU step against the fixtures' reference logits) run on
 # whatever adapter wgpu finds (lavapipe in CI, where they fail without one; they skip

@@ -215,7 +215,7 @@ fn check_backend(
     }
 }
 
-/// More sequences than one step takes ([`liger::model::device_plan::MAX_TOGETHER`] on a GPU)
+/// More sequences than one step takes ([`liger::backend::device_plan::MAX_TOGETHER`] on a GPU)
 /// with prompts longer than a step's rows (256), so that steps run without logits and groups
 /// follow one another: every sequence's logits and greedy tokens as alone, on every backend
 /// at f32 weights, and on the CPU at Q8_0. Q8_0 on the CPU: 1e-4 of the largest |logit| — a

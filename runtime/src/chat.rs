@@ -3,33 +3,9 @@
 //! turn feeds only the text the template adds after what was already fed.
 
 use crate::error::{Error, Result};
+pub use crate::message::ChatMessage;
 use crate::tools::{Tool, ToolFormat};
 use serde::{Deserialize, Serialize};
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
-    /// An assistant's calls, as templates read them: `[{"type": "function", "function":
-    /// {"name": ..., "arguments": {...}}}]` (absent, not null, on other messages: templates
-    /// test `'tool_calls' in message`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_calls: Option<Vec<serde_json::Value>>,
-    /// A tool result's call id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_call_id: Option<String>,
-}
-
-impl ChatMessage {
-    pub fn new(role: &str, content: &str) -> Self {
-        ChatMessage {
-            role: role.into(),
-            content: content.into(),
-            tool_calls: None,
-            tool_call_id: None,
-        }
-    }
-}
 
 pub struct ChatTemplate {
     env: minijinja::Environment<'static>,

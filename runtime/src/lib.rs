@@ -30,6 +30,7 @@ pub mod gguf;
 #[cfg(feature = "wgpu")]
 pub mod gpu;
 pub mod layout;
+pub mod message;
 pub mod model;
 pub mod openai;
 pub mod quant;

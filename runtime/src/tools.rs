@@ -9,9 +9,9 @@
 //! format, calls written back into assistant turns and results as `<tool_response>` user
 //! turns, so any chat model can be offered tools.
 
-use crate::chat::ChatMessage;
 use crate::constraint::{Grammar, GrammarKind};
 use crate::error::{Error, Result};
+use crate::message::ChatMessage;
 use serde_json::{json, Value};
 
 /// A function the model may call: OpenAI's `{"type": "function", "function": {...}}`.

@@ -1,17 +1,21 @@
-//! The CPU backend: the model step (`model::forward`) on the worker pool and SIMD kernels of
+//! The CPU backend: the model's step plan (`cpu::step::forward`) on the worker pool and SIMD kernels of
 //! the model, weights read in place from the mapped file or repacked (`Model::prepare_cpu`).
 //! A step over several sequences runs their rows together, so each weight is read once for
 //! all of them.
 
 use super::DecodeMode;
 use super::{share_rows, Backend, BackendKind, Sequence, STEP_ROWS};
+use crate::cpu::step::{forward, Scratch, SequenceChunk};
 use crate::error::{Error, Result};
-use crate::model::{forward, Model, Scratch, Segment, SequenceState};
+use crate::model::plan::StepPlan;
+use crate::model::{Model, SequenceState};
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 pub struct CpuBackend {
     model: Arc<Model>,
+    /// The model's step, as every sequence of it runs it.
+    plan: Arc<StepPlan>,
     /// The buffers of steps over several sequences (one such step at a time).
     batch_scratch: Mutex<Scratch>,
 }
@@ -21,6 +25,7 @@ impl CpuBackend {
     pub fn new(model: Arc<Model>) -> CpuBackend {
         model.prepare_cpu();
         CpuBackend {
+            plan: Arc::new(StepPlan::new(&model)),
             model,
             batch_scratch: Mutex::new(Scratch::default()),
         }
@@ -45,7 +50,11 @@ impl Backend for CpuBackend {
     }
 
     fn new_sequence(&self, mode: DecodeMode) -> Result<Box<dyn Sequence>> {
-        Ok(Box::new(CpuSequence::new(Arc::clone(&self.model), mode)))
+        Ok(Box::new(CpuSequence::with_plan(
+            Arc::clone(&self.model),
+            Arc::clone(&self.plan),
+            mode,
+        )))
     }
 
     fn weight_bytes_per_token(&self) -> u64 {
@@ -81,10 +90,10 @@ impl Backend for CpuBackend {
             }
             share_rows(&left, STEP_ROWS, &mut take);
             prompt_rows |= take.iter().any(|&t| t > 1);
-            let mut segments: Vec<Segment> = sequences
+            let mut chunks: Vec<SequenceChunk> = sequences
                 .iter_mut()
                 .zip(&take)
-                .map(|((seq, tokens, done), &n)| Segment {
+                .map(|((seq, tokens, done), &n)| SequenceChunk {
                     fresh_window: seq.mode == DecodeMode::HfCompat && *done == 0 && n > 0,
                     tokens: &tokens[*done..*done + n],
                     all_logits: false,
@@ -92,8 +101,8 @@ impl Backend for CpuBackend {
                     logits: &mut seq.chunk_logits,
                 })
                 .collect();
-            forward(&self.model, &mut segments, &mut scratch);
-            drop(segments);
+            forward(&self.model, &self.plan, &mut chunks, &mut scratch);
+            drop(chunks);
             for ((seq, _, done), &n) in sequences.iter_mut().zip(&take) {
                 *done += n;
                 if n > 0 {
@@ -111,6 +120,7 @@ impl Backend for CpuBackend {
 /// One sequence on the CPU: its state, and the scratch buffers of its steps.
 pub(crate) struct CpuSequence {
     model: Arc<Model>,
+    plan: Arc<StepPlan>,
     state: SequenceState,
     mode: DecodeMode,
     scratch: Scratch,
@@ -120,7 +130,13 @@ pub(crate) struct CpuSequence {
 
 impl CpuSequence {
     pub(crate) fn new(model: Arc<Model>, mode: DecodeMode) -> CpuSequence {
+        let plan = Arc::new(StepPlan::new(&model));
+        CpuSequence::with_plan(model, plan, mode)
+    }
+
+    fn with_plan(model: Arc<Model>, plan: Arc<StepPlan>, mode: DecodeMode) -> CpuSequence {
         CpuSequence {
+            plan,
             state: SequenceState::new(&model.config),
             model,
             mode,
@@ -162,14 +178,14 @@ impl Sequence for CpuSequence {
         let model = Arc::clone(&self.model);
         let fresh = self.mode == DecodeMode::HfCompat;
         for (i, chunk) in tokens.chunks(STEP_ROWS).enumerate() {
-            let mut one = [Segment {
+            let mut one = [SequenceChunk {
                 state: &mut self.state,
                 tokens: chunk,
                 fresh_window: fresh && i == 0,
                 all_logits: all.is_some(),
                 logits: &mut self.chunk_logits,
             }];
-            forward(&model, &mut one, &mut self.scratch);
+            forward(&model, &self.plan, &mut one, &mut self.scratch);
             if let Some(out) = all.as_deref_mut() {
                 out.extend_from_slice(&self.chunk_logits);
             }
@@ -210,6 +226,7 @@ impl Sequence for CpuSequence {
     fn fork(&self) -> Result<Box<dyn Sequence>> {
         Ok(Box::new(CpuSequence {
             model: Arc::clone(&self.model),
+            plan: Arc::clone(&self.plan),
             state: self.state.clone(),
             mode: self.mode,
             scratch: Scratch::default(),

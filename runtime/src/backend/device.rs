@@ -1,20 +1,21 @@
 //! A GPU backend written once over what a device provides: a model uploaded to it
 //! ([`DeviceModel`]) and one sequence's buffers there with a way to run one batch of the step
-//! plan ([`StepOnDevice`], `model::device_plan`), alone or with other sequences. Calls,
+//! plan ([`StepOnDevice`], `backend::device_plan`), alone or with other sequences. Calls,
 //! batches, steps over several sequences, decode modes, logits, states, resets and forks are
 //! the same for wgpu and CUDA, and live here ([`DeviceSequence`], [`OnDevice`]).
 
 use super::DecodeMode;
+use super::DeviceInputs;
 use super::{share_rows, Backend, BackendKind, Sequence};
+use crate::backend::device_plan::{StepWords, MAX_TOGETHER};
 use crate::error::{Error, Result};
-use crate::model::device_plan::{StepWords, MAX_TOGETHER};
-use crate::model::{DeviceInputs, Model, SequenceState};
+use crate::model::{Model, SequenceState};
 use std::borrow::Cow;
 use std::sync::Arc;
 
 /// A model's weights uploaded to a device.
 pub trait DeviceModel: Send + Sync + Sized + 'static {
-    type Step: StepOnDevice<Device = Self>;
+    type Sequence: StepOnDevice<Device = Self>;
     const KIND: BackendKind;
     fn model(&self) -> &Arc<Model>;
     /// "wgpu: <adapter>" / "CUDA: <device>".
@@ -27,9 +28,9 @@ pub trait DeviceModel: Send + Sync + Sized + 'static {
     fn together_rows(&self) -> usize;
 }
 
-/// One sequence's part of a step over several ([`StepOnDevice::run_together`]): its tokens
+/// One sequence's chunk of tokens in a step over several ([`StepOnDevice::run_together`]): its tokens
 /// (at least one) at its position, and whether its last token's logits are read back.
-pub struct Part<'a, S> {
+pub struct SequenceChunk<'a, S> {
     pub seq: &'a mut S,
     pub tokens: &'a [u32],
     pub want_logits: bool,
@@ -37,7 +38,7 @@ pub struct Part<'a, S> {
 
 /// What a GPU backend implements for a sequence: its buffers and one batch of the step.
 pub trait StepOnDevice: Send + Sized + 'static {
-    type Device: DeviceModel<Step = Self>;
+    type Device: DeviceModel<Sequence = Self>;
     /// An empty sequence whose prompts run in batches of up to `batch` tokens.
     fn with_batch(device: &Arc<Self::Device>, batch: usize) -> Result<Self>;
     fn device(&self) -> &Arc<Self::Device>;
@@ -52,7 +53,10 @@ pub trait StepOnDevice: Send + Sized + 'static {
     /// ([`Stacked`]) so that every product reads its weights once for all of them, each
     /// sequence's own ops on its rows, its state and window; the logits of each part that
     /// wants them read into its inputs. Does not advance the positions.
-    fn run_together(device: &Arc<Self::Device>, parts: &mut [Part<'_, Self>]) -> Result<()>;
+    fn run_together(
+        device: &Arc<Self::Device>,
+        parts: &mut [SequenceChunk<'_, Self>],
+    ) -> Result<()>;
     /// Copies layer `l`'s recurrent state, window keys and window values into `parts`.
     fn read_layer(&self, l: usize, parts: [&mut [f32]; 3]) -> Result<()>;
     /// Uploads layer `l`'s recurrent state, window keys and window values.
@@ -160,7 +164,7 @@ pub struct Stacked {
 }
 
 impl Stacked {
-    pub fn new<S: StepOnDevice>(model: &Model, parts: &mut [Part<'_, S>]) -> Stacked {
+    pub fn new<S: StepOnDevice>(model: &Model, parts: &mut [SequenceChunk<'_, S>]) -> Stacked {
         let (hidden, d) = (model.config.hidden, model.config.head_dim);
         let total: usize = parts.iter().map(|p| p.tokens.len()).sum();
         let (mut rows, mut angles) = (vec![0.0; total * hidden], vec![0.0; total * d]);
@@ -191,7 +195,11 @@ impl Stacked {
     }
 
     /// Hands each part that wants logits its row of `logits` ([heads, V]).
-    pub fn share_logits<S: StepOnDevice>(parts: &mut [Part<'_, S>], logits: &[f32], vocab: usize) {
+    pub fn share_logits<S: StepOnDevice>(
+        parts: &mut [SequenceChunk<'_, S>],
+        logits: &[f32],
+        vocab: usize,
+    ) {
         let mut rows = logits.chunks_exact(vocab);
         for part in parts.iter_mut().filter(|p| p.want_logits) {
             if let Some(row) = rows.next() {
@@ -227,7 +235,7 @@ impl<M: DeviceModel> Backend for OnDevice<M> {
 
     fn new_sequence(&self, mode: DecodeMode) -> Result<Box<dyn Sequence>> {
         Ok(Box::new(ModeSequence {
-            step: M::Step::new(&self.0)?,
+            step: M::Sequence::new(&self.0)?,
             mode,
         }))
     }
@@ -255,7 +263,7 @@ impl<M: DeviceModel> Backend for OnDevice<M> {
         for (i, (sequence, tokens)) in work.iter_mut().enumerate() {
             let seq = sequence
                 .as_any_mut()
-                .downcast_mut::<ModeSequence<M::Step>>()
+                .downcast_mut::<ModeSequence<M::Sequence>>()
                 .filter(|s| Arc::ptr_eq(s.step.device(), &self.0))
                 .ok_or_else(|| {
                     Error::InvalidArgument(format!(
@@ -283,17 +291,17 @@ impl<M: DeviceModel> Backend for OnDevice<M> {
                     break;
                 }
                 share_rows(&left, budget, &mut take);
-                let mut parts: Vec<Part<'_, M::Step>> = group
+                let mut parts: Vec<SequenceChunk<'_, M::Sequence>> = group
                     .iter_mut()
                     .zip(&take)
                     .filter(|(_, &n)| n > 0)
-                    .map(|((seq, tokens, done), &n)| Part {
+                    .map(|((seq, tokens, done), &n)| SequenceChunk {
                         seq: &mut seq.step,
                         tokens: &tokens[*done..*done + n],
                         want_logits: *done + n == tokens.len(),
                     })
                     .collect();
-                M::Step::run_together(&self.0, &mut parts)?;
+                M::Sequence::run_together(&self.0, &mut parts)?;
                 drop(parts);
                 for ((seq, _, done), &n) in group.iter_mut().zip(&take) {
                     seq.step.inputs_mut().advance(&model, n);

@@ -14,13 +14,21 @@ mod cpu;
 // Used by the GPU backends only (a build without them has no device to drive).
 #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(dead_code))]
 mod device;
+mod device_inputs;
+#[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(dead_code))]
+pub mod device_plan;
 mod self_test;
+#[cfg(all(test, any(feature = "wgpu", feature = "cuda")))]
+pub(crate) mod step_kernel_checks;
 
 pub use cpu::CpuBackend;
 pub(crate) use cpu::CpuSequence;
 #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_imports))]
 pub(crate) use device::OnDevice;
-pub use device::{DeviceModel, DeviceSequence, Part, Stacked, StepOnDevice, DEFAULT_BATCH};
+pub use device::{
+    DeviceModel, DeviceSequence, SequenceChunk, Stacked, StepOnDevice, DEFAULT_BATCH,
+};
+pub use device_inputs::DeviceInputs;
 pub use self_test::self_test;
 
 use crate::error::{Error, Result};

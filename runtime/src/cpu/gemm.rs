@@ -17,41 +17,15 @@
 //! `pmaddubsw`/`pmaddwd` on AVX2; `sdot` by element or widening multiplies on NEON) of the
 //! group with the token's 4 (2) activations broadcast.
 
-use super::act::{ActBlock, ActBlock16};
-use super::kernels::SimdLevel;
+use super::kernels::TypeKernels;
+pub use super::panel::{Panel, PanelForm, PanelKernel};
+use super::simd::SimdLevel;
 use crate::quant::{scale_min_k4, GgmlType};
 use half::f16;
 use std::cell::RefCell;
 
 /// Elements per block of the panel (and of the activations).
 pub const BLOCK: usize = 32;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PanelForm {
-    U8,
-    I16,
-}
-
-/// A packed panel of `nr` rows × `blocks` blocks (see the module doc for the layouts).
-pub struct Panel<'a> {
-    pub nr: usize,
-    pub blocks: usize,
-    /// `[blocks, groups, nr]` words of 4 bytes: 4 u8 (U8 form, 8 groups) or 2 i16 (I16
-    /// form, 16 groups).
-    pub w: &'a [u32],
-    /// `[blocks, nr]`.
-    pub scale: &'a [f32],
-    /// `[blocks, nr]` (U8 form only).
-    pub min: &'a [f32],
-}
-
-/// A microkernel: `out[t, lane] = Σ_k weight(lane, k) · x(t, k)` for all `t` of the
-/// activations (`[t, blocks]`), `out` being `[t, nr]`.
-#[derive(Clone, Copy)]
-pub enum PanelKernel {
-    U8(fn(&Panel, &[ActBlock], &mut [f32])),
-    I16(fn(&Panel, &[ActBlock16], &mut [f32])),
-}
 
 /// Which panel kernel multiplies rows of `ty` at `level`, and its panel width.
 #[derive(Clone, Copy)]
@@ -65,16 +39,13 @@ impl PanelGemm {
     /// The panel GEMM for rows of `ty` at `level`, where one exists (AVX2, AVX-512 VNNI, NEON,
     /// NEON dotprod; Q4_0, Q4_K, Q8_0). Other types and levels use the row kernels token by token.
     pub fn for_type(ty: GgmlType, level: SimdLevel) -> Option<PanelGemm> {
-        if !SimdLevel::available().contains(&level) {
-            return None;
-        }
-        let form = match ty {
-            GgmlType::Q4_0 | GgmlType::Q4_K => PanelForm::U8,
-            GgmlType::Q8_0 => PanelForm::I16,
-            _ => return None,
-        };
-        let (nr, kernel) = super::kernels::panel_kernel(form, level)?;
+        let (nr, kernel) = TypeKernels::of(ty, level).panels?;
         Some(PanelGemm { nr, kernel, ty })
+    }
+
+    /// The panel GEMM of rows of `ty` by a panel kernel of `nr` rows.
+    pub fn new(ty: GgmlType, nr: usize, kernel: PanelKernel) -> PanelGemm {
+        PanelGemm { nr, kernel, ty }
     }
 
     pub fn form(&self) -> PanelForm {
@@ -278,68 +249,6 @@ fn unpack_q8_0(row: &[u8], b: usize, out: &mut [u32; 16]) -> (f32, f32, usize) {
         *word = lo | hi << 16;
     }
     (f16_at(block, 0), 0.0, 16)
-}
-
-/// What the microkernels read of an activation block.
-#[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64")),
-    allow(dead_code)
-)]
-pub(crate) trait PanelAct {
-    /// The block's quantized values as bytes (i8 or little-endian i16).
-    fn qs_bytes(&self) -> *const u8;
-    fn d(&self) -> f32;
-    fn dsum(&self) -> f32;
-}
-
-impl PanelAct for ActBlock {
-    fn qs_bytes(&self) -> *const u8 {
-        self.qs.as_ptr() as *const u8
-    }
-    fn d(&self) -> f32 {
-        self.d
-    }
-    fn dsum(&self) -> f32 {
-        self.dsum
-    }
-}
-
-impl PanelAct for ActBlock16 {
-    fn qs_bytes(&self) -> *const u8 {
-        self.qs.as_ptr() as *const u8
-    }
-    fn d(&self) -> f32 {
-        self.d
-    }
-    fn dsum(&self) -> f32 {
-        0.0
-    }
-}
-
-/// Checks every length the unsafe loops rely on; returns the token count.
-#[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64")),
-    allow(dead_code)
-)]
-pub(crate) fn check<A>(
-    p: &Panel,
-    groups: usize,
-    nr: usize,
-    acts: &[A],
-    out: &[f32],
-    min: bool,
-) -> usize {
-    assert_eq!(p.nr, nr, "panel width");
-    assert!(
-        p.w.len() >= p.blocks * groups * nr,
-        "panel weights too short"
-    );
-    assert!(p.scale.len() >= p.blocks * nr, "panel scales too short");
-    assert!(!min || p.min.len() >= p.blocks * nr, "panel mins too short");
-    assert_eq!(out.len() % nr, 0, "output tile width");
-    let t = out.len() / nr;
-    assert!(acts.len() >= t * p.blocks, "activations too short");
-    t
 }
 
 /// A thread's reusable panel and output tile.

@@ -7,13 +7,11 @@
 use super::act::{ActForms, ACT_BLOCK};
 pub use super::act::{ActivationBuffers, Activations};
 use super::gemm::{with_panel_buf, PanelGemm, PanelKernel};
-use super::kernels::{
-    group_kernel, row_dot, row_dot4, rows_dot4, GroupKernel, RowDot, RowDot4, RowsDot4, SimdLevel,
-};
+use super::kernels::{GroupKernel, RowDot, RowDot4, RowsDot4, SimdLevel, TypeKernels};
 use super::packed::{self, GROUP_ROWS};
 use super::path::Held;
-pub use super::path::{planned_paths, Path};
-use super::pool::{Disjoint, WorkerPool};
+pub use super::path::Path;
+use super::pool::{Disjoint, WorkerPool, TASKS_PER_THREAD};
 use crate::quant::{dequantize_row, GgmlType};
 
 /// A `[rows, cols]` row-major weight matrix of type `ty` inside a byte buffer.
@@ -23,17 +21,32 @@ pub struct WeightMatrix<'a> {
     pub rows: usize,
     pub cols: usize,
     pub data: &'a [u8],
-    kernel: Option<RowDot>,
-    /// Four tokens at once (prefill), where the type has such a kernel.
-    kernel4: Option<RowDot4>,
-    /// Panels of rows against many tokens (prefill), where the type has such a kernel.
-    gemm: Option<PanelGemm>,
-    /// Four rows at once against one token (decode), where the type has such a kernel.
-    rows4: Option<RowsDot4>,
-    /// The matrix repacked in groups of 8 rows and its kernel ([`packed`]; Q4_0, Q8_0, Q4_K and
-    /// Q6_K on x86, Q4_0 on NEON with dot products): used for decode (and for Q6_K's prefill)
-    /// and to pack the prefill panels, instead of `data`.
-    packed: Option<(&'a [u8], GroupKernel)>,
+    /// This type's kernels on this CPU, those the matrix's width allows.
+    kernels: TypeKernels,
+    /// The matrix repacked in groups of 8 rows for `kernels.groups` ([`packed`]; Q4_0, Q8_0,
+    /// Q4_K and Q6_K on x86, Q4_0 on NEON with dot products): used for decode (and for Q6_K's
+    /// prefill) and to pack the prefill panels, instead of `data`.
+    packed: Option<&'a [u8]>,
+}
+
+/// The path a matrix of `ty` with `cols` columns takes over each of `tokens` on `level`, as the
+/// CPU backend opens it (repacked where it repacks, unless `repack` is false): what
+/// `liger info --kernels` prints.
+pub fn planned_paths(
+    ty: GgmlType,
+    cols: usize,
+    level: SimdLevel,
+    repack: bool,
+    tokens: &[usize],
+) -> Vec<Path> {
+    let rows = GROUP_ROWS;
+    let data = vec![0u8; rows * (cols / ty.block_size()) * ty.type_size()];
+    let packed = vec![0u8; packed::packed_len(ty, rows, cols)];
+    let mut m = WeightMatrix::new(ty, rows, cols, &data, level);
+    if repack && WeightMatrix::repacks(ty, cols, level) {
+        m = m.with_packed(&packed, level);
+    }
+    tokens.iter().map(|&t| m.planned_path(t)).collect()
 }
 
 /// Fewest tokens for which packing panels pays off (the packing reads each row once).
@@ -43,32 +56,31 @@ const PANEL_MIN_TOKENS: usize = 16;
 const MAX_BLOCK: usize = 256;
 /// Rows per parallel task: enough work to amortize scheduling.
 const ROWS_PER_TASK: usize = 16;
-/// Tasks per thread of a matrix-vector product.
-pub(super) const TASKS_PER_THREAD: usize = 4;
 
 impl<'a> WeightMatrix<'a> {
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8], level: SimdLevel) -> Self {
-        let kernel =
-            row_dot(ty, level).filter(|k| matches!(k, RowDot::Float(_)) || cols % ACT_BLOCK == 0);
-        let kernel4 = row_dot4(ty, level).filter(|_| cols % ACT_BLOCK == 0);
-        let gemm = PanelGemm::for_type(ty, level).filter(|_| cols % ty.block_size() == 0);
-        let rows4 = rows_dot4(ty, level).filter(|_| cols % ACT_BLOCK == 0);
+        let mut kernels = TypeKernels::of(ty, level);
+        // The integer kernels read whole blocks of 32 activations; panels whole weight blocks.
+        let act_blocks = cols % ACT_BLOCK == 0;
+        kernels.row = kernels
+            .row
+            .filter(|k| matches!(k, RowDot::Float(_)) || act_blocks);
+        kernels.four_tokens = kernels.four_tokens.filter(|_| act_blocks);
+        kernels.four_rows = kernels.four_rows.filter(|_| act_blocks);
+        kernels.panels = kernels.panels.filter(|_| cols % ty.block_size() == 0);
         WeightMatrix {
             ty,
             rows,
             cols,
             data,
-            kernel,
-            kernel4,
-            gemm,
-            rows4,
+            kernels,
             packed: None,
         }
     }
 
     /// Whether rows of `ty` are repacked at load for `level` ([`packed::pack`]).
     pub fn repacks(ty: GgmlType, cols: usize, level: SimdLevel) -> bool {
-        packed::has_layout(ty, cols) && group_kernel(ty, level).is_some()
+        packed::has_layout(ty, cols) && TypeKernels::of(ty, level).groups.is_some()
     }
 
     /// This matrix with its repacked copy (`packed::packed_len` bytes), where `repacks`.
@@ -76,7 +88,7 @@ impl<'a> WeightMatrix<'a> {
         if Self::repacks(self.ty, self.cols, level)
             && data.len() == packed::packed_len(self.ty, self.rows, self.cols)
         {
-            self.packed = group_kernel(self.ty, level).map(|k| (data, k));
+            self.packed = Some(data);
         }
         self
     }
@@ -84,8 +96,9 @@ impl<'a> WeightMatrix<'a> {
     /// The forms of the activations this matrix's products over `t` tokens read.
     pub fn activation_forms(&self, t: usize) -> ActForms {
         // The group kernel runs unless panels do (Q4_0's prefill).
-        let groups = self.packed.is_some() && (t < PANEL_MIN_TOKENS || self.gemm.is_none());
-        ActForms::of(self.ty, groups)
+        let panels = self.kernels.panels.is_some();
+        let groups = self.packed.is_some() && (t < PANEL_MIN_TOKENS || !panels);
+        ActForms::of(&self.kernels, groups)
     }
 
     pub fn row_bytes(&self) -> usize {
@@ -107,7 +120,7 @@ impl<'a> WeightMatrix<'a> {
     #[inline]
     fn dot(&self, r: usize, x: &Activations, t: usize) -> f32 {
         let blocks = self.cols / ACT_BLOCK;
-        match self.kernel {
+        match self.kernels.row {
             Some(RowDot::Quant(f)) if x.q8.len() >= (t + 1) * blocks => {
                 f(self.row(r), &x.q8[t * blocks..(t + 1) * blocks])
             }
@@ -124,7 +137,7 @@ impl<'a> WeightMatrix<'a> {
     fn dot4(&self, r: usize, x: &Activations, j: usize) -> Option<[f32; 4]> {
         let b = self.cols / ACT_BLOCK;
         let rows = |k: usize| (j + k) * b..(j + k + 1) * b;
-        match self.kernel4? {
+        match self.kernels.four_tokens? {
             RowDot4::Quant(f) if x.q8.len() >= (j + 4) * b => Some(f(
                 self.row(r),
                 [
@@ -167,7 +180,7 @@ impl<'a> WeightMatrix<'a> {
     /// The four-row kernel usable on `x` for `t` tokens, if this matrix has one.
     fn rows4_for(&self, x: &Activations, t: usize) -> Option<RowsDot4> {
         let blocks = self.cols / ACT_BLOCK;
-        self.rows4.filter(|k| match k {
+        self.kernels.four_rows.filter(|k| match k {
             RowsDot4::Quant(_) => x.q8.len() >= t * blocks,
             RowsDot4::Quant16(_) => x.q16.len() >= t * blocks,
         })
@@ -176,7 +189,8 @@ impl<'a> WeightMatrix<'a> {
     /// The repacked rows and their kernel, if usable on `x` for `t` tokens.
     fn packed_for(&self, x: &Activations, t: usize) -> Option<(&'a [u8], GroupKernel)> {
         let need = t * (self.cols / ACT_BLOCK);
-        self.packed.filter(|(_, k)| match k {
+        let groups = self.packed.zip(self.kernels.groups);
+        groups.filter(|(_, k)| match k {
             GroupKernel::Quant(_) => x.q8.len() >= need,
             GroupKernel::Quant16(_) => x.q16.len() >= need,
         })
@@ -211,34 +225,34 @@ impl<'a> WeightMatrix<'a> {
     /// what a type lacks.
     fn choose(&self, t: usize, held: Held) -> Path {
         let has = |sixteen: bool| if sixteen { held.q16 } else { held.q8 };
-        let quantized_rows = !matches!(self.kernel, Some(RowDot::Float(_)));
+        let k = &self.kernels;
+        let quantized_rows = !matches!(k.row, Some(RowDot::Float(_)));
         if t > 1 && quantized_rows && held.none {
             return Path::Dequantized;
         }
-        let packed = self
-            .packed
-            .is_some_and(|(_, k)| has(matches!(k, GroupKernel::Quant16(_))));
-        let rows4 = self
-            .rows4
+        let packed = self.packed.is_some()
+            && k.groups
+                .is_some_and(|k| has(matches!(k, GroupKernel::Quant16(_))));
+        let rows4 = k
+            .four_rows
             .is_some_and(|k| has(matches!(k, RowsDot4::Quant16(_))));
         // Row stretches for one token, a few with a multi-row kernel, or any number with
         // groups and no panels (repacked Q6_K: its file rows are not read again).
-        if t == 1 || (t < PANEL_MIN_TOKENS && (rows4 || packed)) || (packed && self.gemm.is_none())
-        {
+        if t == 1 || (t < PANEL_MIN_TOKENS && (rows4 || packed)) || (packed && k.panels.is_none()) {
             return match (packed, rows4) {
                 (true, _) => Path::Groups,
                 (false, true) => Path::FourRows,
                 (false, false) => Path::OneRow,
             };
         }
-        let panels = self.gemm.is_some_and(|g| {
-            has(matches!(g.kernel, PanelKernel::I16(_))) && g.nr <= MAX_PANEL_ROWS
+        let panels = k.panels.is_some_and(|(nr, kernel)| {
+            has(matches!(kernel, PanelKernel::I16(_))) && nr <= MAX_PANEL_ROWS
         });
         if t >= PANEL_MIN_TOKENS && panels {
             return Path::Panels;
         }
-        let four = self
-            .kernel4
+        let four = k
+            .four_tokens
             .is_some_and(|k| has(matches!(k, RowDot4::Quant16(_))));
         if four {
             Path::FourTokens
@@ -468,9 +482,10 @@ impl WeightMatrix<'_> {
     /// `Y = X·Wᵀ` through packed panels of `gemm.nr` rows, one panel per task ([`Path::Panels`]:
     /// the matrix has panels and `x` the form they read).
     fn matmul_panels(&self, pool: &WorkerPool, x: &Activations, t: usize, y: &mut [f32]) {
-        let Some(gemm) = self.gemm else {
+        let Some((nr, kernel)) = self.kernels.panels else {
             return self.matmul_by_tokens(pool, x, t, y);
         };
+        let gemm = PanelGemm::new(self.ty, nr, kernel);
         let (rows, nr) = (self.rows, gemm.nr);
         // A task's panels span whole 64-byte lines of each output row where the rows allow
         // (two 8-row panels): tasks on different threads then do not write halves of the
@@ -503,7 +518,7 @@ impl WeightMatrix<'_> {
             }
             with_panel_buf(|buf| {
                 match self.packed {
-                    Some((data, _)) => gemm.pack_from_groups(data, blocks, rows, r0, buf),
+                    Some(data) => gemm.pack_from_groups(data, blocks, rows, r0, buf),
                     None => gemm.pack(&panel_rows[..lanes], blocks, buf),
                 }
                 let (panel, tile) = buf.split(nr, blocks, t);

@@ -15,7 +15,7 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 pub fn use_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        super::kernels::SimdLevel::detect() >= super::kernels::SimdLevel::Avx2
+        super::simd::SimdLevel::detect() >= super::simd::SimdLevel::Avx2
     }
     #[cfg(not(target_arch = "x86_64"))]
     false

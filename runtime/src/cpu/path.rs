@@ -1,13 +1,8 @@
-//! Which kernel runs a product: the paths a [`WeightMatrix`] product can take, chosen in one
-//! place ([`WeightMatrix::path`]), and what `liger info --kernels` prints of them.
+//! Which kernel runs a product: the paths a `WeightMatrix` product can take, chosen in one
+//! place (`WeightMatrix::path`), and what `liger info --kernels` prints of them.
 
-use super::kernels::SimdLevel;
-use super::linear::WeightMatrix;
-use super::packed::{self, GROUP_ROWS};
-use crate::quant::GgmlType;
-
-/// Which kernel a product runs over some tokens: [`WeightMatrix::path`] picks it (from the
-/// matrix's type, this CPU's kernels and the token count), [`WeightMatrix::matmul`] runs it.
+/// Which kernel a product runs over some tokens: `WeightMatrix::path` picks it (from the
+/// matrix's type, this CPU's kernels and the token count), `WeightMatrix::matmul` runs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Path {
     /// Each row dequantized once to f32 and dotted with every token (quantized rows, f32
@@ -42,30 +37,10 @@ impl Path {
     }
 
     /// Whether the path shares out stretches of rows, each against every token (decode): the
-    /// products of one input can then run in one parallel job ([`matmul_together`]).
+    /// products of one input can then run in one parallel job (`matmul_together`).
     pub(super) fn by_rows(self) -> bool {
         matches!(self, Path::Groups | Path::FourRows | Path::OneRow)
     }
-}
-
-/// The path a matrix of `ty` with `cols` columns takes over each of `tokens` on `level`, as the
-/// CPU backend opens it (repacked where it repacks, unless `repack` is false): what
-/// `liger info --kernels` prints.
-pub fn planned_paths(
-    ty: GgmlType,
-    cols: usize,
-    level: SimdLevel,
-    repack: bool,
-    tokens: &[usize],
-) -> Vec<Path> {
-    let rows = GROUP_ROWS;
-    let data = vec![0u8; rows * (cols / ty.block_size()) * ty.type_size()];
-    let packed = vec![0u8; packed::packed_len(ty, rows, cols)];
-    let mut m = WeightMatrix::new(ty, rows, cols, &data, level);
-    if repack && WeightMatrix::repacks(ty, cols, level) {
-        m = m.with_packed(&packed, level);
-    }
-    tokens.iter().map(|&t| m.planned_path(t)).collect()
 }
 
 /// Which activation forms a product has for its tokens.

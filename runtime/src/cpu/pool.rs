@@ -13,6 +13,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
+/// Tasks per thread of a job over rows (a matrix-vector product, a quantization): enough to
+/// even out threads that run at different speeds.
+pub const TASKS_PER_THREAD: usize = 4;
+
 /// Spin iterations before a waiting thread yields its core at each check (≈ microseconds).
 const SPINS_BEFORE_YIELD: u32 = 2_000;
 /// Yields before a worker sleeps (a yield on an idle core returns at once: ≈ tens of

@@ -14,9 +14,9 @@ mod step;
 pub use matrix::CudaMatrix;
 pub use step::{CudaModel, CudaSequence};
 
+use crate::backend::device_plan::Kernel;
 use crate::backend::{Backend, OnDevice};
 use crate::error::{Error, Result};
-use crate::model::device_plan::Kernel;
 use crate::model::Model;
 use crate::quant::planes::PLANE_TYPES;
 use crate::quant::GgmlType;

@@ -1,5 +1,5 @@
 //! The model step on a CUDA device: a [`CudaModel`] holds the uploaded weights and the step
-//! plan (`model::device_plan`, shared with wgpu); a [`CudaSequence`] one sequence's buffers on
+//! plan (`backend::device_plan`, shared with wgpu); a [`CudaSequence`] one sequence's buffers on
 //! its own stream. A step over a batch of T tokens is: copy their embedding rows, RoPE angles
 //! and the step words (position, window fill, T) to the device; queue the plan's kernels
 //! (`kernels/step.cu` and the products of `kernels/matvec.cu`); copy the last token's logits
@@ -10,13 +10,14 @@
 //! for it: the ops over every row once, each sequence's own ops on its rows and state.
 
 use super::{driver_error, CudaDevice, CudaMatrix};
-use crate::backend::{BackendKind, DeviceModel, Part, Stacked, StepOnDevice, STEP_ROWS};
-use crate::error::{Error, Result};
-use crate::model::device_plan::{
-    resolve, Activations, Buf, DeviceWeights, LayerBuffers, OpParams, PlanOp, SequenceBuffers,
-    StepPlan, StepWords, MAX_TOGETHER, THREADS,
+use crate::backend::device_plan::{
+    resolve, Buf, DeviceRows, DeviceWeights, KernelOp, KernelPlan, LayerBuffers, OpParams,
+    SequenceBuffers, StepWords, MAX_TOGETHER, THREADS,
 };
-use crate::model::{DeviceInputs, Model};
+use crate::backend::DeviceInputs;
+use crate::backend::{BackendKind, DeviceModel, SequenceChunk, Stacked, StepOnDevice, STEP_ROWS};
+use crate::error::{Error, Result};
+use crate::model::Model;
 use cudarc::driver::{
     sys, CudaGraph, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
 };
@@ -32,7 +33,7 @@ pub struct CudaModel {
     pub model: Arc<Model>,
     pub dev: CudaDevice,
     weights: DeviceWeights<CudaMatrix, CudaSlice<f32>>,
-    plan: StepPlan,
+    plan: KernelPlan,
     /// The stream and buffers of steps over several sequences, made on the first (one step at
     /// a time).
     together: Mutex<Option<CudaTogether>>,
@@ -43,7 +44,7 @@ pub struct CudaModel {
 /// over every row and of the LM head.
 struct CudaTogether {
     stream: Arc<CudaStream>,
-    rows: Activations<CudaSlice<f32>>,
+    rows: DeviceRows<CudaSlice<f32>>,
     all_rows: CudaSlice<u32>,
     head_rows: CudaSlice<u32>,
 }
@@ -54,7 +55,7 @@ const WORDS: usize = std::mem::size_of::<StepWords>() / 4;
 impl CudaModel {
     /// Uploads `model` to `dev`.
     pub fn new(dev: CudaDevice, model: Arc<Model>) -> Result<CudaModel> {
-        let plan = StepPlan::new(&model)?;
+        let plan = KernelPlan::new(&model)?;
         let weights = DeviceWeights::upload(
             &model,
             |w| CudaMatrix::upload(&dev, w.ty, w.rows, w.cols, w.data),
@@ -76,7 +77,7 @@ impl CudaModel {
     fn new_together(&self) -> Result<CudaTogether> {
         let stream = self.dev.ctx.new_stream().map_err(driver_error("stream"))?;
         let c = &self.model.config;
-        let rows = Activations::new(c, STEP_ROWS, MAX_TOGETHER, |_, n| {
+        let rows = DeviceRows::new(c, STEP_ROWS, MAX_TOGETHER, |_, n| {
             stream
                 .alloc_zeros::<f32>(n.max(1))
                 .map_err(driver_error("alloc"))
@@ -99,8 +100,8 @@ impl CudaModel {
     fn launch(
         &self,
         stream: &Arc<CudaStream>,
-        op: &PlanOp,
-        rows: &Activations<CudaSlice<f32>>,
+        op: &KernelOp,
+        rows: &DeviceRows<CudaSlice<f32>>,
         layers: Option<&LayerBuffers<CudaSlice<f32>>>,
         st: &CudaSlice<u32>,
         t_len: usize,
@@ -108,13 +109,13 @@ impl CudaModel {
         let dev = &self.dev;
         let buffer = |buf: Buf| resolve(&self.weights, rows, layers, buf);
         match op {
-            PlanOp::Product { matrix, x, y, .. } => {
+            KernelOp::Product { matrix, x, y, .. } => {
                 let (x, y) = (buffer(*x)?, buffer(*y)?);
                 self.weights
                     .matrix(*matrix)
                     .launch(dev, stream, x, y, t_len, st)
             }
-            PlanOp::Kernel {
+            KernelOp::Kernel {
                 kernel,
                 params,
                 buffers,
@@ -132,7 +133,7 @@ impl CudaModel {
                     shared_mem_bytes: 0,
                 };
                 // SAFETY: the plan passes each kernel the buffers its comment in step.cu names,
-                // in order, each sized for the rows of its activations (`Activations`), a
+                // in order, each sized for the rows of its activations (`DeviceRows`), a
                 // sequence's layers (`LayerBuffers`) or the model's shapes (`DeviceWeights`),
                 // and `st` holds words whose rows lie within them; the buffers are used on one
                 // stream at a time, in order, and the weights were uploaded and synchronized
@@ -224,7 +225,7 @@ impl CudaSequence {
         for op in self.g.plan.ops(want_logits) {
             let last_only = matches!(
                 op,
-                PlanOp::Product {
+                KernelOp::Product {
                     last_row_only: true,
                     ..
                 }
@@ -318,7 +319,10 @@ impl StepOnDevice for CudaSequence {
 
     /// On the model's own stream for such steps (each part's stream synchronized first: a
     /// batch without logits is not waited for), which is synchronized at the end.
-    fn run_together(g: &Arc<CudaModel>, parts: &mut [Part<'_, CudaSequence>]) -> Result<()> {
+    fn run_together(
+        g: &Arc<CudaModel>,
+        parts: &mut [SequenceChunk<'_, CudaSequence>],
+    ) -> Result<()> {
         let vocab = g.model.config.vocab_size;
         let mut together = g.together.lock().unwrap_or_else(|e| e.into_inner());
         if together.is_none() {
@@ -352,7 +356,7 @@ impl StepOnDevice for CudaSequence {
             if !op.per_sequence() {
                 let head = matches!(
                     op,
-                    PlanOp::Product {
+                    KernelOp::Product {
                         last_row_only: true,
                         ..
                     }
@@ -404,7 +408,7 @@ impl StepOnDevice for CudaSequence {
 }
 
 impl DeviceModel for CudaModel {
-    type Step = CudaSequence;
+    type Sequence = CudaSequence;
     const KIND: BackendKind = BackendKind::Cuda;
     fn model(&self) -> &Arc<Model> {
         &self.model

@@ -1,5 +1,5 @@
 //! NVRTC compiles every kernel (CI, without a GPU: `LIGER_REQUIRE_NVRTC` makes a missing NVRTC
-//! fail), and each product kernel and each step kernel (`model::step_kernel_checks`) against
+//! fail), and each product kernel and each step kernel (`backend::step_kernel_checks`) against
 //! the CPU reference on random data (a CUDA device:
 //! skipped with a printed reason without one, failed where `LIGER_REQUIRE_CUDA` is set).
 
@@ -7,8 +7,8 @@ use super::{
     compile, compile_with, driver_error, nvrtc_present, step_kernels, CudaDevice, CudaMatrix,
     SOURCES,
 };
-use crate::model::device_plan::{Kernel, OpParams, THREADS};
-use crate::model::step_kernel_checks::every_step_kernel_matches_the_cpu;
+use crate::backend::device_plan::{Kernel, OpParams, THREADS};
+use crate::backend::step_kernel_checks::every_step_kernel_matches_the_cpu;
 use crate::quant::planes::PLANE_TYPES;
 use crate::quant::{dequantize, quantize, GgmlType};
 use crate::testing::{assert_products, values};
@@ -136,7 +136,7 @@ fn run_step_kernel(
     dev: &CudaDevice,
     kernel: Kernel,
     params: &OpParams,
-    st: crate::model::device_plan::StepWords,
+    st: crate::backend::device_plan::StepWords,
     blocks: usize,
     buffers: &[Vec<f32>],
 ) -> crate::Result<Vec<Vec<f32>>> {

@@ -1,5 +1,5 @@
 //! The model step on the GPU through wgpu: a [`GpuModel`] holds the uploaded weights, the
-//! compiled pipelines and the step plan (`model::device_plan`, shared with CUDA); a
+//! compiled pipelines and the step plan (`backend::device_plan`, shared with CUDA); a
 //! [`GpuSequence`] holds one sequence's buffers and the plan recorded once as dispatches over
 //! them, so a step over a batch of T tokens is: write their embedding rows, RoPE angles, the
 //! position and T; encode the dispatches into one compute pass; read the last token's logits
@@ -12,13 +12,14 @@
 
 use super::matvec::MatvecCall;
 use super::{GpuContext, GpuMatrix, MatvecPipelines};
-use crate::backend::{BackendKind, DeviceModel, Part, Stacked, StepOnDevice, STEP_ROWS};
-use crate::error::Result;
-use crate::model::device_plan::{
-    resolve, Activations, Buf, DeviceWeights, Grid, Kernel, LayerBuffers, PlanOp, SequenceBuffers,
-    StepPlan, StepWords, MAX_TOGETHER, THREADS,
+use crate::backend::device_plan::{
+    resolve, Buf, DeviceRows, DeviceWeights, Grid, Kernel, KernelOp, KernelPlan, LayerBuffers,
+    SequenceBuffers, StepWords, MAX_TOGETHER, THREADS,
 };
-use crate::model::{DeviceInputs, Model};
+use crate::backend::DeviceInputs;
+use crate::backend::{BackendKind, DeviceModel, SequenceChunk, Stacked, StepOnDevice, STEP_ROWS};
+use crate::error::Result;
+use crate::model::Model;
 use std::sync::{Arc, Mutex};
 
 const SHADER: &str = include_str!("../../../shaders/step.wgsl");
@@ -34,7 +35,7 @@ pub struct GpuModel {
     /// The pipelines of `step.wgsl`, in [`Kernel::ALL`]'s order (layouts from the shader).
     pipelines: Vec<wgpu::ComputePipeline>,
     weights: DeviceWeights<GpuMatrix, wgpu::Buffer>,
-    plan: StepPlan,
+    plan: KernelPlan,
     /// The buffers of steps over several sequences, made on the first (one step at a time).
     together: Mutex<Option<GpuTogether>>,
 }
@@ -43,7 +44,7 @@ pub struct GpuModel {
 /// [`MAX_TOGETHER`] sequences), the step words of the ops over every row and of the LM head,
 /// those ops recorded over them (`None` at a sequence's own ops), and the logits' readback.
 struct GpuTogether {
-    rows: Activations<wgpu::Buffer>,
+    rows: DeviceRows<wgpu::Buffer>,
     all_rows: wgpu::Buffer,
     head_rows: wgpu::Buffer,
     dispatches: Vec<Option<Dispatch>>,
@@ -60,7 +61,7 @@ fn floats(ctx: &GpuContext, label: &str, v: &[f32]) -> wgpu::Buffer {
 impl GpuModel {
     /// Uploads `model` to the device of `ctx`.
     pub fn new(ctx: GpuContext, model: Arc<Model>) -> Result<GpuModel> {
-        let plan = StepPlan::new(&model)?;
+        let plan = KernelPlan::new(&model)?;
         let weights = DeviceWeights::upload(
             &model,
             |w| GpuMatrix::upload(&ctx, w.ty, w.rows, w.cols, w.data),
@@ -98,7 +99,7 @@ impl GpuModel {
         let ctx = &self.ctx;
         let c = &self.model.config;
         let capacity = self.rows_within_grid(STEP_ROWS);
-        let rows = Activations::new(c, capacity, MAX_TOGETHER, |label, n| {
+        let rows = DeviceRows::new(c, capacity, MAX_TOGETHER, |label, n| {
             Ok(ctx.upload(label, &vec![0u8; n * 4], STORAGE))
         })?;
         let words = || ctx.upload("step", &[0u8; WORDS_BYTES], wgpu::BufferUsages::UNIFORM);
@@ -208,11 +209,11 @@ impl Dispatch {
 /// product.
 fn record(
     g: &GpuModel,
-    rows: &Activations<wgpu::Buffer>,
+    rows: &DeviceRows<wgpu::Buffer>,
     layers: Option<&LayerBuffers<wgpu::Buffer>>,
     step_words: &wgpu::Buffer,
     head_words: &wgpu::Buffer,
-    keep: impl Fn(&PlanOp) -> bool,
+    keep: impl Fn(&KernelOp) -> bool,
 ) -> Result<Vec<Option<Dispatch>>> {
     let ctx = &g.ctx;
     let mut list = Vec::with_capacity(g.plan.ops.len());
@@ -223,7 +224,7 @@ fn record(
             continue;
         }
         list.push(Some(match op {
-            PlanOp::Product {
+            KernelOp::Product {
                 matrix,
                 x,
                 y,
@@ -242,7 +243,7 @@ fn record(
                 )?,
                 last_only: *last_row_only,
             },
-            PlanOp::Kernel {
+            KernelOp::Kernel {
                 kernel,
                 params,
                 buffers: bound,
@@ -371,7 +372,7 @@ impl StepOnDevice for GpuSequence {
 
     /// One submission: the stacked rows and every part's words written; the ops over every
     /// row once, each part's own ops on its rows; the logits rows read back.
-    fn run_together(g: &Arc<GpuModel>, parts: &mut [Part<'_, GpuSequence>]) -> Result<()> {
+    fn run_together(g: &Arc<GpuModel>, parts: &mut [SequenceChunk<'_, GpuSequence>]) -> Result<()> {
         let ctx = &g.ctx;
         let vocab = g.model.config.vocab_size;
         let mut together = g.together.lock().unwrap_or_else(|e| e.into_inner());
@@ -386,7 +387,14 @@ impl StepOnDevice for GpuSequence {
             if seq.together.is_none() {
                 let layers = Some(&seq.buffers.layers);
                 let words = &seq.step_params;
-                let own = record(g, &shared.rows, layers, words, words, PlanOp::per_sequence)?;
+                let own = record(
+                    g,
+                    &shared.rows,
+                    layers,
+                    words,
+                    words,
+                    KernelOp::per_sequence,
+                )?;
                 seq.together = Some(own);
             }
         }
@@ -456,7 +464,7 @@ impl StepOnDevice for GpuSequence {
 }
 
 impl DeviceModel for GpuModel {
-    type Step = GpuSequence;
+    type Sequence = GpuSequence;
     const KIND: BackendKind = BackendKind::Wgpu;
     fn model(&self) -> &Arc<Model> {
         &self.model
@@ -476,6 +484,6 @@ impl DeviceModel for GpuModel {
 }
 
 /// A sequence's own op that was not recorded (a bug, not bad input).
-fn unrecorded(op: &PlanOp) -> crate::error::Error {
+fn unrecorded(op: &KernelOp) -> crate::error::Error {
     crate::error::Error::Unsupported(format!("no dispatch recorded for {op:?}"))
 }

@@ -1,12 +1,12 @@
 //! Every shader against the CPU reference on random data (the matvec products here, the step
-//! kernels through `model::step_kernel_checks`). Without an adapter these tests are
+//! kernels through `backend::step_kernel_checks`). Without an adapter these tests are
 //! skipped with a printed reason — except in CI (`CI` or `LIGER_REQUIRE_GPU` set), where they
 //! fail: CI installs lavapipe.
 
 use super::step::{bind_all, step_pipelines};
 use super::{GpuContext, GpuMatrix, MatvecPipelines};
-use crate::model::device_plan::{Kernel, OpParams};
-use crate::model::step_kernel_checks::every_step_kernel_matches_the_cpu;
+use crate::backend::device_plan::{Kernel, OpParams};
+use crate::backend::step_kernel_checks::every_step_kernel_matches_the_cpu;
 use crate::quant::{dequantize, quantize, GgmlType};
 use crate::testing::{assert_products, values};
 
@@ -66,7 +66,7 @@ fn run_step_kernel(
     ctx: &GpuContext,
     kernel: Kernel,
     params: &OpParams,
-    st: crate::model::device_plan::StepWords,
+    st: crate::backend::device_plan::StepWords,
     blocks: usize,
     buffers: &[Vec<f32>],
 ) -> crate::Result<Vec<Vec<f32>>> {

@@ -1,28 +1,18 @@
 //! A loaded liger model: config, weights read in place from the mapped file, tokenizer, and
 //! the CPU thread pool its steps run on.
 
-mod chunkwise;
-mod device_inputs;
-#[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(dead_code))]
-pub mod device_plan;
-mod mixer;
-mod recurrence;
+pub mod plan;
 pub mod rope;
 mod state;
-mod step;
-#[cfg(all(test, any(feature = "wgpu", feature = "cuda")))]
-pub(crate) mod step_kernel_checks;
 
-pub use device_inputs::DeviceInputs;
 pub use state::SequenceState;
-pub(crate) use step::{forward, Scratch, Segment};
 
 use crate::config::LigerConfig;
 use crate::constraint::GrammarEngine;
-use crate::cpu::kernels::SimdLevel;
 use crate::cpu::linear::WeightMatrix;
 use crate::cpu::packed;
 use crate::cpu::pool::WorkerPool;
+use crate::cpu::simd::SimdLevel;
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::layout::tensor_specs;
@@ -42,6 +32,25 @@ pub(crate) struct MatrixRef {
     /// Its slot in [`Model::packed`] where the CPU kernels read it repacked (see
     /// `cpu::packed`); the copy is made when a CPU backend first opens the model.
     packed: Option<usize>,
+}
+
+/// A weight matrix as the file holds it, whatever runs it: `[rows, cols]` of `ty`, row-major
+/// ggml blocks (a GPU backend repacks these; the CPU wraps them in its `WeightMatrix`).
+#[derive(Clone, Copy, Debug)]
+pub struct MatrixView<'a> {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: &'a [u8],
+}
+
+impl MatrixView<'_> {
+    /// Row `r` as f32 into `out` (`cols` long).
+    pub fn dequantize_row_into(&self, r: usize, out: &mut [f32]) {
+        let n = self.data.len() / self.rows.max(1);
+        // Lengths were validated when the model was loaded.
+        let _ = crate::quant::dequantize_row(self.ty, &self.data[r * n..(r + 1) * n], out);
+    }
 }
 
 pub(crate) struct LayerWeights {
@@ -68,6 +77,37 @@ pub(crate) struct Weights {
 }
 
 impl Weights {
+    /// The matrix a product names.
+    pub(crate) fn matrix(&self, m: plan::Matrix) -> &MatrixRef {
+        match m {
+            plan::Matrix::Layer(l, i) => {
+                let lw = &self.layers[l];
+                [
+                    &lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.w_gate, &lw.w_up, &lw.w_down,
+                ][i]
+            }
+            plan::Matrix::Output => &self.output,
+        }
+    }
+
+    /// The weight vector an op names (`None` for an activation or a state, or a missing
+    /// bias).
+    pub(crate) fn vector(&self, buf: plan::Buf) -> Option<&[f32]> {
+        use plan::{Buf, Projection};
+        let layer = |l: usize| self.layers.get(l);
+        match buf {
+            Buf::AttnNorm(l) => layer(l).map(|lw| &lw.attn_norm[..]),
+            Buf::FfnNorm(l) => layer(l).map(|lw| &lw.ffn_norm[..]),
+            Buf::Bias(l, p) => layer(l).and_then(|lw| match p {
+                Projection::Q => lw.bq.as_deref(),
+                Projection::K => lw.bk.as_deref(),
+                Projection::V => lw.bv.as_deref(),
+            }),
+            Buf::OutputNorm => Some(&self.output_norm),
+            _ => None,
+        }
+    }
+
     /// The product matrices of every layer, then the LM head.
     fn products(&self) -> impl Iterator<Item = MatrixRef> + '_ {
         self.layers
@@ -265,8 +305,18 @@ impl Model {
         })
     }
 
+    /// A matrix as the file holds it.
+    pub(crate) fn matrix_view(&self, m: &MatrixRef) -> MatrixView<'_> {
+        MatrixView {
+            ty: m.ty,
+            rows: m.rows,
+            cols: m.cols,
+            data: &self.file.bytes()[m.offset..m.offset + m.n_bytes],
+        }
+    }
+
     pub(crate) fn matrix(&self, m: &MatrixRef) -> WeightMatrix<'_> {
-        let data = &self.file.bytes()[m.offset..m.offset + m.n_bytes];
+        let data = self.matrix_view(m).data;
         let w = WeightMatrix::new(m.ty, m.rows, m.cols, data, self.simd);
         match (m.packed, self.packed.get()) {
             (Some(i), Some(packed)) => w.with_packed(&packed[i], self.simd),

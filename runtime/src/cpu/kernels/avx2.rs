@@ -1,7 +1,7 @@
 //! AVX2 + FMA + F16C kernels. The `pub fn`s are only handed out by [`super::row_dot`] after
 //! run-time detection found these features.
 
-use crate::cpu::act::{ActBlock, ActBlock16};
+use crate::cpu::act_blocks::{ActBlock, ActBlock16};
 use crate::quant::{scale_min_k4, BlockQ4K, BlockQ6K};
 use std::arch::x86_64::*;
 
@@ -647,7 +647,7 @@ rows4_over_tokens!(
     /// AVX2/FMA/F16C.
     rows4_q8_0 => rows4_q8_0_impl, ActBlock16);
 
-/// [`crate::cpu::act::quantize_activations`] with AVX2, bit for bit: per block of 32, `d =
+/// [`crate::cpu::act_blocks::quantize_activations`] with AVX2, bit for bit: per block of 32, `d =
 /// max|x|/127`, `q = x·(1/d)` rounded to nearest even (`cvtps2dq` under the default rounding
 /// mode, as the portable code's magic-number rounding), the half sums from the i32 values;
 /// blocks with NaN, ±∞ or a subnormal scale go through the portable loop. Only called after
@@ -670,7 +670,7 @@ pub(crate) unsafe fn quantize_activations(x: &[f32], out: &mut [ActBlock]) {
         if _mm256_movemask_ps(nan) != 0 || !amax.is_finite() || !id.is_finite() {
             // NaN, ±∞ or a subnormal scale (whose inverse overflows): the portable loop's
             // saturating casts define those blocks' bits (and keep the sums from overflowing).
-            crate::cpu::act::quantize_activations_portable(xs, std::slice::from_mut(b));
+            crate::cpu::act_blocks::quantize_activations_portable(xs, std::slice::from_mut(b));
             continue;
         }
         let id = _mm256_set1_ps(id);

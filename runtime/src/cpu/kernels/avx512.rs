@@ -2,7 +2,7 @@
 //! block types. Only handed out by [`super::row_dot`] after run-time detection.
 
 use super::avx2::{dot_blocks, dot_q8_0_a16, prefetch_distance, scales4, unpack_q4_0_unsigned};
-use crate::cpu::act::{ActBlock, ActBlock16};
+use crate::cpu::act_blocks::{ActBlock, ActBlock16};
 use std::arch::x86_64::*;
 
 /// 32 unsigned bytes · 32 signed bytes → 8 i32 partial sums with one `vpdpbusd`.

@@ -5,8 +5,8 @@
 //! widening multiplies of the group broadcast; I16 form: widening multiplies of 16-bit pairs.
 
 use super::neon::sdot_lane;
-use crate::cpu::act::{ActBlock, ActBlock16};
-use crate::cpu::gemm::{check, Panel, PanelAct};
+use crate::cpu::act_blocks::{ActBlock, ActBlock16};
+use crate::cpu::panel::{check, Panel, PanelAct};
 use std::arch::aarch64::*;
 
 /// Rows per panel, and tokens per register tile (4 × (2 integer + 2 float) accumulators, the

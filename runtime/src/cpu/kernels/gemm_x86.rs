@@ -2,8 +2,8 @@
 //! weight row, a tile of tokens at a time sharing each loaded weight group. AVX-512 VNNI: 16 rows
 //! per panel (`vpdpbusd` / `vpdpwssd`); AVX2: 8 rows (`pmaddubsw`+`pmaddwd` / `pmaddwd`).
 
-use crate::cpu::act::{ActBlock, ActBlock16};
-use crate::cpu::gemm::{check, Panel, PanelAct};
+use crate::cpu::act_blocks::{ActBlock, ActBlock16};
+use crate::cpu::panel::{check, Panel, PanelAct};
 use std::arch::x86_64::*;
 
 /// Tokens per register tile: 8 on AVX-512 (32 registers hold 8 integer and 8 float

@@ -54,88 +54,46 @@ pub mod packed_neon;
 pub mod packed_x86;
 pub mod scalar;
 
-use super::act::{ActBlock, ActBlock16, BroadcastBlock, BroadcastBlock16};
+use super::act_blocks::{ActBlock, ActBlock16, BroadcastBlock, BroadcastBlock16};
+use super::panel::{PanelForm, PanelKernel};
+pub use super::simd::SimdLevel;
 use crate::quant::GgmlType;
-use std::sync::OnceLock;
 
-/// An instruction-set level with its kernels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum SimdLevel {
-    Scalar,
-    Avx2,
-    /// AVX-512 F/BW/VL with VNNI (`vpdpbusd`).
-    Avx512Vnni,
-    /// AArch64 Advanced SIMD (part of the baseline).
-    Neon,
-    /// NEON with the dot-product extension (`sdot`).
-    NeonDotprod,
+/// Every kernel this CPU has for rows of one weight type at one SIMD level — ggml's
+/// `type_traits_cpu`: a product of that type picks among them by its token count
+/// (`WeightMatrix::path`). A level this CPU lacks gets only the scalar row kernel.
+#[derive(Clone, Copy, Default)]
+pub struct TypeKernels {
+    /// One row against one token's activations (every type the products support).
+    pub row: Option<RowDot>,
+    /// One row against four tokens' at once (prefill).
+    pub four_tokens: Option<RowDot4>,
+    /// Four rows at once against every token's (decode).
+    pub four_rows: Option<RowsDot4>,
+    /// A group of 8 rows repacked at load (`cpu::packed`) against every token's.
+    pub groups: Option<GroupKernel>,
+    /// A panel of rows against tiles of tokens (prefill): its width (rows) and kernel.
+    pub panels: Option<(usize, PanelKernel)>,
 }
 
-impl SimdLevel {
-    pub fn name(self) -> &'static str {
-        match self {
-            SimdLevel::Scalar => "scalar",
-            SimdLevel::Avx2 => "avx2",
-            SimdLevel::Avx512Vnni => "avx512-vnni",
-            SimdLevel::Neon => "neon",
-            SimdLevel::NeonDotprod => "neon-dotprod",
+impl TypeKernels {
+    /// The kernels of rows of `ty` at `level`.
+    pub fn of(ty: GgmlType, level: SimdLevel) -> TypeKernels {
+        let form = match ty {
+            GgmlType::Q4_0 | GgmlType::Q4_K => Some(PanelForm::U8),
+            GgmlType::Q8_0 => Some(PanelForm::I16),
+            _ => None,
+        };
+        let available = SimdLevel::available().contains(&level);
+        TypeKernels {
+            row: row_dot(ty, level),
+            four_tokens: row_dot4(ty, level),
+            four_rows: rows_dot4(ty, level),
+            groups: group_kernel(ty, level),
+            panels: form
+                .filter(|_| available)
+                .and_then(|form| panel_kernel(form, level)),
         }
-    }
-
-    /// Every level this CPU can run, lowest first (detected once).
-    pub fn available() -> &'static [SimdLevel] {
-        static LEVELS: OnceLock<Vec<SimdLevel>> = OnceLock::new();
-        LEVELS.get_or_init(Self::detect_levels)
-    }
-
-    #[cfg_attr(
-        not(any(target_arch = "x86_64", target_arch = "aarch64")),
-        allow(unused_mut)
-    )]
-    fn detect_levels() -> Vec<SimdLevel> {
-        let mut out = vec![SimdLevel::Scalar];
-        #[cfg(target_arch = "aarch64")]
-        {
-            out.push(SimdLevel::Neon);
-            if std::arch::is_aarch64_feature_detected!("dotprod") {
-                out.push(SimdLevel::NeonDotprod);
-            }
-        }
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c")
-            {
-                out.push(SimdLevel::Avx2);
-                if is_x86_feature_detected!("avx512f")
-                    && is_x86_feature_detected!("avx512bw")
-                    && is_x86_feature_detected!("avx512vl")
-                    && is_x86_feature_detected!("avx512vnni")
-                {
-                    out.push(SimdLevel::Avx512Vnni);
-                }
-            }
-        }
-        out
-    }
-
-    /// The best available level, or the one `LIGER_SIMD` names (scalar, avx2, avx512-vnni,
-    /// neon, neon-dotprod) if this CPU has it.
-    pub fn detect() -> SimdLevel {
-        static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
-        *LEVEL.get_or_init(|| {
-            let available = Self::available();
-            let best = *available.last().unwrap_or(&SimdLevel::Scalar);
-            match std::env::var("LIGER_SIMD") {
-                Ok(want) => available
-                    .iter()
-                    .copied()
-                    .find(|l| l.name() == want)
-                    .unwrap_or(best),
-                Err(_) => best,
-            }
-        })
     }
 }
 
@@ -321,13 +279,10 @@ pub fn group_kernel(ty: GgmlType, level: SimdLevel) -> Option<GroupKernel> {
 }
 
 /// The panel microkernel of `form` at `level` and its panel width (rows), where one exists.
-pub fn panel_kernel(
-    form: crate::cpu::gemm::PanelForm,
-    level: SimdLevel,
-) -> Option<(usize, crate::cpu::gemm::PanelKernel)> {
+pub fn panel_kernel(form: PanelForm, level: SimdLevel) -> Option<(usize, PanelKernel)> {
     #[cfg(target_arch = "x86_64")]
     {
-        use crate::cpu::gemm::{PanelForm::*, PanelKernel};
+        use PanelForm::*;
         return match (form, level) {
             (U8, SimdLevel::Avx512Vnni) => Some((16, PanelKernel::U8(gemm_x86::u8_avx512))),
             (I16, SimdLevel::Avx512Vnni) => Some((16, PanelKernel::I16(gemm_x86::i16_avx512))),
@@ -338,7 +293,7 @@ pub fn panel_kernel(
     }
     #[cfg(target_arch = "aarch64")]
     {
-        use crate::cpu::gemm::{PanelForm::*, PanelKernel};
+        use PanelForm::*;
         return match (form, level) {
             (U8, SimdLevel::NeonDotprod) => Some((8, PanelKernel::U8(gemm_neon::u8_dotprod))),
             (U8, SimdLevel::Neon) => Some((8, PanelKernel::U8(gemm_neon::u8_neon))),

@@ -3,7 +3,7 @@
 //! intrinsics are not stable in Rust yet, so that one instruction is inline assembly.
 //! f16 → f32 (`fcvtl`) is inline assembly too: Rust's `float16x4_t` is not stable either.
 
-use crate::cpu::act::{ActBlock, ActBlock16};
+use crate::cpu::act_blocks::{ActBlock, ActBlock16};
 use half::f16;
 use std::arch::aarch64::*;
 

@@ -6,7 +6,7 @@
 //! 16 `sdot` per block and token for 8 rows, no horizontal sums, no per-row unpacking.
 
 use super::neon::{f16x8_to_f32, sdot_lane};
-use crate::cpu::act::{ActBlock, BroadcastBlock};
+use crate::cpu::act_blocks::{ActBlock, BroadcastBlock};
 use crate::cpu::packed::GROUP_BLOCK_BYTES;
 use std::arch::aarch64::*;
 

@@ -16,7 +16,7 @@
 //! groups summed in i16, then `pmaddwd` by the rows' 16-element scales; the `−32` offset as
 //! `32·Σ scale·Σa` from the activation block's half sums (one `pmaddwd`).
 
-use crate::cpu::act::{ActBlock, ActBlock16, BroadcastBlock, BroadcastBlock16};
+use crate::cpu::act_blocks::{ActBlock, ActBlock16, BroadcastBlock, BroadcastBlock16};
 use crate::cpu::packed::{
     GROUP_BLOCK_BYTES, Q4K_GROUP_SUPER_BYTES, Q4K_NIBBLES_AT, Q6K_GROUP_CHUNK_BYTES,
     Q6K_GROUP_SUPER_BYTES, Q8_0_GROUP_BLOCK_BYTES,

@@ -1,7 +1,7 @@
 //! Scalar reference kernels: the oracle for every SIMD kernel. Integer parts of the quantized
 //! dots are exact; each block's integer sum is scaled in f32.
 
-use crate::cpu::act::{ActBlock, ActBlock16};
+use crate::cpu::act_blocks::{ActBlock, ActBlock16};
 use crate::quant::{bf16_to_f32, scale_min_k4, BlockQ4K, BlockQ4_0, BlockQ6K, BlockQ8_0, QK_K};
 use half::f16;
 

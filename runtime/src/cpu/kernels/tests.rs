@@ -341,7 +341,9 @@ fn four_row_kernels_match_the_single_row_reference() {
 #[test]
 fn repacked_group_kernels_match_the_single_row_reference() {
     use super::{group_kernel, GroupKernel};
-    use crate::cpu::act::{broadcast_groups, broadcast_pairs, BroadcastBlock, BroadcastBlock16};
+    use crate::cpu::act_blocks::{
+        broadcast_groups, broadcast_pairs, BroadcastBlock, BroadcastBlock16,
+    };
     use crate::cpu::packed::{group_bytes, pack, packed_len};
     let mut rng = Rand(777);
     let mut tested = 0;

@@ -76,7 +76,7 @@ pub(crate) struct LayerMixer<'a> {
 
 /// Where one sequence's rows sit among a step's stacked rows, and its window.
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Span {
+pub(crate) struct ChunkRows {
     /// First row and row count (its tokens in this step).
     pub row0: usize,
     pub n: usize,
@@ -95,7 +95,7 @@ pub(crate) struct StateViews<'a> {
 }
 
 impl<'a> StateViews<'a> {
-    pub(crate) fn new(state: &'a mut super::SequenceState) -> StateViews<'a> {
+    pub(crate) fn new(state: &'a mut crate::model::SequenceState) -> StateViews<'a> {
         StateViews {
             recurrent: Disjoint::new(&mut state.recurrent),
             keys: Disjoint::new(&mut state.window_keys),
@@ -106,12 +106,12 @@ impl<'a> StateViews<'a> {
 
 /// One layer's mixer over a step of several sequences: their rows stacked in the activations
 /// ([R, ·], R = Σ n), each with its own state. A task is (sequence s, head): it sees sequence
-/// s's rows through [`BatchMixer::segment`].
+/// s's rows through [`BatchMixer::sequence`].
 pub(crate) struct BatchMixer<'a> {
     pub c: &'a LigerConfig,
     pub layer: usize,
     /// [S]
-    pub spans: &'a [Span],
+    pub spans: &'a [ChunkRows],
     pub views: &'a [StateViews<'a>],
     /// [R, H·d], [R, Hkv·d], [R, Hkv·d], [R, H·d], [R, H·d]
     pub q: Disjoint<'a, f32>,
@@ -130,12 +130,12 @@ pub(crate) struct BatchMixer<'a> {
 
 impl BatchMixer<'_> {
     /// Sequence `s`'s rows, state and scratch as one layer's mixer.
-    pub(crate) fn segment(&self, s: usize) -> LayerMixer<'_> {
+    pub(crate) fn sequence(&self, s: usize) -> LayerMixer<'_> {
         let c = self.c;
         let (d, w, l) = (c.head_dim, c.window as usize, self.layer);
         let (hd, kv) = (c.n_heads * d, c.n_kv_heads * d);
-        let layer_state = c.n_kv_heads * super::SequenceState::per_head(c);
-        let Span { row0, n, .. } = self.spans[s];
+        let layer_state = c.n_kv_heads * crate::model::SequenceState::per_head(c);
+        let ChunkRows { row0, n, .. } = self.spans[s];
         let rows = |width: usize| row0 * width..(row0 + n) * width;
         let view = &self.views[s];
         let scores = c.n_heads * (w + 1);
@@ -164,19 +164,19 @@ impl BatchMixer<'_> {
     /// then the windows.
     pub(crate) fn run(&self, pool: &crate::cpu::pool::WorkerPool) {
         let hkv = self.c.n_kv_heads;
-        let segments = self.spans.len();
+        let sequences = self.spans.len();
         // The recurrent tasks first (the longest), then the window's: the pool hands tasks out
         // in order, so the short ones fill in beside the long ones.
-        let recurrent = segments * hkv;
+        let recurrent = sequences * hkv;
         pool.run(
-            recurrent + segments * hkv,
+            recurrent + sequences * hkv,
             &|i| match i.checked_sub(recurrent) {
-                None => run_kv_head(&self.segment(i / hkv), i % hkv),
-                Some(i) => run_swa_group(&self.segment(i / hkv), i % hkv),
+                None => run_kv_head(&self.sequence(i / hkv), i % hkv),
+                Some(i) => run_swa_group(&self.sequence(i / hkv), i % hkv),
             },
         );
-        for s in 0..segments {
-            self.segment(s).update_window();
+        for s in 0..sequences {
+            self.sequence(s).update_window();
         }
     }
 }
@@ -287,7 +287,7 @@ impl LayerMixer<'_> {
     #[inline(always)]
     fn run_kv_head_body(&self, j: usize) {
         let c = self.c;
-        let per_head = super::SequenceState::per_head(c);
+        let per_head = crate::model::SequenceState::per_head(c);
         // SAFETY: task j only touches KV head j's columns of k, v and the state, the columns
         // of its own query heads of q and o_rec, and its own scratch (the window's tasks
         // beside it read only the RoPE'd copies and the ring, and write y); no two slices

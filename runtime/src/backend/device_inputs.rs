@@ -3,8 +3,8 @@
 //! logits read back, and a sequence's state split per layer for readback and upload.
 
 use super::device_plan::StepWords;
-use super::{rope, Model, SequenceState};
 use crate::error::Result;
+use crate::model::{rope, Model, SequenceState};
 
 /// The host side of one GPU sequence (see [`crate::backend::DeviceSequence`]).
 pub struct DeviceInputs {
@@ -91,7 +91,7 @@ impl DeviceInputs {
         angles: &mut [f32],
     ) {
         let (hidden, d) = (model.config.hidden, model.config.head_dim);
-        let embd = model.matrix(&model.weights.token_embd);
+        let embd = model.matrix_view(&model.weights.token_embd);
         for (t, &token) in tokens.iter().enumerate() {
             embd.dequantize_row_into(token as usize, &mut rows[t * hidden..(t + 1) * hidden]);
             rope::angles(self.pos + t, &model.inv_freq, &mut self.cos, &mut self.sin);

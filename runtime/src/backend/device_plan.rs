@@ -1,18 +1,20 @@
-//! The GPU step written once: the ops of one model step over a batch of T tokens, in order,
-//! over named buffers, with their kernels' parameters, built from the model. Both GPU backends
-//! run this plan — wgpu records it once per sequence as bind groups, CUDA queues it (or replays
-//! it as a captured graph) — each mapping a [`Kernel`] to its pipeline or kernel of the same
-//! name (`shaders/step.wgsl`, `kernels/step.cu`) and a product to its matvec. The weights and a
-//! sequence's buffers are laid out here too ([`DeviceWeights`], [`SequenceBuffers`]), so a
-//! backend only allocates, uploads and launches.
+//! The step plan ([`crate::model::plan`]) lowered to the GPU backends' kernels: each op of
+//! the model's step becomes the kernel launches and matvecs that compute it, over the same
+//! named buffers, with the kernels' parameters. Both GPU backends run this list — wgpu records
+//! it once per sequence as bind groups, CUDA queues it (or replays it as a captured graph) —
+//! each mapping a [`Kernel`] to its pipeline or kernel of the same name (`shaders/step.wgsl`,
+//! `kernels/step.cu`) and a product to its matvec. The weights and a sequence's buffers are
+//! laid out here too ([`DeviceWeights`], [`SequenceBuffers`]), so a backend only allocates,
+//! uploads and launches.
 //!
 //! Shapes: D hidden, F ffn, H heads, Hkv KV heads, d head dim, W window, M GSA slots, V vocab,
 //! T tokens of the batch (1 when decoding).
 
-use super::{MatrixRef, Model, SequenceState};
 use crate::config::{LigerConfig, Variant};
-use crate::cpu::linear::WeightMatrix;
 use crate::error::{Error, Result};
+pub use crate::model::plan::{Buf, Matrix, Projection, LAYER_MATRICES};
+use crate::model::plan::{Op, StepPlan};
+use crate::model::{MatrixRef, MatrixView, Model, SequenceState};
 
 /// Threads per workgroup (wgpu) or block (CUDA) of the step kernels: the largest head dim,
 /// window and GSA slot count they take.
@@ -54,7 +56,7 @@ const _: () = assert!(std::mem::size_of::<OpParams>() == 64);
 /// written per step: [position of the first token, valid window entries before it, the
 /// sequence's first row in the activations, T (its rows), the row its logits go to, 0, 0, 0].
 /// One sequence alone has first row 0 and logits row 0; in a step over several, an op over
-/// every row reads T = all the rows, and a sequence's own ops ([`PlanOp::per_sequence`])
+/// every row reads T = all the rows, and a sequence's own ops ([`KernelOp::per_sequence`])
 /// its own words.
 pub type StepWords = [u32; 8];
 
@@ -109,48 +111,6 @@ impl Kernel {
     }
 }
 
-/// A sequence's buffers and the model's f32 weights, as a step op names them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Buf {
-    /// Activations of the batch: x, the residual stream [T, D]; h, normed [T, D]; q [T, H·d];
-    /// k, v [T, Hkv·d]; o_rec (recurrent readout) and y (window attention, then the mix)
-    /// [T, H·d]; proj, a product into D [T, D]; gate, up [T, F].
-    X,
-    H,
-    Q,
-    K,
-    V,
-    ORec,
-    Y,
-    Proj,
-    Gate,
-    Up,
-    /// The last token's logits [V] (in a step over several sequences, [S, V]: each
-    /// sequence's at its logits row).
-    Logits,
-    /// Per token [cos (d/2), sin (d/2)] of its position [T, d].
-    Rope,
-    /// Layer l's recurrent state: [Hkv, d, d] (GLA, HGRN2) or [Hkv, 2·d·M] (GSA: keys K d×M,
-    /// values V M×d).
-    State(usize),
-    /// Layer l's window ring of RoPE'd keys / values [W, Hkv·d].
-    RingKeys(usize),
-    RingValues(usize),
-    /// Weights: layer l's norms [D], its q / k / v biases [H·d] / [Hkv·d], the final norm [D].
-    AttnNorm(usize),
-    FfnNorm(usize),
-    Bias(usize, Projection),
-    OutputNorm,
-}
-
-/// The front-end projections that may have a bias.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Projection {
-    Q = 0,
-    K = 1,
-    V = 2,
-}
-
 /// The activation buffers, with their labels and element counts for a batch of `batch`
 /// tokens and the logits of `logit_rows` sequences.
 fn activations(
@@ -175,18 +135,6 @@ fn activations(
     ]
 }
 
-/// A weight matrix as a product names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Matrix {
-    /// Layer l's: 0 q, 1 k, 2 v, 3 o, 4 gate, 5 up, 6 down ([`LAYER_MATRICES`]).
-    Layer(usize, usize),
-    /// The LM head [V, D] (or the tied embedding).
-    Output,
-}
-
-/// The order of a layer's matrices in [`Matrix::Layer`].
-pub const LAYER_MATRICES: [&str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
-
 /// Blocks (workgroups) of a kernel launch, for a batch of T tokens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Grid {
@@ -210,7 +158,7 @@ impl Grid {
 
 /// One op of the step.
 #[derive(Clone, Debug, PartialEq)]
-pub enum PlanOp {
+pub enum KernelOp {
     /// `kernel(params, st, buffers…)` over `grid` blocks of [`THREADS`].
     Kernel {
         kernel: Kernel,
@@ -227,14 +175,14 @@ pub enum PlanOp {
     },
 }
 
-impl PlanOp {
+impl KernelOp {
     /// Whether the op reads a sequence's own state, window ring or position — run once per
     /// sequence in a step over several, on its rows with its step words — rather than only
     /// rows (once over all of them). The final norm is one: it picks the sequence's last row.
     pub fn per_sequence(&self) -> bool {
         match self {
-            PlanOp::Product { .. } => false,
-            PlanOp::Kernel { kernel, params, .. } => match kernel {
+            KernelOp::Product { .. } => false,
+            KernelOp::Kernel { kernel, params, .. } => match kernel {
                 Kernel::Recurrence | Kernel::RecurrenceGsa | Kernel::Swa | Kernel::RingWrite => {
                     true
                 }
@@ -246,22 +194,18 @@ impl PlanOp {
 }
 
 /// The ops of one step, in order.
-pub struct StepPlan {
-    pub ops: Vec<PlanOp>,
+pub struct KernelPlan {
+    pub ops: Vec<KernelOp>,
     /// Ops from here on (the final norm and the LM head) run only when logits are wanted.
     pub head_from: usize,
 }
 
-impl StepPlan {
-    /// The step of `model` (the kernels' limits checked first).
-    pub fn new(model: &Model) -> Result<StepPlan> {
+impl KernelPlan {
+    /// The step of `model` ([`StepPlan`]) as kernels (their limits checked first).
+    pub fn new(model: &Model) -> Result<KernelPlan> {
         let c = &model.config;
         check_limits(c)?;
-        let (d, kv, hd) = (
-            c.head_dim,
-            c.n_kv_heads * c.head_dim,
-            c.n_heads * c.head_dim,
-        );
+        let d = c.head_dim;
         let base = OpParams {
             kv_heads: c.n_kv_heads as u32,
             head_dim: d as u32,
@@ -275,127 +219,20 @@ impl StepPlan {
             slots: c.gsa_slots as u32,
             ..OpParams::default()
         };
+        let step = StepPlan::new(model);
         let mut ops = Vec::new();
-        let kernel = |kernel, params, buffers: &[Buf], grid| PlanOp::Kernel {
-            kernel,
-            params,
-            buffers: buffers.to_vec(),
-            grid,
-        };
-        let elements = |n: usize| OpParams {
-            elements: n as u32,
-            ..base
-        };
-        let product = |matrix, x, y| PlanOp::Product {
-            matrix,
-            x,
-            y,
-            last_row_only: false,
-        };
-        // b2 x [T, D], b3 weight [D] → b4 h [T, D].
-        let norm_rows = |weight| {
-            let op = Kernel::RmsNorm;
-            kernel(
-                op,
-                elements(c.hidden),
-                &[Buf::X, weight, Buf::H],
-                Grid::PerToken(1),
-            )
-        };
-        let residual = || {
-            let p = elements(c.hidden);
-            kernel(
-                Kernel::Add,
-                p,
-                &[Buf::X, Buf::Proj],
-                Grid::Elements(c.hidden),
-            )
-        };
-        for (l, lw) in model.weights.layers.iter().enumerate() {
-            ops.push(norm_rows(Buf::AttnNorm(l)));
-            let front = [
-                (Projection::Q, Buf::Q, hd, lw.bq.is_some()),
-                (Projection::K, Buf::K, kv, lw.bk.is_some()),
-                (Projection::V, Buf::V, kv, lw.bv.is_some()),
-            ];
-            for (i, (projection, out, n, has_bias)) in front.into_iter().enumerate() {
-                ops.push(product(Matrix::Layer(l, i), Buf::H, out));
-                if has_bias {
-                    let p = OpParams {
-                        broadcast: 1,
-                        ..elements(n)
-                    };
-                    let bias = Buf::Bias(l, projection);
-                    ops.push(kernel(Kernel::Add, p, &[out, bias], Grid::Elements(n)));
-                }
+        let mut head_from = 0;
+        for (i, op) in step.ops.iter().enumerate() {
+            if i == step.head_from {
+                head_from = ops.len();
             }
-            // Recurrent branch on the raw q, k (state, k, v, q → o_rec).
-            let recurrence = match c.variant {
-                Variant::Gsa => Kernel::RecurrenceGsa,
-                _ => Kernel::Recurrence,
-            };
-            let state = [Buf::State(l), Buf::K, Buf::V, Buf::Q, Buf::ORec];
-            ops.push(kernel(recurrence, base, &state, Grid::Fixed(c.n_kv_heads)));
-            // Window branch on RoPE'd q, k.
-            for (buf, heads) in [(Buf::Q, c.n_heads), (Buf::K, c.n_kv_heads)] {
-                let p = OpParams {
-                    heads: heads as u32,
-                    ..base
-                };
-                let grid = Grid::Elements(heads * d / 2);
-                ops.push(kernel(Kernel::Rope, p, &[buf, Buf::Rope], grid));
-            }
-            let (ring_k, ring_v) = (Buf::RingKeys(l), Buf::RingValues(l));
-            let window = [Buf::Q, Buf::K, Buf::V, ring_k, ring_v, Buf::Y];
-            ops.push(kernel(
-                Kernel::Swa,
-                base,
-                &window,
-                Grid::PerToken(c.n_heads),
-            ));
-            let ring = [Buf::K, Buf::V, ring_k, ring_v];
-            ops.push(kernel(
-                Kernel::RingWrite,
-                elements(kv),
-                &ring,
-                Grid::Elements(kv),
-            ));
-            let mix = [Buf::Y, Buf::ORec];
-            ops.push(kernel(Kernel::Mix, elements(hd), &mix, Grid::Elements(hd)));
-            ops.push(product(Matrix::Layer(l, 3), Buf::Y, Buf::Proj));
-            ops.push(residual());
-            // SwiGLU MLP.
-            ops.push(norm_rows(Buf::FfnNorm(l)));
-            ops.push(product(Matrix::Layer(l, 4), Buf::H, Buf::Gate));
-            ops.push(product(Matrix::Layer(l, 5), Buf::H, Buf::Up));
-            let swiglu = [Buf::Gate, Buf::Up];
-            ops.push(kernel(
-                Kernel::Swiglu,
-                elements(c.ffn),
-                &swiglu,
-                Grid::Elements(c.ffn),
-            ));
-            ops.push(product(Matrix::Layer(l, 6), Buf::Gate, Buf::Proj));
-            ops.push(residual());
+            lower(c, &base, op, &mut ops);
         }
-        let head_from = ops.len();
-        let last = OpParams {
-            last_row: 1,
-            ..elements(c.hidden)
-        };
-        let final_norm = [Buf::X, Buf::OutputNorm, Buf::H];
-        ops.push(kernel(Kernel::RmsNorm, last, &final_norm, Grid::Fixed(1)));
-        ops.push(PlanOp::Product {
-            matrix: Matrix::Output,
-            x: Buf::H,
-            y: Buf::Logits,
-            last_row_only: true,
-        });
-        Ok(StepPlan { ops, head_from })
+        Ok(KernelPlan { ops, head_from })
     }
 
     /// The ops of a batch: all of them with logits, else those before the head.
-    pub fn ops(&self, want_logits: bool) -> &[PlanOp] {
+    pub fn ops(&self, want_logits: bool) -> &[KernelOp] {
         if want_logits {
             &self.ops
         } else {
@@ -415,16 +252,111 @@ fn check_limits(c: &LigerConfig) -> Result<()> {
     Ok(())
 }
 
+/// The kernels of one step op, appended to `ops`.
+fn lower(c: &LigerConfig, base: &OpParams, op: &Op, ops: &mut Vec<KernelOp>) {
+    let mut kernel = |kernel, params, buffers: &[Buf], grid| {
+        ops.push(KernelOp::Kernel {
+            kernel,
+            params,
+            buffers: buffers.to_vec(),
+            grid,
+        })
+    };
+    // Values per row of a row buffer.
+    let width = |b: Buf| b.width(c).unwrap_or(0);
+    let elements = |b: Buf| OpParams {
+        elements: width(b) as u32,
+        ..*base
+    };
+    match *op {
+        // x [T, D], weight [D] → out [T, D]: a block per row.
+        Op::RmsNorm { x, weight, out } => kernel(
+            Kernel::RmsNorm,
+            elements(x),
+            &[x, weight, out],
+            Grid::PerToken(1),
+        ),
+        Op::AddBias { out, bias } => {
+            let p = OpParams {
+                broadcast: 1,
+                ..elements(out)
+            };
+            kernel(Kernel::Add, p, &[out, bias], Grid::Elements(width(out)))
+        }
+        // Recurrent branch on the raw q, k (state, k, v, q → o_rec), then the window branch on
+        // q, k RoPE'd in place (q, k, v, ring → y), then the ring update.
+        Op::TokenMixer { layer } => {
+            let recurrence = match c.variant {
+                Variant::Gsa => Kernel::RecurrenceGsa,
+                _ => Kernel::Recurrence,
+            };
+            let state = [Buf::State(layer), Buf::K, Buf::V, Buf::Q, Buf::ORec];
+            kernel(recurrence, *base, &state, Grid::Fixed(c.n_kv_heads));
+            for (buf, heads) in [(Buf::Q, c.n_heads), (Buf::K, c.n_kv_heads)] {
+                let p = OpParams {
+                    heads: heads as u32,
+                    ..*base
+                };
+                let grid = Grid::Elements(heads * c.head_dim / 2);
+                kernel(Kernel::Rope, p, &[buf, Buf::Rope], grid);
+            }
+            let (ring_k, ring_v) = (Buf::RingKeys(layer), Buf::RingValues(layer));
+            let window = [Buf::Q, Buf::K, Buf::V, ring_k, ring_v, Buf::Y];
+            kernel(Kernel::Swa, *base, &window, Grid::PerToken(c.n_heads));
+            let ring = [Buf::K, Buf::V, ring_k, ring_v];
+            kernel(
+                Kernel::RingWrite,
+                elements(Buf::K),
+                &ring,
+                Grid::Elements(width(Buf::K)),
+            );
+        }
+        Op::Mix { window, recurrent } => {
+            let grid = Grid::Elements(width(window));
+            kernel(Kernel::Mix, elements(window), &[window, recurrent], grid)
+        }
+        Op::Add { x, y } => kernel(Kernel::Add, elements(x), &[x, y], Grid::Elements(width(x))),
+        Op::Swiglu { gate, up } => {
+            let grid = Grid::Elements(width(gate));
+            kernel(Kernel::Swiglu, elements(gate), &[gate, up], grid)
+        }
+        Op::OutputNorm => {
+            let p = OpParams {
+                last_row: 1,
+                ..elements(Buf::X)
+            };
+            let buffers = [Buf::X, Buf::OutputNorm, Buf::H];
+            kernel(Kernel::RmsNorm, p, &buffers, Grid::Fixed(1))
+        }
+        Op::Products { x, ref outputs } => {
+            for &(matrix, y) in outputs {
+                ops.push(KernelOp::Product {
+                    matrix,
+                    x,
+                    y,
+                    last_row_only: false,
+                });
+            }
+        }
+        Op::Logits => ops.push(KernelOp::Product {
+            matrix: Matrix::Output,
+            x: Buf::H,
+            y: Buf::Logits,
+            last_row_only: true,
+        }),
+    }
+}
+
 /// A model's weights on a device: matrices `M` (a backend's repacked planes) and f32
 /// vectors `F` (norms, biases). The token embedding stays in the mapped file (one row per
 /// token is uploaded).
 pub struct DeviceWeights<M, F> {
-    layers: Vec<LayerWeights<M, F>>,
+    layers: Vec<DeviceLayer<M, F>>,
     output_norm: F,
     output: M,
 }
 
-struct LayerWeights<M, F> {
+struct DeviceLayer<M, F> {
     attn_norm: F,
     ffn_norm: F,
     /// q, k, v, o, gate, up, down ([`LAYER_MATRICES`]).
@@ -437,10 +369,10 @@ impl<M, F> DeviceWeights<M, F> {
     /// `floats`.
     pub fn upload(
         model: &Model,
-        mut matrix: impl FnMut(WeightMatrix<'_>) -> Result<M>,
+        mut matrix: impl FnMut(MatrixView<'_>) -> Result<M>,
         mut floats: impl FnMut(&[f32]) -> Result<F>,
     ) -> Result<DeviceWeights<M, F>> {
-        let mut upload = |m: &MatrixRef| matrix(model.matrix(m));
+        let mut upload = |m: &MatrixRef| matrix(model.matrix_view(m));
         let w = &model.weights;
         let mut layers = Vec::with_capacity(w.layers.len());
         for lw in &w.layers {
@@ -450,7 +382,7 @@ impl<M, F> DeviceWeights<M, F> {
                     *slot = Some(floats(b)?);
                 }
             }
-            layers.push(LayerWeights {
+            layers.push(DeviceLayer {
                 attn_norm: floats(&lw.attn_norm)?,
                 ffn_norm: floats(&lw.ffn_norm)?,
                 matrices: [
@@ -501,9 +433,9 @@ impl<M, F> DeviceWeights<M, F> {
 
 /// The activations of a step on a device (`B`): a sequence's own for batches of up to
 /// `rows` tokens, or those a step over several sequences shares.
-pub struct Activations<B>(Vec<(Buf, B)>);
+pub struct DeviceRows<B>(Vec<(Buf, B)>);
 
-impl<B> Activations<B> {
+impl<B> DeviceRows<B> {
     /// Allocates every activation buffer (zeroed) through `alloc(label, f32 count)` for up to
     /// `rows` token rows and the logits of `logit_rows` sequences.
     pub fn new(
@@ -511,12 +443,12 @@ impl<B> Activations<B> {
         rows: usize,
         logit_rows: usize,
         mut alloc: impl FnMut(&'static str, usize) -> Result<B>,
-    ) -> Result<Activations<B>> {
+    ) -> Result<DeviceRows<B>> {
         let mut made = Vec::with_capacity(12);
         for (buf, label, n) in activations(c, rows, logit_rows) {
             made.push((buf, alloc(label, n)?));
         }
-        Ok(Activations(made))
+        Ok(DeviceRows(made))
     }
 
     /// An activation buffer (`None` for a layer's or the model's).
@@ -582,7 +514,7 @@ impl<B> LayerBuffers<B> {
 /// One sequence's buffers on a device (`B`): its activations for batches of up to `batch`
 /// tokens, and per layer the recurrent state and the window ring.
 pub struct SequenceBuffers<B> {
-    pub rows: Activations<B>,
+    pub rows: DeviceRows<B>,
     pub layers: LayerBuffers<B>,
 }
 
@@ -594,7 +526,7 @@ impl<B> SequenceBuffers<B> {
         mut alloc: impl FnMut(&'static str, usize) -> Result<B>,
     ) -> Result<SequenceBuffers<B>> {
         Ok(SequenceBuffers {
-            rows: Activations::new(c, batch, 1, &mut alloc)?,
+            rows: DeviceRows::new(c, batch, 1, &mut alloc)?,
             layers: LayerBuffers::new(c, &mut alloc)?,
         })
     }
@@ -604,7 +536,7 @@ impl<B> SequenceBuffers<B> {
 /// step's ops over every row, which name none), or a weight vector of the model's.
 pub fn resolve<'a, M, B>(
     weights: &'a DeviceWeights<M, B>,
-    rows: &'a Activations<B>,
+    rows: &'a DeviceRows<B>,
     layers: Option<&'a LayerBuffers<B>>,
     buf: Buf,
 ) -> Result<&'a B> {

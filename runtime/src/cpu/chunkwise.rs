@@ -164,7 +164,7 @@ fn vec_zero(v: &mut [f32]) -> &mut [f32] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::recurrence::{gla_update, hgrn2_update, softmax_readout};
+    use crate::cpu::recurrence::{gla_update, hgrn2_update, softmax_readout};
     use crate::testing::values;
 
     /// Token loop and chunked form over `len` tokens from the same state: outputs [len, d]

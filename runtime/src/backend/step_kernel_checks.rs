@@ -6,9 +6,10 @@
 //! logit.
 
 use super::device_plan::{Grid, Kernel, OpParams, StepWords, THREADS};
-use super::{recurrence, rope};
 use crate::cpu::ops::{adaptive_avg_pool, rms_norm, silu, softmax};
+use crate::cpu::recurrence;
 use crate::error::Result;
+use crate::model::rope;
 use crate::testing::values;
 
 /// Runs one kernel on a device: `buffers` uploaded as b2.., `params` as its `Op`, `st` as the
