@@ -159,24 +159,27 @@ fn a_backend_not_compiled_in_or_absent_is_a_clear_error() {
 #[test]
 fn only_a_cpu_backend_makes_the_repacked_copies() {
     use liger::cpu::linear::WeightMatrix;
+    use liger::cpu::model::CpuModel;
     let dir = tempfile::tempdir().unwrap();
     let case = fixtures().join("liger").join("liger_gla");
     let path = convert_case(&case, "q4_0", dir.path());
     let file_bytes = std::fs::metadata(&path).unwrap().len();
     let model = Arc::new(Model::load(path, &ModelOptions::default()).unwrap());
-    assert_eq!(model.repacked_bytes(), 0, "repacked at load");
     for kind in [BackendKind::Wgpu, BackendKind::Cuda] {
-        if kind.compiled_in() && backend::open(kind, &model).is_ok() {
-            assert_eq!(
-                model.repacked_bytes(),
-                0,
-                "{} repacked for the CPU",
+        if !kind.compiled_in() {
+            continue;
+        }
+        if let Ok(gpu) = backend::open(kind, &model) {
+            assert_eq!(gpu.backend.repacked_bytes(), 0, "{}", kind.name());
+            assert!(
+                CpuModel::existing(&model).is_none(),
+                "{} made a CPU model (threads, repacked copies)",
                 kind.name()
             );
         }
     }
     let cpu = backend::open(BackendKind::Cpu, &model).unwrap().backend;
-    let bytes = model.repacked_bytes();
+    let bytes = cpu.repacked_bytes();
     if WeightMatrix::repacks(liger::GgmlType::Q4_0, model.config.hidden, model.simd) {
         // Every product matrix (the embedding is only gathered, and is not tied here); no
         // layout is more than 3 % larger than the file's.
@@ -188,9 +191,9 @@ fn only_a_cpu_backend_makes_the_repacked_copies() {
         assert_eq!(bytes, 0, "repacked for {}", model.simd.name());
     }
     let again = backend::open(BackendKind::Cpu, &model).unwrap().backend;
-    assert_eq!(
-        model.repacked_bytes(),
-        bytes,
+    let shared = CpuModel::existing(&model).expect("the CPU backend's model");
+    assert!(
+        Arc::ptr_eq(&shared, &CpuModel::shared(&model).unwrap()) && again.repacked_bytes() == bytes,
         "a second CPU backend repacked again"
     );
     let mut s = Session::on(&again, DecodeMode::Window).unwrap();

@@ -426,3 +426,36 @@ fn state_and_memory_stay_fixed_over_100k_tokens() {
         "resident memory grew by {growth} bytes over 100k tokens"
     );
 }
+
+/// Once its buffers exist, a decode step allocates nothing on the calling thread: the step
+/// plan, the scratch rows and the activation blocks are reused token after token — on every
+/// variant's mixer, repacked, in-place and float weights, past the window's wrap-around.
+#[test]
+fn a_decode_step_allocates_nothing() {
+    use liger_tests::alloc::peak_during;
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("liger_gla", "q4_0"),
+        ("liger_gsa", "q8_0"),
+        ("liger_hgrn2", "f16"),
+        ("liger_qwen2_gla", "f32"),
+    ];
+    for (name, ty) in cases {
+        let path = convert_case(&fixtures().join("liger").join(name), ty, dir.path());
+        let model = load(&path);
+        let vocab = model.config.vocab_size as u32;
+        let mut session = Session::new(Arc::clone(&model), DecodeMode::Window);
+        session.feed(&[1, 2, 3]).unwrap();
+        // The first decode step grows the buffers of one token.
+        session.feed(&[4]).unwrap();
+        for i in 0..100u32 {
+            let token = (5 + 7 * i) % vocab;
+            let (fed, peak) = peak_during(|| session.feed(&[token]).map(|_| ()));
+            fed.unwrap();
+            assert_eq!(
+                peak, 0,
+                "{name} {ty}: decode step {i} allocated {peak} bytes"
+            );
+        }
+    }
+}

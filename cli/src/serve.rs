@@ -389,6 +389,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let scheduler_state = Arc::new(SchedulerState::default());
     let metrics = Arc::new(Metrics::default());
     let backend_name = backend.describe();
+    let repacked_mib = backend.repacked_bytes() >> 20;
     let scheduler = Scheduler {
         model: Arc::clone(&model),
         backend,
@@ -425,7 +426,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         std::fs::metadata(&args.model.model)
             .map(|m| m.len() >> 20)
             .unwrap_or(0),
-        model.repacked_bytes() >> 20,
+        repacked_mib,
         state_bytes as f64 / (1 << 20) as f64,
         args.cache
     );

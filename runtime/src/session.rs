@@ -3,7 +3,7 @@
 //! number of tokens fed.
 
 pub use crate::backend::DecodeMode;
-use crate::backend::{Backend, CpuBackend, CpuSequence, Sequence};
+use crate::backend::{Backend, CpuBackend, Sequence};
 use crate::error::{Error, Result};
 use crate::model::{Model, SequenceState};
 use std::sync::Arc;
@@ -38,10 +38,10 @@ pub struct Session {
 impl Session {
     /// A session on the CPU.
     pub fn new(model: Arc<Model>, mode: DecodeMode) -> Session {
-        let backend: Arc<dyn Backend> = Arc::new(CpuBackend::new(Arc::clone(&model)));
+        let cpu = CpuBackend::new(model);
         Session {
-            sequence: Box::new(CpuSequence::new(model, mode)),
-            backend,
+            sequence: Box::new(cpu.sequence(mode)),
+            backend: Arc::new(cpu),
         }
     }
 

@@ -6,7 +6,7 @@
 
 use super::DecodeMode;
 use super::DeviceInputs;
-use super::{share_rows, Backend, BackendKind, Sequence};
+use super::{Backend, BackendKind, Sequence};
 use crate::backend::device_plan::{StepWords, MAX_TOGETHER};
 use crate::error::{Error, Result};
 use crate::model::{Model, SequenceState};
@@ -249,7 +249,7 @@ impl<M: DeviceModel> Backend for OnDevice<M> {
     }
 
     /// Up to [`MAX_TOGETHER`] sequences at a time in steps of at most
-    /// [`DeviceModel::together_rows`] rows, shared by [`share_rows`]: a decoding sequence gets
+    /// [`DeviceModel::together_rows`] rows ([`super::run_steps`]): a decoding sequence gets
     /// its token in every step, prompts the rest. Every sequence is checked before any runs.
     fn feed_many(&self, work: &mut [(&mut dyn Sequence, &[u32])]) -> Result<()> {
         if work.len() < 2 {
@@ -273,41 +273,35 @@ impl<M: DeviceModel> Backend for OnDevice<M> {
                 })?;
             super::check_vocabulary(&model, tokens)
                 .map_err(|e| Error::InvalidArgument(format!("sequence #{i}: {e}")))?;
-            sequences.push((seq, *tokens, 0usize));
+            sequences.push((seq, *tokens));
         }
-        for (seq, tokens, _) in sequences.iter_mut().filter(|s| !s.1.is_empty()) {
+        for (seq, tokens) in sequences.iter_mut().filter(|s| !s.1.is_empty()) {
             let hf_compat = seq.mode == DecodeMode::HfCompat;
             seq.step
                 .inputs_mut()
                 .start_call(&model, tokens, hf_compat)?;
         }
         let budget = self.0.together_rows();
-        let (mut left, mut take) = (Vec::new(), Vec::new());
         for group in sequences.chunks_mut(MAX_TOGETHER) {
-            loop {
-                left.clear();
-                left.extend(group.iter().map(|(_, t, done)| t.len() - done));
-                if left.iter().all(|&l| l == 0) {
-                    break;
-                }
-                share_rows(&left, budget, &mut take);
-                let mut parts: Vec<SequenceChunk<'_, M::Sequence>> = group
+            let lengths: Vec<usize> = group.iter().map(|(_, tokens)| tokens.len()).collect();
+            super::run_steps(&lengths, budget, |done, take| {
+                let mut chunks: Vec<SequenceChunk<'_, M::Sequence>> = group
                     .iter_mut()
-                    .zip(&take)
-                    .filter(|(_, &n)| n > 0)
-                    .map(|((seq, tokens, done), &n)| SequenceChunk {
+                    .zip(done.iter().zip(take))
+                    .filter(|(_, (_, &n))| n > 0)
+                    .map(|((seq, tokens), (&done, &n))| SequenceChunk {
                         seq: &mut seq.step,
-                        tokens: &tokens[*done..*done + n],
-                        want_logits: *done + n == tokens.len(),
+                        tokens: &tokens[done..done + n],
+                        want_logits: done + n == tokens.len(),
                     })
                     .collect();
-                M::Sequence::run_together(&self.0, &mut parts)?;
-                drop(parts);
-                for ((seq, _, done), &n) in group.iter_mut().zip(&take) {
+                M::Sequence::run_together(&self.0, &mut chunks)?;
+                drop(chunks);
+                for ((seq, _), &n) in group.iter_mut().zip(take) {
                     seq.step.inputs_mut().advance(&model, n);
-                    *done += n;
                 }
-            }
+                Ok(())
+            })?;
         }
         Ok(())
     }

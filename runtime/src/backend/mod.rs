@@ -22,7 +22,6 @@ mod self_test;
 pub(crate) mod step_kernel_checks;
 
 pub use cpu::CpuBackend;
-pub(crate) use cpu::CpuSequence;
 #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_imports))]
 pub(crate) use device::OnDevice;
 pub use device::{
@@ -130,6 +129,11 @@ pub trait Backend: Send + Sync {
     fn new_sequence(&self, mode: DecodeMode) -> Result<Box<dyn Sequence>>;
     /// Bytes of weight matrices one decode step reads (every layer's and the LM head).
     fn weight_bytes_per_token(&self) -> u64;
+    /// Bytes of weights it copied into host memory (the CPU's repacked matrices; a GPU's live
+    /// on the device).
+    fn repacked_bytes(&self) -> u64 {
+        0
+    }
     /// The device's measured copy bandwidth in bytes/s (read + write), where it has one to
     /// measure (GPUs).
     fn copy_bandwidth(&self) -> Result<Option<f64>> {
@@ -163,6 +167,30 @@ pub fn share_rows(left: &[usize], budget: usize, take: &mut Vec<usize>) {
         let more = (l - *t).min(spare);
         *t += more;
         spare -= more;
+    }
+}
+
+/// The one scheduler of a step over several sequences, for every backend: `step(done, take)`
+/// runs one step in which sequence i takes its tokens `done[i] .. done[i] + take[i]` (as
+/// [`share_rows`] shares at most `budget` rows), until each has taken all of its `lengths[i]`.
+pub(crate) fn run_steps(
+    lengths: &[usize],
+    budget: usize,
+    mut step: impl FnMut(&[usize], &[usize]) -> Result<()>,
+) -> Result<()> {
+    let mut done = vec![0; lengths.len()];
+    let (mut left, mut take) = (Vec::new(), Vec::new());
+    loop {
+        left.clear();
+        left.extend(lengths.iter().zip(&done).map(|(n, d)| n - d));
+        if left.iter().all(|&l| l == 0) {
+            return Ok(());
+        }
+        share_rows(&left, budget, &mut take);
+        step(&done, &take)?;
+        for (d, t) in done.iter_mut().zip(&take) {
+            *d += t;
+        }
     }
 }
 
@@ -247,7 +275,7 @@ fn open_tested(kind: BackendKind, model: &Arc<Model>) -> Result<Arc<dyn Backend>
 /// Every backend this build has: the one place that names them.
 fn open_kind(kind: BackendKind, model: &Arc<Model>) -> Result<Arc<dyn Backend>> {
     match kind {
-        BackendKind::Cpu => Ok(Arc::new(CpuBackend::new(Arc::clone(model)))),
+        BackendKind::Cpu => Ok(Arc::new(CpuBackend::open(model)?)),
         #[cfg(feature = "wgpu")]
         BackendKind::Wgpu => crate::gpu::open(model),
         #[cfg(feature = "cuda")]

@@ -5,7 +5,6 @@ use super::cpu::CpuSequence;
 use super::DecodeMode;
 use super::{Backend, Sequence};
 use crate::error::{Error, Result};
-use std::sync::Arc;
 
 /// Feeds a 4-token probe on `backend` and on the CPU computing as the GPUs do (weights
 /// dequantized, f32 activations): the largest logit difference must stay within 1 % of the
@@ -17,7 +16,7 @@ pub fn self_test(backend: &dyn Backend) -> Result<()> {
     let model = backend.model();
     let vocab = model.config.vocab_size;
     let probe: Vec<u32> = (1..=4).map(|i| (i * 7919 % vocab) as u32).collect();
-    let mut cpu = CpuSequence::unquantized(Arc::clone(model), DecodeMode::Window);
+    let mut cpu = CpuSequence::unquantized(model, DecodeMode::Window)?;
     cpu.feed(&probe, None)?;
     let want = cpu.logits();
     let mut seq = backend.new_sequence(DecodeMode::Window)?;

@@ -11,6 +11,7 @@ pub mod gemm;
 pub mod kernels;
 pub mod linear;
 pub(crate) mod mixer;
+pub mod model;
 pub mod ops;
 pub mod packed;
 pub mod panel;

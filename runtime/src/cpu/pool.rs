@@ -56,7 +56,22 @@ pub struct WorkerPool {
 
 impl WorkerPool {
     /// A pool of `threads` threads in all (the caller counts as one).
+    /// A pool of `threads` threads, the calling one included (an error if one cannot start).
     pub fn new(threads: usize) -> std::io::Result<WorkerPool> {
+        let mut pool = WorkerPool::calling_thread();
+        for i in 1..threads.max(1) {
+            let shared = Arc::clone(&pool.shared);
+            pool.workers.push(
+                std::thread::Builder::new()
+                    .name(format!("liger-worker-{i}"))
+                    .spawn(move || worker(&shared))?,
+            );
+        }
+        Ok(pool)
+    }
+
+    /// A pool of the calling thread alone: its jobs run where they are submitted.
+    pub fn calling_thread() -> WorkerPool {
         let shared = Arc::new(Shared {
             job: UnsafeCell::new(None),
             n_tasks: AtomicUsize::new(0),
@@ -69,20 +84,11 @@ impl WorkerPool {
             sleep_lock: Mutex::new(()),
             wake: Condvar::new(),
         });
-        let mut workers = Vec::new();
-        for i in 1..threads.max(1) {
-            let shared = Arc::clone(&shared);
-            workers.push(
-                std::thread::Builder::new()
-                    .name(format!("liger-worker-{i}"))
-                    .spawn(move || worker(&shared))?,
-            );
-        }
-        Ok(WorkerPool {
+        WorkerPool {
             shared,
-            workers,
+            workers: Vec::new(),
             run_lock: Mutex::new(()),
-        })
+        }
     }
 
     pub fn threads(&self) -> usize {

@@ -10,6 +10,7 @@
 use super::act::{ActForms, ActivationBuffers, Activations};
 use super::linear::{matmul_together, WeightMatrix};
 use super::mixer::{BatchMixer, ChunkRows, MixerScratch, StateViews};
+use super::model::CpuModel;
 use super::ops::{multiversion, rms_norm, silu};
 use super::pool::{Disjoint, WorkerPool};
 use crate::config::LigerConfig;
@@ -105,7 +106,7 @@ multiversion!(
 ///
 /// (The element-wise loops of the step — norms, SwiGLU, residuals, activation quantization —
 /// are portable Rust, built for AVX2 as well and run in the widest build the CPU has.)
-pub(crate) fn forward(model: &Model, plan: &StepPlan, chunks: &mut [SequenceChunk<'_>], scratch: &mut Scratch)
+pub(crate) fn forward(cpu: &CpuModel, plan: &StepPlan, chunks: &mut [SequenceChunk<'_>], scratch: &mut Scratch)
     => forward_body);
 
 /// `out[t] = RMSNorm(x[t]) · w` for every row of `x` ([T, dm], dm = `w.len()`).
@@ -120,7 +121,7 @@ fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 /// only when `exact`.
 #[inline(always)]
 fn inputs<'a>(
-    model: &Model,
+    cpu: &CpuModel,
     x: &'a [f32],
     acts: &'a mut ActivationBuffers,
     matrices: &[&WeightMatrix],
@@ -133,7 +134,7 @@ fn inputs<'a>(
         let forms = matrices.iter().fold(ActForms::default(), |f, m| {
             f.or(m.activation_forms(tokens(m)))
         });
-        Activations::with_forms(x, acts, &model.pool, forms)
+        Activations::with_forms(x, acts, &cpu.pool, forms)
     }
 }
 
@@ -182,7 +183,7 @@ fn vector(model: &Model, buf: Buf) -> &[f32] {
 /// parallel pass.
 #[inline(always)]
 fn products<const N: usize>(
-    model: &Model,
+    cpu: &CpuModel,
     rows: &mut [Vec<f32>; 10],
     acts: &mut ActivationBuffers,
     exact: bool,
@@ -190,23 +191,23 @@ fn products<const N: usize>(
     x: Buf,
     outputs: [(Matrix, Buf); N],
 ) {
-    let c = &model.config;
+    let c = &cpu.model.config;
     let at = x.row_index().expect("the plan names a row buffer");
     // The input, taken out while the outputs are written (no copy).
     let input_rows = std::mem::take(&mut rows[at]);
     let xs = &input_rows[..n * x.width(c).unwrap_or(0)];
-    let matrices = outputs.map(|(m, _)| model.matrix(model.weights.matrix(m)));
+    let matrices = outputs.map(|(m, _)| cpu.matrix(cpu.model.weights.matrix(m)));
     let refs = matrices.each_ref();
-    let input = inputs(model, xs, acts, &refs, exact);
+    let input = inputs(cpu, xs, acts, &refs, exact);
     {
         let mut ys = rows_of(rows, c, outputs.map(|(_, y)| y), n).into_iter();
         if N == 1 {
             if let (Some(w), Some(y)) = (refs.first(), ys.next()) {
-                w.matmul(&model.pool, &input, n, y);
+                w.matmul(&cpu.pool, &input, n, y);
             }
         } else {
             let pairs = refs.map(|w| (w, ys.next().unwrap_or_default()));
-            matmul_together(&model.pool, &input, n, pairs);
+            matmul_together(&cpu.pool, &input, n, pairs);
         }
     }
     rows[at] = input_rows;
@@ -214,11 +215,12 @@ fn products<const N: usize>(
 
 #[inline(always)]
 fn forward_body(
-    model: &Model,
+    cpu: &CpuModel,
     plan: &StepPlan,
     chunks: &mut [SequenceChunk<'_>],
     scratch: &mut Scratch,
 ) {
+    let model = &*cpu.model;
     let c = &model.config;
     let n: usize = chunks.iter().map(|s| s.tokens.len()).sum();
     if n == 0 {
@@ -247,7 +249,7 @@ fn forward_body(
     let (q_rot, k_rot) = (&mut q_rot[..n * hd], &mut k_rot[..n * kv]);
 
     // Each sequence's rows: its embeddings, and RoPE angles of its positions.
-    let embd = model.matrix(&model.weights.token_embd);
+    let embd = model.matrix_view(&model.weights.token_embd);
     spans.clear();
     {
         let [x] = rows_of(rows, c, [Buf::X], n);
@@ -296,7 +298,7 @@ fn forward_body(
                 &many
             }
         };
-        let pool = &model.pool;
+        let pool = &cpu.pool;
         for op in plan.layers() {
             match *op {
                 Op::RmsNorm { x, weight, out } => {
@@ -307,12 +309,12 @@ fn forward_body(
                     });
                 }
                 Op::Products { x, ref outputs } => match outputs[..] {
-                    [one] => products(model, rows, acts, exact, n, x, [one]),
-                    [a, b] => products(model, rows, acts, exact, n, x, [a, b]),
-                    [a, b, q] => products(model, rows, acts, exact, n, x, [a, b, q]),
+                    [one] => products(cpu, rows, acts, exact, n, x, [one]),
+                    [a, b] => products(cpu, rows, acts, exact, n, x, [a, b]),
+                    [a, b, q] => products(cpu, rows, acts, exact, n, x, [a, b, q]),
                     _ => {
                         for &one in outputs {
-                            products(model, rows, acts, exact, n, x, [one]);
+                            products(cpu, rows, acts, exact, n, x, [one]);
                         }
                     }
                 },
@@ -421,15 +423,15 @@ fn forward_body(
             Op::Logits => {
                 let vocab = c.vocab_size;
                 let [h] = rows_of(rows, c, [Buf::H], n);
-                let head = model.matrix(&model.weights.output);
-                let input = inputs(model, &h[..wanted * dm], acts, &[&head], exact);
+                let head = cpu.matrix(&model.weights.output);
+                let input = inputs(cpu, &h[..wanted * dm], acts, &[&head], exact);
                 if let [only] = chunks {
                     only.logits.resize(wanted * vocab, 0.0);
-                    head.matmul(&model.pool, &input, wanted, only.logits);
+                    head.matmul(&cpu.pool, &input, wanted, only.logits);
                     continue;
                 }
                 batch_logits.resize(wanted * vocab, 0.0);
-                head.matmul(&model.pool, &input, wanted, batch_logits);
+                head.matmul(&cpu.pool, &input, wanted, batch_logits);
                 let mut rest = &batch_logits[..];
                 for (chunk, span) in chunks.iter_mut().zip(spans.iter()) {
                     if span.n == 0 {

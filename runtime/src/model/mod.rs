@@ -1,5 +1,7 @@
-//! A loaded liger model: config, weights read in place from the mapped file, tokenizer, and
-//! the CPU thread pool its steps run on.
+//! A loaded liger model, belonging to no device: config, weights read in place from the mapped
+//! file, tokenizer, and the step plan every backend runs (`plan.rs`). A backend brings its own
+//! resources (the CPU's worker pool and repacked weights: `cpu::model`; a GPU's uploaded
+//! weights).
 
 pub mod plan;
 pub mod rope;
@@ -9,9 +11,6 @@ pub use state::SequenceState;
 
 use crate::config::LigerConfig;
 use crate::constraint::GrammarEngine;
-use crate::cpu::linear::WeightMatrix;
-use crate::cpu::packed;
-use crate::cpu::pool::WorkerPool;
 use crate::cpu::simd::SimdLevel;
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, TensorInfo};
@@ -24,14 +23,18 @@ use std::sync::Arc;
 /// Where a weight matrix lives in the file: `[rows, cols]` of `ty`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct MatrixRef {
-    ty: GgmlType,
-    rows: usize,
-    cols: usize,
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
     offset: usize,
     n_bytes: usize,
-    /// Its slot in [`Model::packed`] where the CPU kernels read it repacked (see
-    /// `cpu::packed`); the copy is made when a CPU backend first opens the model.
-    packed: Option<usize>,
+}
+
+impl MatrixRef {
+    /// Where its bytes start in the file (what names a matrix: a tied LM head is the embedding).
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
 }
 
 /// A weight matrix as the file holds it, whatever runs it: `[rows, cols]` of `ty`, row-major
@@ -109,29 +112,11 @@ impl Weights {
     }
 
     /// The product matrices of every layer, then the LM head.
-    fn products(&self) -> impl Iterator<Item = MatrixRef> + '_ {
+    pub(crate) fn products(&self) -> impl Iterator<Item = MatrixRef> + '_ {
         self.layers
             .iter()
             .flat_map(|l| [l.wq, l.wk, l.wv, l.wo, l.w_gate, l.w_up, l.w_down])
             .chain(std::iter::once(self.output))
-    }
-
-    /// [`Weights::products`], to change.
-    fn products_mut(&mut self) -> impl Iterator<Item = &mut MatrixRef> {
-        self.layers
-            .iter_mut()
-            .flat_map(|l| {
-                [
-                    &mut l.wq,
-                    &mut l.wk,
-                    &mut l.wv,
-                    &mut l.wo,
-                    &mut l.w_gate,
-                    &mut l.w_up,
-                    &mut l.w_down,
-                ]
-            })
-            .chain(std::iter::once(&mut self.output))
     }
 }
 
@@ -159,12 +144,10 @@ pub struct Model {
     pub(crate) inv_freq: Vec<f32>,
     /// Identifies the file's header (metadata + tensor directory): binds saved states.
     pub fingerprint: u64,
-    pub(crate) pool: WorkerPool,
-    /// The SIMD kernels the CPU matrix products use.
+    /// What a CPU backend of this model runs with: its worker threads and the SIMD level of its
+    /// kernels. The pool and the repacked weights are the CPU backend's (`cpu::model`).
+    threads: usize,
     pub simd: SimdLevel,
-    /// Matrices repacked for the CPU kernels (`MatrixRef::packed` indexes this), made by
-    /// [`Model::prepare_cpu`]: a model that runs on a GPU never holds them.
-    packed: std::sync::OnceLock<Vec<Vec<u8>>>,
     /// The grammar compiler of the vocabulary, built on first use (structured output).
     grammars: std::sync::OnceLock<std::result::Result<Arc<GrammarEngine>, String>>,
 }
@@ -238,7 +221,6 @@ impl Model {
                 cols: t.row_len(),
                 offset: t.offset as usize,
                 n_bytes: t.n_bytes as usize,
-                packed: None,
             })
         };
         let vector = |name: &str| -> Result<Vec<f32>> {
@@ -270,7 +252,7 @@ impl Model {
                 w_down: matrix(&n("ffn_down.weight"))?,
             });
         }
-        let mut weights = Weights {
+        let weights = Weights {
             token_embd: matrix("token_embd.weight")?,
             output_norm: vector("output_norm.weight")?,
             output: matrix(if config.tie_embeddings {
@@ -286,21 +268,17 @@ impl Model {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
-        let pool = WorkerPool::new(threads)
-            .map_err(|e| Error::InvalidArgument(format!("cannot start {threads} threads: {e}")))?;
         let fingerprint = fnv1a(&file.bytes()[..file.data_offset as usize]);
         let simd = options.simd.unwrap_or_else(SimdLevel::detect);
-        plan_repack(&mut weights, simd);
         Ok(Model {
             inv_freq: rope::inverse_frequencies(&config),
             config,
             tokenizer,
             weights,
             fingerprint,
-            pool,
             file,
+            threads,
             simd,
-            packed: std::sync::OnceLock::new(),
             grammars: std::sync::OnceLock::new(),
         })
     }
@@ -315,31 +293,14 @@ impl Model {
         }
     }
 
-    pub(crate) fn matrix(&self, m: &MatrixRef) -> WeightMatrix<'_> {
-        let data = self.matrix_view(m).data;
-        let w = WeightMatrix::new(m.ty, m.rows, m.cols, data, self.simd);
-        match (m.packed, self.packed.get()) {
-            (Some(i), Some(packed)) => w.with_packed(&packed[i], self.simd),
-            _ => w,
-        }
-    }
-
-    /// Repacks, once, the matrices the CPU kernels of [`Model::simd`] read repacked (on the
-    /// worker pool; the file's pages of each are let go). A CPU backend calls it when it
-    /// opens; until then (and on a GPU backend) the kernels read the file in place.
-    pub(crate) fn prepare_cpu(&self) {
-        self.packed
-            .get_or_init(|| repack(&self.file, &self.weights, &self.pool));
-    }
-
     /// The file the model was loaded from.
     pub fn file(&self) -> &GgufFile {
         &self.file
     }
 
-    /// Worker threads of the CPU kernels.
+    /// Worker threads a CPU backend of this model runs (`ModelOptions::threads`).
     pub fn threads(&self) -> usize {
-        self.pool.threads()
+        self.threads
     }
 
     /// Bytes of weight matrices one decode step reads: every layer's and the LM head (the
@@ -363,57 +324,8 @@ impl Model {
             .map_err(Error::InvalidArgument)
     }
 
-    /// Bytes of the matrices repacked for the CPU kernels (held in memory instead of their
-    /// pages of the mapped file; 0 where nothing is repacked, or before a CPU backend opened).
-    pub fn repacked_bytes(&self) -> u64 {
-        self.packed
-            .get()
-            .map_or(0, |p| p.iter().map(|p| p.len() as u64).sum())
-    }
-
     /// Fixed state bytes per sequence: recurrent state + window cache (f32).
     pub fn state_bytes(&self) -> u64 {
         self.config.recurrent_state_bytes() + self.config.window_cache_bytes(4)
     }
-}
-
-/// Gives a slot of [`Model::packed`] to each product matrix whose type the CPU kernels of
-/// `simd` read repacked (`cpu::packed`: Q4_0, Q8_0, Q4_K and Q6_K on x86, Q4_0 on NEON with
-/// dot products; `LIGER_REPACK=0` keeps them all in place).
-fn plan_repack(weights: &mut Weights, simd: SimdLevel) {
-    if std::env::var("LIGER_REPACK").is_ok_and(|v| v == "0") {
-        return;
-    }
-    let mut slots = 0;
-    for m in weights.products_mut() {
-        if WeightMatrix::repacks(m.ty, m.cols, simd) {
-            m.packed = Some(slots);
-            slots += 1;
-        }
-    }
-}
-
-/// The repacked copies of the matrices [`plan_repack`] gave a slot, in slot order, and lets
-/// the file's pages of each go (they are not read again; a tied embedding's rows are gathered
-/// from the file, so only the rows of the tokens seen come back).
-fn repack(file: &GgufFile, weights: &Weights, pool: &WorkerPool) -> Vec<Vec<u8>> {
-    let mut packed = Vec::new();
-    // The same order as `plan_repack`'s: slot after slot.
-    for m in weights.products().filter(|m| m.packed.is_some()) {
-        debug_assert_eq!(m.packed, Some(packed.len()));
-        let mut copy = vec![0u8; crate::cpu::packed::packed_len(m.ty, m.rows, m.cols)];
-        let data = &file.bytes()[m.offset..m.offset + m.n_bytes];
-        // Stretches of groups on the pool's threads.
-        let (group_rows, group_bytes) = (packed::GROUP_ROWS, packed::group_bytes(m.ty, m.cols));
-        let groups_per_task = m.rows.div_ceil(group_rows).div_ceil(4 * pool.threads());
-        let row_bytes = m.n_bytes / m.rows;
-        pool.for_each_chunk(&mut copy, groups_per_task * group_bytes, &|i, out| {
-            let first = i * groups_per_task * group_rows;
-            let rows = (out.len() / group_bytes * group_rows).min(m.rows - first);
-            packed::pack(m.ty, &data[first * row_bytes..], rows, m.cols, out);
-        });
-        file.forget_pages(m.offset, m.n_bytes);
-        packed.push(copy);
-    }
-    packed
 }
