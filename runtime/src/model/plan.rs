@@ -145,7 +145,7 @@ impl StepPlan {
         use Buf::*;
         let mut ops = Vec::new();
         for (l, lw) in model.weights.layers.iter().enumerate() {
-            // Front end: q, k, v = W·RMSNorm(x) (+ b).
+            // Front end: h = RMSNorm(x) [T, D]; q [T, H·d], k, v [T, Hkv·d] = W·h (+ b).
             ops.push(Op::RmsNorm {
                 x: X,
                 weight: AttnNorm(l),
@@ -170,19 +170,20 @@ impl StepPlan {
                     });
                 }
             }
-            // Token mixer: recurrent branch + sliding window (o_rec, y), then their mix.
+            // Token mixer: recurrent branch o_rec and sliding window y [T, H·d], then their mix.
             ops.push(Op::TokenMixer { layer: l });
             ops.push(Op::Mix {
                 window: Y,
                 recurrent: ORec,
             });
-            // Output projection, residual.
+            // Output projection proj = W_o·y [T, D], residual.
             ops.push(Op::Products {
                 x: Y,
                 outputs: vec![(Matrix::Layer(l, 3), Proj)],
             });
             ops.push(Op::Add { x: X, y: Proj });
-            // SwiGLU MLP, residual.
+            // SwiGLU MLP: gate, up = W·RMSNorm(x) [T, F]; proj = W_down·(silu(gate) ⊙ up)
+            // [T, D]; residual.
             ops.push(Op::RmsNorm {
                 x: X,
                 weight: FfnNorm(l),
